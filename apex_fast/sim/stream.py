@@ -1,0 +1,148 @@
+"""One scheduler stream (a DP replica or one pipeline virtual engine): typed inputs and outputs
+around the Numba batching kernel. Semantics: docs/scheduler.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from apex_fast.errors import ApexError
+from apex_fast.kernels.batching import GAP_BINS, gap_bin_edges, simulate_stream
+
+__all__ = ["SchedulerConfig", "StepCosts", "StreamResult", "run_stream", "gap_bin_edges", "GAP_BINS"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """vLLM scheduler limits for one stream."""
+
+    num_blocks: int
+    block_size: int = 16
+    watermark: int = 0
+    max_num_seqs: int = 256
+    budget: int = 2048
+    chunked: bool = True
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Step duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx."""
+
+    tok_table: np.ndarray
+    seq_table: np.ndarray
+    c_attn: float
+    c_ctx: float
+    overhead: float
+
+
+@dataclass
+class StreamResult:
+    """Per-request times and per-record step data (one record = `count` identical-shape steps)."""
+
+    first_token: np.ndarray
+    finish: np.ndarray
+    preemptions: np.ndarray
+    rec_start: np.ndarray
+    rec_count: np.ndarray
+    rec_d0: np.ndarray
+    rec_dd: np.ndarray
+    rec_pf_tok: np.ndarray
+    rec_dec: np.ndarray
+    rec_samp: np.ndarray
+    rec_ctx0: np.ndarray
+    rec_work: np.ndarray
+    rec_blocks: np.ndarray
+    gap_hist: np.ndarray
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rec_count.sum())
+
+    def steps(self) -> dict[str, np.ndarray]:
+        """Expand records into one row per step (for tests and small traces)."""
+        cnt = self.rec_count
+        idx = np.repeat(np.arange(cnt.size), cnt)
+        first = np.cumsum(cnt) - cnt
+        j = np.arange(idx.size) - first[idx]
+        dur = self.rec_d0[idx] + self.rec_dd[idx] * j
+        # start of step j inside a record = start + j*d0 + dd*j*(j-1)/2
+        start = self.rec_start[idx] + j * self.rec_d0[idx] + self.rec_dd[idx] * j * (j - 1) / 2
+        dec = self.rec_dec[idx]
+        return {
+            "start": start,
+            "duration": dur,
+            "n_prefill_tokens": self.rec_pf_tok[idx],
+            "n_decode": dec,
+            "n_samp": self.rec_samp[idx],
+            "ctx": self.rec_ctx0[idx] + dec * j,
+            "work": self.rec_work[idx],
+        }
+
+
+def run_stream(
+    arrival: np.ndarray,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    cfg: SchedulerConfig,
+    costs: StepCosts,
+) -> StreamResult:
+    """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1."""
+    arrival = np.ascontiguousarray(arrival, dtype=np.float64)
+    prompt = np.ascontiguousarray(prompt, dtype=np.int64)
+    output = np.ascontiguousarray(output, dtype=np.int64)
+    n = arrival.size
+    if not (prompt.size == n and output.size == n):
+        raise ApexError("arrival, prompt and output must have the same length")
+    if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
+        raise ApexError("step cost tables are shorter than the scheduler limits")
+    chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
+    cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024
+    while True:
+        first = np.empty(n, np.float64)
+        finish = np.empty(n, np.float64)
+        pre = np.zeros(n, np.int64)
+        rf = np.empty((cap, 4), np.float64)
+        ri = np.empty((cap, 7), np.int64)
+        hist = np.zeros(GAP_BINS, np.int64)
+        nrec = simulate_stream(
+            arrival,
+            prompt,
+            output,
+            cfg.num_blocks,
+            cfg.block_size,
+            cfg.watermark,
+            cfg.max_num_seqs,
+            cfg.budget,
+            cfg.chunked,
+            np.ascontiguousarray(costs.tok_table, dtype=np.float64),
+            np.ascontiguousarray(costs.seq_table, dtype=np.float64),
+            float(costs.c_attn),
+            float(costs.c_ctx),
+            float(costs.overhead),
+            first,
+            finish,
+            pre,
+            rf,
+            ri,
+            hist,
+        )
+        if nrec >= 0:
+            break
+        cap *= 4
+    return StreamResult(
+        first_token=first,
+        finish=finish,
+        preemptions=pre,
+        rec_start=rf[:nrec, 0].copy(),
+        rec_d0=rf[:nrec, 1].copy(),
+        rec_dd=rf[:nrec, 2].copy(),
+        rec_work=rf[:nrec, 3].copy(),
+        rec_count=ri[:nrec, 0].copy(),
+        rec_pf_tok=ri[:nrec, 1].copy(),
+        rec_dec=ri[:nrec, 2].copy(),
+        rec_samp=ri[:nrec, 3].copy(),
+        rec_ctx0=ri[:nrec, 4].copy(),
+        rec_blocks=ri[:nrec, 5].copy(),
+        gap_hist=hist,
+    )
