@@ -1,0 +1,1 @@
+"""Numba kernels (installed as apex_fast.kernels)."""

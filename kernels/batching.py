@@ -1,0 +1,367 @@
+"""Continuous-batching scheduler kernel (vLLM 0.6 semantics, docs/scheduler.md), compiled by Numba.
+
+Pure function over arrays: inputs are typed NumPy arrays and scalars, outputs are written into
+preallocated arrays. The pure-Python oracle of the same rules is `tests/oracle.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Inter-token gap histogram: log-spaced bins from 1e-7 s to 1e4 s, 400 per decade (0.58% wide).
+GAP_LOG_MIN = -7.0
+GAP_BINS_PER_DECADE = 400
+GAP_BINS = 11 * GAP_BINS_PER_DECADE
+
+# status codes
+_NOT_ARRIVED = 0
+_WAITING = 1
+_RUNNING = 2
+_FINISHED = 3
+_REJECTED = 4
+
+
+def gap_bin_edges() -> np.ndarray:
+    """Edges (seconds) of the gap histogram bins; bin i holds gaps in [edges[i], edges[i+1])."""
+    return 10.0 ** (GAP_LOG_MIN + np.arange(GAP_BINS + 1) / GAP_BINS_PER_DECADE)
+
+
+@njit(cache=True, inline="always")
+def _gap_bin(g: float) -> int:
+    if g <= 0.0:
+        return 0
+    b = int(np.floor((np.log10(g) - GAP_LOG_MIN) * GAP_BINS_PER_DECADE))
+    if b < 0:
+        return 0
+    if b >= GAP_BINS:
+        return GAP_BINS - 1
+    return b
+
+
+@njit(cache=True, inline="always")
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+@njit(cache=True)
+def simulate_stream(
+    arrival,
+    prompt,
+    output,
+    num_blocks,
+    block_size,
+    watermark,
+    max_num_seqs,
+    budget,
+    chunked,
+    tok_table,
+    seq_table,
+    c_attn,
+    c_ctx,
+    overhead,
+    first_token,
+    finish,
+    preemptions,
+    rec_f,
+    rec_i,
+    gap_hist,
+):
+    """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
+    is too small (the caller retries with more room).
+
+    rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
+    blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
+    """
+    n = arrival.shape[0]
+    cap = rec_f.shape[0]
+    bs = block_size
+    status = np.zeros(n, np.int64)
+    computed = np.zeros(n, np.int64)
+    gen = np.zeros(n, np.int64)
+    target = np.zeros(n, np.int64)
+    blocks = np.zeros(n, np.int64)
+    last_tok = np.zeros(n, np.float64)
+    waitq = np.empty(max(n, 1), np.int64)
+    whead = 0
+    wsize = 0
+    run = np.empty(max(n, 1), np.int64)
+    nrun = 0
+    # per-step schedule
+    s_idx = np.empty(max(n, 1), np.int64)
+    s_tok = np.empty(max(n, 1), np.int64)
+    s_pf = np.empty(max(n, 1), np.bool_)
+    pre_buf = np.empty(max(n, 1), np.int64)
+    for i in range(n):
+        first_token[i] = -1.0
+        finish[i] = -1.0
+        preemptions[i] = 0
+    free = num_blocks
+    now = 0.0
+    next_arr = 0
+    nrec = 0
+    while True:
+        # 1. arrivals join the back of the waiting queue
+        while next_arr < n and arrival[next_arr] <= now:
+            waitq[(whead + wsize) % n] = next_arr
+            wsize += 1
+            status[next_arr] = _WAITING
+            next_arr += 1
+        # 2. idle: jump to the next arrival
+        if nrun == 0 and wsize == 0:
+            if next_arr >= n:
+                break
+            now = arrival[next_arr]
+            continue
+        n_sched = 0
+        tokens = 0
+        n_samp = 0
+        n_pf_tok = 0
+        n_dec = 0
+        work = 0.0
+        ctx = 0
+        preempted = False
+        npre = 0
+        if not chunked:
+            # 4a. prefills only
+            while wsize > 0:
+                r = waitq[whead]
+                tgt = prompt[r] + gen[r]
+                need_b = _cdiv(tgt, bs)
+                if need_b > num_blocks - watermark or tgt > budget:
+                    whead = (whead + 1) % n
+                    wsize -= 1
+                    status[r] = _REJECTED
+                    continue
+                if tokens + tgt > budget or nrun + 1 > max_num_seqs or free - need_b < watermark:
+                    break
+                whead = (whead + 1) % n
+                wsize -= 1
+                blocks[r] = need_b
+                free -= need_b
+                target[r] = tgt
+                computed[r] = tgt
+                status[r] = _RUNNING
+                run[nrun] = r
+                nrun += 1
+                s_idx[n_sched] = r
+                s_tok[n_sched] = tgt
+                s_pf[n_sched] = True
+                n_sched += 1
+                tokens += tgt
+                n_pf_tok += tgt
+                n_samp += 1
+                work += tgt * (tgt + 1) / 2.0
+            if n_sched == 0:
+                # 4c. decodes
+                i = 0
+                while i < nrun:
+                    if tokens + 1 > budget:
+                        break
+                    r = run[i]
+                    L = prompt[r] + gen[r]
+                    deficit = _cdiv(L, bs) - blocks[r]
+                    self_pre = False
+                    while free < deficit:
+                        v = run[nrun - 1]
+                        nrun -= 1
+                        free += blocks[v]
+                        blocks[v] = 0
+                        computed[v] = 0
+                        status[v] = _WAITING
+                        pre_buf[npre] = v
+                        npre += 1
+                        preemptions[v] += 1
+                        preempted = True
+                        if v == r:
+                            self_pre = True
+                            break
+                    if self_pre:
+                        break
+                    if deficit > 0:
+                        blocks[r] += deficit
+                        free -= deficit
+                    s_idx[n_sched] = r
+                    s_tok[n_sched] = 1
+                    s_pf[n_sched] = False
+                    n_sched += 1
+                    tokens += 1
+                    n_dec += 1
+                    n_samp += 1
+                    ctx += L
+                    i += 1
+        else:
+            left = budget
+            # 5a. running requests in order: prefill chunks and decodes
+            i = 0
+            while i < nrun:
+                r = run[i]
+                if computed[r] < target[r]:
+                    c = min(target[r] - computed[r], left)
+                    if c == 0:
+                        break
+                    cb = computed[r]
+                    computed[r] += c
+                    left -= c
+                    s_idx[n_sched] = r
+                    s_tok[n_sched] = c
+                    s_pf[n_sched] = True
+                    n_sched += 1
+                    tokens += c
+                    n_pf_tok += c
+                    work += c * (cb + (c + 1) / 2.0)
+                    if computed[r] == target[r]:
+                        n_samp += 1
+                    i += 1
+                    continue
+                if left == 0:
+                    break
+                L = prompt[r] + gen[r]
+                deficit = _cdiv(L, bs) - blocks[r]
+                self_pre = False
+                while free < deficit:
+                    v = run[nrun - 1]
+                    nrun -= 1
+                    free += blocks[v]
+                    blocks[v] = 0
+                    computed[v] = 0
+                    status[v] = _WAITING
+                    pre_buf[npre] = v
+                    npre += 1
+                    preemptions[v] += 1
+                    preempted = True
+                    if v == r:
+                        self_pre = True
+                        break
+                if self_pre:
+                    break
+                if deficit > 0:
+                    blocks[r] += deficit
+                    free -= deficit
+                left -= 1
+                s_idx[n_sched] = r
+                s_tok[n_sched] = 1
+                s_pf[n_sched] = False
+                n_sched += 1
+                tokens += 1
+                n_dec += 1
+                n_samp += 1
+                ctx += L
+                i += 1
+            # 5b. new prefills (chunked), even after a preemption
+            while wsize > 0:
+                r = waitq[whead]
+                tgt = prompt[r] + gen[r]
+                need_b = _cdiv(tgt, bs)
+                if need_b > num_blocks - watermark:
+                    whead = (whead + 1) % n
+                    wsize -= 1
+                    status[r] = _REJECTED
+                    continue
+                c = min(tgt, left)
+                if c == 0 or nrun + 1 > max_num_seqs or free - need_b < watermark:
+                    break
+                whead = (whead + 1) % n
+                wsize -= 1
+                blocks[r] = need_b
+                free -= need_b
+                target[r] = tgt
+                computed[r] = c
+                status[r] = _RUNNING
+                run[nrun] = r
+                nrun += 1
+                left -= c
+                s_idx[n_sched] = r
+                s_tok[n_sched] = c
+                s_pf[n_sched] = True
+                n_sched += 1
+                tokens += c
+                n_pf_tok += c
+                work += c * (c + 1) / 2.0
+                if c == tgt:
+                    n_samp += 1
+        # preempted requests rejoin the front of the waiting queue after this pass (vLLM
+        # extendleft), so they are not re-admitted in the step that preempted them
+        for t in range(npre):
+            whead = (whead - 1 + n) % n
+            waitq[whead] = pre_buf[t]
+            wsize += 1
+        if n_sched == 0:
+            # everything scheduled got preempted or rejected: no time passes, schedule again
+            continue
+        if nrec >= cap:
+            return -1
+        # 6. cost of the first step
+        base = overhead + tok_table[tokens] + seq_table[n_samp] + c_attn * work
+        d0 = base + c_ctx * ctx
+        start = now
+        now = start + d0
+        k = 1
+        # event skipping: a run of identical decode-only steps
+        if n_pf_tok == 0 and not preempted and n_dec == nrun and n_dec > 0:
+            kmax = 1 << 62
+            for t in range(n_sched):
+                r = s_idx[t]
+                rem = output[r] - gen[r]
+                if rem < kmax:
+                    kmax = rem
+            ext_blk = bs * (free // n_dec)
+            if kmax - 1 > ext_blk:
+                kmax = ext_blk + 1
+            limit_t = np.inf
+            if wsize == 0 and next_arr < n:
+                limit_t = arrival[next_arr]
+            while k < kmax and now < limit_t:
+                d = base + c_ctx * (ctx + n_dec * k)
+                b = _gap_bin(d)
+                gap_hist[b] += n_dec
+                now += d
+                k += 1
+        rec_f[nrec, 0] = start
+        rec_f[nrec, 1] = d0
+        rec_f[nrec, 2] = c_ctx * n_dec
+        rec_f[nrec, 3] = work
+        rec_i[nrec, 0] = k
+        rec_i[nrec, 1] = n_pf_tok
+        rec_i[nrec, 2] = n_dec
+        rec_i[nrec, 3] = n_samp
+        rec_i[nrec, 4] = ctx
+        rec_i[nrec, 6] = n_sched
+        # 7. tokens, first tokens, completions
+        end_first = start + d0
+        if k > 1:
+            # extra blocks for the skipped steps: step j writes the KV of context L + j
+            for t in range(n_sched):
+                r = s_idx[t]
+                L = prompt[r] + gen[r]
+                nb = _cdiv(L + k - 1, bs)
+                free -= nb - blocks[r]
+                blocks[r] = nb
+        rec_i[nrec, 5] = num_blocks - free
+        nrec += 1
+        any_done = False
+        for t in range(n_sched):
+            r = s_idx[t]
+            if s_pf[t] and computed[r] < target[r]:
+                continue  # a prefill chunk that does not finish the prompt samples nothing
+            if gen[r] >= 1:
+                gap_hist[_gap_bin(end_first - last_tok[r])] += 1
+            else:
+                first_token[r] = end_first
+            gen[r] += k
+            last_tok[r] = now
+            if gen[r] >= output[r]:
+                finish[r] = now
+                status[r] = _FINISHED
+                free += blocks[r]
+                blocks[r] = 0
+                any_done = True
+        if any_done:
+            m = 0
+            for i in range(nrun):
+                r = run[i]
+                if status[r] == _RUNNING:
+                    run[m] = r
+                    m += 1
+            nrun = m
+    return nrec
