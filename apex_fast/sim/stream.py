@@ -53,6 +53,7 @@ class StreamResult:
     rec_ctx0: np.ndarray
     rec_work: np.ndarray
     rec_blocks: np.ndarray
+    rec_sched: np.ndarray
     gap_hist: np.ndarray
 
     @property
@@ -77,6 +78,7 @@ class StreamResult:
             "n_samp": self.rec_samp[idx],
             "ctx": self.rec_ctx0[idx] + dec * j,
             "work": self.rec_work[idx],
+            "n_sched": self.rec_sched[idx],
         }
 
 
@@ -144,5 +146,6 @@ def run_stream(
         rec_samp=ri[:nrec, 3].copy(),
         rec_ctx0=ri[:nrec, 4].copy(),
         rec_blocks=ri[:nrec, 5].copy(),
+        rec_sched=ri[:nrec, 6].copy(),
         gap_hist=hist,
     )

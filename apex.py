@@ -1,0 +1,8 @@
+"""Entry point: `python apex.py plan --model llama3-70b --num-gpus-per-node 8 ...`."""
+
+import sys
+
+from apex_fast.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Command line: `python apex.py plan | models | gpus`.
+
+The CLI only parses and validates options, calls the planner and prints; it knows nothing of
+kernels. Errors in the input end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import typer
+
+from apex_fast.errors import ApexError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="apex-fast: plan how to serve an LLM on a GPU cluster (parallelism, batching, "
+    "latency, throughput, energy, SLOs).",
+    pretty_exceptions_enable=False,
+)
+
+_DEBUG = {"on": False}
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
+    out: list[float] = []
+    for v in values or []:
+        for part in str(v).replace(",", " ").split():
+            try:
+                p = float(part)
+            except ValueError:
+                raise ApexError(f"{flag}: {part!r} is not a number") from None
+            if not (0.0 <= p <= 100.0):
+                raise ApexError(f"{flag}: percentile {part} is outside [0, 100]")
+            out.append(p)
+    return tuple(out)
+
+
+@app.command()
+def plan(
+    model: str = typer.Option(
+        ..., "--model", help="Bundled model name (see `apex.py models`), HF id, or path to a config.json."
+    ),
+    num_experts: int | None = typer.Option(None, help="MoE: override the number of experts."),
+    topk: int = typer.Option(2, help="MoE: experts per token (top-k)."),
+    capacity_factor: float = typer.Option(1.0, help="MoE: expert capacity factor."),
+    num_nodes: int = typer.Option(1, help="Number of nodes."),
+    num_gpus_per_node: int = typer.Option(
+        ..., "--num-gpus-per-node", "--num-gpus", help="GPUs per node (alias --num-gpus)."
+    ),
+    gpu: str = typer.Option("H100-SXM-80GB", help="GPU type (see `apex.py gpus`)."),
+    frequency: int = typer.Option(0, help="SM clock in MHz (0 = default boost clock)."),
+    trace_file: Path | None = typer.Option(
+        None, help="Request trace (.jsonl with StartTimeOffset ns, ContextTokens, GeneratedTokens)."
+    ),
+    prompt_len: int = typer.Option(2048, help="Prompt tokens per request (no trace file)."),
+    output_len: int = typer.Option(128, help="Output tokens per request (no trace file)."),
+    num_requests: int = typer.Option(1024, help="Requests, all arriving at t=0 (no trace file)."),
+    kv_dtype: str = typer.Option("half", help="KV cache dtype: float, half, float8."),
+    weight_dtype: str = typer.Option("half", help="Weight dtype: float, half, float8 (int8, int4)."),
+    activation_dtype: str = typer.Option("half", help="Activation dtype: float, half, float8."),
+    all_plans: bool = typer.Option(False, "--all", help="Print every feasible plan, best first."),
+    request_percentiles: list[str] = typer.Option(
+        None, help="Extra request-latency percentiles (50 and 95 always shown), e.g. 90 99."
+    ),
+    token_percentiles: list[str] = typer.Option(
+        None, help="Extra time-between-tokens percentiles (50 and 95 always shown)."
+    ),
+    ttft_slo: float = typer.Option(10.0, help="TTFT SLO in ms."),
+    tpot_slo: float = typer.Option(10.0, help="TPOT SLO in ms."),
+    max_batch_size: int = typer.Option(
+        0, "--max-batch-size", "--max-batch", help="Seed name of --max-num-seqs (0 = engine default)."
+    ),
+    tp: int | None = typer.Option(None, help="Pin tensor parallelism."),
+    pp: int | None = typer.Option(None, help="Pin pipeline stages."),
+    dp: int | None = typer.Option(None, help="Pin data-parallel replicas."),
+    ep: int | None = typer.Option(None, help="Pin expert parallelism (MoE)."),
+    max_num_seqs: int | None = typer.Option(None, help="Max running sequences per engine (vLLM; 256)."),
+    max_num_batched_tokens: int | None = typer.Option(
+        None, help="Token budget per step (default 2048 with chunked prefill, else the longest request)."
+    ),
+    chunked_prefill: bool = typer.Option(True, help="vLLM chunked prefill."),
+    block_size: int = typer.Option(16, help="KV cache block size in tokens."),
+    gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory vLLM may use."),
+    objective: str = typer.Option("latency", help="Rank plans by: latency, throughput, energy."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the JSON report here."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+    debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
+) -> None:
+    """Enumerate parallel plans, simulate continuous batching for each, report the best."""
+    _DEBUG["on"] = debug
+    from apex_fast.planner import PlanRequest, run_plan
+
+    if max_batch_size < 0:
+        raise ApexError(f"--max-batch-size must be >= 0, got {max_batch_size}")
+    if max_num_seqs is not None and max_batch_size and max_num_seqs != max_batch_size:
+        raise ApexError("--max-num-seqs and --max-batch-size disagree; give one")
+    seqs = max_num_seqs if max_num_seqs is not None else (max_batch_size or None)
+    for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
+        if v < 0:
+            raise ApexError(f"{name} must be >= 0 ms, got {v}")
+    req = PlanRequest(
+        model=model,
+        num_experts=num_experts,
+        topk=topk,
+        capacity_factor=capacity_factor,
+        num_nodes=num_nodes,
+        gpus_per_node=num_gpus_per_node,
+        gpu=gpu,
+        frequency=frequency,
+        trace_file=trace_file,
+        prompt_len=prompt_len,
+        output_len=output_len,
+        num_requests=num_requests,
+        kv_dtype=kv_dtype,
+        weight_dtype=weight_dtype,
+        activation_dtype=activation_dtype,
+        request_percentiles=_percentiles(request_percentiles, "--request-percentiles"),
+        token_percentiles=_percentiles(token_percentiles, "--token-percentiles"),
+        ttft_slo_ms=ttft_slo,
+        tpot_slo_ms=tpot_slo,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        ep=ep,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        chunked_prefill=chunked_prefill,
+        block_size=block_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        objective=objective,
+    )
+    show_progress = not quiet and sys.stderr.isatty()
+    text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)
+    typer.echo(text)
+    if json_path is not None:
+        from apex_fast.report.jsonout import write_json
+
+        write_json(sr, json_path)
+        if not quiet:
+            typer.echo(f"JSON report written to {json_path}", err=True)
+
+
+@app.command()
+def models() -> None:
+    """List the bundled models with their parameter counts."""
+    from apex_fast.models import list_models
+    from apex_fast.models.loader import model_aliases
+
+    aliases: dict[str, list[str]] = {}
+    for alias, name in model_aliases().items():
+        if alias != name:
+            aliases.setdefault(name, []).append(alias)
+    rows = []
+    for m in list_models():
+        kind = m.arch + (", MoE" if m.is_moe else "")
+        total = m.params_total() / 1e9
+        active = m.params_active() / 1e9
+        size = f"{total:.2f} B" + (f" ({active:.2f} B active)" if m.is_moe else "")
+        rows.append([m.name, kind, size, ", ".join(sorted(aliases.get(m.name, []))[:3])])
+    from apex_fast.report.text import table
+
+    typer.echo(table(["Model", "Kind", "Parameters", "Also known as"], rows))
+
+
+@app.command()
+def gpus() -> None:
+    """List the known devices with their datasheet numbers."""
+    from apex_fast.hardware.devices import list_devices
+    from apex_fast.report.text import table
+
+    rows = []
+    for d in list_devices():
+        rows.append(
+            [
+                d.name,
+                f"{d.peak_tflops.get('fp16', 0):g}",
+                f"{d.peak_tflops.get('fp8', 0):g}" if d.peak_tflops.get("fp8") else "-",
+                f"{d.hbm_gb:g}",
+                f"{d.hbm_tbps:g}",
+                f"{d.intra_node_gbps:g} ({d.intra_node_link})",
+                f"{d.tdp_w:g}",
+            ]
+        )
+    typer.echo(
+        table(
+            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
+            rows,
+        )
+    )
+
+
+_NARGS = ("--request-percentiles", "--token-percentiles")
+
+
+def _expand_nargs(argv: list[str]) -> list[str]:
+    """Accept the seed's `--request-percentiles 90 99` (argparse nargs='+') as well as Typer's
+    repeated flags, by joining the values into one comma-separated argument."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _NARGS:
+            vals = []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                vals.append(argv[i])
+                i += 1
+            out += [a, ",".join(vals)]
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except ApexError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if debug:
+            traceback.print_exc()
+        else:
+            typer.echo(
+                f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                err=True,
+            )
+        return 1
+    return 0

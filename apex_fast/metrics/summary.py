@@ -1,0 +1,275 @@
+"""Metrics of one simulated plan (definitions in ../shared/SPEC.md §7 and docs/metrics.md).
+
+Per-request times are aggregated with Polars; per-step records (one record = `count` steps of the
+same shape) give busy time, FLOPs, bytes, the per-operator breakdown and energy in closed form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from apex_fast.dtypes import compute_dtype
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.hardware.devices import peak_flops
+from apex_fast.metrics.energy import step_power_w
+from apex_fast.plans.memory import GIB
+from apex_fast.sim.engine import PlanResult
+from apex_fast.sim.stream import gap_bin_edges
+from apex_fast.sim.workload import Workload
+
+
+@dataclass
+class PlanMetrics:
+    ttft_mean_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    tpot_mean_s: float
+    itl_mean_s: float
+    tbt_p50_s: float
+    tbt_p95_s: float
+    tbt_percentiles_s: dict[float, float]
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_percentiles_s: dict[float, float]
+    throughput_tokens_per_s: float
+    processed_tokens_per_s: float
+    throughput_requests_per_s: float
+    mfu: float
+    mbu: float
+    energy_kj: float
+    energy_j_per_token: float
+    param_gb_per_device: float
+    activation_gb_per_device: float
+    kv_cache_gb_per_device: float
+    kv_tokens_per_replica: int
+    avg_requests_per_iteration: float
+    avg_tokens_per_iteration: float
+    makespan_s: float
+    busy_s: float
+    num_steps: int
+    preemptions: int
+    slo_ttft_pct: float
+    slo_tpot_pct: float
+    slo_both_pct: float
+    breakdown: list[tuple[str, float, float, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "breakdown"}
+        d["tbt_percentiles_s"] = {f"p{_fmt_p(k)}": v for k, v in self.tbt_percentiles_s.items()}
+        d["latency_percentiles_s"] = {
+            f"p{_fmt_p(k)}": v for k, v in self.latency_percentiles_s.items()
+        }
+        d["breakdown"] = [
+            {"name": n, "seconds": s, "ratio_pct": r, "source": src}
+            for n, s, r, src in self.breakdown
+        ]
+        return d
+
+
+def _fmt_p(p: float) -> str:
+    return str(int(p)) if float(p).is_integer() else str(p)
+
+
+def hist_percentiles(hist: np.ndarray, ps: list[float]) -> dict[float, float]:
+    """Percentiles of the gap histogram (value = geometric centre of the bin; bins are 0.58% wide)."""
+    total = int(hist.sum())
+    edges = gap_bin_edges()
+    out: dict[float, float] = {}
+    if total == 0:
+        return {p: float("nan") for p in ps}
+    cum = np.cumsum(hist)
+    for p in ps:
+        rank = max(1, int(np.ceil(p / 100.0 * total)))
+        b = int(np.searchsorted(cum, rank))
+        out[p] = float(np.sqrt(edges[b] * edges[b + 1]))
+    return out
+
+
+def _record_arrays(res: PlanResult):
+    """Concatenate the records of all streams, with their stream number."""
+    cols = {k: [] for k in ("cnt", "d0", "dd", "pf", "dec", "samp", "ctx0", "work", "nsched")}
+    sid = []
+    for i, s in enumerate(res.streams):
+        cols["cnt"].append(s.rec_count)
+        cols["d0"].append(s.rec_d0)
+        cols["dd"].append(s.rec_dd)
+        cols["pf"].append(s.rec_pf_tok)
+        cols["dec"].append(s.rec_dec)
+        cols["samp"].append(s.rec_samp)
+        cols["ctx0"].append(s.rec_ctx0)
+        cols["work"].append(s.rec_work)
+        cols["nsched"].append(s.rec_sched)
+        sid.append(np.full(s.rec_count.size, i))
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out["sid"] = np.concatenate(sid)
+    return out
+
+
+def compute_metrics(
+    res: PlanResult,
+    workload: Workload,
+    cluster: Cluster,
+    request_percentiles: list[float] | None = None,
+    token_percentiles: list[float] | None = None,
+    ttft_slo_ms: float = 10.0,
+    tpot_slo_ms: float = 10.0,
+) -> PlanMetrics:
+    assert res.compiled is not None
+    cc = res.compiled
+    plan = res.plan
+    dev = cluster.device
+    req_ps = sorted({50.0, 95.0, *(request_percentiles or [])})
+    tok_ps = sorted({50.0, 95.0, *(token_percentiles or [])})
+
+    # ---- per request (Polars)
+    ids = np.concatenate(res.stream_index)
+    first = np.concatenate([s.first_token for s in res.streams])
+    fin = np.concatenate([s.finish for s in res.streams])
+    pre = np.concatenate([s.preemptions for s in res.streams])
+    df = pl.DataFrame(
+        {
+            "id": ids,
+            "arrival": workload.arrival[ids],
+            "first": first,
+            "finish": fin,
+            "prompt": workload.prompt[ids],
+            "output": workload.output[ids],
+        }
+    ).filter(pl.col("finish") >= 0)
+    df = df.with_columns(
+        (pl.col("first") - pl.col("arrival")).alias("ttft"),
+        (pl.col("finish") - pl.col("arrival")).alias("latency"),
+        pl.when(pl.col("output") > 1)
+        .then((pl.col("finish") - pl.col("first")) / (pl.col("output") - 1))
+        .otherwise(None)
+        .alias("tpot"),
+    )
+    aggs = [
+        pl.col("ttft").mean().alias("ttft_mean"),
+        pl.col("ttft").quantile(0.5, "linear").alias("ttft_p50"),
+        pl.col("ttft").quantile(0.95, "linear").alias("ttft_p95"),
+        pl.col("tpot").mean().alias("tpot_mean"),
+        ((pl.col("finish") - pl.col("first")).sum() / (pl.col("output") - 1).sum()).alias("itl"),
+        pl.col("latency").mean().alias("lat_mean"),
+        pl.col("finish").max().alias("end"),
+        pl.col("output").sum().alias("gen"),
+        (pl.col("prompt") + pl.col("output")).sum().alias("proc"),
+        pl.len().alias("n"),
+        (pl.col("ttft") <= ttft_slo_ms / 1e3).mean().alias("slo_ttft"),
+        (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3).mean().alias("slo_tpot"),
+        (
+            (pl.col("ttft") <= ttft_slo_ms / 1e3) & (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3)
+        )
+        .mean()
+        .alias("slo_both"),
+    ]
+    aggs += [
+        pl.col("latency").quantile(p / 100.0, "linear").alias(f"lat_p{p}") for p in req_ps
+    ]
+    row = df.select(aggs).row(0, named=True)
+    makespan = float(row["end"])  # first arrival is t = 0
+    lat_ps = {p: float(row[f"lat_p{p}"]) for p in req_ps}
+
+    # ---- per step records
+    r = _record_arrays(res)
+    cnt = r["cnt"].astype(np.float64)
+    tri = cnt * (cnt - 1) / 2.0
+    dur = cnt * r["d0"] + r["dd"] * tri  # seconds per record
+    ntok = r["pf"] + r["dec"]
+    ctx_total = cnt * r["ctx0"] + r["dec"] * tri
+    busy = float(dur.sum())
+    costs = cc.costs
+    breakdown_raw: dict[str, float] = {}
+    for name, table in cc.tok_ops.items():
+        breakdown_raw[name] = float(np.sum(cnt * table[ntok]))
+    for name, table in cc.seq_ops.items():
+        breakdown_raw[name] = breakdown_raw.get(name, 0.0) + float(np.sum(cnt * table[r["samp"]]))
+    attn_t = costs.c_attn * float(np.sum(cnt * r["work"])) + costs.c_ctx * float(ctx_total.sum())
+    breakdown_raw[cc.attn_op] = breakdown_raw.get(cc.attn_op, 0.0) + attn_t
+    breakdown_raw[cc.overhead_op] = costs.overhead * float(cnt.sum())
+
+    flops = (
+        cc.flops_per_token * ntok * cnt
+        + cc.flops_per_seq * r["samp"] * cnt
+        + cc.flops_per_pair * r["work"] * cnt
+        + cc.flops_per_ctx * ctx_total
+    )
+    nbytes = cc.bytes_per_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
+    cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
+    peak, _ = peak_flops(dev, cdt)
+    bw = dev.hbm_tbps * 1e12
+    g_stream = cc.gpus_per_stream
+    gpu_busy = g_stream * dur
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u_c = np.where(gpu_busy > 0, flops / (peak * gpu_busy), 0.0)
+        u_m = np.where(gpu_busy > 0, nbytes / (bw * gpu_busy), 0.0)
+    mfu = float(flops.sum() / (peak * gpu_busy.sum())) if busy > 0 else 0.0
+    mbu = float(nbytes.sum() / (bw * gpu_busy.sum())) if busy > 0 else 0.0
+    power = step_power_w(dev, np.maximum(u_c, u_m), res.clock_factor)
+    busy_energy = float(np.sum(power * gpu_busy))
+    idle_gpu_s = max(0.0, cluster.num_gpus * makespan - float(gpu_busy.sum()))
+    energy_j = busy_energy + dev.idle_w * idle_gpu_s
+
+    # per-operator breakdown: mean over streams, Idle = makespan - mean busy
+    nstreams = len(res.streams)
+    breakdown: list[tuple[str, float, float, str]] = []
+    total = makespan if makespan > 0 else 1.0
+    for name, t in breakdown_raw.items():
+        t_mean = t / nstreams
+        if t_mean <= 1e-9:
+            continue
+        src = cc.provenance.get(name, "analytic")
+        breakdown.append((name, t_mean, 100.0 * t_mean / total, src))
+    idle = max(0.0, makespan - busy / nstreams)
+    breakdown.append(("Idle", idle, 100.0 * idle / total, "simulated"))
+    breakdown.append(("Total", makespan, 100.0, ""))
+
+    hist = np.sum(np.stack([s.gap_hist for s in res.streams]), axis=0)
+    tbt = hist_percentiles(hist, tok_ps)
+    gen = float(row["gen"])
+    steps = float(cnt.sum())
+    m = res.memory
+    return PlanMetrics(
+        ttft_mean_s=float(row["ttft_mean"]),
+        ttft_p50_s=float(row["ttft_p50"]),
+        ttft_p95_s=float(row["ttft_p95"]),
+        tpot_mean_s=_f(row["tpot_mean"]),
+        itl_mean_s=_f(row["itl"]),
+        tbt_p50_s=tbt[50.0],
+        tbt_p95_s=tbt[95.0],
+        tbt_percentiles_s=tbt,
+        latency_mean_s=float(row["lat_mean"]),
+        latency_p50_s=lat_ps[50.0],
+        latency_p95_s=lat_ps[95.0],
+        latency_percentiles_s=lat_ps,
+        throughput_tokens_per_s=gen / makespan if makespan > 0 else 0.0,
+        processed_tokens_per_s=float(row["proc"]) / makespan if makespan > 0 else 0.0,
+        throughput_requests_per_s=float(row["n"]) / makespan if makespan > 0 else 0.0,
+        mfu=mfu,
+        mbu=mbu,
+        energy_kj=energy_j / 1e3,
+        energy_j_per_token=energy_j / gen if gen else 0.0,
+        param_gb_per_device=m.weights / GIB,
+        activation_gb_per_device=m.activation / GIB,
+        kv_cache_gb_per_device=m.kv_available / GIB,
+        kv_tokens_per_replica=m.kv_tokens,
+        avg_requests_per_iteration=float(np.sum(cnt * r["nsched"]) / steps) if steps else 0.0,
+        avg_tokens_per_iteration=float(np.sum(cnt * ntok) / steps) if steps else 0.0,
+        makespan_s=makespan,
+        busy_s=busy / nstreams,
+        num_steps=int(steps),
+        preemptions=int(pre.sum()),
+        slo_ttft_pct=100.0 * float(row["slo_ttft"]),
+        slo_tpot_pct=100.0 * float(row["slo_tpot"]),
+        slo_both_pct=100.0 * float(row["slo_both"]),
+        breakdown=breakdown,
+    )
+
+
+def _f(v: object) -> float:
+    return float("nan") if v is None else float(v)
+

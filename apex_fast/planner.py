@@ -1,0 +1,125 @@
+"""The `plan` use case: turn user options into model, cluster, workload and engine settings,
+search the plans and render the report."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from apex_fast.dtypes import canonical_dtype
+from apex_fast.errors import ApexError
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.hardware.devices import get_device
+from apex_fast.models import load_model
+from apex_fast.plans.enumerate import Pins
+from apex_fast.search import MetricOptions, SearchResult, search
+from apex_fast.sim.engine import EngineOptions
+from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.trace_io import load_trace
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    model: str
+    gpus_per_node: int
+    num_nodes: int = 1
+    gpu: str = "H100-SXM-80GB"
+    num_experts: int | None = None
+    topk: int = 2
+    capacity_factor: float = 1.0
+    frequency: int = 0
+    trace_file: Path | None = None
+    prompt_len: int = 2048
+    output_len: int = 128
+    num_requests: int = 1024
+    kv_dtype: str = "half"
+    weight_dtype: str = "half"
+    activation_dtype: str = "half"
+    request_percentiles: tuple[float, ...] = ()
+    token_percentiles: tuple[float, ...] = ()
+    ttft_slo_ms: float = 10.0
+    tpot_slo_ms: float = 10.0
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    chunked_prefill: bool = True
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    objective: str = "latency"
+
+
+def build_workload(req: PlanRequest) -> Workload:
+    if req.trace_file is not None:
+        return load_trace(req.trace_file)
+    return static_workload(req.num_requests, req.prompt_len, req.output_len)
+
+
+def _progress_printer():
+    def show(i: int, n: int, label: str) -> None:
+        width = 30
+        done = int(width * i / max(n, 1))
+        sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} plans {label:<24}")
+        if i >= n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def run_plan(
+    req: PlanRequest, show_all: bool = False, progress: bool = False, max_batch: int = 0
+) -> tuple[str, SearchResult]:
+    from apex_fast.report.text import render
+
+    dtypes = (
+        canonical_dtype(req.weight_dtype, "--weight-dtype", allow_int=True),
+        canonical_dtype(req.activation_dtype, "--activation-dtype"),
+        canonical_dtype(req.kv_dtype, "--kv-dtype"),
+    )
+    model = load_model(req.model, num_experts=req.num_experts, topk=req.topk if req.num_experts else None)
+    if model.arch != "decoder" or model.is_moe:
+        raise ApexError(
+            f"{model.name} is a {'mixture-of-experts' if model.is_moe else model.arch} model; "
+            "this version plans dense decoder-only models (MoE and encoder-decoder are issue #5)"
+        )
+    device = get_device(req.gpu)
+    cluster = Cluster(device, req.num_nodes, req.gpus_per_node)
+    clock = None
+    if req.frequency:
+        if req.frequency not in device.clocks_mhz:
+            known = ", ".join(str(c) for c in device.clocks_mhz)
+            raise ApexError(f"--frequency {req.frequency} MHz is not a clock of {device.name} ({known})")
+        clock = req.frequency
+    workload = build_workload(req)
+    opts = EngineOptions(
+        block_size=req.block_size,
+        max_num_seqs=req.max_num_seqs or 256,
+        max_num_batched_tokens=req.max_num_batched_tokens,
+        chunked_prefill=req.chunked_prefill,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        clock_mhz=clock,
+    )
+    mopts = MetricOptions(
+        request_percentiles=req.request_percentiles,
+        token_percentiles=req.token_percentiles,
+        ttft_slo_ms=req.ttft_slo_ms,
+        tpot_slo_ms=req.tpot_slo_ms,
+    )
+    pins = Pins(dp=req.dp, pp=req.pp, tp=req.tp, ep=req.ep)
+    sr = search(
+        model,
+        cluster,
+        workload,
+        opts,
+        mopts,
+        pins=pins,
+        dtypes=dtypes,
+        objective=req.objective,
+        progress=_progress_printer() if progress else None,
+    )
+    text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
+    return text, sr

@@ -1,0 +1,144 @@
+"""Memory per device for a plan: weights of its shard, activation peak, KV-cache capacity.
+
+Follows how vLLM sizes its KV cache: KV bytes = utilisation x device memory - weights - the peak
+activation memory of a profiling step of `max_num_batched_tokens` tokens - non-PyTorch memory
+(CUDA context, NCCL and cuBLAS workspaces, CUDA graphs). The activation and runtime terms are an
+analytic approximation (documented in docs/memory.md), not a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apex_fast.dtypes import DTYPE_BYTES
+from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.plan import Plan
+
+GIB = 1024**3
+# nvidia-smi shows an "80GB" H100 as 81559 MiB: marketed GB are GiB, ~0.45% of which the driver
+# keeps; we apply the same 0.9956 factor to every device.
+USABLE_FRACTION = 81559 / 81920
+# CUDA context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
+# typically show 0.5-1.5 GiB of non-torch memory plus a few hundred MiB of CUDA graphs).
+RUNTIME_RESERVE_BYTES = 1.5 * GIB
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Per-device memory in bytes for the most loaded device of the plan."""
+
+    capacity: float
+    weights: float
+    activation: float
+    runtime: float
+    kv_available: float
+    kv_bytes_per_token: float  # per device, all layers of its stage
+    kv_blocks_per_replica: int  # blocks of one DP replica (all its pipeline streams together)
+    fits: bool
+    reason: str
+
+    @property
+    def kv_tokens(self) -> int:
+        return int(self.kv_available // self.kv_bytes_per_token) if self.kv_bytes_per_token else 0
+
+
+def kv_heads_per_device(model: ModelSpec, tp: int) -> int:
+    """KV heads stored on one device; replicated when there are fewer KV heads than devices."""
+    return max(1, model.num_kv_heads // tp)
+
+
+def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
+    """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head)."""
+    wb = DTYPE_BYTES[plan.weight_dtype]
+    tp = plan.tp
+    h, hd = model.hidden_size, model.head_dim
+    qo = 2 * h * model.num_heads * hd
+    kv = 2 * h * model.num_kv_heads * hd
+    attn_total = model.attn_params_per_layer()
+    attn_rest = max(0, attn_total - qo - kv)  # biases, q/k norms
+    kv_dev = 2 * h * hd * kv_heads_per_device(model, tp)
+    attn_dev = qo / tp + kv_dev + attn_rest / tp
+    ffn = model.ffn_params_per_layer()
+    if model.is_moe and plan.ep > 1:
+        ffn_dev = ffn / plan.ep
+    else:
+        ffn_dev = ffn / tp
+    other = max(0, model.block_params() - attn_total - ffn)  # norms, replicated
+    per_layer = attn_dev + ffn_dev + other
+    layers = max(plan.layers_per_stage)
+    emb = model.embedding_params() / tp
+    head = model.lm_head_params() / tp
+    if plan.pp > 1 and head == 0:
+        head = model.embedding_params() / tp  # tied weights: the last stage needs its own copy
+    if plan.pp == 1:
+        edge = emb + head
+    else:
+        edge = max(emb, head)
+    return (layers * per_layer + edge) * wb
+
+
+def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
+    """Peak activation memory of one step of `budget` tokens (analytic approximation).
+
+    Live tensors at the FFN of a layer: hidden state, residual and norm output (3h), the QKV
+    output, the gate/up output and the activation output of the FFN shard; plus FP32 logits of
+    `max_num_seqs` sequences over the vocabulary shard.
+    """
+    ab = DTYPE_BYTES[plan.activation_dtype]
+    tp = plan.tp
+    hd = model.head_dim
+    qkv = (model.num_heads // tp + 2 * kv_heads_per_device(model, tp)) * hd
+    inter = model.moe_intermediate_size if model.is_moe else model.intermediate_size
+    ffn_up = (2 if model.gated_ffn else 1) * inter / tp
+    per_token = (3 * model.hidden_size + qkv + ffn_up + inter / tp) * ab
+    logits = max_num_seqs * model.vocab_size / tp * 4.0
+    return budget * per_token + logits
+
+
+def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
+    kvb = DTYPE_BYTES[plan.kv_dtype]
+    return max(plan.layers_per_stage) * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
+
+
+def memory_report(
+    model: ModelSpec,
+    plan: Plan,
+    device_hbm_gb: float,
+    gpu_memory_utilization: float,
+    budget: int,
+    max_num_seqs: int,
+    block_size: int,
+) -> MemoryReport:
+    cap = device_hbm_gb * GIB * USABLE_FRACTION
+    w = weight_bytes_per_device(model, plan)
+    act = activation_bytes(model, plan, budget, max_num_seqs)
+    kv_avail = cap * gpu_memory_utilization - w - act - RUNTIME_RESERVE_BYTES
+    kvt = kv_bytes_per_token_per_device(model, plan)
+    blocks = int(kv_avail // (kvt * block_size)) if kv_avail > 0 and kvt > 0 else 0
+    if w > cap * gpu_memory_utilization:
+        reason = (
+            f"weights need {w / GIB:.1f} GiB per device, more than "
+            f"{gpu_memory_utilization:.2f} x {cap / GIB:.1f} GiB"
+        )
+        fits = False
+    elif blocks < 1:
+        reason = (
+            f"no room for the KV cache: {w / GIB:.1f} GiB weights + {act / GIB:.1f} GiB "
+            f"activations + {RUNTIME_RESERVE_BYTES / GIB:.1f} GiB runtime exceed "
+            f"{gpu_memory_utilization:.2f} x {cap / GIB:.1f} GiB"
+        )
+        fits = False
+    else:
+        reason = ""
+        fits = True
+    return MemoryReport(
+        capacity=cap,
+        weights=w,
+        activation=act,
+        runtime=RUNTIME_RESERVE_BYTES,
+        kv_available=max(kv_avail, 0.0),
+        kv_bytes_per_token=kvt,
+        kv_blocks_per_replica=max(blocks, 0),
+        fits=fits,
+        reason=reason,
+    )

@@ -1,0 +1,208 @@
+"""Analytic op-cost model (roofline with calibrated efficiencies). All times in seconds.
+
+GEMM  C[m x n] = W[m x k] . X[k x n], n = tokens:
+    t = max(2mkn / (peak * eta_c), bytes / (bw * eta_mem)) + t_launch
+    eta_c = eta_max * s(m, sat_mn) * s(n, sat_mn) * s(k, sat_k),  s(x, c) = x / (x + c)
+Collective over a group of g GPUs moving S bytes (nccl-tests "size"):
+    t = alpha + f(g) * S / busbw,   busbw = link * eff * kind_eff * g/(g + group_half) [1 for sendrecv]
+                                            / (1 + (msg_half_bytes / S) ** msg_ramp_pow)
+    alpha = alpha_intra + alpha_log2 * phases * log2(g)  (phases: all-reduce 2, send/recv 0, else 1;
+    inter-node: alpha_inter, alpha_log2_inter and
+    msg_half_bytes_inter replace the intra-node values)
+The compute peak scales with clock / boost clock; memory and link bandwidths do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from apex_fast.errors import ApexError
+from apex_fast.hardware.devices import DeviceSpec, get_device, peak_flops
+from apex_fast.profiles.calibration import calibration_for
+
+PROVENANCE = "analytic"
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
+# latency grows with log2(group) per phase: all-reduce = reduce-scatter + all-gather (2 phases);
+# a send/recv is one message whatever the group
+_LATENCY_PHASES = {
+    "all_reduce": 2.0,
+    "all_gather": 1.0,
+    "reduce_scatter": 1.0,
+    "alltoall": 1.0,
+    "sendrecv": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """Efficiency parameters of one device at one SM clock (see module docstring)."""
+
+    device: DeviceSpec
+    clock_mhz: int
+    # GEMM
+    eta_max: float
+    sat_mn: float
+    sat_k: float
+    eta_mem: float
+    t_launch: float
+    # memory-bound elementwise kernels (norms, activations, residual adds)
+    eta_elem: float
+    t_launch_elem: float
+    # attention: flash-attention fraction of the dense peak, launch per layer
+    eta_attn: float
+    t_launch_attn: float
+    # collectives
+    alpha_intra: float
+    alpha_inter: float
+    alpha_log2: float
+    alpha_log2_inter: float
+    busbw_eff_intra: float
+    busbw_eff_inter: float
+    group_half: float
+    msg_half_bytes: float
+    msg_half_bytes_inter: float
+    msg_ramp_pow: float
+    eff_all_gather: float
+    eff_reduce_scatter: float
+    eff_alltoall: float
+    eff_sendrecv: float
+    calibration: str = ""
+    provenance: str = PROVENANCE
+
+    @property
+    def clock_scale(self) -> float:
+        return self.clock_mhz / self.device.boost_clock_mhz
+
+    @property
+    def mem_bw(self) -> float:
+        """HBM bytes/s (datasheet; not clock dependent)."""
+        return self.device.hbm_tbps * 1e12
+
+    def peak(self, compute_dtype: str) -> float:
+        """Dense peak FLOP/s at this clock (falls back to wider units, see peak_flops)."""
+        return peak_flops(self.device, compute_dtype)[0] * self.clock_scale
+
+
+def device_model(device: DeviceSpec | str, clock_mhz: int | None = None) -> DeviceModel:
+    """The calibrated analytic model of a device, at its boost clock unless clock_mhz is given."""
+    dev = get_device(device)
+    clock = dev.boost_clock_mhz if clock_mhz is None else int(clock_mhz)
+    if clock <= 0 or clock > dev.boost_clock_mhz:
+        supported = ", ".join(str(c) for c in dev.clocks_mhz)
+        raise ApexError(
+            f"clock {clock_mhz} MHz is outside 1..{dev.boost_clock_mhz} for {dev.name} "
+            f"(supported: {supported})"
+        )
+    params, note = calibration_for(dev.name)
+    return DeviceModel(device=dev, clock_mhz=clock, calibration=note, **params)
+
+
+def with_params(dm: DeviceModel, **params: float) -> DeviceModel:
+    """A copy with some parameters replaced (used by the calibration script)."""
+    return dataclasses.replace(dm, **params)
+
+
+def _sat(x: np.ndarray | float, c: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / (x + c)
+
+
+def gemm_time(
+    dm: DeviceModel,
+    m: int | np.ndarray,
+    k: int | np.ndarray,
+    n: np.ndarray | int,
+    weight_bytes: float,
+    act_bytes: float,
+    compute_dtype: str,
+) -> np.ndarray:
+    """Seconds for C[m x n] = W[m x k] . X[k x n]; zero where the GEMM is empty."""
+    m_ = np.asarray(m, dtype=np.float64)
+    k_ = np.asarray(k, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    empty = (m_ <= 0) | (k_ <= 0) | (n_ <= 0)
+    m_, k_, n_ = (np.maximum(a, 1.0) for a in (m_, k_, n_))
+    eta_c = dm.eta_max * _sat(m_, dm.sat_mn) * _sat(n_, dm.sat_mn) * _sat(k_, dm.sat_k)
+    t_compute = 2.0 * m_ * k_ * n_ / (dm.peak(compute_dtype) * eta_c)
+    nbytes = m_ * k_ * weight_bytes + (k_ * n_ + m_ * n_) * act_bytes
+    t_memory = nbytes / (dm.mem_bw * dm.eta_mem)
+    return np.where(empty, 0.0, np.maximum(t_compute, t_memory) + dm.t_launch)
+
+
+def mem_time(dm: DeviceModel, nbytes: np.ndarray | float) -> np.ndarray:
+    """Seconds for a memory-bound elementwise kernel moving nbytes (read + write), incl. launch."""
+    b = np.asarray(nbytes, dtype=np.float64)
+    return np.where(b > 0, b / (dm.mem_bw * dm.eta_elem) + dm.t_launch_elem, 0.0)
+
+
+def attn_prefill_time_per_pair(
+    dm: DeviceModel, heads: int, head_dim: int, compute_dtype: str
+) -> float:
+    """Seconds per causal (query, key) pair for `heads` query heads on one device.
+
+    4 * heads * head_dim FLOPs per pair (QK^T and PV) at the flash-attention efficiency.
+    """
+    return 4.0 * heads * head_dim / (dm.peak(compute_dtype) * dm.eta_attn)
+
+
+def attn_decode_time_per_token(dm: DeviceModel, kv_heads: int, head_dim: int, kv_bytes: float) -> float:
+    """Seconds per context token read by one decode sequence (K and V of kv_heads heads)."""
+    return 2.0 * kv_heads * head_dim * kv_bytes / (dm.mem_bw * dm.eta_mem)
+
+
+def attn_launch_time(dm: DeviceModel) -> float:
+    """Fixed seconds per attention layer call (kernel launch and scheduling)."""
+    return dm.t_launch_attn
+
+
+def ring_factor(kind: str, group: int) -> float:
+    """Bytes each GPU sends per byte of the collective's buffer (nccl-tests bus factor)."""
+    g = float(group)
+    if kind == "all_reduce":
+        return 2.0 * (g - 1.0) / g
+    if kind in ("all_gather", "reduce_scatter", "alltoall"):
+        return (g - 1.0) / g
+    if kind == "sendrecv":
+        return 1.0
+    raise ApexError(f"unknown collective {kind!r}: use one of {', '.join(COLLECTIVES)}")
+
+
+def busbw(dm: DeviceModel, kind: str, nbytes: np.ndarray, group: int, inter_node: bool) -> np.ndarray:
+    """Achieved bus bandwidth in bytes/s (small messages and small groups reach less)."""
+    s = np.asarray(nbytes, dtype=np.float64)
+    if inter_node:
+        link, eff = dm.device.inter_node_gbps * 1e9, dm.busbw_eff_inter
+        half = dm.msg_half_bytes_inter
+    else:
+        link, eff = dm.device.intra_node_gbps * 1e9, dm.busbw_eff_intra
+        half = dm.msg_half_bytes
+    kind_eff = 1.0 if kind == "all_reduce" else getattr(dm, f"eff_{kind}")
+    g = float(group)
+    group_factor = 1.0 if kind == "sendrecv" else g / (g + dm.group_half)
+    ramp = 1.0 + (half / s) ** dm.msg_ramp_pow
+    return link * eff * kind_eff * group_factor / ramp
+
+
+def collective_time(
+    dm: DeviceModel, kind: str, nbytes: np.ndarray | float, group: int, inter_node: bool
+) -> np.ndarray:
+    """Seconds for one collective over `group` GPUs; nbytes is the nccl-tests buffer size.
+
+    (all-gather: the gathered output; reduce-scatter: the full input; alltoall: one rank's send
+    buffer; sendrecv: the message.) A group of one costs nothing.
+    """
+    f = ring_factor(kind, max(int(group), 2))
+    s = np.asarray(nbytes, dtype=np.float64)
+    if group <= 1:
+        return np.zeros_like(s)
+    hops = _LATENCY_PHASES[kind] * np.log2(group)
+    if inter_node:
+        alpha = dm.alpha_inter + dm.alpha_log2_inter * hops
+    else:
+        alpha = dm.alpha_intra + dm.alpha_log2 * hops
+    bw = busbw(dm, kind, np.maximum(s, 1.0), group, inter_node)
+    return np.where(s > 0, alpha + f * s / bw, 0.0)

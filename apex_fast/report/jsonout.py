@@ -1,0 +1,62 @@
+"""JSON report (orjson): {"best": {...}, "plans": [{...}, ...], "infeasible": [...], ...}."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+
+from apex_fast.search import Evaluated, SearchResult
+
+
+def _clean(x: object) -> object:
+    """NaN and infinities are not JSON: write null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def plan_json(e: Evaluated) -> dict:
+    assert e.metrics is not None
+    d = {"plan": e.result.plan.to_json(), "label": e.result.plan.label}
+    d.update(e.metrics.to_json())
+    d["kv_blocks_per_replica"] = e.result.memory.kv_blocks_per_replica
+    d["max_num_batched_tokens"] = e.result.budget
+    return d
+
+
+def report_json(sr: SearchResult) -> dict:
+    plans = [plan_json(e) for e in sr.ranked]
+    o = sr.options
+    return _clean(
+        {
+            "model": sr.model.name,
+            "cluster": {
+                "gpu": sr.cluster.device.name,
+                "num_nodes": sr.cluster.num_nodes,
+                "num_gpus_per_node": sr.cluster.gpus_per_node,
+            },
+            "workload": {"name": sr.workload.name, "num_requests": sr.workload.num_requests},
+            "engine": {
+                "chunked_prefill": o.chunked_prefill,
+                "max_num_seqs": o.max_num_seqs,
+                "block_size": o.block_size,
+                "gpu_memory_utilization": o.gpu_memory_utilization,
+            },
+            "objective": sr.objective,
+            "op_cost_source": "analytic",
+            "best": plans[0],
+            "plans": plans,
+            "infeasible": [{"plan": a, "reason": b} for a, b in sr.infeasible],
+        }
+    )
+
+
+def write_json(sr: SearchResult, path: str | Path) -> None:
+    data = orjson.dumps(report_json(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    Path(path).write_bytes(data + b"\n")

@@ -1,0 +1,159 @@
+"""Text report in the layout of the APEX+ README: plan table, statistics, performance metrics,
+SLO table, time breakdown and energy, best plan first."""
+
+from __future__ import annotations
+
+import math
+
+from apex_fast.metrics.summary import PlanMetrics, _fmt_p
+from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.memory import kv_heads_per_device
+from apex_fast.plans.plan import Plan
+from apex_fast.search import Evaluated, SearchResult
+
+RULE = "=" * 80
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned table framed by dashed lines (the seed's prettytable FRAME style)."""
+    cols = len(header)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(cols)]
+    width = sum(widths) + 2 * cols + 2
+    line = "-" * width
+
+    def fmt(r: list[str]) -> str:
+        return "  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
+    return "\n".join([line, fmt(header), line, *[fmt(r) for r in rows], line])
+
+
+def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for cell in plan.cells:
+        if cell.cell == "attention":
+            q = model.num_heads // cell.degree
+            kv = kv_heads_per_device(model, cell.degree)
+            rep = " (KV heads replicated)" if cell.degree > model.num_kv_heads else ""
+            name = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
+            detail = f"{q} query heads, {kv} KV heads per device{rep}"
+        else:
+            name = "SwiGLU" if model.gated_ffn else "MLP"
+            inter = (model.moe_intermediate_size if model.is_moe else model.intermediate_size)
+            detail = f"{inter // cell.degree} FFN columns per device"
+        rows.append([name, f"{cell.describe()}: {detail}"])
+        for c in plan.collectives:
+            if c.after == cell.cell:
+                rows.append([c.title, f"{c.group} devices"])
+    if plan.pp > 1:
+        rows.append(["SendRecv", f"between {plan.pp} stages"])
+    return rows
+
+
+def _v(x: float, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return fmt.format(x * scale)
+
+
+def plan_section(
+    model: ModelSpec, e: Evaluated, title: str, max_batch: int, slo_ms: tuple[float, float]
+) -> str:
+    m: PlanMetrics = e.metrics  # type: ignore[assignment]
+    p = e.result.plan
+    out = [f"* {title}:"]
+    out.append(f"  # Model replicas: {p.dp}")
+    out.append(f"  # Stages: {p.pp}")
+    lps = sorted(set(p.layers_per_stage))
+    out.append(f"  # Blocks per stage: {'/'.join(str(x) for x in reversed(lps))}")
+    out.append(f"  # Plan: {p.label}  (dtypes: weights {p.weight_dtype}, activations "
+               f"{p.activation_dtype}, KV {p.kv_dtype})")
+    out.append(table(["Name", "Value"], _cell_rows(model, p)))
+    out.append("* Statistics:")
+    out.append(
+        table(
+            ["Name", "Value"],
+            [
+                ["Parameter size per device (GB)", f"{m.param_gb_per_device:.1f}"],
+                ["Activation memory per device (GB)", f"{m.activation_gb_per_device:.1f}"],
+                ["KV cache per device (GB)", f"{m.kv_cache_gb_per_device:.1f}"],
+                ["KV cache capacity per replica (tokens)", f"{m.kv_tokens_per_replica}"],
+                ["Avg. requests per iteration (per microbatch)", f"{m.avg_requests_per_iteration:.1f}"],
+                ["Avg. tokens per iteration (per microbatch)", f"{m.avg_tokens_per_iteration:.1f}"],
+                ["Simulated iterations", f"{m.num_steps}"],
+                ["Preemptions (recompute)", f"{m.preemptions}"],
+            ],
+        )
+    )
+    rows = [
+        ["Throughput: Avg. Tokens generated per second", _v(m.throughput_tokens_per_s), "tokens/sec"],
+        ["Throughput: Avg. Tokens processed per second", _v(m.processed_tokens_per_s), "tokens/sec"],
+        ["Throughput: Requests per second", _v(m.throughput_requests_per_s), "requests/sec"],
+        ["Latency: Avg. Time to first token (TTFT in msec)", _v(m.ttft_mean_s, 1e3), "msec"],
+        ["Latency: Avg. Time per output token (TPOT in msec)", _v(m.tpot_mean_s, 1e3), "msec"],
+        ["Latency: Inter-token latency, token-weighted (ITL in msec)", _v(m.itl_mean_s, 1e3), "msec"],
+    ]
+    for pct, val in m.tbt_percentiles_s.items():
+        rows.append([f"Avg. TBT Percentile: P{_fmt_p(pct)}", _v(val, 1e3), "msec"])
+    for pct, val in m.latency_percentiles_s.items():
+        rows.append([f"Request Completion Latency: {_fmt_p(pct)}th percentile", _v(val), "sec"])
+    rows.append(["Avg. MFU Per iteration", _v(m.mfu, 100.0), "%"])
+    rows.append(["MBU", _v(m.mbu, 100.0), "%"])
+    out.append("* Performance Metrics:")
+    out.append(table(["Name", "Value", "Units"], rows))
+    out.append("* Latency SLO Metrics:")
+    out.append(f"* Batch Size: {max_batch}")
+    out.append(
+        table(
+            ["Name", "Target SLO(msec)", "SLOs Met(%)"],
+            [
+                ["TTFT", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"],
+                ["TPOT", f"{slo_ms[1]:g}", f"{m.slo_tpot_pct:.3f} %"],
+                ["Both", "", f"{m.slo_both_pct:.3f} %"],
+            ],
+        )
+    )
+    out.append("* Time breakdown:")
+    brow = []
+    for name, sec, ratio, src in m.breakdown:
+        brow.append([name, f"{sec:.2f}", f"{ratio:.1f}", src])
+    out.append(table(["Name", "Time (sec)", "Ratio (%)", "Source"], brow))
+    out.append(
+        f"Energy Consumption: {m.energy_kj:.2f} KJ ({m.energy_j_per_token:.3f} J per generated token)"
+    )
+    return "\n".join(out)
+
+
+def render(sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int) -> str:
+    model = sr.model
+    c = sr.cluster
+    o = sr.options
+    w = sr.workload
+    lines = [
+        f"Model: {model.name} ({model.params_total() / 1e9:.2f} B parameters; {model.num_layers} layers, "
+        f"hidden {model.hidden_size}, {model.num_heads} heads, {model.num_kv_heads} KV heads, "
+        f"FFN {model.intermediate_size} {'SwiGLU' if model.gated_ffn else 'MLP'})",
+        f"Cluster: {c.num_nodes} node(s) x {c.gpus_per_node} {c.device.name}",
+        f"Workload: {w.name}: {w.num_requests} requests, mean prompt {w.prompt.mean():.1f}, "
+        f"mean output {w.output.mean():.1f} tokens, over {float(w.arrival[-1]):.1f} s",
+        f"Engine: vLLM-style continuous batching, chunked prefill "
+        f"{'on' if o.chunked_prefill else 'off'}, {sr.best.result.budget} tokens/step, "
+        f"max {o.max_num_seqs} seqs, block size {o.block_size}, "
+        f"gpu-memory-utilization {o.gpu_memory_utilization}",
+        "Op costs: analytic device model (roofline with fitted efficiencies; "
+        "see docs/device_model.md), not measured tables",
+        f"Generated {sr.num_candidates} decoder candidate plans: {len(sr.ranked)} feasible, "
+        f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
+    ]
+    notes = sr.best.result.compiled.notes if sr.best.result.compiled else []
+    for n in notes:
+        lines.append(f"Note: {n}")
+    lines.append(RULE)
+    chosen = sr.ranked if show_all else sr.ranked[:1]
+    for i, e in enumerate(chosen):
+        title = f"Parallel schedule {i} for decoder" if show_all else "Optimal schedule for decoder"
+        lines.append(plan_section(model, e, title, max_batch, (ttft_slo_ms, tpot_slo_ms)))
+        lines.append(RULE)
+    if show_all and sr.infeasible:
+        lines.append("* Infeasible plans:")
+        lines.append(table(["Plan", "Reason"], [[a, b] for a, b in sr.infeasible]))
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Simulate one plan over a workload: memory, cost tables, one kernel run per stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from apex_fast.errors import ApexError
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.memory import MemoryReport, memory_report
+from apex_fast.plans.plan import Plan
+from apex_fast.sim import engine_params as ep
+from apex_fast.sim.costs import CompiledCosts, compile_costs
+from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
+from apex_fast.sim.workload import Workload
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Serving-engine settings (vLLM names)."""
+
+    block_size: int = ep.DEFAULT_BLOCK_SIZE
+    max_num_seqs: int = ep.DEFAULT_MAX_NUM_SEQS
+    max_num_batched_tokens: int | None = None
+    chunked_prefill: bool = True
+    gpu_memory_utilization: float = ep.DEFAULT_GPU_MEMORY_UTILIZATION
+    clock_mhz: int | None = None
+
+    def budget(self, workload: Workload) -> int:
+        """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
+        max(max_model_len, 2048), and we take the longest request as max_model_len."""
+        if self.max_num_batched_tokens is not None:
+            b = self.max_num_batched_tokens
+        elif self.chunked_prefill:
+            b = ep.DEFAULT_CHUNKED_BUDGET
+        else:
+            b = max(2048, int(np.max(workload.prompt + workload.output)))
+        return max(b, self.max_num_seqs)
+
+    def validate(self) -> None:
+        if self.block_size < 1:
+            raise ApexError(f"--block-size must be at least 1, got {self.block_size}")
+        if self.max_num_seqs < 1:
+            raise ApexError(f"--max-num-seqs must be at least 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens is not None:
+            if self.max_num_batched_tokens < 1:
+                raise ApexError(
+                    f"--max-num-batched-tokens must be at least 1, got {self.max_num_batched_tokens}"
+                )
+            if self.max_num_batched_tokens < self.max_num_seqs:
+                raise ApexError(
+                    f"--max-num-batched-tokens ({self.max_num_batched_tokens}) must be at least "
+                    f"--max-num-seqs ({self.max_num_seqs}), as in vLLM"
+                )
+        u = self.gpu_memory_utilization
+        if not (0.0 < u <= 1.0):
+            raise ApexError(f"--gpu-memory-utilization must be in (0, 1], got {u}")
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    memory: MemoryReport
+    feasible: bool
+    reason: str = ""
+    compiled: CompiledCosts | None = None
+    streams: list[StreamResult] = field(default_factory=list)
+    stream_index: list[np.ndarray] = field(default_factory=list)  # request ids per stream
+    rejected: np.ndarray | None = None  # ids of requests that can never be served
+    budget: int = 0
+    clock_factor: float = 1.0  # SM clock / boost clock
+
+
+def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
+    """Round-robin over DP replicas, then over the pipeline virtual engines of each replica."""
+    out: list[np.ndarray] = []
+    for rep in workload.split(dp):
+        for v in range(pp):
+            out.append(rep[v::pp])
+    return out
+
+
+def simulate_plan(
+    model: ModelSpec,
+    cluster: Cluster,
+    plan: Plan,
+    workload: Workload,
+    opts: EngineOptions,
+) -> PlanResult:
+    budget = opts.budget(workload)
+    mem = memory_report(
+        model,
+        plan,
+        cluster.device.hbm_gb,
+        opts.gpu_memory_utilization,
+        budget,
+        opts.max_num_seqs,
+        opts.block_size,
+    )
+    if not mem.fits:
+        return PlanResult(plan, mem, False, mem.reason, budget=budget)
+    blocks = mem.kv_blocks_per_replica // plan.pp
+    if blocks < 1:
+        return PlanResult(plan, mem, False, "KV cache smaller than one block per stream", budget=budget)
+    compiled = compile_costs(
+        model, cluster, plan, budget, opts.max_num_seqs, clock_mhz=opts.clock_mhz
+    )
+    cfg = SchedulerConfig(
+        num_blocks=blocks,
+        block_size=opts.block_size,
+        watermark=int(ep.WATERMARK_FRACTION * blocks),
+        max_num_seqs=opts.max_num_seqs,
+        budget=budget,
+        chunked=opts.chunked_prefill,
+    )
+    streams: list[StreamResult] = []
+    index = stream_split(workload, plan.dp, plan.pp)
+    rejected: list[np.ndarray] = []
+    for ids in index:
+        if ids.size == 0:
+            continue
+        res = run_stream(
+            workload.arrival[ids], workload.prompt[ids], workload.output[ids], cfg, compiled.costs
+        )
+        streams.append(res)
+        bad = ids[res.finish < 0]
+        if bad.size:
+            rejected.append(bad)
+    index = [ids for ids in index if ids.size]
+    rej = np.sort(np.concatenate(rejected)) if rejected else np.empty(0, np.int64)
+    result = PlanResult(plan, mem, True, "", compiled, streams, index, rej, budget)
+    if opts.clock_mhz:
+        result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
+    if rej.size:
+        longest = int(np.max(workload.prompt[rej]))
+        cap_tokens = (blocks - cfg.watermark) * opts.block_size
+        why = "KV capacity" if opts.chunked_prefill or longest <= budget else "token budget"
+        ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
+        result.feasible = False
+        result.reason = (
+            f"{rej.size} request(s) (#{ids}) have prompts up to {longest} tokens, beyond the "
+            f"{why} of this plan ({cap_tokens} KV tokens per stream, budget {budget})"
+        )
+    return result

@@ -1,0 +1,49 @@
+"""A workload: arrival times and token lengths of the requests, sorted by arrival."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from apex_fast.errors import ApexError
+
+
+@dataclass(frozen=True)
+class Workload:
+    arrival: np.ndarray  # seconds since the first request, sorted
+    prompt: np.ndarray  # tokens, >= 1
+    output: np.ndarray  # tokens, >= 1
+    name: str = "static"
+
+    def __post_init__(self) -> None:
+        n = self.arrival.size
+        if self.prompt.size != n or self.output.size != n:
+            raise ApexError("workload arrays differ in length")
+        if n == 0:
+            raise ApexError("the workload has no requests")
+
+    @property
+    def num_requests(self) -> int:
+        return int(self.arrival.size)
+
+    def split(self, k: int, offset: int = 0) -> list[np.ndarray]:
+        """Indices of a round-robin split into k parts (like the reference DP runs)."""
+        idx = np.arange(self.num_requests)
+        return [idx[(idx + offset) % k == j] for j in range(k)]
+
+
+def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
+    """All requests arrive at time 0 (the seed's fixed-length mode)."""
+    if num_requests < 1:
+        raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
+    if prompt_len < 1:
+        raise ApexError(f"--prompt-len must be at least 1, got {prompt_len}")
+    if output_len < 1:
+        raise ApexError(f"--output-len must be at least 1, got {output_len}")
+    return Workload(
+        arrival=np.zeros(num_requests, np.float64),
+        prompt=np.full(num_requests, prompt_len, np.int64),
+        output=np.full(num_requests, output_len, np.int64),
+        name=f"static {num_requests} x ({prompt_len} in, {output_len} out)",
+    )

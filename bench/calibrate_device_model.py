@@ -1,0 +1,390 @@
+"""Fit the analytic device model to real measurements and report its error.
+
+    PYTHONPATH=. python bench/calibrate_device_model.py [--reference ../shared/reference] [--write]
+
+Data (read-only, never copied into the repo):
+  GEMMs        vidur/compute/{h100,a100}/*/mlp.csv (attn_pre_proj, attn_post_proj, mlp_up_proj,
+               mlp_down_proj; median ms), profiles/comp/V100-PCIE-16GB/gemm_0.csv (us)
+  elementwise  vidur mlp.csv: input_layernorm, mlp_act, add, attn_rope
+  collectives  profiles/comm/<gpu>/*.csv (size KiB, us), vidur/network/{h100,a100}_dgx/*.csv
+Fit: Nelder-Mead on the mean |log(predicted / measured)| per device and op group, parameters
+in log / logit space. --write stores the fitted values in profile_data/calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from apex_fast.hardware.devices import PROFILE_DATA_DIR, get_device
+from apex_fast.profiles.analytic import DeviceModel, collective_time, gemm_time, mem_time
+from apex_fast.profiles.calibration import GROUPS
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REF = ROOT.parent / "shared" / "reference"
+VIDUR_GPU = {"h100": "H100-SXM-80GB", "a100": "A100-SXM-80GB"}
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+# "add" is left out: the Sarathi residual add reads 1 us at one token, below any kernel launch
+# (it is fused or timed without its launch), so it does not follow the elementwise model.
+ELEM_OPS = ("input_layernorm", "mlp_act", "attn_rope")
+KIND = {"all_reduce": "all_reduce", "send_recv": "sendrecv"}
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class GemmData:
+    op: np.ndarray
+    m: np.ndarray
+    k: np.ndarray
+    n: np.ndarray
+    t: np.ndarray  # seconds
+
+
+@dataclass
+class ElemData:
+    op: np.ndarray
+    nbytes: np.ndarray
+    t: np.ndarray
+
+
+@dataclass
+class CommData:
+    kind: np.ndarray
+    group: np.ndarray
+    inter: np.ndarray
+    nbytes: np.ndarray
+    t: np.ndarray
+    source: np.ndarray
+
+
+def _vidur_frames(ref: Path, dev: str) -> list[pl.DataFrame]:
+    return [pl.read_csv(f) for f in sorted(glob.glob(str(ref / "vidur/compute" / dev / "*/*/mlp.csv")))]
+
+
+def load_gemms(ref: Path) -> dict[str, GemmData]:
+    out: dict[str, GemmData] = {}
+    for dev, name in VIDUR_GPU.items():
+        ops, ms, ks, ns, ts = [], [], [], [], []
+        for d in _vidur_frames(ref, dev):
+            tp = d["num_tensor_parallel_workers"].to_numpy().astype(float)
+            n = d["num_tokens"].to_numpy().astype(float)
+            h = d["n_embd"].to_numpy().astype(float)
+            nh = d["n_head"].to_numpy().astype(float)
+            nkv = d["n_kv_head"].to_numpy().astype(float)
+            inter = d["n_expanded_embd"].to_numpy().astype(float)
+            gated = d["use_gated_mlp"].to_numpy().astype(bool)
+            hd = h / nh
+            q_local = nh / tp * hd
+            kv_local = np.maximum(nkv / tp, 1.0) * hd
+            shapes = {
+                "attn_pre_proj": (q_local + 2 * kv_local, h),
+                "attn_post_proj": (h, q_local),
+                "mlp_up_proj": (np.where(gated, 2.0, 1.0) * inter / tp, h),
+                "mlp_down_proj": (h, inter / tp),
+            }
+            for op, (m, k) in shapes.items():
+                t = d[f"time_stats.{op}.median"].to_numpy() * 1e-3
+                ok = np.isfinite(t) & (t > 0)
+                ops.append(np.full(ok.sum(), op))
+                ms.append(m[ok])
+                ks.append(k[ok])
+                ns.append(n[ok])
+                ts.append(t[ok])
+        out[name] = GemmData(*(np.concatenate(a) for a in (ops, ms, ks, ns, ts)))
+    v = pl.read_csv(ref / "profiles/comp/V100-PCIE-16GB/gemm_0.csv").filter(pl.col("dtype") == "half")
+    out["V100-PCIE-16GB"] = GemmData(
+        np.full(v.height, "gemm_0.csv"),
+        v["m"].to_numpy().astype(float),
+        v["k"].to_numpy().astype(float),
+        v["n"].to_numpy().astype(float),
+        v["time(us)"].to_numpy() * 1e-6,
+    )
+    return out
+
+
+def load_elementwise(ref: Path) -> dict[str, ElemData]:
+    """Bytes moved (bf16): norm 2 (read+write) x h, residual add 3 x h, gated act 3 x I/tp."""
+    out: dict[str, ElemData] = {}
+    for dev, name in VIDUR_GPU.items():
+        ops, bs, ts = [], [], []
+        for d in _vidur_frames(ref, dev):
+            tp = d["num_tensor_parallel_workers"].to_numpy().astype(float)
+            n = d["num_tokens"].to_numpy().astype(float)
+            h = d["n_embd"].to_numpy().astype(float)
+            nh = d["n_head"].to_numpy().astype(float)
+            nkv = d["n_kv_head"].to_numpy().astype(float)
+            inter = d["n_expanded_embd"].to_numpy().astype(float)
+            gated = d["use_gated_mlp"].to_numpy().astype(bool)
+            hd = h / nh
+            nbytes = {
+                "input_layernorm": 2 * h * n * 2,
+                "mlp_act": np.where(gated, 3.0, 2.0) * inter / tp * n * 2,
+                "attn_rope": 2 * (nh / tp + np.maximum(nkv / tp, 1.0)) * hd * n * 2,
+            }
+            for op, b in nbytes.items():
+                t = d[f"time_stats.{op}.median"].to_numpy() * 1e-3
+                ok = np.isfinite(t) & (t > 0)
+                ops.append(np.full(ok.sum(), op))
+                bs.append(b[ok])
+                ts.append(t[ok])
+        out[name] = ElemData(*(np.concatenate(a) for a in (ops, bs, ts)))
+    return out
+
+
+def load_comms(ref: Path) -> dict[str, CommData]:
+    rows: dict[str, list[tuple]] = {}
+    for f in sorted(glob.glob(str(ref / "profiles/comm/*/*.csv"))):
+        # drop empty messages and a block of malformed V100 rows (sizes in the GPU-count column)
+        d = pl.read_csv(f).filter((pl.col("size(kb)") > 0) & (pl.col("num_gpus_per_node") <= 16))
+        kind = Path(f).stem
+        for gpu, nodes, gpn, size_kb, t_us in d.select(
+            ["gpu", "num_nodes", "num_gpus_per_node", "size(kb)", "time(us)"]
+        ).iter_rows():
+            rows.setdefault(get_device(gpu).name, []).append(
+                (kind, nodes * gpn, nodes > 1, size_kb * 1024.0, t_us * 1e-6, "apex")
+            )
+    for f in sorted(glob.glob(str(ref / "vidur/network/*_dgx/*.csv"))):
+        dev = VIDUR_GPU[Path(f).parent.name.split("_")[0]]
+        d = pl.read_csv(f)
+        kind = KIND[Path(f).stem]
+        # keep ~8 sizes per octave: the files sample sizes linearly (994 per config)
+        d = d.with_columns(bin=(pl.col("size").log(2) * 8).round()).unique(
+            ["num_workers", "devices_per_node", "bin"], keep="first", maintain_order=True
+        )
+        for w, dpn, size, t_ms in d.select(
+            ["num_workers", "devices_per_node", "size", f"time_stats.{Path(f).stem}.median"]
+        ).iter_rows():
+            rows.setdefault(dev, []).append((kind, w, w > dpn, float(size), t_ms * 1e-3, "vidur"))
+    out = {}
+    for dev, r in rows.items():
+        cols = list(zip(*r, strict=True))
+        out[dev] = CommData(*(np.asarray(c) for c in cols))
+    return out
+
+
+# ----------------------------------------------------------------------------- fit
+# parameter -> (initial value, transform) ; "log": positive, "logit": in (0, 1)
+SPACE: dict[str, tuple[float, str]] = {
+    "eta_max": (0.7, "logit"),
+    "sat_mn": (16.0, "log"),
+    "sat_k": (64.0, "log"),
+    "eta_mem": (0.85, "logit"),
+    "t_launch": (6e-6, "log"),
+    "eta_elem": (0.6, "logit"),
+    "t_launch_elem": (5e-6, "log"),
+    "alpha_intra": (1e-5, "log"),
+    "alpha_inter": (2e-5, "log"),
+    "alpha_log2": (1e-6, "log"),
+    "alpha_log2_inter": (1e-5, "log"),
+    "busbw_eff_intra": (0.8, "logit"),
+    "busbw_eff_inter": (0.8, "logit"),
+    "group_half": (0.5, "log"),
+    "msg_half_bytes": (2e6, "log"),
+    "msg_half_bytes_inter": (2e6, "log"),
+    "msg_ramp_pow": (0.7, "log"),
+    "eff_all_gather": (0.8, "log"),
+    "eff_reduce_scatter": (0.8, "log"),
+    "eff_alltoall": (0.8, "log"),
+    "eff_sendrecv": (1.0, "log"),
+}
+
+
+def _to_x(name: str, v: float) -> float:
+    return float(np.log(v / (1 - v)) if SPACE[name][1] == "logit" else np.log(v))
+
+
+def _from_x(name: str, x: float) -> float:
+    return float(1 / (1 + np.exp(-x)) if SPACE[name][1] == "logit" else np.exp(x))
+
+
+def nelder_mead(f, x0: np.ndarray, iters: int = 3000, step: float = 0.5, tol: float = 1e-7):
+    n = len(x0)
+    pts = [x0] + [x0 + step * np.eye(n)[i] for i in range(n)]
+    vals = [f(p) for p in pts]
+    for _ in range(iters):
+        order = np.argsort(vals)
+        pts = [pts[i] for i in order]
+        vals = [vals[i] for i in order]
+        if abs(vals[-1] - vals[0]) < tol:
+            break
+        c = np.mean(pts[:-1], axis=0)
+        xr = c + (c - pts[-1])
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = c + 2 * (c - pts[-1])
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = c + 0.5 * (pts[-1] - c)
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:
+                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
+                vals = [vals[0]] + [f(p) for p in pts[1:]]
+    i = int(np.argmin(vals))
+    return pts[i], vals[i]
+
+
+def fit(base: DeviceModel, names: list[str], predict, measured: np.ndarray, restarts: int = 3):
+    """Minimise mean |log(pred/meas)| over the named parameters; returns the fitted dict."""
+    x = np.array([_to_x(nm, getattr(base, nm)) for nm in names])
+
+    def loss(xv: np.ndarray) -> float:
+        params = {nm: _from_x(nm, xi) for nm, xi in zip(names, xv, strict=True)}
+        pred = predict(DeviceModel(**{**base.__dict__, **params}))
+        with np.errstate(all="ignore"):
+            r = np.abs(np.log(pred / measured))
+        return float(np.mean(r)) if np.all(np.isfinite(r)) else 1e9
+
+    best = loss(x)
+    for _ in range(restarts):  # restart from the best point to escape a collapsed simplex
+        x, best = nelder_mead(loss, x)
+    return {nm: _from_x(nm, xi) for nm, xi in zip(names, x, strict=True)}, best
+
+
+def initial_model(device: str) -> DeviceModel:
+    dev = get_device(device)
+    params = {nm: v for nm, (v, _) in SPACE.items()}
+    return DeviceModel(
+        device=dev, clock_mhz=dev.boost_clock_mhz, eta_attn=0.4, t_launch_attn=1e-5, **params
+    )
+
+
+def predict_gemm(g: GemmData):
+    return lambda dm: gemm_time(dm, g.m, g.k, g.n, 2.0, 2.0, "half")
+
+
+def predict_elem(e: ElemData):
+    return lambda dm: mem_time(dm, e.nbytes)
+
+
+def predict_comm(c: CommData):
+    def run(dm: DeviceModel) -> np.ndarray:
+        out = np.empty(len(c.t))
+        for key in set(zip(c.kind, c.group, c.inter, strict=True)):
+            sel = (c.kind == key[0]) & (c.group == key[1]) & (c.inter == key[2])
+            out[sel] = collective_time(dm, key[0], c.nbytes[sel], int(key[1]), bool(key[2]))
+        return out
+
+    return run
+
+
+def rel_err_table(dev: str, label: np.ndarray, pred: np.ndarray, meas: np.ndarray) -> list[dict]:
+    rows = []
+    err = np.abs(pred - meas) / meas
+    for op in sorted(set(label)):
+        sel = label == op
+        rows.append(
+            {
+                "device": dev,
+                "op": str(op),
+                "n": int(sel.sum()),
+                "median": float(np.median(err[sel])),
+                "p90": float(np.quantile(err[sel], 0.9)),
+            }
+        )
+    return rows
+
+
+GEMM_NAMES = ["eta_max", "sat_mn", "sat_k", "eta_mem", "t_launch"]
+ELEM_NAMES = ["eta_elem", "t_launch_elem"]
+COMM_NAMES_UNUSED = [
+    "alpha_intra",
+    "alpha_inter",
+    "alpha_log2",
+    "busbw_eff_intra",
+    "busbw_eff_inter",
+    "group_half",
+    "msg_half_bytes",
+    "eff_all_gather",
+    "eff_reduce_scatter",
+    "eff_alltoall",
+    "eff_sendrecv",
+]
+
+
+def comm_names_for(c: CommData) -> list[str]:
+    names = ["alpha_intra", "alpha_log2", "busbw_eff_intra", "group_half", "msg_half_bytes"]
+    names.append("msg_ramp_pow")
+    if c.inter.any():
+        names += ["alpha_inter", "alpha_log2_inter", "busbw_eff_inter", "msg_half_bytes_inter"]
+    for kind in ("all_gather", "reduce_scatter", "alltoall", "sendrecv"):
+        if (c.kind == kind).any():
+            names.append(f"eff_{kind}")
+    return names
+
+
+def calibrate(ref: Path) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    gemms, elems, comms = load_gemms(ref), load_elementwise(ref), load_comms(ref)
+    fitted: dict[str, dict[str, float]] = {}
+    table: list[dict] = []
+    for dev in sorted(set(gemms) | set(comms)):
+        dm = initial_model(dev)
+        res: dict[str, float] = {}
+        if dev in gemms:
+            g = gemms[dev]
+            p, _ = fit(dm, GEMM_NAMES, predict_gemm(g), g.t)
+            res |= p
+            dm = DeviceModel(**{**dm.__dict__, **p})
+            table += rel_err_table(dev, g.op, predict_gemm(g)(dm), g.t)
+        if dev in elems:
+            e = elems[dev]
+            p, _ = fit(dm, ELEM_NAMES, predict_elem(e), e.t)
+            res |= p
+            dm = DeviceModel(**{**dm.__dict__, **p})
+            table += rel_err_table(dev, e.op, predict_elem(e)(dm), e.t)
+        if dev in comms:
+            c = comms[dev]
+            p, _ = fit(dm, comm_names_for(c), predict_comm(c), c.t)
+            res |= p
+            dm = DeviceModel(**{**dm.__dict__, **p})
+            label = np.array(
+                [f"{k}{'/inter' if i else ''} ({s})" for k, i, s in zip(c.kind, c.inter, c.source, strict=True)]
+            )
+            table += rel_err_table(dev, label, predict_comm(c)(dm), c.t)
+        fitted[dev] = res
+    return fitted, table
+
+
+def print_table(table: list[dict]) -> None:
+    print(f"{'device':16} {'op':38} {'n':>6} {'median':>7} {'p90':>7}")
+    for r in table:
+        print(f"{r['device']:16} {r['op']:38} {r['n']:6d} {r['median']:7.1%} {r['p90']:7.1%}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", type=Path, default=DEFAULT_REF)
+    ap.add_argument("--write", action="store_true", help="update profile_data/calibration.json")
+    args = ap.parse_args()
+    fitted, table = calibrate(args.reference)
+    print_table(table)
+    print(json.dumps(fitted, indent=1))
+    if args.write:
+        write_calibration(fitted)
+
+
+def write_calibration(fitted: dict[str, dict[str, float]]) -> None:
+    path = PROFILE_DATA_DIR / "calibration.json"
+    data = json.loads(path.read_text()) if path.exists() else {"devices": {}}
+    for dev, params in fitted.items():
+        entry = data["devices"].setdefault(dev, {})
+        for group, names in GROUPS.items():
+            block = entry.setdefault(group, {})
+            for nm in names:
+                if nm in params:
+                    block[nm] = float(f"{params[nm]:.4g}")
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

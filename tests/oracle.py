@@ -1,0 +1,341 @@
+"""Pure-Python oracle of the batching scheduler (docs/scheduler.md), one step at a time.
+
+Deliberately slow and literal: plain lists and a deque, no event skipping, no numpy. The kernel
+`apex_fast.kernels.batching.simulate_stream` must give the same results (see
+tests/test_kernel_vs_oracle.py).
+
+Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0.6 V0):
+* preempted requests are pushed to the front of `waiting` when the scheduling pass ends, so in
+  chunked mode the new-prefill walk (5b) of the same pass does not see them (vLLM 0.6 calls
+  `waiting.extendleft(preempted)` after `_schedule_prefills`);
+* not chunked, the decode walk (4c) also stops once `budget` decodes are scheduled (the doc
+  sizes tok_table for at most `budget` tokens; vLLM requires budget >= max_num_seqs there, so
+  the cap never matters in vLLM itself);
+* the rejection test of rule 3 runs every time a request is at the head of `waiting` during the
+  admission loop, before the stop tests (vLLM checks prompt limit and `AllocStatus.NEVER` first);
+* a request that is rejected after it was already served (a lone running sequence that fills
+  every block and preempts itself) ends with first_token = finish = -1, like any rejection;
+* a scheduling pass that schedules nothing (only after such a self-preemption, or when every
+  waiting request was rejected) is not a step: no time passes and nothing is recorded;
+* `blocks_used` is the number of allocated blocks at the end of the step, after the blocks of
+  requests finishing in it were freed (`blocks_peak` keeps the value before that freeing);
+* the clock starts at the first arrival (rule 2 with nothing queued).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["OracleResult", "simulate"]
+
+_WAITING = 0
+_RUNNING = 1
+_FINISHED = 2
+_REJECTED = 3
+_NEW = 4
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _Req:
+    __slots__ = (
+        "idx",
+        "arrival",
+        "prompt",
+        "output",
+        "computed",
+        "gen",
+        "target",
+        "blocks",
+        "status",
+        "first",
+        "finish",
+        "pre",
+        "last_tok",
+        "tokens",
+    )
+
+    def __init__(self, idx: int, arrival: float, prompt: int, output: int) -> None:
+        self.idx = idx
+        self.arrival = arrival
+        self.prompt = prompt
+        self.output = output
+        self.computed = 0
+        self.gen = 0
+        self.target = 0
+        self.blocks = 0
+        self.status = _NEW
+        self.first: float | None = None
+        self.finish: float | None = None
+        self.pre = 0
+        self.last_tok = 0.0
+        self.tokens = 0  # tokens emitted, counting the re-emitted one after each recompute
+
+
+@dataclass
+class OracleResult:
+    """Per-request times (-1 for rejected requests) and one row per executed step."""
+
+    first_token: list[float]
+    finish: list[float]
+    preemptions: list[int]
+    tokens: list[int]  # tokens emitted per request (each recompute prefill emits one more)
+    rejected: list[bool]
+    start: list[float] = field(default_factory=list)
+    duration: list[float] = field(default_factory=list)
+    n_prefill_tokens: list[int] = field(default_factory=list)
+    n_decode: list[int] = field(default_factory=list)
+    n_samp: list[int] = field(default_factory=list)
+    n_prefill_seqs: list[int] = field(default_factory=list)
+    n_running: list[int] = field(default_factory=list)  # len(running) while the step executes
+    ctx: list[int] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)
+    blocks_used: list[int] = field(default_factory=list)  # after finished requests were freed
+    blocks_peak: list[int] = field(default_factory=list)  # before that freeing
+    gaps: list[float] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.start)
+
+
+def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
+    """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
+    objects with the same attributes)."""
+    n = len(arrival)
+    reqs = [_Req(i, float(arrival[i]), int(prompt[i]), int(output[i])) for i in range(n)]
+    for i in range(1, n):
+        assert reqs[i].arrival >= reqs[i - 1].arrival, "arrivals must be sorted"
+    for r in reqs:
+        assert r.prompt >= 1 and r.output >= 1
+
+    num_blocks = int(cfg.num_blocks)
+    bs = int(cfg.block_size)
+    watermark = int(cfg.watermark)
+    max_num_seqs = int(cfg.max_num_seqs)
+    budget = int(cfg.budget)
+    chunked = bool(cfg.chunked)
+    tok_table = [float(x) for x in costs.tok_table]
+    seq_table = [float(x) for x in costs.seq_table]
+    c_attn = float(costs.c_attn)
+    c_ctx = float(costs.c_ctx)
+    overhead = float(costs.overhead)
+
+    res = OracleResult([], [], [], [], [])
+    waiting: deque[_Req] = deque()
+    running: list[_Req] = []
+    free = num_blocks
+    nxt = 0  # next request (by index) not yet queued
+    now = reqs[0].arrival if n else 0.0
+
+    def reject(r: _Req) -> None:
+        r.status = _REJECTED
+        r.first = None
+        r.finish = None
+
+    preempted: list[_Req] = []  # preempted in this pass, in order
+
+    def preempt(victim: _Req) -> None:
+        nonlocal free
+        running.remove(victim)
+        free += victim.blocks
+        victim.blocks = 0
+        victim.computed = 0
+        victim.status = _WAITING
+        victim.pre += 1
+        preempted.append(victim)
+
+    def rejected_at_head(r: _Req) -> bool:
+        """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
+        r.target = r.prompt + r.gen
+        need = _cdiv(r.target, bs)
+        return need > num_blocks - watermark or (not chunked and r.target > budget)
+
+    def admit(r: _Req) -> None:
+        nonlocal free
+        need = _cdiv(r.target, bs)
+        waiting.popleft()
+        r.blocks = need
+        free -= need
+        r.computed = 0
+        r.status = _RUNNING
+        running.append(r)
+
+    def decode_slot(r: _Req) -> bool:
+        """Make room for the KV of r's newest token (rule 4c). False if r preempted itself."""
+        nonlocal free
+        need = _cdiv(r.prompt + r.gen, bs)
+        assert need - r.blocks in (0, 1), (need, r.blocks)
+        if need > r.blocks:
+            while free == 0:
+                victim = running[-1]
+                preempt(victim)
+                if victim is r:
+                    return False
+            r.blocks += 1
+            free -= 1
+        return True
+
+    while True:
+        # 1. arrivals
+        while nxt < n and reqs[nxt].arrival <= now:
+            reqs[nxt].status = _WAITING
+            waiting.append(reqs[nxt])
+            nxt += 1
+        # 2. idle: jump to the next arrival
+        if not running and not waiting:
+            if nxt >= n:
+                break
+            now = max(now, reqs[nxt].arrival)
+            continue
+
+        # each entry: (request, is_prefill, tokens, computed_before)
+        sched: list[tuple[_Req, bool, int, int]] = []
+        preempted.clear()
+        if not chunked:
+            # 4a. prefills
+            tokens = 0
+            while waiting:
+                r = waiting[0]
+                if rejected_at_head(r):
+                    waiting.popleft()
+                    reject(r)
+                    continue
+                need = _cdiv(r.target, bs)
+                if (
+                    tokens + r.target > budget
+                    or len(running) + 1 > max_num_seqs
+                    or free - need < watermark
+                ):
+                    break
+                admit(r)
+                sched.append((r, True, r.target, 0))
+                r.computed = r.target
+                tokens += r.target
+            # 4b/4c. decodes only if no prefill was scheduled
+            if not sched:
+                i = 0
+                while i < len(running) and len(sched) + 1 <= budget:
+                    r = running[i]
+                    if not decode_slot(r):
+                        break
+                    sched.append((r, False, 1, r.computed))
+                    i += 1
+        else:
+            left = budget
+            # 5a. running requests, front to back
+            i = 0
+            while i < len(running):
+                r = running[i]
+                prefill = r.computed < r.target
+                c = min(r.target - r.computed, left) if prefill else min(1, left)
+                if c == 0:
+                    break
+                if not prefill and not decode_slot(r):
+                    break
+                sched.append((r, prefill, c, r.computed))
+                if prefill:
+                    r.computed += c
+                left -= c
+                i += 1
+            # 5b. new prefills
+            while waiting:
+                r = waiting[0]
+                if rejected_at_head(r):
+                    waiting.popleft()
+                    reject(r)
+                    continue
+                need = _cdiv(r.target, bs)
+                c = min(r.target, left)
+                if c == 0 or len(running) + 1 > max_num_seqs or free - need < watermark:
+                    break
+                admit(r)
+                sched.append((r, True, c, 0))
+                r.computed = c
+                left -= c
+
+        # preempted requests go to the front of `waiting` once the pass is over (vLLM
+        # `waiting.extendleft(preempted)`), the last one preempted at the very front
+        for v in preempted:
+            waiting.appendleft(v)
+
+        if not sched:
+            # rule 8: only after every waiting head was rejected or a lone sequence preempted
+            # itself; the next pass admits or rejects the head with all blocks free.
+            assert not running, "nothing scheduled while requests run"
+            assert free == num_blocks
+            continue
+
+        # 6. cost
+        n_pf = 0
+        n_pf_seqs = 0
+        n_dec = 0
+        n_samp = 0
+        work = 0.0
+        ctx = 0
+        samplers: list[_Req] = []
+        for r, is_pf, c, before in sched:
+            if is_pf:
+                n_pf += c
+                n_pf_seqs += 1
+                work += c * (before + (c + 1) / 2)
+                if before + c == r.target:
+                    n_samp += 1
+                    samplers.append(r)
+            else:
+                n_dec += 1
+                n_samp += 1
+                ctx += r.prompt + r.gen
+                samplers.append(r)
+        n_tok = n_pf + n_dec
+        assert n_tok <= budget
+        assert n_samp <= max_num_seqs
+        assert 0 <= free <= num_blocks
+        duration = (
+            overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
+        )
+        start = now
+        n_run = len(running)
+        now = now + duration
+        peak = num_blocks - free
+
+        # 7. sampling
+        for r in samplers:
+            r.gen += 1
+            r.tokens += 1
+            if r.first is None:
+                r.first = now
+            else:
+                res.gaps.append(now - r.last_tok)
+            r.last_tok = now
+            if r.gen == r.output:
+                r.finish = now
+                r.status = _FINISHED
+                free += r.blocks
+                r.blocks = 0
+                running.remove(r)
+
+        res.start.append(start)
+        res.duration.append(duration)
+        res.n_prefill_tokens.append(n_pf)
+        res.n_decode.append(n_dec)
+        res.n_samp.append(n_samp)
+        res.n_prefill_seqs.append(n_pf_seqs)
+        res.n_running.append(n_run)
+        res.ctx.append(ctx)
+        res.work.append(work)
+        res.blocks_used.append(num_blocks - free)
+        res.blocks_peak.append(peak)
+
+    for r in reqs:
+        assert r.status in (_FINISHED, _REJECTED), r.status
+        served = r.status == _FINISHED
+        res.first_token.append(r.first if served else -1.0)
+        res.finish.append(r.finish if served else -1.0)
+        res.preemptions.append(r.pre)
+        res.tokens.append(r.tokens)
+        res.rejected.append(not served)
+    return res

@@ -1,0 +1,424 @@
+"""The Numba batching kernel (with event skipping) against the step-by-step oracle.
+
+Both implement docs/scheduler.md; every per-request time, every step and every inter-token gap
+must agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracle import OracleResult, simulate
+
+from apex_fast.sim.stream import (
+    GAP_BINS,
+    SchedulerConfig,
+    StepCosts,
+    StreamResult,
+    gap_bin_edges,
+    run_stream,
+)
+
+RTOL = 1e-9
+ATOL = 1e-12
+GAP_EPS = 1e-9  # relative rounding slack of a gap at a bin edge
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_costs(
+    budget: int,
+    max_num_seqs: int,
+    tok_inc=None,
+    seq_inc=None,
+    c_attn: float = 1e-7,
+    c_ctx: float = 1e-6,
+    overhead: float = 2e-3,
+) -> StepCosts:
+    """Increasing tables tok_table[0] = seq_table[0] = 0 (+ the given increments)."""
+    if tok_inc is None:
+        tok_inc = np.full(budget, 1e-5)
+    if seq_inc is None:
+        seq_inc = np.full(max_num_seqs, 1e-4)
+    tok = np.concatenate([[0.0], np.cumsum(np.asarray(tok_inc, np.float64))])
+    seq = np.concatenate([[0.0], np.cumsum(np.asarray(seq_inc, np.float64))])
+    assert tok.size >= budget + 1 and seq.size >= max_num_seqs + 1
+    return StepCosts(tok, seq, float(c_attn), float(c_ctx), float(overhead))
+
+
+def oracle_hist(gaps: list[float]) -> np.ndarray:
+    """Bin the oracle's gaps with the kernel's edges (bin i = [edges[i], edges[i+1]), gaps <= 0
+    and below the first edge in bin 0, above the last edge in the last bin)."""
+    edges = gap_bin_edges()
+    assert edges.size == GAP_BINS + 1
+    g = np.asarray(gaps, np.float64)
+    b = np.searchsorted(edges, g, side="right") - 1
+    b = np.clip(b, 0, GAP_BINS - 1)
+    return np.bincount(b, minlength=GAP_BINS).astype(np.int64)
+
+
+def record_first_steps(res: StreamResult) -> np.ndarray:
+    return np.cumsum(res.rec_count) - res.rec_count
+
+
+def assert_same(res: StreamResult, orc: OracleResult, label: str = "") -> None:
+    """Kernel result == oracle result (docs/scheduler.md), with float tolerances."""
+    msg = f"{label}: " if label else ""
+    # per request
+    ft = np.asarray(orc.first_token)
+    fi = np.asarray(orc.finish)
+    np.testing.assert_allclose(res.first_token, ft, rtol=RTOL, atol=ATOL, err_msg=msg + "first")
+    np.testing.assert_allclose(res.finish, fi, rtol=RTOL, atol=ATOL, err_msg=msg + "finish")
+    np.testing.assert_array_equal(res.preemptions, orc.preemptions, err_msg=msg + "preemptions")
+    # per step
+    assert (res.rec_count >= 1).all(), msg + "empty record"
+    st_ = res.steps()
+    assert res.num_steps == orc.num_steps, f"{msg}steps {res.num_steps} != {orc.num_steps}"
+    for key in ("start", "duration", "work"):
+        np.testing.assert_allclose(
+            st_[key], np.asarray(orc_col(orc, key)), rtol=RTOL, atol=ATOL, err_msg=msg + key
+        )
+    for key in ("n_prefill_tokens", "n_decode", "n_samp", "ctx"):
+        np.testing.assert_array_equal(st_[key], orc_col(orc, key), err_msg=msg + key)
+    # blocks in use during the first step of each record (before finished requests free theirs)
+    first = record_first_steps(res)
+    peak = np.asarray(orc.blocks_peak, np.int64)
+    np.testing.assert_array_equal(res.rec_blocks, peak[first], err_msg=msg + "rec_blocks")
+    # gap histogram
+    assert_same_hist(res.gap_hist, orc.gaps, msg)
+
+
+def assert_same_hist(hist: np.ndarray, gaps: list[float], msg: str = "") -> None:
+    """The kernel's histogram holds exactly the oracle's gaps, each binned with the kernel's
+    edges up to float rounding: a gap within relative GAP_EPS of an edge may fall on either side
+    of it. Equivalently, for every interior edge e the number of kernel gaps below e lies
+    between the oracle counts below e(1 - GAP_EPS) and below e(1 + GAP_EPS)."""
+    assert hist.shape == (GAP_BINS,)
+    assert int(hist.sum()) == len(gaps), f"{msg}gap count {int(hist.sum())} != {len(gaps)}"
+    g = np.sort(np.asarray(gaps, np.float64))
+    inner = gap_bin_edges()[1:-1]
+    below = np.cumsum(hist)[:-1]  # kernel gaps in bins < i+1, i.e. below inner[i]
+    lo = np.searchsorted(g, inner * (1 - GAP_EPS), side="left")
+    hi = np.searchsorted(g, inner * (1 + GAP_EPS), side="right")
+    bad = np.flatnonzero((below < lo) | (below > hi))
+    assert bad.size == 0, (
+        f"{msg}gap histogram differs at edges {inner[bad[:5]]}: kernel below {below[bad[:5]]}, "
+        f"oracle between {lo[bad[:5]]} and {hi[bad[:5]]}"
+    )
+
+
+def orc_col(orc: OracleResult, key: str):
+    return getattr(orc, key)
+
+
+def run_both(arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts):
+    arrival = np.asarray(arrival, np.float64)
+    prompt = np.asarray(prompt, np.int64)
+    output = np.asarray(output, np.int64)
+    res = run_stream(arrival, prompt, output, cfg, costs)
+    orc = simulate(arrival, prompt, output, cfg, costs)
+    return res, orc
+
+
+def check(arrival, prompt, output, cfg, costs, label=""):
+    res, orc = run_both(arrival, prompt, output, cfg, costs)
+    assert_same(res, orc, label)
+    return res, orc
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def traces(draw, max_requests: int = 40):
+    n = draw(st.integers(1, max_requests))
+    gap = st.one_of(st.just(0.0), st.floats(1e-4, 0.5), st.floats(0.5, 5.0))
+    gaps = draw(st.lists(gap, min_size=n, max_size=n))
+    start = draw(st.sampled_from([0.0, 0.0, 0.37, 12.5]))
+    arrival = np.cumsum(np.asarray(gaps)) + start
+    prompt = draw(
+        st.lists(st.one_of(st.integers(1, 40), st.integers(1, 300)), min_size=n, max_size=n)
+    )
+    output = draw(
+        st.lists(st.one_of(st.integers(1, 20), st.integers(1, 200)), min_size=n, max_size=n)
+    )
+    return arrival, np.asarray(prompt, np.int64), np.asarray(output, np.int64)
+
+
+@st.composite
+def configs(draw, prompt, output):
+    bs = draw(st.sampled_from([1, 4, 16]))
+    chunked = draw(st.booleans())
+    max_num_seqs = draw(st.integers(1, 16))
+    longest = max(8, min(512, int(max(prompt))))
+    budget = draw(
+        st.one_of(st.integers(8, 64), st.integers(8, 512), st.integers(longest, 512))
+    )
+    # KV capacity relative to the largest request: tiny (rejections), tight (preemptions and
+    # recompute) or ample
+    big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
+    need = max(-(-int(p) // bs) for p in prompt)
+    total = sum(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
+    num_blocks = draw(
+        st.one_of(
+            st.integers(1, max(1, big)),
+            st.integers(need, max(need, big) + 2),
+            st.integers(big, big + 8),
+            st.integers(big, max(big, total) + 8),
+        )
+    )
+    watermark = draw(st.sampled_from([0, 0, 1, 2, num_blocks // 100]))
+    return SchedulerConfig(
+        num_blocks=num_blocks,
+        block_size=bs,
+        watermark=watermark,
+        max_num_seqs=max_num_seqs,
+        budget=budget,
+        chunked=chunked,
+    )
+
+
+def _nonneg(scale: float):
+    return st.one_of(st.just(0.0), st.floats(0.0, scale), st.floats(scale / 100, scale))
+
+
+@st.composite
+def step_costs(draw, cfg: SchedulerConfig):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["random", "random", "linear", "zero_tables"]))
+    if kind == "random":
+        tok_inc = rng.exponential(draw(_nonneg(1e-4)), cfg.budget)
+        seq_inc = rng.exponential(draw(_nonneg(1e-3)), cfg.max_num_seqs)
+    elif kind == "linear":
+        tok_inc = np.full(cfg.budget, draw(_nonneg(1e-4)))
+        seq_inc = np.full(cfg.max_num_seqs, draw(_nonneg(1e-3)))
+    else:
+        tok_inc = np.zeros(cfg.budget)
+        seq_inc = np.zeros(cfg.max_num_seqs)
+    return make_costs(
+        cfg.budget,
+        cfg.max_num_seqs,
+        tok_inc,
+        seq_inc,
+        c_attn=draw(_nonneg(1e-7)),
+        c_ctx=draw(_nonneg(1e-5)),
+        overhead=draw(_nonneg(5e-3)),
+    )
+
+
+@st.composite
+def cases(draw, max_requests: int = 40):
+    arrival, prompt, output = draw(traces(max_requests))
+    cfg = draw(configs(prompt, output))
+    costs = draw(step_costs(cfg))
+    return arrival, prompt, output, cfg, costs
+
+
+# --------------------------------------------------------------------------- property tests
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases())
+def test_kernel_matches_oracle(case):
+    check(*case)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases(max_requests=12), st.data())
+def test_kernel_matches_oracle_under_kv_pressure(case, data):
+    """Few blocks and many long outputs: preemptions and recompute dominate."""
+    arrival, prompt, output, cfg, costs = case
+    bs = cfg.block_size
+    big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
+    need = max(-(-int(p) // bs) for p in prompt)
+    num_blocks = data.draw(st.integers(max(1, need), max(need, big) + 2), label="num_blocks")
+    cfg = SchedulerConfig(
+        num_blocks=num_blocks,
+        block_size=bs,
+        watermark=0,
+        max_num_seqs=cfg.max_num_seqs,
+        budget=max(cfg.budget, int(prompt.max()) + int(output.max()) + 1),
+        chunked=cfg.chunked,
+    )
+    costs = make_costs(
+        cfg.budget,
+        cfg.max_num_seqs,
+        costs.tok_table[1:][: cfg.budget] if costs.tok_table.size > cfg.budget else None,
+        None,
+        costs.c_attn,
+        costs.c_ctx,
+        costs.overhead,
+    )
+    check(arrival, prompt, output, cfg, costs)
+
+
+# --------------------------------------------------------------------------- hand cases
+
+COSTS8 = dict(c_attn=1e-7, c_ctx=1e-6, overhead=2e-3)
+
+
+def _cfg(**kw) -> SchedulerConfig:
+    base = dict(num_blocks=1000, block_size=16, watermark=0, max_num_seqs=8, budget=512)
+    base.update(kw)
+    return SchedulerConfig(**base)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_single_request(chunked):
+    cfg = _cfg(chunked=chunked)
+    check([0.5], [100], [50], cfg, make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_simultaneous_arrivals(chunked):
+    cfg = _cfg(chunked=chunked, budget=256, max_num_seqs=3)
+    check(
+        [0.0] * 6 + [0.01] * 3,
+        [100, 200, 50, 256, 1, 17, 90, 90, 90],
+        [10, 1, 30, 5, 60, 2, 7, 8, 9],
+        cfg,
+        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_preemption_and_recompute(chunked):
+    # 6 blocks of 4 tokens: two requests of prompt 8 fill 4 blocks, their decodes collide
+    cfg = _cfg(chunked=chunked, num_blocks=6, block_size=4, budget=64)
+    res, orc = check(
+        [0.0, 0.0, 0.0],
+        [8, 8, 5],
+        [12, 12, 3],
+        cfg,
+        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+    )
+    assert sum(orc.preemptions) > 0
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_rejections(chunked):
+    # 10 blocks of 16 tokens, watermark 1: prompts over 144 tokens never fit; not chunked also
+    # rejects prompts over the 128-token budget
+    cfg = _cfg(chunked=chunked, num_blocks=10, watermark=1, budget=128)
+    res, orc = check(
+        [0.0, 0.1, 0.2, 0.3],
+        [145, 144, 129, 20],
+        [3, 3, 3, 3],
+        cfg,
+        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+    )
+    assert res.first_token[0] == -1.0 and res.finish[0] == -1.0
+    assert (res.first_token[2] == -1.0) == (not chunked)
+    assert res.finish[3] > 0
+
+
+def test_chunked_long_prompt_with_decodes():
+    cfg = _cfg(chunked=True, budget=64, max_num_seqs=4)
+    check(
+        [0.0, 0.0, 0.05, 0.06],
+        [30, 1000, 70, 3],
+        [80, 5, 40, 100],
+        cfg,
+        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+    )
+
+
+def test_max_num_seqs_one():
+    for chunked in (False, True):
+        cfg = _cfg(chunked=chunked, max_num_seqs=1, budget=32)
+        check(
+            [0.0, 0.0, 0.001],
+            [5, 32, 7],
+            [4, 3, 9],
+            cfg,
+            make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+        )
+
+
+def test_zero_costs():
+    """All durations zero: every event happens at the arrival instants."""
+    for chunked in (False, True):
+        cfg = _cfg(chunked=chunked, num_blocks=12, block_size=4, budget=16, max_num_seqs=4)
+        costs = make_costs(
+            cfg.budget, cfg.max_num_seqs, np.zeros(16), np.zeros(4), 0.0, 0.0, 0.0
+        )
+        res, _ = check([0.0, 0.0, 1.0, 1.0], [10, 3, 16, 2], [7, 9, 4, 20], cfg, costs)
+        served = res.finish >= 0
+        assert np.all(res.finish[served] == np.asarray([0.0, 0.0, 1.0, 1.0])[served])
+
+
+def test_event_skipping_until_arrival():
+    """Long decode runs broken by an arrival: the kernel's skipped records end exactly there."""
+    cfg = _cfg(chunked=True, budget=256, max_num_seqs=4)
+    res, orc = check(
+        [0.0, 0.0, 0.2137, 0.9],
+        [50, 60, 70, 10],
+        [150, 200, 100, 100],
+        cfg,
+        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+    )
+    assert res.rec_count.max() > 1  # event skipping really happened
+    assert res.rec_count.size < orc.num_steps
+
+
+def test_event_skipping_with_blocked_head():
+    """A waiting head blocked by max_num_seqs while the running batch decodes."""
+    for chunked in (False, True):
+        cfg = _cfg(chunked=chunked, budget=256, max_num_seqs=2)
+        res, _ = check(
+            [0.0, 0.0, 0.0, 0.01, 0.02],
+            [40, 40, 40, 8, 8],
+            [120, 60, 30, 40, 5],
+            cfg,
+            make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+        )
+        assert res.rec_count.max() > 1
+
+
+def test_lone_sequence_fills_kv():
+    """A lone sequence whose context outgrows the KV cache preempts itself and is then
+    rejected (its recompute no longer fits); the request queued behind it is served."""
+    for chunked in (False, True):
+        cfg = _cfg(chunked=chunked, num_blocks=3, block_size=4, budget=64)
+        res, orc = check(
+            [0.0, 5.0],
+            [6, 3],
+            [20, 2],
+            cfg,
+            make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+        )
+        assert orc.rejected[0] and not orc.rejected[1]
+
+
+def test_empty_trace():
+    cfg = _cfg()
+    res = run_stream(
+        np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), cfg, make_costs(512, 8)
+    )
+    orc = simulate([], [], [], cfg, make_costs(512, 8))
+    assert res.num_steps == 0 == orc.num_steps
+    assert res.gap_hist.sum() == 0
+
+
+def test_oracle_hist_binning_matches_kernel_edges():
+    """Sanity of the test's own binning: values well inside bins land where log10 says."""
+    edges = gap_bin_edges()
+    mids = np.sqrt(edges[:-1] * edges[1:])
+    h = oracle_hist(list(mids))
+    assert (h == 1).all()
+    assert oracle_hist([0.0, -1.0, 1e-12])[0] == 3
+    assert oracle_hist([1e9])[-1] == 1
+    assert math.isclose(edges[0], 1e-7) and math.isclose(edges[-1], 1e4)
