@@ -17,6 +17,7 @@ import orjson
 from apex_fast.errors import ApexError
 from apex_fast.sim.workload import Workload
 
+MAX_TOKENS = 100_000_000
 _FIELDS = ("StartTimeOffset", "ContextTokens", "GeneratedTokens")
 
 
@@ -57,6 +58,10 @@ def _check(where: str, t: float, p: float, o: float) -> None:
         raise ApexError(f"{where}: ContextTokens must be at least 1, got {int(p)}")
     if o < 1:
         raise ApexError(f"{where}: GeneratedTokens must be at least 1, got {int(o)}")
+    if p > MAX_TOKENS or o > MAX_TOKENS:
+        raise ApexError(f"{where}: token counts above {MAX_TOKENS} are not plausible")
+    if t > 1e21:
+        raise ApexError(f"{where}: StartTimeOffset {t} ns is not plausible")
 
 
 def _read_jsonl(path: Path) -> _Grow:

@@ -72,7 +72,7 @@ class _Req:
         self.finish: float | None = None
         self.pre = 0
         self.last_tok = 0.0
-        self.tokens = 0  # tokens emitted, counting the re-emitted one after each recompute
+        self.tokens = 0  # tokens emitted (a recompute prefill emits the next token)
 
 
 @dataclass
@@ -82,7 +82,7 @@ class OracleResult:
     first_token: list[float]
     finish: list[float]
     preemptions: list[int]
-    tokens: list[int]  # tokens emitted per request (each recompute prefill emits one more)
+    tokens: list[int]  # tokens emitted per request (= gen; output for served requests)
     rejected: list[bool]
     start: list[float] = field(default_factory=list)
     duration: list[float] = field(default_factory=list)

@@ -118,7 +118,7 @@ def get_device(name: str | DeviceSpec) -> DeviceSpec:
 
 
 def peak_flops(device: DeviceSpec | str, compute_dtype: str) -> tuple[float, str]:
-    """Dense peak FLOP/s for GEMMs in compute_dtype, and a note when it falls back to wider units."""
+    """Dense peak FLOP/s for compute_dtype GEMMs, and a note when it falls back."""
     dev = get_device(device)
     want = PEAK_KEY[canonical_dtype(compute_dtype, what="compute dtype")]
     for key in _FALLBACK[want]:

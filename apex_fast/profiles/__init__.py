@@ -1,1 +1,1 @@
-"""profiles"""
+"""Op costs: the analytic device model (and measured tables)."""

@@ -4,8 +4,9 @@ GEMM  C[m x n] = W[m x k] . X[k x n], n = tokens:
     t = max(2mkn / (peak * eta_c), bytes / (bw * eta_mem)) + t_launch
     eta_c = eta_max * s(m, sat_mn) * s(n, sat_mn) * s(k, sat_k),  s(x, c) = x / (x + c)
 Collective over a group of g GPUs moving S bytes (nccl-tests "size"):
-    t = alpha + f(g) * S / busbw,   busbw = link * eff * kind_eff * g/(g + group_half) [1 for sendrecv]
-                                            / (1 + (msg_half_bytes / S) ** msg_ramp_pow)
+    t = alpha + f(g) * S / busbw
+    busbw = link * eff * kind_eff * g/(g + group_half) / (1 + (msg_half_bytes / S) ** msg_ramp_pow)
+    (the group factor is 1 for sendrecv)
     alpha = alpha_intra + alpha_log2 * phases * log2(g)  (phases: all-reduce 2, send/recv 0, else 1;
     inter-node: alpha_inter, alpha_log2_inter and
     msg_half_bytes_inter replace the intra-node values)
@@ -149,7 +150,9 @@ def attn_prefill_time_per_pair(
     return 4.0 * heads * head_dim / (dm.peak(compute_dtype) * dm.eta_attn)
 
 
-def attn_decode_time_per_token(dm: DeviceModel, kv_heads: int, head_dim: int, kv_bytes: float) -> float:
+def attn_decode_time_per_token(
+    dm: DeviceModel, kv_heads: int, head_dim: int, kv_bytes: float
+) -> float:
     """Seconds per context token read by one decode sequence (K and V of kv_heads heads)."""
     return 2.0 * kv_heads * head_dim * kv_bytes / (dm.mem_bw * dm.eta_mem)
 
@@ -171,7 +174,9 @@ def ring_factor(kind: str, group: int) -> float:
     raise ApexError(f"unknown collective {kind!r}: use one of {', '.join(COLLECTIVES)}")
 
 
-def busbw(dm: DeviceModel, kind: str, nbytes: np.ndarray, group: int, inter_node: bool) -> np.ndarray:
+def busbw(
+    dm: DeviceModel, kind: str, nbytes: np.ndarray, group: int, inter_node: bool
+) -> np.ndarray:
     """Achieved bus bandwidth in bytes/s (small messages and small groups reach less)."""
     s = np.asarray(nbytes, dtype=np.float64)
     if inter_node:

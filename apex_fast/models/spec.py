@@ -1,0 +1,268 @@
+"""Architecture of one model as the planner sees it, and the counts derived from it.
+
+All counts are parameters (not bytes) and include biases and norm weights where the family has
+them. Positional schemes without weights (RoPE, ALiBi) cost nothing; learned position tables are
+counted as embeddings.
+
+Multi-head latent attention (DeepSeek MLA, ``kv_lora_rank > 0``) is modelled as follows:
+* parameters are exact (q down/up projections with their norm, the joint KV down projection that
+  also yields the shared rotary key, the KV up projection, the output projection);
+* the KV cache holds the compressed latent plus the rotary key: ``kv_lora_rank + qk_rope_head_dim``
+  values per token per layer, shared by all heads;
+* attention FLOPs assume the weight-absorbed decode form (scores over the ``kv_lora_rank +
+  qk_rope_head_dim`` latent, values over ``kv_lora_rank``), the form serving engines use for
+  decode; the projection FLOPs stay 2 x parameters.
+``head_dim`` of an MLA model is the query/key head size (nope + rope), ``v_head_dim`` the value one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_type: str
+    arch: str  # "decoder" | "encoder-decoder" | "encoder"
+    num_layers: int  # decoder layers; for arch "encoder" the encoder layers
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int  # dense FFN width (encoder FFN too)
+    vocab_size: int  # 0 for models without a token vocabulary (CLIP vision)
+    gated_ffn: bool  # 3 FFN GEMMs (SwiGLU / GeGLU) instead of 2; experts use the same form
+    tied_embeddings: bool
+    attn_bias: bool
+    mlp_bias: bool
+    learned_pos: int  # rows of the learned position table of the (decoder) input, 0 if none
+    max_position_embeddings: int
+    num_experts: int = 0
+    topk: int = 0
+    moe_intermediate_size: int = 0
+    num_shared_experts: int = 0
+    num_dense_layers: int = 0  # decoder layers that use the dense FFN in an MoE model
+    encoder_layers: int = 0  # == num_layers for arch "encoder"
+    encoder_seq_len: int = 0  # fixed encoder length (whisper 1500, CLIP 257); 0: the prompt
+    source: str = ""  # config file this spec was loaded from
+    hf_id: str = ""  # Hugging Face repo id the numbers come from, when known
+    # details needed for exact counts
+    norm_bias: bool = False  # LayerNorm (weight + bias) instead of RMSNorm (weight only)
+    norms_per_block: int = 2  # norms of one decoder block (3 with cross-attention)
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
+    attn_out_bias: bool | None = None  # None: same as attn_bias
+    attn_k_bias: bool = True  # False: k projection has no bias even if attn_bias (Whisper)
+    lm_head_bias: bool = False  # GPT-J
+    embed_dim: int = 0  # token embedding width if != hidden (OPT word_embed_proj_dim); 0: hidden
+    router_bias: bool = False  # per-expert router bias (DeepSeek e_score_correction_bias)
+    extra_params: int = 0  # outside blocks/embeddings/head: final norms, stems, projections
+    sliding_window: int = 0  # 0: full attention
+    # multi-head latent attention (DeepSeek); 0 = standard attention
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0  # 0: head_dim
+
+    # ------------------------------------------------------------------ shape helpers
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def value_head_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    def _norm(self) -> int:
+        return self.hidden_size * (2 if self.norm_bias else 1)
+
+    def _mlp(self, inter: int) -> int:
+        h = self.hidden_size
+        weights = (3 if self.gated_ffn else 2) * h * inter
+        biases = ((2 if self.gated_ffn else 1) * inter + h) if self.mlp_bias else 0
+        return weights + biases
+
+    # ------------------------------------------------------------------ per-layer counts
+    def attn_params_per_layer(self) -> int:
+        """One (self-)attention cell: projections, their biases and q/k norms."""
+        h, nh = self.hidden_size, self.num_heads
+        if self.is_mla:
+            qk, rope, lat = self.head_dim, self.qk_rope_head_dim, self.kv_lora_rank
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * nh * qk
+            else:
+                q = h * nh * qk
+            kv = h * (lat + rope) + lat + lat * nh * (qk - rope + self.value_head_dim)
+            return q + kv + nh * self.value_head_dim * h
+        qw = nh * self.head_dim
+        kvw = self.num_kv_heads * self.head_dim
+        total = 2 * h * qw + 2 * h * kvw
+        if self.attn_bias:
+            total += qw + kvw + (kvw if self.attn_k_bias else 0)
+        out_bias = self.attn_bias if self.attn_out_bias is None else self.attn_out_bias
+        if out_bias:
+            total += h
+        if self.qk_norm:
+            total += 2 * self.head_dim
+        return total
+
+    def expert_params(self) -> int:
+        """One routed expert (an MLP of width moe_intermediate_size); 0 for dense models."""
+        return self._mlp(self.moe_intermediate_size) if self.is_moe else 0
+
+    def router_params(self) -> int:
+        if not self.is_moe:
+            return 0
+        return self.hidden_size * self.num_experts + (self.num_experts if self.router_bias else 0)
+
+    def dense_ffn_params(self) -> int:
+        """Dense FFN of one layer (the leading dense layers of an MoE model use it too)."""
+        return self._mlp(self.intermediate_size)
+
+    def ffn_params_per_layer(self) -> int:
+        """Dense FFN, or for MoE one MoE layer: router + all experts + shared experts."""
+        if not self.is_moe:
+            return self.dense_ffn_params()
+        experts = (self.num_experts + self.num_shared_experts) * self.expert_params()
+        return self.router_params() + experts
+
+    def ffn_active_params_per_layer(self) -> int:
+        """FFN parameters one token touches: router + top-k + shared experts."""
+        if not self.is_moe:
+            return self.dense_ffn_params()
+        used = (self.topk + self.num_shared_experts) * self.expert_params()
+        return self.router_params() + used
+
+    def _cross_attn(self) -> int:
+        return self.attn_params_per_layer() if self.arch == "encoder-decoder" else 0
+
+    def block_params(self) -> int:
+        """One decoder block (MoE block for MoE models): attention (+ cross-attention) + FFN +
+        norms. For arch "encoder" this is the encoder block."""
+        if self.arch == "encoder":
+            return self.encoder_block_params()
+        return (
+            self.attn_params_per_layer()
+            + self._cross_attn()
+            + self.ffn_params_per_layer()
+            + self.norms_per_block * self._norm()
+        )
+
+    def dense_block_params(self) -> int:
+        """One decoder block with the dense FFN (the leading dense layers of DeepSeek)."""
+        base = self.attn_params_per_layer() + self._cross_attn()
+        return base + self.dense_ffn_params() + self.norms_per_block * self._norm()
+
+    def encoder_block_params(self) -> int:
+        """One encoder block (bidirectional attention + dense FFN + 2 norms); 0 if no encoder."""
+        if self.encoder_layers == 0:
+            return 0
+        return self.attn_params_per_layer() + self.dense_ffn_params() + 2 * self._norm()
+
+    # ------------------------------------------------------------------ whole model
+    def embedding_params(self) -> int:
+        """Token embedding + learned position table of the (decoder) input."""
+        return self.vocab_size * (self.embed_dim or self.hidden_size) + (
+            self.learned_pos * self.hidden_size
+        )
+
+    def lm_head_params(self) -> int:
+        """Output projection to the vocabulary; 0 when tied to the embedding or absent."""
+        if self.tied_embeddings or self.vocab_size == 0 or self.arch == "encoder":
+            return 0
+        bias = self.vocab_size if self.lm_head_bias else 0
+        return self.vocab_size * (self.embed_dim or self.hidden_size) + bias
+
+    def _moe_layers(self) -> int:
+        return self.num_layers - self.num_dense_layers if self.is_moe else 0
+
+    def decoder_params(self) -> int:
+        """All decoder blocks (0 for arch "encoder")."""
+        if self.arch == "encoder":
+            return 0
+        if not self.is_moe:
+            return self.num_layers * self.block_params()
+        return self._moe_layers() * self.block_params() + (
+            self.num_dense_layers * self.dense_block_params()
+        )
+
+    def encoder_params(self) -> int:
+        """All encoder blocks."""
+        return self.encoder_layers * self.encoder_block_params()
+
+    def params_total(self) -> int:
+        return (
+            self.decoder_params()
+            + self.encoder_params()
+            + self.embedding_params()
+            + self.lm_head_params()
+            + self.extra_params
+        )
+
+    def params_active(self) -> int:
+        """Parameters used per token: as params_total, with MoE layers counting only the router,
+        top-k experts and shared experts."""
+        if not self.is_moe:
+            return self.params_total()
+        idle = self.ffn_params_per_layer() - self.ffn_active_params_per_layer()
+        return self.params_total() - self._moe_layers() * idle
+
+    # ------------------------------------------------------------------ KV cache and FLOPs
+    def kv_bytes_per_token(self, kv_bytes: float) -> float:
+        """Decoder self-attention KV cache per token over all decoder layers (0 for encoders).
+        MLA caches its latent + rotary key once per layer."""
+        if self.arch == "encoder":
+            return 0.0
+        if self.is_mla:
+            per_layer = self.kv_lora_rank + self.qk_rope_head_dim
+        else:
+            per_layer = self.num_kv_heads * (self.head_dim + self.value_head_dim)
+        return float(self.num_layers * per_layer) * kv_bytes
+
+    def cross_kv_bytes_per_request(self, kv_bytes: float, encoder_len: float = 0) -> float:
+        """Encoder-decoder: cross-attention K/V of one request (all decoder layers)."""
+        if self.arch != "encoder-decoder":
+            return 0.0
+        n = encoder_len or self.encoder_seq_len
+        per_token = self.num_kv_heads * (self.head_dim + self.value_head_dim)
+        return float(self.num_layers * per_token) * n * kv_bytes
+
+    def _attn_flops_per_layer(self, context_len: float) -> float:
+        if self.is_mla:
+            lat = self.kv_lora_rank
+            return 2.0 * self.num_heads * (2 * lat + self.qk_rope_head_dim) * context_len
+        return 2.0 * self.num_heads * (self.head_dim + self.value_head_dim) * context_len
+
+    def flops_per_token(self, context_len: float, encoder_len: float | None = None) -> float:
+        """Forward FLOPs of one generated token attending to context_len tokens:
+        2 x active non-embedding decoder parameters + attention scores/values + LM head.
+
+        Encoder-decoder: cross-attention K/V projections are computed once per request, not per
+        token (left out); cross-attention scores/values run over encoder_len (default: the
+        fixed encoder_seq_len, or context_len when the encoder length is the prompt).
+        Arch "encoder": one encoder token attending to context_len tokens, no head.
+        """
+        if self.arch == "encoder":
+            return self.encoder_flops_per_token(context_len)
+        active = self.params_active() - self.embedding_params() - self.lm_head_params()
+        active -= self.encoder_params() + self.extra_params
+        flops = 2.0 * active + self.num_layers * self._attn_flops_per_layer(context_len)
+        if self.arch == "encoder-decoder":
+            kv_proj = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+            flops -= 2.0 * self.num_layers * kv_proj
+            enc = encoder_len if encoder_len is not None else (self.encoder_seq_len or context_len)
+            flops += self.num_layers * self._attn_flops_per_layer(enc)
+        if self.vocab_size:
+            flops += 2.0 * self.hidden_size * self.vocab_size
+        return flops
+
+    def encoder_flops_per_token(self, seq_len: float) -> float:
+        """Forward FLOPs of one encoder token in a sequence of seq_len tokens (0 if no encoder)."""
+        if self.encoder_layers == 0:
+            return 0.0
+        per_layer = 2.0 * self.encoder_block_params() + self._attn_flops_per_layer(seq_len)
+        return self.encoder_layers * per_layer
