@@ -47,7 +47,9 @@ def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
 @app.command()
 def plan(
     model: str = typer.Option(
-        ..., "--model", help="Bundled model name (see `apex.py models`), HF id, or path to a config.json."
+        ...,
+        "--model",
+        help="Bundled model name (see `apex.py models`), HF id, or path to a config.json.",
     ),
     num_experts: int | None = typer.Option(None, help="MoE: override the number of experts."),
     topk: int = typer.Option(2, help="MoE: experts per token (top-k)."),
@@ -65,7 +67,9 @@ def plan(
     output_len: int = typer.Option(128, help="Output tokens per request (no trace file)."),
     num_requests: int = typer.Option(1024, help="Requests, all arriving at t=0 (no trace file)."),
     kv_dtype: str = typer.Option("half", help="KV cache dtype: float, half, float8."),
-    weight_dtype: str = typer.Option("half", help="Weight dtype: float, half, float8 (int8, int4)."),
+    weight_dtype: str = typer.Option(
+        "half", help="Weight dtype: float, half, float8 (int8, int4)."
+    ),
     activation_dtype: str = typer.Option("half", help="Activation dtype: float, half, float8."),
     all_plans: bool = typer.Option(False, "--all", help="Print every feasible plan, best first."),
     request_percentiles: list[str] = typer.Option(
@@ -77,15 +81,21 @@ def plan(
     ttft_slo: float = typer.Option(10.0, help="TTFT SLO in ms."),
     tpot_slo: float = typer.Option(10.0, help="TPOT SLO in ms."),
     max_batch_size: int = typer.Option(
-        0, "--max-batch-size", "--max-batch", help="Seed name of --max-num-seqs (0 = engine default)."
+        0,
+        "--max-batch-size",
+        "--max-batch",
+        help="Seed name of --max-num-seqs (0 = engine default).",
     ),
     tp: int | None = typer.Option(None, help="Pin tensor parallelism."),
     pp: int | None = typer.Option(None, help="Pin pipeline stages."),
     dp: int | None = typer.Option(None, help="Pin data-parallel replicas."),
     ep: int | None = typer.Option(None, help="Pin expert parallelism (MoE)."),
-    max_num_seqs: int | None = typer.Option(None, help="Max running sequences per engine (vLLM; 256)."),
+    max_num_seqs: int | None = typer.Option(
+        None, help="Max running sequences per engine (vLLM; 256)."
+    ),
     max_num_batched_tokens: int | None = typer.Option(
-        None, help="Token budget per step (default 2048 with chunked prefill, else the longest request)."
+        None,
+        help="Token budget per step (default 2048 with chunked prefill, else the longest request).",
     ),
     chunked_prefill: bool = typer.Option(True, help="vLLM chunked prefill."),
     block_size: int = typer.Option(16, help="KV cache block size in tokens."),

@@ -80,19 +80,27 @@ def run_plan(
         canonical_dtype(req.activation_dtype, "--activation-dtype"),
         canonical_dtype(req.kv_dtype, "--kv-dtype"),
     )
-    model = load_model(req.model, num_experts=req.num_experts, topk=req.topk if req.num_experts else None)
+    model = load_model(
+        req.model, num_experts=req.num_experts, topk=req.topk if req.num_experts else None
+    )
     if model.arch != "decoder" or model.is_moe:
         raise ApexError(
             f"{model.name} is a {'mixture-of-experts' if model.is_moe else model.arch} model; "
             "this version plans dense decoder-only models (MoE and encoder-decoder are issue #5)"
         )
+    if req.num_nodes < 1:
+        raise ApexError(f"--num-nodes must be at least 1, got {req.num_nodes}")
+    if req.gpus_per_node < 1:
+        raise ApexError(f"--num-gpus-per-node must be at least 1, got {req.gpus_per_node}")
     device = get_device(req.gpu)
     cluster = Cluster(device, req.num_nodes, req.gpus_per_node)
     clock = None
     if req.frequency:
         if req.frequency not in device.clocks_mhz:
             known = ", ".join(str(c) for c in device.clocks_mhz)
-            raise ApexError(f"--frequency {req.frequency} MHz is not a clock of {device.name} ({known})")
+            raise ApexError(
+                f"--frequency {req.frequency} MHz is not a clock of {device.name} ({known})"
+            )
         clock = req.frequency
     workload = build_workload(req)
     opts = EngineOptions(

@@ -132,6 +132,7 @@ def simulate_stream(
                     whead = (whead + 1) % n
                     wsize -= 1
                     status[r] = _REJECTED
+                    first_token[r] = -1.0
                     continue
                 if tokens + tgt > budget or nrun + 1 > max_num_seqs or free - need_b < watermark:
                     break
@@ -257,6 +258,7 @@ def simulate_stream(
                     whead = (whead + 1) % n
                     wsize -= 1
                     status[r] = _REJECTED
+                    first_token[r] = -1.0
                     continue
                 c = min(tgt, left)
                 if c == 0 or nrun + 1 > max_num_seqs or free - need_b < watermark:

@@ -294,9 +294,7 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
         assert n_tok <= budget
         assert n_samp <= max_num_seqs
         assert 0 <= free <= num_blocks
-        duration = (
-            overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
-        )
+        duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
         start = now
         n_run = len(running)
         now = now + duration

@@ -12,9 +12,22 @@ from apex_fast.cli import _expand_nargs, main
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 PLAN_KEYS = {
-    "plan", "ttft_mean_s", "tpot_mean_s", "itl_mean_s", "tbt_p50_s", "tbt_p95_s", "latency_p50_s",
-    "latency_p95_s", "throughput_tokens_per_s", "throughput_requests_per_s", "mfu", "mbu",
-    "energy_kj", "param_gb_per_device", "slo_ttft_pct", "slo_tpot_pct",
+    "plan",
+    "ttft_mean_s",
+    "tpot_mean_s",
+    "itl_mean_s",
+    "tbt_p50_s",
+    "tbt_p95_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "throughput_tokens_per_s",
+    "throughput_requests_per_s",
+    "mfu",
+    "mbu",
+    "energy_kj",
+    "param_gb_per_device",
+    "slo_ttft_pct",
+    "slo_tpot_pct",
 }
 
 
@@ -26,14 +39,30 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_seed_example_all_plans(capsys) -> None:
     code, out, err = run(
-        capsys, "plan", "--model", "llama3-70b", "--num-gpus-per-node", "2",
-        "--prompt-len", "128", "--output-len", "256", "--num-requests", "64", "--all",
+        capsys,
+        "plan",
+        "--model",
+        "llama3-70b",
+        "--num-gpus-per-node",
+        "2",
+        "--prompt-len",
+        "128",
+        "--output-len",
+        "256",
+        "--num-requests",
+        "64",
+        "--all",
     )
     assert code == 0, err
     assert "Parallel schedule 0 for decoder" in out
     assert "# Stages: 2" in out and "AllReduce" in out
-    for section in ("* Statistics:", "* Performance Metrics:", "* Time breakdown:",
-                    "Energy Consumption:", "* Latency SLO Metrics:"):
+    for section in (
+        "* Statistics:",
+        "* Performance Metrics:",
+        "* Time breakdown:",
+        "Energy Consumption:",
+        "* Latency SLO Metrics:",
+    ):
         assert section in out
     assert "DP2 PP1 TP1" in out  # listed as infeasible with its reason
     assert "analytic" in out
@@ -42,8 +71,21 @@ def test_seed_example_all_plans(capsys) -> None:
 def test_json_shape(capsys, tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     code, out, err = run(
-        capsys, "plan", "--model", "llama-7b", "--num-gpus", "2", "--num-requests", "16",
-        "--prompt-len", "64", "--output-len", "16", "--json", str(path), "--quiet",
+        capsys,
+        "plan",
+        "--model",
+        "llama-7b",
+        "--num-gpus",
+        "2",
+        "--num-requests",
+        "16",
+        "--prompt-len",
+        "64",
+        "--output-len",
+        "16",
+        "--json",
+        str(path),
+        "--quiet",
     )
     assert code == 0, err
     data = orjson.loads(path.read_bytes())
@@ -57,8 +99,23 @@ def test_json_shape(capsys, tmp_path: Path) -> None:
 def test_json_is_deterministic(capsys, tmp_path: Path) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for p in (a, b):
-        assert run(capsys, "plan", "--model", "gpt2", "--num-gpus", "2", "--num-requests", "8",
-                   "--all", "--json", str(p), "--quiet")[0] == 0
+        assert (
+            run(
+                capsys,
+                "plan",
+                "--model",
+                "gpt2",
+                "--num-gpus",
+                "2",
+                "--num-requests",
+                "8",
+                "--all",
+                "--json",
+                str(p),
+                "--quiet",
+            )[0]
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -102,8 +159,17 @@ def test_models_and_gpus_lists(capsys) -> None:
 def test_reference_trace_on_eight_h100(capsys, tmp_path: Path) -> None:
     path = tmp_path / "o.json"
     code, out, err = run(
-        capsys, "plan", "--model", "llama3-70b", "--num-gpus-per-node", "8", "--trace-file",
-        str(REF / "traces" / "llama" / "lmsys_05.jsonl"), "--json", str(path), "--quiet",
+        capsys,
+        "plan",
+        "--model",
+        "llama3-70b",
+        "--num-gpus-per-node",
+        "8",
+        "--trace-file",
+        str(REF / "traces" / "llama" / "lmsys_05.jsonl"),
+        "--json",
+        str(path),
+        "--quiet",
     )
     assert code == 0, err
     best = orjson.loads(path.read_bytes())["best"]

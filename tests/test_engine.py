@@ -32,7 +32,9 @@ def test_single_request_one_gpu_closed_form() -> None:
     ttft = c.overhead + c.tok_table[prompt] + c.seq_table[1] + c.c_attn * prompt * (prompt + 1) / 2
     s = res.streams[0]
     assert s.first_token[0] == pytest.approx(ttft, rel=1e-12)
-    steps = [c.overhead + c.tok_table[1] + c.seq_table[1] + c.c_ctx * (prompt + g) for g in range(1, out)]
+    steps = [
+        c.overhead + c.tok_table[1] + c.seq_table[1] + c.c_ctx * (prompt + g) for g in range(1, out)
+    ]
     assert s.finish[0] == pytest.approx(ttft + sum(steps), rel=1e-12)
     met = compute_metrics(res, static_workload(1, prompt, out), cl)
     assert met.ttft_mean_s == pytest.approx(ttft, rel=1e-12)

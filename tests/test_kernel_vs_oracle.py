@@ -156,9 +156,7 @@ def configs(draw, prompt, output):
     chunked = draw(st.booleans())
     max_num_seqs = draw(st.integers(1, 16))
     longest = max(8, min(512, int(max(prompt))))
-    budget = draw(
-        st.one_of(st.integers(8, 64), st.integers(8, 512), st.integers(longest, 512))
-    )
+    budget = draw(st.one_of(st.integers(8, 64), st.integers(8, 512), st.integers(longest, 512)))
     # KV capacity relative to the largest request: tiny (rejections), tight (preemptions and
     # recompute) or ample
     big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
@@ -232,37 +230,32 @@ def test_kernel_matches_oracle(case):
     check(*case)
 
 
+@st.composite
+def kv_pressure_cases(draw):
+    """Few blocks, long outputs, budgets that never reject: preemption and recompute dominate."""
+    arrival, prompt, output = draw(traces(max_requests=12))
+    bs = draw(st.sampled_from([1, 4, 16]))
+    big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
+    need = max(-(-int(p) // bs) for p in prompt)
+    cfg = SchedulerConfig(
+        num_blocks=draw(st.integers(need, max(need, big) + 2)),
+        block_size=bs,
+        watermark=0,
+        max_num_seqs=draw(st.integers(2, 16)),
+        budget=draw(st.integers(int(prompt.max() + output.max()), 512)),
+        chunked=draw(st.booleans()),
+    )
+    return arrival, prompt, output, cfg, draw(step_costs(cfg))
+
+
 @settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(cases(max_requests=12), st.data())
-def test_kernel_matches_oracle_under_kv_pressure(case, data):
-    """Few blocks and many long outputs: preemptions and recompute dominate."""
-    arrival, prompt, output, cfg, costs = case
-    bs = cfg.block_size
-    big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
-    need = max(-(-int(p) // bs) for p in prompt)
-    num_blocks = data.draw(st.integers(max(1, need), max(need, big) + 2), label="num_blocks")
-    cfg = SchedulerConfig(
-        num_blocks=num_blocks,
-        block_size=bs,
-        watermark=0,
-        max_num_seqs=cfg.max_num_seqs,
-        budget=max(cfg.budget, int(prompt.max()) + int(output.max()) + 1),
-        chunked=cfg.chunked,
-    )
-    costs = make_costs(
-        cfg.budget,
-        cfg.max_num_seqs,
-        costs.tok_table[1:][: cfg.budget] if costs.tok_table.size > cfg.budget else None,
-        None,
-        costs.c_attn,
-        costs.c_ctx,
-        costs.overhead,
-    )
-    check(arrival, prompt, output, cfg, costs)
+@given(kv_pressure_cases())
+def test_kernel_matches_oracle_under_kv_pressure(case):
+    check(*case)
 
 
 # --------------------------------------------------------------------------- hand cases
@@ -352,9 +345,7 @@ def test_zero_costs():
     """All durations zero: every event happens at the arrival instants."""
     for chunked in (False, True):
         cfg = _cfg(chunked=chunked, num_blocks=12, block_size=4, budget=16, max_num_seqs=4)
-        costs = make_costs(
-            cfg.budget, cfg.max_num_seqs, np.zeros(16), np.zeros(4), 0.0, 0.0, 0.0
-        )
+        costs = make_costs(cfg.budget, cfg.max_num_seqs, np.zeros(16), np.zeros(4), 0.0, 0.0, 0.0)
         res, _ = check([0.0, 0.0, 1.0, 1.0], [10, 3, 16, 2], [7, 9, 4, 20], cfg, costs)
         served = res.finish >= 0
         assert np.all(res.finish[served] == np.asarray([0.0, 0.0, 1.0, 1.0])[served])

@@ -48,8 +48,10 @@ def test_parses_and_sorts(tmp_path: Path) -> None:
         ('{"StartTimeOffset": -1, "ContextTokens": 3, "GeneratedTokens": 2}', "negative"),
         ('{"StartTimeOffset": 1, "ContextTokens": 2.5, "GeneratedTokens": 2}', "whole number"),
         ('{"StartTimeOffset": 1, "ContextTokens": 1e30, "GeneratedTokens": 2}', "not plausible"),
-        ('{"StartTimeOffset": 1, "ContextTokens": 99999999999999999999999, "GeneratedTokens": 2}',
-         "not plausible"),
+        (
+            '{"StartTimeOffset": 1, "ContextTokens": 99999999999999999999999, "GeneratedTokens": 2}',
+            "not plausible",
+        ),
     ],
 )
 def test_malformed_lines_name_the_line(tmp_path: Path, line: str, message: str) -> None:
@@ -80,7 +82,9 @@ def test_csv_azure_layout(tmp_path: Path) -> None:
     assert w.arrival[1] == pytest.approx(4.314579, abs=1e-5)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_only_raise_apex_error(tmp_path: Path, data: bytes) -> None:
     p = tmp_path / "fuzz.jsonl"
@@ -100,9 +104,18 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(_json | st.fixed_dictionaries(
-    {"StartTimeOffset": _json, "ContextTokens": _json, "GeneratedTokens": _json}), max_size=4))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        _json
+        | st.fixed_dictionaries(
+            {"StartTimeOffset": _json, "ContextTokens": _json, "GeneratedTokens": _json}
+        ),
+        max_size=4,
+    )
+)
 def test_arbitrary_json_only_raises_apex_error(tmp_path: Path, objs: list) -> None:
     p = tmp_path / "fuzz.jsonl"
     p.write_text("\n".join(json.dumps(o) for o in objs))

@@ -162,14 +162,13 @@ def compute_metrics(
         (pl.col("ttft") <= ttft_slo_ms / 1e3).mean().alias("slo_ttft"),
         (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3).mean().alias("slo_tpot"),
         (
-            (pl.col("ttft") <= ttft_slo_ms / 1e3) & (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3)
+            (pl.col("ttft") <= ttft_slo_ms / 1e3)
+            & (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3)
         )
         .mean()
         .alias("slo_both"),
     ]
-    aggs += [
-        pl.col("latency").quantile(p / 100.0, "linear").alias(f"lat_p{p}") for p in req_ps
-    ]
+    aggs += [pl.col("latency").quantile(p / 100.0, "linear").alias(f"lat_p{p}") for p in req_ps]
     row = df.select(aggs).row(0, named=True)
     makespan = float(row["end"])  # first arrival is t = 0
     lat_ps = {p: float(row[f"lat_p{p}"]) for p in req_ps}
@@ -198,7 +197,9 @@ def compute_metrics(
         + cc.flops_per_pair * r["work"] * cnt
         + cc.flops_per_ctx * ctx_total
     )
-    nbytes = cc.bytes_per_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
+    nbytes = (
+        cc.bytes_per_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
+    )
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     peak, _ = peak_flops(dev, cdt)
     bw = dev.hbm_tbps * 1e12
@@ -272,4 +273,3 @@ def compute_metrics(
 
 def _f(v: object) -> float:
     return float("nan") if v is None else float(v)
-

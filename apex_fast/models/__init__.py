@@ -1,1 +1,19 @@
-"""models"""
+"""Model architectures: bundled Hugging Face configs and the ModelSpec derived from them."""
+
+from apex_fast.models.loader import (
+    list_models,
+    load_model,
+    model_aliases,
+    resolve_model_name,
+    spec_from_config,
+)
+from apex_fast.models.spec import ModelSpec
+
+__all__ = [
+    "ModelSpec",
+    "list_models",
+    "load_model",
+    "model_aliases",
+    "resolve_model_name",
+    "spec_from_config",
+]

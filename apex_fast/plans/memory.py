@@ -97,7 +97,9 @@ def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: in
 
 def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
     kvb = DTYPE_BYTES[plan.kv_dtype]
-    return max(plan.layers_per_stage) * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
+    return (
+        max(plan.layers_per_stage) * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
+    )
 
 
 def memory_report(

@@ -38,11 +38,11 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
             detail = f"{q} query heads, {kv} KV heads per device{rep}"
         else:
             name = "SwiGLU" if model.gated_ffn else "MLP"
-            inter = (model.moe_intermediate_size if model.is_moe else model.intermediate_size)
+            inter = model.moe_intermediate_size if model.is_moe else model.intermediate_size
             detail = f"{inter // cell.degree} FFN columns per device"
         rows.append([name, f"{cell.describe()}: {detail}"])
         for c in plan.collectives:
-            if c.after == cell.cell:
+            if c.after == cell.cell and c.group > 1:
                 rows.append([c.title, f"{c.group} devices"])
     if plan.pp > 1:
         rows.append(["SendRecv", f"between {plan.pp} stages"])
@@ -65,8 +65,10 @@ def plan_section(
     out.append(f"  # Stages: {p.pp}")
     lps = sorted(set(p.layers_per_stage))
     out.append(f"  # Blocks per stage: {'/'.join(str(x) for x in reversed(lps))}")
-    out.append(f"  # Plan: {p.label}  (dtypes: weights {p.weight_dtype}, activations "
-               f"{p.activation_dtype}, KV {p.kv_dtype})")
+    out.append(
+        f"  # Plan: {p.label}  (dtypes: weights {p.weight_dtype}, activations "
+        f"{p.activation_dtype}, KV {p.kv_dtype})"
+    )
     out.append(table(["Name", "Value"], _cell_rows(model, p)))
     out.append("* Statistics:")
     out.append(
@@ -77,7 +79,10 @@ def plan_section(
                 ["Activation memory per device (GB)", f"{m.activation_gb_per_device:.1f}"],
                 ["KV cache per device (GB)", f"{m.kv_cache_gb_per_device:.1f}"],
                 ["KV cache capacity per replica (tokens)", f"{m.kv_tokens_per_replica}"],
-                ["Avg. requests per iteration (per microbatch)", f"{m.avg_requests_per_iteration:.1f}"],
+                [
+                    "Avg. requests per iteration (per microbatch)",
+                    f"{m.avg_requests_per_iteration:.1f}",
+                ],
                 ["Avg. tokens per iteration (per microbatch)", f"{m.avg_tokens_per_iteration:.1f}"],
                 ["Simulated iterations", f"{m.num_steps}"],
                 ["Preemptions (recompute)", f"{m.preemptions}"],
@@ -85,12 +90,24 @@ def plan_section(
         )
     )
     rows = [
-        ["Throughput: Avg. Tokens generated per second", _v(m.throughput_tokens_per_s), "tokens/sec"],
-        ["Throughput: Avg. Tokens processed per second", _v(m.processed_tokens_per_s), "tokens/sec"],
+        [
+            "Throughput: Avg. Tokens generated per second",
+            _v(m.throughput_tokens_per_s),
+            "tokens/sec",
+        ],
+        [
+            "Throughput: Avg. Tokens processed per second",
+            _v(m.processed_tokens_per_s),
+            "tokens/sec",
+        ],
         ["Throughput: Requests per second", _v(m.throughput_requests_per_s), "requests/sec"],
         ["Latency: Avg. Time to first token (TTFT in msec)", _v(m.ttft_mean_s, 1e3), "msec"],
         ["Latency: Avg. Time per output token (TPOT in msec)", _v(m.tpot_mean_s, 1e3), "msec"],
-        ["Latency: Inter-token latency, token-weighted (ITL in msec)", _v(m.itl_mean_s, 1e3), "msec"],
+        [
+            "Latency: Inter-token latency, token-weighted (ITL in msec)",
+            _v(m.itl_mean_s, 1e3),
+            "msec",
+        ],
     ]
     for pct, val in m.tbt_percentiles_s.items():
         rows.append([f"Avg. TBT Percentile: P{_fmt_p(pct)}", _v(val, 1e3), "msec"])
@@ -123,7 +140,9 @@ def plan_section(
     return "\n".join(out)
 
 
-def render(sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int) -> str:
+def render(
+    sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int
+) -> str:
     model = sr.model
     c = sr.cluster
     o = sr.options

@@ -135,7 +135,9 @@ def compile_costs(
     flops_seq = 2.0 * h * model.vocab_size
     flops_pair = 4.0 * layers * model.num_heads * hd
     kv_read_tok = layers * 2 * kv_dev * tp * hd * kvb
-    weights = (layers * model.block_params() + model.embedding_params() + model.lm_head_params()) * wb
+    weights = (
+        layers * model.block_params() + model.embedding_params() + model.lm_head_params()
+    ) * wb
     if tp > model.num_kv_heads:
         weights += layers * 2 * h * hd * (tp - model.num_kv_heads) * wb
     notes: list[str] = []

@@ -103,7 +103,9 @@ def simulate_plan(
         return PlanResult(plan, mem, False, mem.reason, budget=budget)
     blocks = mem.kv_blocks_per_replica // plan.pp
     if blocks < 1:
-        return PlanResult(plan, mem, False, "KV cache smaller than one block per stream", budget=budget)
+        return PlanResult(
+            plan, mem, False, "KV cache smaller than one block per stream", budget=budget
+        )
     compiled = compile_costs(
         model, cluster, plan, budget, opts.max_num_seqs, clock_mhz=opts.clock_mhz
     )

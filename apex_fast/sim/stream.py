@@ -10,7 +10,14 @@ import numpy as np
 from apex_fast.errors import ApexError
 from apex_fast.kernels.batching import GAP_BINS, gap_bin_edges, simulate_stream
 
-__all__ = ["SchedulerConfig", "StepCosts", "StreamResult", "run_stream", "gap_bin_edges", "GAP_BINS"]
+__all__ = [
+    "SchedulerConfig",
+    "StepCosts",
+    "StreamResult",
+    "run_stream",
+    "gap_bin_edges",
+    "GAP_BINS",
+]
 
 
 @dataclass(frozen=True)
