@@ -220,8 +220,9 @@ def test_resolve_aliases(alias: str, name: str):
 def test_every_hf_source_and_alias_resolves():
     for m in list_models():
         assert resolve_model_name(m.hf_id) == m.name
+    bundled = {m.name for m in list_models()}
     for alias, name in model_aliases().items():
-        assert resolve_model_name(alias) == name
+        assert name in bundled and resolve_model_name(alias) == name
 
 
 def test_local_paths(tmp_path: Path):
@@ -257,7 +258,8 @@ def test_generic_and_moe_configs():
     ds = {**LLAMA_LIKE, "model_type": "deepseek_v3", "n_routed_experts": 4}
     ds |= {"num_experts_per_tok": 2, "num_hidden_layers": 10, "first_k_dense_replace": 3}
     ds |= {"moe_layer_freq": 2, "num_hidden_layers": 2**31 - 1}  # counted without a loop
-    assert spec_from_config(ds, "d").num_dense_layers == 2**31 - 1 - (2**30 - 1)
+    # MoE layers: even i >= 4, i.e. 4, 6, ..., 2**31 - 2
+    assert spec_from_config(ds, "d").num_dense_layers == 2**31 - 1 - (2**30 - 2)
 
 
 def test_moe_overrides():

@@ -22,83 +22,52 @@ _CONFIG_DIR = Path(__file__).resolve().with_name("configs")
 _MAX_INT = 2**31 - 1
 _MISSING = object()
 
-# alias (lower case) -> bundled name: the seed tool's shortcuts, HF ids, friendly spellings.
-_ALIASES: dict[str, str] = {
-    **{f"huggyllama/llama-{s}": f"llama-{s}" for s in ("7b", "13b", "30b", "65b")},
-    "llama-33b": "llama-30b",
-    **{
-        a: "llama3-70b"
-        for a in (
-            "meta-llama/meta-llama-3-70b",
-            "meta-llama/meta-llama-3-70b-instruct",
-            "llama-3-70b",
-            "llama3-70b-local",
-        )
-    },
-    **{
-        a: "llama3.1-70b"
-        for a in (
-            "meta-llama/llama-3.1-70b",
-            "meta-llama/llama-3.1-70b-instruct",
-            "meta-llama/meta-llama-3.1-70b",
-            "meta-llama/meta-llama-3.1-70b-instruct",
-            "llama-3.1-70b",
-            "llama3.1-70b-local",
-        )
-    },
-    **{
-        a: "llama3.1-405b"
-        for a in (
-            "meta-llama/llama-3.1-405b",
-            "meta-llama/llama-3.1-405b-instruct",
-            "meta-llama/meta-llama-3.1-405b",
-            "meta-llama/meta-llama-3.1-405b-instruct",
-            "llama-3.1-405b",
-        )
-    },
-    "mistralai/mistral-7b-v0.1": "mistral-7b",
-    "mistral-7b-local": "mistral-7b",
-    "teknium/openhermes-2.5-mistral-7b": "openhermes-2.5-mistral-7b",
-    "mistralai/mistral-large-instruct-2407": "mistral-large-2407",
-    "mistral-large": "mistral-large-2407",
-    **{
-        a: "mixtral-8x7b"
-        for a in (
-            "mistralai/mixtral-8x7b-v0.1",
-            "mistralai/mixtral-8x7b-instruct-v0.1",
-            "cognitivecomputations/dolphin-2.5-mixtral-8x7b",
-            "mixtral-8x7b-local",
-        )
-    },
-    **{
-        a: "mixtral-8x22b"
-        for a in (
-            "mistralai/mixtral-8x22b-v0.1",
-            "mistral-community/mixtral-8x22b-v0.1",
-            "mistral-community/mixtral-8x22b-v0.1-awq",
-            "mixtral-8x22b-local",
-        )
-    },
-    **{a: "gpt-j" for a in ("eleutherai/gpt-j-6b", "gptj", "gpt-j-6b")},
-    **{a: "gpt-neox" for a in ("eleutherai/gpt-neox-20b", "gpt-neox-20b", "gptneox")},
-    **{a: "bloom" for a in ("bigscience/bloom", "bloom-176b")},
-    **{a: "opt" for a in ("facebook/opt-66b", "opt-66b")},
-    "openai-community/gpt2": "gpt2",
-    **{
-        a: "wizardcoder"
-        for a in (
-            "wizardlm/wizardcoder-15b-v1.0",
-            "wizardlmteam/wizardcoder-15b-v1.0",
-            "wizardcoder-15b",
-        )
-    },
-    **{a: "whisper" for a in ("openai/whisper-large-v3", "whisper-large-v3")},
-    **{a: "t5" for a in ("google/flan-t5-xxl", "flan-t5-xxl")},
-    **{a: "clip" for a in ("openai/clip-vit-large-patch14", "clip-vit-large-patch14")},
-    **{a: "qwen3-moe" for a in ("qwen/qwen3-30b-a3b", "qwen3-30b-a3b")},
-    "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
-    **{a: "deepseek-v3" for a in ("deepseek-ai/deepseek-v3", "deepseek-ai/deepseek-v3-base")},
-}
+# bundled name: accepted aliases (seed tool shortcuts, Hugging Face ids, friendly spellings);
+# matched case-insensitively.
+_ALIAS_TABLE = """
+llama-7b: huggyllama/llama-7b
+llama-13b: huggyllama/llama-13b
+llama-30b: huggyllama/llama-30b llama-33b
+llama-65b: huggyllama/llama-65b
+llama3-70b: meta-llama/Meta-Llama-3-70B meta-llama/Meta-Llama-3-70B-Instruct llama-3-70b
+    llama3-70b-local
+llama3.1-70b: meta-llama/Llama-3.1-70B meta-llama/Llama-3.1-70B-Instruct
+    meta-llama/Meta-Llama-3.1-70B meta-llama/Meta-Llama-3.1-70B-Instruct llama-3.1-70b
+    llama3.1-70b-local
+llama3.1-405b: meta-llama/Llama-3.1-405B meta-llama/Llama-3.1-405B-Instruct
+    meta-llama/Meta-Llama-3.1-405B meta-llama/Meta-Llama-3.1-405B-Instruct llama-3.1-405b
+mistral-7b: mistralai/Mistral-7B-v0.1 mistral-7b-local
+openhermes-2.5-mistral-7b: teknium/OpenHermes-2.5-Mistral-7B
+mistral-large-2407: mistralai/Mistral-Large-Instruct-2407 mistral-large
+mixtral-8x7b: mistralai/Mixtral-8x7B-v0.1 mistralai/Mixtral-8x7B-Instruct-v0.1
+    cognitivecomputations/dolphin-2.5-mixtral-8x7b mixtral-8x7b-local
+mixtral-8x22b: mistralai/Mixtral-8x22B-v0.1 mistral-community/Mixtral-8x22B-v0.1
+    mistral-community/Mixtral-8x22B-v0.1-AWQ mixtral-8x22b-local
+gpt-j: EleutherAI/gpt-j-6b gptj gpt-j-6b
+gpt-neox: EleutherAI/gpt-neox-20b gpt-neox-20b gptneox
+bloom: bigscience/bloom bloom-176b
+opt: facebook/opt-66b opt-66b
+gpt2: openai-community/gpt2
+wizardcoder: WizardLM/WizardCoder-15B-V1.0 WizardLMTeam/WizardCoder-15B-V1.0 wizardcoder-15b
+whisper: openai/whisper-large-v3 whisper-large-v3
+t5: google/flan-t5-xxl flan-t5-xxl
+clip: openai/clip-vit-large-patch14 clip-vit-large-patch14
+qwen3-moe: Qwen/Qwen3-30B-A3B qwen3-30b-a3b
+qwen3-235b-a22b: Qwen/Qwen3-235B-A22B
+deepseek-v3: deepseek-ai/DeepSeek-V3 deepseek-ai/DeepSeek-V3-Base
+"""
+
+
+def _parse_aliases(table: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in table.replace("\n    ", " ").strip().splitlines():
+        name, _, rest = entry.partition(":")
+        for alias in rest.split():
+            out[alias.lower()] = name.strip()
+    return out
+
+
+_ALIASES = _parse_aliases(_ALIAS_TABLE)
 
 _GENERIC_KEYS = (
     "hidden_size",
