@@ -208,6 +208,27 @@ def gpus() -> None:
     )
 
 
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (each module defines `command`)."""
+    import importlib
+
+    for modname, name in (
+        ("apex_fast.validate", "validate"),
+        ("apex_fast.tracegen", "trace"),
+        ("apex_fast.capacity", "capacity"),
+        ("apex_fast.profiler", "profile"),
+    ):
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue  # command not built yet
+            raise
+        app.command(name)(mod.command)
+
+
+_register_command_modules()
+
 _NARGS = ("--request-percentiles", "--token-percentiles")
 
 
