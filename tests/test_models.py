@@ -277,6 +277,8 @@ def test_unknown_model_suggests():
     msg = str(info.value)
     assert "lama3-70b" in msg and "llama3-70b" in msg and "known models" in msg
     assert "\n" not in msg
+    with pytest.raises(ApexError, match="nope/config.json does not exist"):
+        load_model("nope/config.json")
     with pytest.raises(ApexError, match="empty"):
         load_model("  ")
 

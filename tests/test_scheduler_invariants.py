@@ -43,7 +43,7 @@ def _random_costs(seed: int, budget: int, max_num_seqs: int, **kw) -> StepCosts:
 # --------------------------------------------------------------------------- closed forms
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     prompt=st.integers(1, 600),
     output=st.integers(1, 120),
@@ -188,7 +188,7 @@ def test_record_blocks_are_those_of_its_first_step():
 # --------------------------------------------------------------------------- KV pressure
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(2, 8),
     prompt=st.integers(1, 60),
@@ -313,7 +313,7 @@ def check_invariants(arrival, prompt, output, cfg: SchedulerConfig, costs: StepC
 
 
 @settings(
-    max_examples=150,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

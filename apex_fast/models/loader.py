@@ -585,6 +585,8 @@ def resolve_model_name(name: str) -> str:
         return canonical
     if _is_dir(name.strip()):
         raise ApexError(f"directory {name.strip()} has no config.json")
+    if key.endswith(".json"):
+        raise ApexError(f"model config file {name.strip()} does not exist")
     choices = list(_bundled()) + list(_ALIASES)
     close = difflib.get_close_matches(key, choices, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -26,6 +26,20 @@ from apex_fast.sim.engine_params import ENGINE_STEP_OVERHEAD_S
 from apex_fast.sim.stream import StepCosts
 
 
+# vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
+# (vllm/distributed/device_communicators/custom_all_reduce.py, max_size default).
+CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
+
+
+def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
+    """One-kernel NVLink all-reduce: a fixed latency plus the ring volume at the link rate."""
+    from apex_fast.sim.engine_params import CUSTOM_AR_LATENCY_S
+
+    link = dm.device.intra_node_gbps * 1e9
+    vol = 2.0 * (group - 1) / group * np.asarray(nbytes, dtype=np.float64)
+    return CUSTOM_AR_LATENCY_S + vol / link
+
+
 @dataclass
 class CompiledCosts:
     """Step costs of one plan plus the per-operator split used for the time breakdown."""
@@ -61,6 +75,7 @@ def compile_costs(
     max_tokens: int,
     max_seqs: int,
     clock_mhz: int | None = None,
+    custom_all_reduce: bool = True,
 ) -> CompiledCosts:
     dm = analytic.device_model(cluster.device, clock_mhz)
     wb = DTYPE_BYTES[plan.weight_dtype]
@@ -102,7 +117,11 @@ def compile_costs(
         "Norms & elementwise": lx * elem + mem(2 * n * h * ab),  # + embedding lookup
     }
     if tp > 1:
-        ar = _zero_first(analytic.collective_time(dm, "all_reduce", n * h * ab, tp, inter_tp))
+        ar_bytes = n * h * ab
+        ar = _zero_first(analytic.collective_time(dm, "all_reduce", ar_bytes, tp, inter_tp))
+        if custom_all_reduce and not inter_tp:
+            car = _zero_first(custom_all_reduce_time(dm, ar_bytes, tp))
+            ar = np.where(ar_bytes <= CUSTOM_AR_MAX_BYTES, np.minimum(ar, car), ar)
         # one AllReduce after attention and one after the FFN, per layer; one for the
         # vocabulary-parallel embedding
         tok_ops["AllReduce"] = (2 * lx + 1) * ar

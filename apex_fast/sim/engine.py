@@ -27,6 +27,9 @@ class EngineOptions:
     chunked_prefill: bool = True
     gpu_memory_utilization: float = ep.DEFAULT_GPU_MEMORY_UTILIZATION
     clock_mhz: int | None = None
+    # vLLM's custom all-reduce (NVLink peer-to-peer, one kernel) replaces NCCL for small
+    # messages inside a node; vLLM enables it by default.
+    custom_all_reduce: bool = True
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -107,7 +110,13 @@ def simulate_plan(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
     compiled = compile_costs(
-        model, cluster, plan, budget, opts.max_num_seqs, clock_mhz=opts.clock_mhz
+        model,
+        cluster,
+        plan,
+        budget,
+        opts.max_num_seqs,
+        clock_mhz=opts.clock_mhz,
+        custom_all_reduce=opts.custom_all_reduce,
     )
     cfg = SchedulerConfig(
         num_blocks=blocks,

@@ -14,3 +14,7 @@ DEFAULT_MAX_NUM_SEQS = 256
 DEFAULT_CHUNKED_BUDGET = 2048
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+
+# Latency of vLLM's custom all-reduce for small messages (one kernel reading peers' buffers
+# over NVLink, inside a CUDA graph). Initial estimate; fitted in docs/validation.md.
+CUSTOM_AR_LATENCY_S = 6.0e-6

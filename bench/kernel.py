@@ -1,0 +1,131 @@
+"""Benchmark of the batching kernel alone: simulated scheduler steps per second on one core.
+
+Two synthetic traces on the cost tables of llama3-70b, DP1 PP1 TP8 on 8x H100 (chunked prefill,
+budget 2048, max 256 sequences):
+
+* decode-heavy: short prompts (32..256 tokens), long outputs (512..4096 tokens), Poisson
+  arrivals at 4 requests/s;
+* prefill-heavy: long prompts (1024..8192 tokens), short outputs (1..16 tokens), 2 requests/s.
+
+A simulated step is one iteration of the vLLM scheduler (the kernel advances runs of identical
+decode steps in one go, and those steps count). The kernel is single-threaded, so steps per
+second of one call are steps per second per core. The pure-Python oracle (`tests/oracle.py`,
+one step at a time) runs on a small prefix of each trace for comparison.
+
+Prints figures only; `bench/ci_guard.py` compares them with `bench/baseline.json`.
+Usage: python bench/kernel.py [--json] [--repeat N] [--no-oracle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from apex_fast.hardware.cluster import Cluster  # noqa: E402
+from apex_fast.hardware.devices import get_device  # noqa: E402
+from apex_fast.models import load_model  # noqa: E402
+from apex_fast.plans.enumerate import megatron_plan  # noqa: E402
+from apex_fast.sim.costs import compile_costs  # noqa: E402
+from apex_fast.sim.stream import SchedulerConfig, run_stream  # noqa: E402
+
+BUDGET = 2048
+MAX_SEQS = 256
+
+
+def make_trace(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if kind == "decode-heavy":
+        rate = 4.0
+        prompt = rng.integers(32, 257, n)
+        output = rng.integers(512, 4097, n)
+    elif kind == "prefill-heavy":
+        rate = 2.0
+        prompt = rng.integers(1024, 8193, n)
+        output = rng.integers(1, 17, n)
+    else:
+        raise ValueError(kind)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+    arrival -= arrival[0]
+    return arrival.astype(np.float64), prompt.astype(np.int64), output.astype(np.int64)
+
+
+def setup():
+    model = load_model("llama3-70b")
+    cluster = Cluster(get_device("H100-SXM-80GB"), 1, 8)
+    plan = megatron_plan(model, 1, 1, 8, "half", "half", "half")
+    costs = compile_costs(model, cluster, plan, BUDGET, MAX_SEQS).costs
+    # KV blocks of that plan are ~ 13k blocks of 16 tokens; fix a round figure
+    cfg = SchedulerConfig(
+        num_blocks=12000, block_size=16, watermark=120, max_num_seqs=MAX_SEQS, budget=BUDGET
+    )
+    return cfg, costs
+
+
+def time_kernel(trace, cfg, costs, repeat: int) -> tuple[float, int, int]:
+    """(best seconds, simulated steps, records) over `repeat` runs after one warm-up."""
+    res = run_stream(*trace, cfg, costs)  # warm-up (loads the Numba cache)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = run_stream(*trace, cfg, costs)
+        best = min(best, time.perf_counter() - t0)
+    return best, res.num_steps, int(res.rec_count.size)
+
+
+def time_oracle(trace, cfg, costs, n: int) -> tuple[float, int]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from oracle import simulate  # type: ignore[import-not-found]
+
+    small = tuple(a[:n] for a in trace)
+    t0 = time.perf_counter()
+    orc = simulate(*small, cfg, costs)
+    return time.perf_counter() - t0, orc.num_steps
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--oracle-requests", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-oracle", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
+    a = ap.parse_args(argv)
+    cfg, costs = setup()
+    figures: dict[str, float] = {}
+    lines = []
+    for kind in ("decode-heavy", "prefill-heavy"):
+        trace = make_trace(kind, a.requests)
+        secs, steps, recs = time_kernel(trace, cfg, costs, a.repeat)
+        sps = steps / secs
+        key = kind.replace("-", "_")
+        figures[f"kernel_{key}_steps_per_s"] = sps
+        lines.append(
+            f"{kind:14s} kernel: {a.requests} requests, {steps:>10,d} steps in {recs:>8,d} "
+            f"records, {secs * 1e3:8.2f} ms -> {sps / 1e6:8.2f} M steps/s (best of {a.repeat})"
+        )
+        if not a.no_oracle:
+            osecs, osteps = time_oracle(trace, cfg, costs, a.oracle_requests)
+            osps = osteps / osecs
+            figures[f"oracle_{key}_steps_per_s"] = osps
+            lines.append(
+                f"{kind:14s} oracle: {a.oracle_requests} requests, {osteps:>10,d} steps, "
+                f"{osecs * 1e3:8.2f} ms -> {osps / 1e6:8.4f} M steps/s; kernel is "
+                f"{sps / osps:,.0f}x faster"
+            )
+    if a.json:
+        import json
+
+        print(json.dumps(figures))
+    else:
+        print("\n".join(lines))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
