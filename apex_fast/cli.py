@@ -100,7 +100,18 @@ def plan(
     chunked_prefill: bool = typer.Option(True, help="vLLM chunked prefill."),
     block_size: int = typer.Option(16, help="KV cache block size in tokens."),
     gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory vLLM may use."),
-    objective: str = typer.Option("latency", help="Rank plans by: latency, throughput, energy."),
+    objective: str = typer.Option(
+        "latency", help="Rank plans by: latency, throughput, energy, cost ($ per token)."
+    ),
+    gpu_hour_cost: float = typer.Option(
+        0.0, help="$ per GPU-hour; reports $ per million generated tokens (0 = off)."
+    ),
+    pareto: Path | None = typer.Option(
+        None, help="Write the Pareto-optimal plans (TTFT, TPOT, throughput, energy, cost) as CSV."
+    ),
+    plot: Path | None = typer.Option(
+        None, help="Draw the plans and their Pareto front to a PNG (needs matplotlib)."
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the JSON report here."),
     quiet: bool = typer.Option(False, help="No progress output."),
     debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
@@ -114,6 +125,8 @@ def plan(
     if max_num_seqs is not None and max_batch_size and max_num_seqs != max_batch_size:
         raise ApexError("--max-num-seqs and --max-batch-size disagree; give one")
     seqs = max_num_seqs if max_num_seqs is not None else (max_batch_size or None)
+    if gpu_hour_cost < 0:
+        raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {gpu_hour_cost}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
         if v < 0:
             raise ApexError(f"{name} must be >= 0 ms, got {v}")
@@ -147,6 +160,9 @@ def plan(
         block_size=block_size,
         gpu_memory_utilization=gpu_memory_utilization,
         objective=objective,
+        gpu_hour_cost=gpu_hour_cost,
+        pareto_csv=pareto,
+        plot_png=plot,
     )
     show_progress = not quiet and sys.stderr.isatty()
     text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)

@@ -50,6 +50,9 @@ class PlanRequest:
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     objective: str = "latency"
+    gpu_hour_cost: float = 0.0  # $ per GPU-hour (0 = no $ figures)
+    pareto_csv: Path | None = None
+    plot_png: Path | None = None
 
 
 def build_workload(req: PlanRequest) -> Workload:
@@ -129,5 +132,29 @@ def run_plan(
         objective=req.objective,
         progress=_progress_printer() if progress else None,
     )
+    _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
     return text, sr
+
+
+def _energy_cost_outputs(req: PlanRequest, sr: SearchResult) -> None:
+    """$/Mtok for every plan, and the --pareto CSV / --plot PNG (issue 7)."""
+    from apex_fast.metrics.energy import apply_cost
+
+    if req.gpu_hour_cost < 0:
+        raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {req.gpu_hour_cost}")
+    for e in sr.ranked:
+        if e.metrics is not None:
+            apply_cost(e.metrics, req.gpu_hour_cost)
+    if req.pareto_csv is not None or req.plot_png is not None:
+        from apex_fast.pareto import plot_pareto, write_pareto_csv
+
+        if req.pareto_csv is not None:
+            write_pareto_csv(sr.ranked, req.pareto_csv, req.gpu_hour_cost)
+        if req.plot_png is not None:
+            c = sr.cluster
+            title = (
+                f"{sr.model.name} on {c.num_nodes}x{c.gpus_per_node} {c.device.name}, "
+                f"{sr.workload.name}: {len(sr.ranked)} feasible plans (* = best by {sr.objective})"
+            )
+            plot_pareto(sr.ranked, req.plot_png, title, sr.best.result.plan.label)

@@ -15,7 +15,7 @@ from apex_fast.plans.memory import GIB
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.sim.workload import Workload
 
-OBJECTIVES = ("latency", "throughput", "energy")
+OBJECTIVES = ("latency", "throughput", "energy", "cost")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ def objective_key(objective: str) -> Callable[[Evaluated], tuple[float, ...]]:
             main = -m.throughput_tokens_per_s
         elif objective == "energy":
             main = m.energy_kj
+        elif objective == "cost":
+            from apex_fast.metrics.energy import gpu_seconds_per_token
+
+            main = gpu_seconds_per_token(m)  # $/token = $/GPU-hour x this / 3600
         else:
             raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
         p = e.result.plan

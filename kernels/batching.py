@@ -60,6 +60,8 @@ def simulate_stream(
     c_attn,
     c_ctx,
     overhead,
+    eager_floor,
+    output_lag,
     first_token,
     finish,
     preemptions,
@@ -92,6 +94,10 @@ def simulate_stream(
     s_tok = np.empty(max(n, 1), np.int64)
     s_pf = np.empty(max(n, 1), np.bool_)
     pre_buf = np.empty(max(n, 1), np.int64)
+    # tokens whose delivery waits for the next step (async output processing)
+    lag_idx = np.empty(max(n, 1), np.int64)
+    lag_kind = np.empty(max(n, 1), np.int64)  # 1 = first token, 2 = finish, 3 = both
+    nlag = 0
     for i in range(n):
         first_token[i] = -1.0
         finish[i] = -1.0
@@ -109,6 +115,7 @@ def simulate_stream(
             next_arr += 1
         # 2. idle: jump to the next arrival
         if nrun == 0 and wsize == 0:
+            nlag = 0  # the engine goes idle: pending outputs are processed at once
             if next_arr >= n:
                 break
             now = arrival[next_arr]
@@ -296,6 +303,18 @@ def simulate_stream(
         # 6. cost of the first step
         base = overhead + tok_table[tokens] + seq_table[n_samp] + c_attn * work
         d0 = base + c_ctx * ctx
+        if n_pf_tok > 0 and d0 - overhead < eager_floor:
+            # a step with prefill runs eagerly: it cannot be shorter than the CPU time to
+            # launch its kernels
+            d0 = overhead + eager_floor
+        # outputs of the previous step are delivered when this step ends
+        for t in range(nlag):
+            r = lag_idx[t]
+            if lag_kind[t] & 1:
+                first_token[r] += d0
+            if lag_kind[t] & 2:
+                finish[r] += d0
+        nlag = 0
         start = now
         now = start + d0
         k = 1
@@ -346,10 +365,12 @@ def simulate_stream(
             r = s_idx[t]
             if s_pf[t] and computed[r] < target[r]:
                 continue  # a prefill chunk that does not finish the prompt samples nothing
+            kind = 0
             if gen[r] >= 1:
                 gap_hist[_gap_bin(end_first - last_tok[r])] += 1
             else:
                 first_token[r] = end_first
+                kind = 1
             gen[r] += k
             last_tok[r] = now
             if gen[r] >= output[r]:
@@ -358,6 +379,11 @@ def simulate_stream(
                 free += blocks[r]
                 blocks[r] = 0
                 any_done = True
+                kind |= 2
+            if output_lag and kind:
+                lag_idx[nlag] = r
+                lag_kind[nlag] = kind
+                nlag += 1
         if any_done:
             m = 0
             for i in range(nrun):

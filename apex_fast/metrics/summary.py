@@ -56,6 +56,11 @@ class PlanMetrics:
     slo_tpot_pct: float
     slo_both_pct: float
     breakdown: list[tuple[str, float, float, str]] = field(default_factory=list)
+    # cost: GPU-hours of the run (all GPUs x makespan); $ per million generated tokens is set by
+    # the planner when --gpu-hour-cost is given (apex_fast.metrics.energy.usd_per_mtok)
+    gpu_hours: float = 0.0
+    gpu_hour_cost: float = 0.0
+    cost_usd_per_mtok: float = float("nan")
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "breakdown"}
@@ -210,7 +215,7 @@ def compute_metrics(
         u_m = np.where(gpu_busy > 0, nbytes / (bw * gpu_busy), 0.0)
     mfu = float(flops.sum() / (peak * gpu_busy.sum())) if busy > 0 else 0.0
     mbu = float(nbytes.sum() / (bw * gpu_busy.sum())) if busy > 0 else 0.0
-    power = step_power_w(dev, np.maximum(u_c, u_m), res.clock_factor)
+    power = step_power_w(dev, u_c, res.clock_factor, u_m)
     busy_energy = float(np.sum(power * gpu_busy))
     idle_gpu_s = max(0.0, cluster.num_gpus * makespan - float(gpu_busy.sum()))
     energy_j = busy_energy + dev.idle_w * idle_gpu_s
@@ -268,6 +273,7 @@ def compute_metrics(
         slo_tpot_pct=100.0 * float(row["slo_tpot"]),
         slo_both_pct=100.0 * float(row["slo_both"]),
         breakdown=breakdown,
+        gpu_hours=cluster.num_gpus * makespan / 3600.0,
     )
 
 

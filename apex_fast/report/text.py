@@ -12,6 +12,7 @@ from apex_fast.plans.plan import Plan
 from apex_fast.search import Evaluated, SearchResult
 
 RULE = "=" * 80
+MINUS = "\u2212"  # typographic minus for the trade line
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -134,10 +135,59 @@ def plan_section(
     for name, sec, ratio, src in m.breakdown:
         brow.append([name, f"{sec:.2f}", f"{ratio:.1f}", src])
     out.append(table(["Name", "Time (sec)", "Ratio (%)", "Source"], brow))
-    out.append(
-        f"Energy Consumption: {m.energy_kj:.2f} KJ ({m.energy_j_per_token:.3f} J per generated token)"
-    )
+    out.append(energy_line(m))
     return "\n".join(out)
+
+
+def energy_line(m: PlanMetrics) -> str:
+    """kJ with J/token beside it, and $/Mtok when a GPU-hour price was given."""
+    line = f"Energy Consumption: {m.energy_kj:.2f} KJ ({m.energy_j_per_token:.3f} J per generated token"
+    gpus_s = m.gpu_hours * 3600.0
+    if gpus_s > 0:
+        line += f", avg. {m.energy_kj * 1e3 / gpus_s:.0f} W per GPU"
+    line += ")"
+    if math.isfinite(m.cost_usd_per_mtok):
+        line += (
+            f"\nCost: ${m.cost_usd_per_mtok:.3f} per million generated tokens "
+            f"(${m.gpu_hour_cost:g} per GPU-hour, {m.gpu_hours:.3f} GPU-hours)"
+        )
+    return line
+
+
+def _pct(new: float, old: float) -> str:
+    if not (math.isfinite(new) and math.isfinite(old)) or old == 0:
+        return "n/a"
+    d = 100.0 * (new - old) / abs(old)
+    sign = "+" if d >= 0 else MINUS
+    return f"{sign}{abs(d):.0f}%"
+
+
+def trade_line(sr: SearchResult) -> str | None:
+    """'Trade vs the latency-optimal plan: -30% energy, +12% TPOT, ...' when the objective is
+    not latency."""
+    if sr.objective == "latency" or not sr.ranked:
+        return None
+    from apex_fast.search import objective_key
+
+    lat = min(sr.ranked, key=objective_key("latency"))
+    best = sr.best
+    if lat is best:
+        return f"Trade: the {sr.objective}-optimal plan is also the latency-optimal plan."
+    a, b = best.metrics, lat.metrics
+    assert a is not None and b is not None
+    parts = [
+        f"{_pct(a.energy_kj, b.energy_kj)} energy",
+        f"{_pct(a.tpot_mean_s, b.tpot_mean_s)} TPOT",
+        f"{_pct(a.ttft_mean_s, b.ttft_mean_s)} TTFT",
+        f"{_pct(a.latency_mean_s, b.latency_mean_s)} request latency",
+        f"{_pct(a.throughput_tokens_per_s, b.throughput_tokens_per_s)} throughput",
+    ]
+    if math.isfinite(a.cost_usd_per_mtok) and math.isfinite(b.cost_usd_per_mtok):
+        parts.append(f"{_pct(a.cost_usd_per_mtok, b.cost_usd_per_mtok)} $/Mtok")
+    return (
+        f"Trade vs the latency-optimal plan {lat.result.plan.label}: "
+        f"{', '.join(parts)} ({best.result.plan.label}, ranked by {sr.objective})"
+    )
 
 
 def render(
@@ -166,6 +216,9 @@ def render(
     notes = sr.best.result.compiled.notes if sr.best.result.compiled else []
     for n in notes:
         lines.append(f"Note: {n}")
+    trade = trade_line(sr)
+    if trade:
+        lines.append(trade)
     lines.append(RULE)
     chosen = sr.ranked if show_all else sr.ranked[:1]
     for i, e in enumerate(chosen):

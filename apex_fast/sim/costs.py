@@ -22,7 +22,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
-from apex_fast.sim.engine_params import ENGINE_STEP_OVERHEAD_S
+from apex_fast.sim import engine_params as ep
 from apex_fast.sim.stream import StepCosts
 
 
@@ -33,11 +33,9 @@ CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
 
 def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
     """One-kernel NVLink all-reduce: a fixed latency plus the ring volume at the link rate."""
-    from apex_fast.sim.engine_params import CUSTOM_AR_LATENCY_S
-
     link = dm.device.intra_node_gbps * 1e9
     vol = 2.0 * (group - 1) / group * np.asarray(nbytes, dtype=np.float64)
-    return CUSTOM_AR_LATENCY_S + vol / link
+    return ep.CUSTOM_AR_LATENCY_S + vol / link
 
 
 @dataclass
@@ -146,7 +144,10 @@ def compile_costs(
         seq_table=seq_table,
         c_attn=float(c_attn),
         c_ctx=float(c_ctx),
-        overhead=ENGINE_STEP_OVERHEAD_S,
+        overhead=ep.ENGINE_STEP_OVERHEAD_S,
+        # steps with prefill tokens run eagerly (vLLM captures CUDA graphs for decode batches
+        # only): they last at least the CPU time to launch every layer's kernels
+        eager_floor=model.num_layers * ep.EAGER_LAYER_OVERHEAD_S,
     )
     layers = model.num_layers
     # model FLOPs (no replicated work) and bytes moved across the replica per step

@@ -30,17 +30,23 @@ class SchedulerConfig:
     max_num_seqs: int = 256
     budget: int = 2048
     chunked: bool = True
+    # vLLM >= 0.6 async output processing: a step's outputs are delivered when the next step
+    # ends (if one follows at once), so first-token and finish times shift by one step
+    output_lag: bool = False
 
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx."""
+    """Step duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx
+    (a step holding prefill tokens lasts at least overhead + eager_floor)."""
 
     tok_table: np.ndarray
     seq_table: np.ndarray
     c_attn: float
     c_ctx: float
     overhead: float
+    # a step holding prefill tokens runs eagerly and lasts at least overhead + eager_floor
+    eager_floor: float = 0.0
 
 
 @dataclass
@@ -129,6 +135,8 @@ def run_stream(
             float(costs.c_attn),
             float(costs.c_ctx),
             float(costs.overhead),
+            float(costs.eager_floor),
+            bool(cfg.output_lag),
             first,
             finish,
             pre,
