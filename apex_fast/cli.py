@@ -112,7 +112,25 @@ def plan(
     plot: Path | None = typer.Option(
         None, help="Draw the plans and their Pareto front to a PNG (needs matplotlib)."
     ),
+    profile_dir: Path | None = typer.Option(
+        None,
+        help="Root of measured op tables (comp/<GPU>/gemm_0.csv, comm/<GPU>/*.csv; APEX+ "
+        "format); default profile_data/. Ops without a table use the analytic model.",
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the JSON report here."),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Processes evaluating plans (default: all cores once a search is long enough; "
+        "1 = this process only). Results are identical whatever the number.",
+    ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Evaluate plans on a Ray cluster: an address, `auto` (the running cluster) or "
+        "`local` (needs the extra: pip install -e '.[ray]').",
+    ),
     quiet: bool = typer.Option(False, help="No progress output."),
     debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
 ) -> None:
@@ -160,9 +178,12 @@ def plan(
         block_size=block_size,
         gpu_memory_utilization=gpu_memory_utilization,
         objective=objective,
+        profile_dir=profile_dir,
         gpu_hour_cost=gpu_hour_cost,
         pareto_csv=pareto,
         plot_png=plot,
+        workers=workers,
+        ray_address=ray,
     )
     show_progress = not quiet and sys.stderr.isatty()
     text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)

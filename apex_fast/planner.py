@@ -3,7 +3,6 @@ search the plans and render the report."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +49,12 @@ class PlanRequest:
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     objective: str = "latency"
+    profile_dir: Path | None = None  # measured tables root (default profile_data/)
     gpu_hour_cost: float = 0.0  # $ per GPU-hour (0 = no $ figures)
     pareto_csv: Path | None = None
     plot_png: Path | None = None
+    workers: int | None = None  # plan evaluation processes (None = automatic)
+    ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
 
 
 def build_workload(req: PlanRequest) -> Workload:
@@ -61,16 +63,22 @@ def build_workload(req: PlanRequest) -> Workload:
     return static_workload(req.num_requests, req.prompt_len, req.output_len)
 
 
-def _progress_printer():
-    def show(i: int, n: int, label: str) -> None:
-        width = 30
-        done = int(width * i / max(n, 1))
-        sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} plans {label:<24}")
-        if i >= n:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+def _progress():
+    """Rich progress bar on stderr for searches longer than a moment (the CLI decides whether
+    progress is wanted at all: not with --quiet, not when stderr is not a terminal)."""
+    from apex_fast.progress import SearchProgress
 
-    return show
+    return SearchProgress()
+
+
+def unsupported_reason(model) -> str:
+    """Why this version cannot plan `model`, or '' if it can (bench/trillion.py asks too)."""
+    if model.arch != "decoder" or model.is_moe:
+        return (
+            f"{model.name} is a {'mixture-of-experts' if model.is_moe else model.arch} model; "
+            "this version plans dense decoder-only models (MoE and encoder-decoder are issue #5)"
+        )
+    return ""
 
 
 def run_plan(
@@ -86,11 +94,9 @@ def run_plan(
     model = load_model(
         req.model, num_experts=req.num_experts, topk=req.topk if req.num_experts else None
     )
-    if model.arch != "decoder" or model.is_moe:
-        raise ApexError(
-            f"{model.name} is a {'mixture-of-experts' if model.is_moe else model.arch} model; "
-            "this version plans dense decoder-only models (MoE and encoder-decoder are issue #5)"
-        )
+    why = unsupported_reason(model)
+    if why:
+        raise ApexError(why)
     if req.num_nodes < 1:
         raise ApexError(f"--num-nodes must be at least 1, got {req.num_nodes}")
     if req.gpus_per_node < 1:
@@ -113,6 +119,7 @@ def run_plan(
         chunked_prefill=req.chunked_prefill,
         gpu_memory_utilization=req.gpu_memory_utilization,
         clock_mhz=clock,
+        profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
     )
     mopts = MetricOptions(
         request_percentiles=req.request_percentiles,
@@ -130,7 +137,9 @@ def run_plan(
         pins=pins,
         dtypes=dtypes,
         objective=req.objective,
-        progress=_progress_printer() if progress else None,
+        progress=_progress() if progress else None,
+        workers=req.workers,
+        ray_address=req.ray_address,
     )
     _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from apex_fast.errors import ApexError
@@ -12,6 +16,7 @@ from apex_fast.metrics.summary import PlanMetrics, compute_metrics
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.plans.memory import GIB
+from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.sim.workload import Workload
 
@@ -84,7 +89,15 @@ def search(
     dtypes: tuple[str, str, str] = ("half", "half", "half"),
     objective: str = "latency",
     progress: Callable[[int, int, str], None] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> SearchResult:
+    """Evaluate every candidate plan and rank the feasible ones.
+
+    `workers`: None = automatic (a process pool over the usable cores once the remaining plans
+    are projected to take more than a moment), 1 = in this process, N = a pool of N processes.
+    `ray_address`: evaluate on a Ray cluster instead (`auto`, `local` or an address; needs the
+    `ray` extra). Progress calls `progress(plans_done, plans_total, label)`."""
     if objective not in OBJECTIVES:
         raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     options.validate()
@@ -92,12 +105,20 @@ def search(
     plans, skipped = enumerate_plans(model, cluster, pins, weight, act, kv)
     infeasible = list(skipped)
     evaluated: list[Evaluated] = []
-    for i, plan in enumerate(plans):
+    if progress:
+        progress(0, len(plans), plans[0].label if plans else "done")
+
+    def done(i: int, label: str) -> None:
         if progress:
-            progress(i, len(plans), plan.label)
-        res = simulate_plan(model, cluster, plan, workload, options)
+            progress(i, len(plans), label)
+
+    job = SimJob(model, cluster, workload, options)
+    # workers (processes or Ray tasks) only simulate; the metrics (Polars) are computed here, in
+    # plan order, so the result is the same whatever the number of workers
+    results = simulate_plans(job, plans, workers=workers, ray_address=ray_address, on_done=done)
+    for res in results:
         if not res.feasible:
-            infeasible.append((plan.label, res.reason))
+            infeasible.append((res.plan.label, res.reason))
             continue
         met = compute_metrics(
             res,
@@ -133,3 +154,130 @@ def no_plan_message(
         f"alone need {need / GIB:.1f} GiB ({weight}); at least {smallest} GPUs of this type would "
         f"be needed before KV cache and activations ({reasons})"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel evaluation of plans
+
+AUTO_MIN_PLANS = 4  # automatic mode: fewer remaining plans than this always run here
+AUTO_POOL_AFTER_S = 0.5  # ... and a pool starts once the rest is projected to take longer
+
+
+@dataclass(frozen=True)
+class SimJob:
+    """What every plan of one search is simulated against (sent once to each worker)."""
+
+    model: ModelSpec
+    cluster: Cluster
+    workload: Workload
+    options: EngineOptions
+
+    def run(self, plan: Plan) -> PlanResult:
+        return simulate_plan(self.model, self.cluster, plan, self.workload, self.options)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_WORKER_JOB: SimJob | None = None
+
+
+def _worker_init(job: SimJob) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
+
+
+def _worker_run(i: int, plan: Plan) -> tuple[int, PlanResult]:
+    assert _WORKER_JOB is not None
+    return i, _WORKER_JOB.run(plan)
+
+
+def _ray_run(job: SimJob, i: int, plan: Plan) -> tuple[int, PlanResult]:
+    return i, job.run(plan)
+
+
+def _pool_context():
+    # fork shares the loaded modules and the Numba kernel with the workers at no cost; the
+    # workers run only NumPy and Numba code (Polars' thread pool would not survive a fork)
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def simulate_plans(
+    job: SimJob,
+    plans: list[Plan],
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_done: Callable[[int, str], None] | None = None,
+) -> list[PlanResult]:
+    """Simulate every plan; results in plan order, identical whatever the number of workers."""
+    if workers is not None and workers < 1:
+        raise ApexError(f"--workers must be at least 1, got {workers}")
+    n = len(plans)
+    out: list[PlanResult | None] = [None] * n
+    count = 0
+
+    def finished(i: int, res: PlanResult) -> None:
+        nonlocal count
+        out[i] = res
+        count += 1
+        if on_done:
+            on_done(count, res.plan.label)
+
+    if ray_address:
+        _simulate_ray(job, plans, ray_address, finished)
+        return [r for r in out if r is not None]
+    cores = usable_cores()
+    # the first plan always runs here: it loads the Numba kernel once, before any fork
+    i = 0
+    t_mark = 0.0
+    while i < n:
+        finished(i, job.run(plans[i]))
+        i += 1
+        if i == 1:
+            t_mark = time.perf_counter()
+            if workers is not None and workers > 1:
+                break
+            continue
+        if workers is None and cores > 1 and n - i >= AUTO_MIN_PLANS:
+            per_plan = (time.perf_counter() - t_mark) / (i - 1)
+            if per_plan * (n - i) > AUTO_POOL_AFTER_S:
+                break
+    if i < n:
+        nproc = min(workers or cores, n - i)
+        with ProcessPoolExecutor(
+            nproc, mp_context=_pool_context(), initializer=_worker_init, initargs=(job,)
+        ) as ex:
+            futures = [ex.submit(_worker_run, j, plans[j]) for j in range(i, n)]
+            for f in as_completed(futures):
+                finished(*f.result())
+    return [r for r in out if r is not None]
+
+
+def _simulate_ray(
+    job: SimJob, plans: list[Plan], address: str, finished: Callable[[int, PlanResult], None]
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ApexError(
+            "--ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install ray)"
+        ) from None
+    if not ray.is_initialized():
+        # "local" starts Ray on this machine; "auto" joins the running cluster; else an address
+        kwargs = {} if address == "local" else {"address": address}
+        try:
+            ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds for a bad address
+            raise ApexError(f"--ray {address}: cannot connect to Ray: {e}") from None
+    job_ref = ray.put(job)
+    task = ray.remote(_ray_run)
+    pending = [task.remote(job_ref, i, p) for i, p in enumerate(plans)]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            finished(*ray.get(ref))

@@ -77,6 +77,7 @@ def load_runs(measured_csv: Path, reference_dir: Path) -> list[Run]:
         pl.col("engine_prompt_tokens").cast(pl.Int64),
         pl.col("engine_output_tokens").cast(pl.Int64),
     )
+
     def workload_of(row: dict) -> Workload | None:
         sub = lengths.filter(pl.col("source_file") == row["source_file"]).sort(
             "start_time_offset_ns"
@@ -225,7 +226,9 @@ def render(rows: list[dict], mae: dict[str, float]) -> str:
 
 def command(
     measured: Path = typer.Option(
-        None, "--measured", help="Measured results CSV (default: <reference-dir>/measured_llama.csv)."
+        None,
+        "--measured",
+        help="Measured results CSV (default: <reference-dir>/measured_llama.csv).",
     ),
     reference_dir: Path = typer.Option(
         DEFAULT_REFERENCE, "--reference-dir", help="Folder with engine_lengths.csv.gz."

@@ -5,20 +5,16 @@ Deliberately slow and literal: plain lists and a deque, no event skipping, no nu
 tests/test_kernel_vs_oracle.py).
 
 Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0.6 V0):
-* preempted requests are pushed to the front of `waiting` when the scheduling pass ends, so in
-  chunked mode the new-prefill walk (5b) of the same pass does not see them (vLLM 0.6 calls
-  `waiting.extendleft(preempted)` after `_schedule_prefills`);
-* not chunked, the decode walk (4c) also stops once `budget` decodes are scheduled (the doc
-  sizes tok_table for at most `budget` tokens; vLLM requires budget >= max_num_seqs there, so
-  the cap never matters in vLLM itself);
 * the rejection test of rule 3 runs every time a request is at the head of `waiting` during the
   admission loop, before the stop tests (vLLM checks prompt limit and `AllocStatus.NEVER` first);
 * a request that is rejected after it was already served (a lone running sequence that fills
   every block and preempts itself) ends with first_token = finish = -1, like any rejection;
 * a scheduling pass that schedules nothing (only after such a self-preemption, or when every
   waiting request was rejected) is not a step: no time passes and nothing is recorded;
-* `blocks_used` is the number of allocated blocks at the end of the step, after the blocks of
-  requests finishing in it were freed (`blocks_peak` keeps the value before that freeing);
+* `blocks_used` is the number of allocated blocks after the step's allocations, before the
+  blocks of requests finishing in it are freed (`blocks_after` keeps the value after that);
+* with `output_lag`, only first-token and finish times are delayed (rule 7b); inter-token gaps
+  are measured between the steps that produce the tokens;
 * the clock starts at the first arrival (rule 2 with nothing queued).
 """
 
@@ -90,11 +86,12 @@ class OracleResult:
     n_decode: list[int] = field(default_factory=list)
     n_samp: list[int] = field(default_factory=list)
     n_prefill_seqs: list[int] = field(default_factory=list)
+    n_sched: list[int] = field(default_factory=list)  # sequences scheduled in the step
     n_running: list[int] = field(default_factory=list)  # len(running) while the step executes
     ctx: list[int] = field(default_factory=list)
     work: list[float] = field(default_factory=list)
-    blocks_used: list[int] = field(default_factory=list)  # after finished requests were freed
-    blocks_peak: list[int] = field(default_factory=list)  # before that freeing
+    blocks_used: list[int] = field(default_factory=list)  # after allocations, before frees
+    blocks_after: list[int] = field(default_factory=list)  # after finished requests freed theirs
     gaps: list[float] = field(default_factory=list)
 
     @property
@@ -123,18 +120,20 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
     c_attn = float(costs.c_attn)
     c_ctx = float(costs.c_ctx)
     overhead = float(costs.overhead)
+    eager_floor = float(getattr(costs, "eager_floor", 0.0))
+    output_lag = bool(getattr(cfg, "output_lag", False))
 
     res = OracleResult([], [], [], [], [])
     waiting: deque[_Req] = deque()
     running: list[_Req] = []
     free = num_blocks
     nxt = 0  # next request (by index) not yet queued
+    lagged: list[tuple[_Req, bool, bool]] = []  # (request, first token?, finish?) to deliver
     now = reqs[0].arrival if n else 0.0
 
     def reject(r: _Req) -> None:
+        # reported with first_token = finish = -1 whatever it was served before (rule 3)
         r.status = _REJECTED
-        r.first = None
-        r.finish = None
 
     preempted: list[_Req] = []  # preempted in this pass, in order
 
@@ -187,6 +186,7 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
             nxt += 1
         # 2. idle: jump to the next arrival
         if not running and not waiting:
+            lagged.clear()  # 7b: the engine goes idle, pending outputs stay where they are
             if nxt >= n:
                 break
             now = max(now, reqs[nxt].arrival)
@@ -295,6 +295,15 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
         assert n_samp <= max_num_seqs
         assert 0 <= free <= num_blocks
         duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
+        if n_pf > 0:
+            duration = max(duration, overhead + eager_floor)
+        # 7b. outputs of the previous step are delivered when this one ends
+        for r, is_first, is_finish in lagged:
+            if is_first:
+                r.first += duration
+            if is_finish:
+                r.finish += duration
+        lagged.clear()
         start = now
         n_run = len(running)
         now = now + duration
@@ -304,17 +313,21 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
         for r in samplers:
             r.gen += 1
             r.tokens += 1
-            if r.first is None:
+            is_first = r.first is None
+            if is_first:
                 r.first = now
             else:
                 res.gaps.append(now - r.last_tok)
             r.last_tok = now
-            if r.gen == r.output:
+            is_finish = r.gen == r.output
+            if is_finish:
                 r.finish = now
                 r.status = _FINISHED
                 free += r.blocks
                 r.blocks = 0
                 running.remove(r)
+            if output_lag and (is_first or is_finish):
+                lagged.append((r, is_first, is_finish))
 
         res.start.append(start)
         res.duration.append(duration)
@@ -322,11 +335,12 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
         res.n_decode.append(n_dec)
         res.n_samp.append(n_samp)
         res.n_prefill_seqs.append(n_pf_seqs)
+        res.n_sched.append(len(sched))
         res.n_running.append(n_run)
         res.ctx.append(ctx)
         res.work.append(work)
-        res.blocks_used.append(num_blocks - free)
-        res.blocks_peak.append(peak)
+        res.blocks_used.append(peak)
+        res.blocks_after.append(num_blocks - free)
 
     for r in reqs:
         assert r.status in (_FINISHED, _REJECTED), r.status

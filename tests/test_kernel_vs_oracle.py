@@ -39,6 +39,7 @@ def make_costs(
     c_attn: float = 1e-7,
     c_ctx: float = 1e-6,
     overhead: float = 2e-3,
+    eager_floor: float = 0.0,
 ) -> StepCosts:
     """Increasing tables tok_table[0] = seq_table[0] = 0 (+ the given increments)."""
     if tok_inc is None:
@@ -48,7 +49,7 @@ def make_costs(
     tok = np.concatenate([[0.0], np.cumsum(np.asarray(tok_inc, np.float64))])
     seq = np.concatenate([[0.0], np.cumsum(np.asarray(seq_inc, np.float64))])
     assert tok.size >= budget + 1 and seq.size >= max_num_seqs + 1
-    return StepCosts(tok, seq, float(c_attn), float(c_ctx), float(overhead))
+    return StepCosts(tok, seq, float(c_attn), float(c_ctx), float(overhead), float(eager_floor))
 
 
 def oracle_hist(gaps: list[float]) -> np.ndarray:
@@ -60,10 +61,6 @@ def oracle_hist(gaps: list[float]) -> np.ndarray:
     b = np.searchsorted(edges, g, side="right") - 1
     b = np.clip(b, 0, GAP_BINS - 1)
     return np.bincount(b, minlength=GAP_BINS).astype(np.int64)
-
-
-def record_first_steps(res: StreamResult) -> np.ndarray:
-    return np.cumsum(res.rec_count) - res.rec_count
 
 
 def assert_same(res: StreamResult, orc: OracleResult, label: str = "") -> None:
@@ -83,12 +80,12 @@ def assert_same(res: StreamResult, orc: OracleResult, label: str = "") -> None:
         np.testing.assert_allclose(
             st_[key], np.asarray(orc_col(orc, key)), rtol=RTOL, atol=ATOL, err_msg=msg + key
         )
-    for key in ("n_prefill_tokens", "n_decode", "n_samp", "ctx"):
+    for key in ("n_prefill_tokens", "n_decode", "n_samp", "ctx", "n_sched"):
         np.testing.assert_array_equal(st_[key], orc_col(orc, key), err_msg=msg + key)
-    # blocks in use during the first step of each record (before finished requests free theirs)
-    first = record_first_steps(res)
-    peak = np.asarray(orc.blocks_peak, np.int64)
-    np.testing.assert_array_equal(res.rec_blocks, peak[first], err_msg=msg + "rec_blocks")
+    # blocks in use after the allocations of each record's last step
+    last = np.cumsum(res.rec_count) - 1
+    used = np.asarray(orc.blocks_used, np.int64)
+    np.testing.assert_array_equal(res.rec_blocks, used[last], err_msg=msg + "rec_blocks")
     # gap histogram
     horizon = max([abs(t) for t in orc.finish] + [abs(orc.start[-1])] if orc.start else [0.0])
     assert_same_hist(res.gap_hist, orc.gaps, msg, horizon)
@@ -183,6 +180,7 @@ def configs(draw, prompt, output):
         max_num_seqs=max_num_seqs,
         budget=budget,
         chunked=chunked,
+        output_lag=draw(st.booleans()),
     )
 
 
@@ -211,6 +209,7 @@ def step_costs(draw, cfg: SchedulerConfig):
         c_attn=draw(_nonneg(1e-7)),
         c_ctx=draw(_nonneg(1e-5)),
         overhead=draw(_nonneg(5e-3)),
+        eager_floor=draw(st.one_of(st.just(0.0), _nonneg(2e-2))),
     )
 
 
@@ -249,6 +248,7 @@ def kv_pressure_cases(draw):
         max_num_seqs=draw(st.integers(2, 16)),
         budget=draw(st.integers(int(prompt.max() + output.max()), 512)),
         chunked=draw(st.booleans()),
+        output_lag=draw(st.booleans()),
     )
     return arrival, prompt, output, cfg, draw(step_costs(cfg))
 

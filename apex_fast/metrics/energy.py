@@ -16,9 +16,13 @@ Per GPU, while it runs a step:
   (splitwise-sim / Splitwise, Patel et al., ISCA 2024, arXiv 2311.18677, via HARDWARE.md):
   a prefill step draws TDP (H100 700 W, A100 400 W) and a batched decode step draws
   H100 380 W = 0.54 TDP, A100 250 W = 0.625 TDP. The anchor utilisations are those our analytic
-  device model gives Llama-3-70B at TP8 on H100 (prefill of a 2048-token chunk: u_c 0.34,
-  u_m 0.05; decode of 64 sequences: u_c 0.07, u_m 0.36), so the fit is consistent with the
-  simulator's own step costs.
+  device model gives Llama-3-70B on H100: a GEMM-dominated prefill of a 2048-token chunk
+  (TP2 per stage: u_c 0.56, u_m 0.08, the model's highest prefill utilisation, so the TDP cap
+  is reached only by the most compute-intensive steps) and a decode step of 64 sequences at
+  TP8 (u_c 0.07, u_m 0.36). A TP8 prefill (u_c 0.34, 40% of the step in all-reduce) then draws
+  ~0.7 TDP.
+- Steps whose formula exceeds TDP are capped at TDP; a real GPU would also lower its clock
+  (power throttling), which the step-time model does not include.
 - Bare idle power (devices.json: H100 75 W, A100 63 W, splitwise-sim) is drawn by waiting GPUs.
 
 Sanity checks against other published figures (docs/energy.md): memory-bound decode stays far
@@ -41,8 +45,8 @@ V_FLOOR = 0.6
 # Busy base power (clocks running, kernels launching, near-zero utilisation) as a fraction of
 # TDP - idle. ASSUMED; consistent with a loaded-but-light GPU drawing ~170 W on H100.
 BUSY_BASE_FRACTION = 0.15
-# Anchor steps (utilisation of the analytic model, Llama-3-70B TP8 on H100; see module docstring)
-PREFILL_ANCHOR = (0.34, 0.05)  # (u_c, u_m) -> draws TDP
+# Anchor steps (utilisation of the analytic model, Llama-3-70B on H100; see module docstring)
+PREFILL_ANCHOR = (0.56, 0.08)  # (u_c, u_m) -> draws TDP
 DECODE_ANCHOR = (0.07, 0.36)  # (u_c, u_m) -> draws DECODE_FRACTION * TDP
 # Measured decode power / TDP (splitwise-sim: H100 380/700 W, A100 250/400 W); others: the mean.
 DECODE_FRACTION = {"H100": 380.0 / 700.0, "A100": 250.0 / 400.0}

@@ -195,6 +195,17 @@ def compute_metrics(
     attn_t = costs.c_attn * float(np.sum(cnt * r["work"])) + costs.c_ctx * float(ctx_total.sum())
     breakdown_raw[cc.attn_op] = breakdown_raw.get(cc.attn_op, 0.0) + attn_t
     breakdown_raw[cc.overhead_op] = costs.overhead * float(cnt.sum())
+    if costs.eager_floor > 0:
+        # prefill steps (count 1) are stretched to the eager-mode launch floor
+        pf = r["pf"] > 0
+        gpu = (
+            cc.costs.tok_table[ntok[pf]]
+            + cc.costs.seq_table[r["samp"][pf]]
+            + costs.c_attn * r["work"][pf]
+            + costs.c_ctx * r["ctx0"][pf]
+        )
+        stretch = float(np.sum(np.maximum(costs.eager_floor - gpu, 0.0) * cnt[pf]))
+        breakdown_raw["Eager-mode launch floor"] = stretch
 
     flops = (
         cc.flops_per_token * ntok * cnt

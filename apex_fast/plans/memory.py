@@ -21,6 +21,13 @@ USABLE_FRACTION = 81559 / 81920
 # CUDA context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
 # typically show 0.5-1.5 GiB of non-torch memory plus a few hundred MiB of CUDA graphs).
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
+# Peak memory of vLLM's profiling step / bytes of the tensors alive at the FFN (PyTorch's caching
+# allocator keeps freed blocks, and temporaries overlap). Fitted on the one capacity figure of
+# the reference runs: vLLM 0.6 on 2x H100 with gpu_memory_utilization 0.97 and
+# max_num_batched_tokens = max_model_len = 24272 held about 24272 KV tokens per server
+# (../shared/reference/README.md); that leaves 7.9 GiB for runtime + activations, i.e. 1.9x the
+# live-tensor estimate below on top of the 1.5 GiB runtime reserve.
+ACTIVATION_PEAK_FACTOR = 1.9
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: in
     ffn_up = (2 if model.gated_ffn else 1) * inter / tp
     per_token = (3 * model.hidden_size + qkv + ffn_up + inter / tp) * ab
     logits = max_num_seqs * model.vocab_size / tp * 4.0
-    return budget * per_token + logits
+    return ACTIVATION_PEAK_FACTOR * (budget * per_token + logits)
 
 
 def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:

@@ -49,7 +49,7 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu_memory_utilization": o.gpu_memory_utilization,
             },
             "objective": sr.objective,
-            "op_cost_source": "analytic",
+            "op_cost_source": getattr(sr.best.result.compiled, "cost_source", "analytic"),
             "best": plans[0],
             "plans": plans,
             "infeasible": [{"plan": a, "reason": b} for a, b in sr.infeasible],

@@ -190,6 +190,14 @@ def trade_line(sr: SearchResult) -> str | None:
     )
 
 
+def _cost_source(sr: SearchResult) -> str:
+    """Which measured tables / model the best plan's op costs came from."""
+    cc = sr.best.result.compiled if sr.ranked else None
+    return getattr(cc, "cost_source", None) or (
+        "analytic device model (roofline with fitted efficiencies; see docs/device_model.md)"
+    )
+
+
 def render(
     sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int
 ) -> str:
@@ -208,8 +216,7 @@ def render(
         f"{'on' if o.chunked_prefill else 'off'}, {sr.best.result.budget} tokens/step, "
         f"max {o.max_num_seqs} seqs, block size {o.block_size}, "
         f"gpu-memory-utilization {o.gpu_memory_utilization}",
-        "Op costs: analytic device model (roofline with fitted efficiencies; "
-        "see docs/device_model.md), not measured tables",
+        f"Op costs: {_cost_source(sr)}",
         f"Generated {sr.num_candidates} decoder candidate plans: {len(sr.ranked)} feasible, "
         f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
     ]

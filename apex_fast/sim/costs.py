@@ -22,9 +22,9 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
+from apex_fast.profiles.measured import combine, cost_model
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.stream import StepCosts
-
 
 # vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
 # (vllm/distributed/device_communicators/custom_all_reduce.py, max_size default).
@@ -58,6 +58,7 @@ class CompiledCosts:
     gpus_per_stream: int
     provenance: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cost_source: str = analytic.PROVENANCE  # one line: which tables / model the costs came from
 
 
 def _zero_first(a: np.ndarray) -> np.ndarray:
@@ -74,8 +75,11 @@ def compile_costs(
     max_seqs: int,
     clock_mhz: int | None = None,
     custom_all_reduce: bool = True,
+    profile_dir: str | None = None,
 ) -> CompiledCosts:
-    dm = analytic.device_model(cluster.device, clock_mhz)
+    # measured tables (profile_data/ or profile_dir) where they exist, analytic elsewhere
+    cm = cost_model(cluster, clock_mhz, profile_dir)
+    dm = cm.dm
     wb = DTYPE_BYTES[plan.weight_dtype]
     ab = DTYPE_BYTES[plan.activation_dtype]
     kvb = DTYPE_BYTES[plan.kv_dtype]
@@ -91,22 +95,24 @@ def compile_costs(
     m = np.arange(max_seqs + 1, dtype=np.float64)
 
     def gemm(mm: int, kk: int, nn: np.ndarray) -> np.ndarray:
-        return _zero_first(analytic.gemm_time(dm, mm, kk, nn, wb, ab, cdt))
+        return _zero_first(cm.gemm(mm, kk, nn, wb, ab, cdt))
 
     def mem(nbytes: np.ndarray) -> np.ndarray:
-        return _zero_first(analytic.mem_time(dm, nbytes))
+        return _zero_first(cm.mem(nbytes))
 
     inter_tp = cluster.spans_nodes(tp)
     attn_name = "Attention"
     ffn_name = "SwiGLU" if model.gated_ffn else "MLP"
     attn = gemm((q_dev + 2 * kv_dev) * hd, h, n) + gemm(h, q_dev * hd, n)
     attn = attn + _zero_first(np.full_like(n, analytic.attn_launch_time(dm)))
+    prov = {attn_name: cm.take()}
     if model.gated_ffn:
         ffn = gemm(2 * inter, h, n) + gemm(h, inter, n)
         act_bytes = 3 * n * inter * ab
     else:
         ffn = gemm(inter, h, n) + gemm(h, inter, n)
         act_bytes = 2 * n * inter * ab
+    prov[ffn_name] = cm.take()
     # fused residual-add + RMSNorm twice, rotary embedding, FFN activation
     elem = 2 * mem(4 * n * h * ab) + mem(2 * n * (q_dev + kv_dev) * hd * ab) + mem(act_bytes)
     tok_ops: dict[str, np.ndarray] = {
@@ -114,31 +120,39 @@ def compile_costs(
         ffn_name: lx * ffn,
         "Norms & elementwise": lx * elem + mem(2 * n * h * ab),  # + embedding lookup
     }
+    prov["Norms & elementwise"] = cm.take()
     if tp > 1:
         ar_bytes = n * h * ab
-        ar = _zero_first(analytic.collective_time(dm, "all_reduce", ar_bytes, tp, inter_tp))
+        ar = _zero_first(cm.collective("all_reduce", ar_bytes, tp, inter_tp, plan.activation_dtype))
+        prov["AllReduce"] = cm.take()
         if custom_all_reduce and not inter_tp:
             car = _zero_first(custom_all_reduce_time(dm, ar_bytes, tp))
-            ar = np.where(ar_bytes <= CUSTOM_AR_MAX_BYTES, np.minimum(ar, car), ar)
+            use_car = (ar_bytes <= CUSTOM_AR_MAX_BYTES) & (car < ar)
+            ar = np.where(use_car, car, ar)
+            if use_car.any():
+                prov["AllReduce"] = combine([prov["AllReduce"], "analytic (custom all-reduce)"])
         # one AllReduce after attention and one after the FFN, per layer; one for the
         # vocabulary-parallel embedding
         tok_ops["AllReduce"] = (2 * lx + 1) * ar
     if pp > 1:
         inter_pp = cluster.spans_nodes(tp * pp)
-        sr = _zero_first(analytic.collective_time(dm, "sendrecv", n * h * ab, 2, inter_pp))
+        sr = _zero_first(cm.collective("sendrecv", n * h * ab, 2, inter_pp, plan.activation_dtype))
+        prov["SendRecv"] = cm.take()
         tok_ops["SendRecv"] = (pp - 1) * sr
     vocab_dev = -(-model.vocab_size // tp)
     lm = gemm(vocab_dev, h, m)
     sample = mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
     if tp > 1:
         lm = lm + _zero_first(
-            analytic.collective_time(dm, "all_gather", m * vocab_dev * 4.0 * tp, tp, inter_tp)
+            cm.collective("all_gather", m * vocab_dev * 4.0 * tp, tp, inter_tp, "float")
         )
+    prov["LM head & sampling"] = cm.take()
     seq_ops = {"LM head & sampling": lm + sample}
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
-    c_attn = lx * analytic.attn_prefill_time_per_pair(dm, q_dev, hd, cdt)
-    c_ctx = lx * analytic.attn_decode_time_per_token(dm, kv_dev, hd, kvb)
+    c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt)
+    c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb)
+    prov[attn_name] = combine([prov[attn_name], cm.take()])
     costs = StepCosts(
         tok_table=tok_table,
         seq_table=seq_table,
@@ -164,7 +178,8 @@ def compile_costs(
     peak_note = getattr(dm, "note", "")
     if peak_note:
         notes.append(peak_note)
-    prov = {k: analytic.PROVENANCE for k in [*tok_ops, *seq_ops]}
+    notes.extend(cm.notes)
+    prov = {k: prov.get(k, analytic.PROVENANCE) for k in [*tok_ops, *seq_ops]}
     return CompiledCosts(
         costs=costs,
         tok_ops=tok_ops,
@@ -181,4 +196,5 @@ def compile_costs(
         gpus_per_stream=tp,
         provenance=prov,
         notes=notes,
+        cost_source=cm.summary(),
     )

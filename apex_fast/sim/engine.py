@@ -30,6 +30,8 @@ class EngineOptions:
     # vLLM's custom all-reduce (NVLink peer-to-peer, one kernel) replaces NCCL for small
     # messages inside a node; vLLM enables it by default.
     custom_all_reduce: bool = True
+    # root of measured op tables (comp/<device>/, comm/<device>/); None = profile_data/
+    profile_dir: str | None = None
     # Model vLLM's async output processing (outputs surface when the next step ends). Off: the
     # replay of the reference runs fits far worse with it (TTFT error 15% vs 7%).
     async_output: bool = False
@@ -120,6 +122,7 @@ def simulate_plan(
         opts.max_num_seqs,
         clock_mhz=opts.clock_mhz,
         custom_all_reduce=opts.custom_all_reduce,
+        profile_dir=opts.profile_dir,
     )
     cfg = SchedulerConfig(
         num_blocks=blocks,
