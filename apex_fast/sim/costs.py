@@ -180,6 +180,8 @@ def compile_costs(
         notes.append(peak_note)
     notes.extend(cm.notes)
     prov = {k: prov.get(k, analytic.PROVENANCE) for k in [*tok_ops, *seq_ops]}
+    prov["Engine step overhead"] = "fitted to vLLM runs (docs/validation.md)"
+    prov["Eager-mode launch floor"] = "fitted to vLLM runs (docs/validation.md)"
     return CompiledCosts(
         costs=costs,
         tok_ops=tok_ops,
