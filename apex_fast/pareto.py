@@ -145,15 +145,25 @@ def plot_pareto(
                 label="Pareto-optimal (5 objectives)" if on_front else "dominated",
                 zorder=3 if on_front else 2,
             )
-        for p in pts:
-            star = " *" if p.label == best_label else ""
+        placed: list[tuple[float, float]] = []
+        groups = _label_groups(pts, xc, yc)
+        spans = [_span([g[0][0] for g in groups]), _span([g[0][1] for g in groups])]
+        for (x, y), group in groups:
+            text = "\n".join(p.label + (" *" if p.label == best_label else "") for p in group)
+            # labels of neighbouring points alternate above and below their marker
+            near = sum(
+                abs(x - px) < 0.15 * spans[0] and abs(y - py) < 0.08 * spans[1]
+                for px, py in placed
+            )
+            placed.append((x, y))
             ax.annotate(
-                p.label + star,
-                (p.values[xc], p.values[yc]),
+                text,
+                (x, y),
                 textcoords="offset points",
-                xytext=(5, 4),
+                xytext=(6, 4 if near % 2 == 0 else -10 - 10 * len(group)),
                 fontsize=8,
-                color="black" if p.pareto else "dimgray",
+                va="bottom",
+                color="black" if any(p.pareto for p in group) else "dimgray",
             )
         xs = [p.values[xc] for p in pts if math.isfinite(p.values[xc]) and p.values[xc] > 0]
         if xs and max(xs) / min(xs) > 20:
@@ -172,3 +182,30 @@ def plot_pareto(
         raise ApexError(f"cannot write --plot file {path}: {err.strerror}") from None
     finally:
         plt.close(fig)
+
+
+def _label_groups(
+    pts: list[ParetoPoint], xc: str, yc: str, tol: float = 0.06
+) -> list[tuple[tuple[float, float], list[ParetoPoint]]]:
+    """Points closer than `tol` of the axis span in both coordinates share one label (so plans
+    with near-identical metrics do not print on top of each other)."""
+    ok = [p for p in pts if math.isfinite(p.values[xc]) and math.isfinite(p.values[yc])]
+    if not ok:
+        return []
+    xs = np.array([p.values[xc] for p in ok])
+    ys = np.array([p.values[yc] for p in ok])
+    dx = max(float(np.ptp(xs)), 1e-12) * tol
+    dy = max(float(np.ptp(ys)), 1e-12) * tol
+    groups: list[tuple[tuple[float, float], list[ParetoPoint]]] = []
+    for p, x, y in zip(ok, xs, ys, strict=True):
+        for (gx, gy), members in groups:
+            if abs(x - gx) <= dx and abs(y - gy) <= dy:
+                members.append(p)
+                break
+        else:
+            groups.append(((float(x), float(y)), [p]))
+    return groups
+
+
+def _span(v: list[float]) -> float:
+    return (max(v) - min(v)) or 1.0 if v else 1.0

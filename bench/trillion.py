@@ -53,9 +53,7 @@ def sweep(path: Path, sizes: list[int], workers: int | None) -> dict:
         cluster = Cluster(device, g // GPUS_PER_NODE, GPUS_PER_NODE)
         t0 = time.perf_counter()
         try:
-            sr = search(
-                model, cluster, workload, EngineOptions(), MetricOptions(), workers=workers
-            )
+            sr = search(model, cluster, workload, EngineOptions(), MetricOptions(), workers=workers)
         except ApexError as e:
             dt = time.perf_counter() - t0
             print(f"  {g:5d} GPUs: no feasible plan ({e}) [{dt:.2f} s]")

@@ -40,6 +40,16 @@ def _gap_bin(g: float) -> int:
 
 
 @njit(cache=True, inline="always")
+def _gap_bin_safe_hi(b: int) -> float:
+    """A bound below the upper edge of bin b such that every gap g in [g_b, bound), where
+    _gap_bin(g_b) == b, also has _gap_bin(g) == b (the margin of 1e-12 relative covers the
+    rounding of log10 in _gap_bin, ~1e-15 relative)."""
+    if b >= GAP_BINS - 1:
+        return np.inf
+    return 10.0 ** (GAP_LOG_MIN + (b + 1) / GAP_BINS_PER_DECADE) * (1.0 - 1e-12)
+
+
+@njit(cache=True, inline="always")
 def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
@@ -332,12 +342,25 @@ def simulate_stream(
             limit_t = np.inf
             if wsize == 0 and next_arr < n:
                 limit_t = arrival[next_arr]
+            # the gap of step k is d; consecutive d are (nearly always) in the same histogram
+            # bin, so the bin is recomputed only when d leaves [d_lo, d_hi): same counts as
+            # binning every step, without a log10 per step
+            b = 0
+            cnt = 0
+            d_lo = np.inf
+            d_hi = -np.inf
             while k < kmax and now < limit_t:
                 d = base + c_ctx * (ctx + n_dec * k)
-                b = _gap_bin(d)
-                gap_hist[b] += n_dec
+                if d < d_lo or d >= d_hi:
+                    gap_hist[b] += cnt * n_dec
+                    cnt = 0
+                    b = _gap_bin(d)
+                    d_lo = d
+                    d_hi = _gap_bin_safe_hi(b)
+                cnt += 1
                 now += d
                 k += 1
+            gap_hist[b] += cnt * n_dec
         rec_f[nrec, 0] = start
         rec_f[nrec, 1] = d0
         rec_f[nrec, 2] = c_ctx * n_dec
@@ -361,13 +384,19 @@ def simulate_stream(
         rec_i[nrec, 5] = num_blocks - free
         nrec += 1
         any_done = False
+        g_prev = np.nan  # sequences of one batch mostly share their gap: bin it once
+        b_prev = 0
         for t in range(n_sched):
             r = s_idx[t]
             if s_pf[t] and computed[r] < target[r]:
                 continue  # a prefill chunk that does not finish the prompt samples nothing
             kind = 0
             if gen[r] >= 1:
-                gap_hist[_gap_bin(end_first - last_tok[r])] += 1
+                g = end_first - last_tok[r]
+                if g != g_prev:
+                    g_prev = g
+                    b_prev = _gap_bin(g)
+                gap_hist[b_prev] += 1
             else:
                 first_token[r] = end_first
                 kind = 1

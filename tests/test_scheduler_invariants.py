@@ -172,17 +172,70 @@ def test_rejected_after_service_reports_no_first_token():
     assert res.first_token[0] == -1.0
 
 
-def test_record_blocks_are_those_of_its_first_step():
-    """docs: `blocks_used` is taken at the end of the record's first step."""
+def test_record_blocks_are_those_after_its_last_step_allocations():
+    """docs: `blocks_used` is taken after the allocations of the record's last step (before the
+    finishing request frees its blocks)."""
     cfg = SchedulerConfig(num_blocks=10, block_size=1, budget=8, max_num_seqs=1, chunked=False)
     res = _run([0.0], [1], [4], cfg, make_costs(8, 1))
     s = res.steps()
     assert res.num_steps == 4
     # prefill: 1 block; decode k writes the KV of context 1 + k -> 2, 3, 4 blocks
-    first = np.cumsum(res.rec_count) - res.rec_count
-    want = np.array([1, 2, 3, 4])[first]
+    last = np.cumsum(res.rec_count) - 1
+    want = np.array([1, 2, 3, 4])[last]
     assert res.rec_blocks.tolist() == want.tolist()
     assert s["n_decode"].tolist() == [0, 1, 1, 1]
+    assert s["n_sched"].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_eager_floor_applies_to_prefill_steps_only(chunked):
+    cfg = SchedulerConfig(num_blocks=100, block_size=16, budget=256, chunked=chunked)
+    costs = make_costs(256, cfg.max_num_seqs, overhead=1e-3, eager_floor=0.05)
+    res = _run([0.0, 0.0], [10, 20], [3, 6], cfg, costs)
+    s = res.steps()
+    pf = s["n_prefill_tokens"] > 0
+    assert pf.sum() == 1 and pf[0]
+    assert _close(s["duration"][0], 1e-3 + 0.05)
+    assert (s["duration"][~pf] < 0.01).all()
+    assert _close(res.first_token, [0.051, 0.051])
+
+
+def test_output_lag_single_request():
+    """7b: the first token is delivered when the next step ends; the finish of the last step
+    stays (the engine goes idle)."""
+    cfg = SchedulerConfig(num_blocks=100, block_size=16, budget=256, output_lag=True)
+    costs = make_costs(256, cfg.max_num_seqs)
+    base = _run([0.0], [100], [5], SchedulerConfig(100, 16, 0, 256, 256, True), costs)
+    lag = _run([0.0], [100], [5], cfg, costs)
+    d = base.steps()["duration"]
+    assert _close(lag.first_token[0], base.first_token[0] + d[1])
+    assert _close(lag.finish[0], base.finish[0])
+    one = _run([0.0], [100], [1], cfg, costs)
+    assert one.first_token[0] == one.finish[0] == one.steps()["duration"][0]
+
+
+def test_output_lag_finish_waits_for_the_next_step():
+    cfg = SchedulerConfig(num_blocks=100, block_size=16, budget=256, output_lag=True)
+    costs = make_costs(256, cfg.max_num_seqs)
+    res = _run([0.0, 0.0], [10, 10], [2, 4], cfg, costs)
+    s = res.steps()
+    end = s["start"] + s["duration"]
+    # steps: prefill both, decode both (0 finishes), decode 1, decode 1 (1 finishes, then idle)
+    assert res.num_steps == 4
+    assert _close(res.first_token, [end[1], end[1]])
+    assert _close(res.finish, [end[2], end[3]])
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_output_lag_rejected_after_service(chunked):
+    """A lone request outgrows the KV cache right after its prefill and is rejected while its
+    first token is still waiting for delivery: it must still report -1 (rule 3)."""
+    cfg = SchedulerConfig(1, 1, 0, 1, 8, chunked, output_lag=True)
+    res = _run([0.0, 0.0], [1, 1], [2, 1], cfg, make_costs(8, 1))
+    assert res.preemptions.tolist() == [1, 0]
+    assert res.finish[0] == -1.0
+    assert res.first_token[0] == -1.0
+    assert res.finish[1] == res.first_token[1] > 0
 
 
 # --------------------------------------------------------------------------- KV pressure
@@ -281,6 +334,12 @@ def check_invariants(arrival, prompt, output, cfg: SchedulerConfig, costs: StepC
         + costs.c_attn * s["work"]
         + costs.c_ctx * s["ctx"]
     )
+    dur = np.where(
+        s["n_prefill_tokens"] > 0, np.maximum(dur, costs.overhead + costs.eager_floor), dur
+    )
+    assert (s["n_sched"] >= np.maximum(s["n_samp"], 1)).all()
+    assert (s["n_sched"] <= cfg.max_num_seqs).all()
+    assert (s["n_sched"] <= n_tok).all()
     assert _close(s["duration"], dur)
     if not cfg.chunked:
         both = (s["n_prefill_tokens"] > 0) & (s["n_decode"] > 0)
