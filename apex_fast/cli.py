@@ -30,6 +30,15 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _check_output_path(path: Path, flag: str) -> None:
+    """Fail before the search, not after it, when an output file cannot be written."""
+    if path.is_dir():
+        raise ApexError(f"{flag} {path} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ApexError(f"{flag} {path}: folder {parent} does not exist")
+
+
 def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
     out: list[float] = []
     for v in values or []:
@@ -52,7 +61,9 @@ def plan(
         help="Bundled model name (see `apex.py models`), HF id, or path to a config.json.",
     ),
     num_experts: int | None = typer.Option(None, help="MoE: override the number of experts."),
-    topk: int = typer.Option(2, help="MoE: experts per token (top-k)."),
+    topk: int | None = typer.Option(
+        None, help="MoE: experts per token (top-k; default: the model's own)."
+    ),
     capacity_factor: float = typer.Option(1.0, help="MoE: expert capacity factor."),
     num_nodes: int = typer.Option(1, help="Number of nodes."),
     num_gpus_per_node: int = typer.Option(
@@ -146,8 +157,10 @@ def plan(
     if gpu_hour_cost < 0:
         raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {gpu_hour_cost}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
-        if v < 0:
+        if not v >= 0:  # also NaN
             raise ApexError(f"{name} must be >= 0 ms, got {v}")
+    if json_path is not None:
+        _check_output_path(json_path, "--json")
     req = PlanRequest(
         model=model,
         num_experts=num_experts,
@@ -191,7 +204,10 @@ def plan(
     if json_path is not None:
         from apex_fast.report.jsonout import write_json
 
-        write_json(sr, json_path)
+        try:
+            write_json(sr, json_path)
+        except OSError as e:
+            raise ApexError(f"--json: cannot write {json_path}: {e.strerror or e}") from None
         if not quiet:
             typer.echo(f"JSON report written to {json_path}", err=True)
 
@@ -289,6 +305,19 @@ def _expand_nargs(argv: list[str]) -> list[str]:
     return out
 
 
+def _is_usage_error(e: BaseException) -> bool:
+    """Click's exceptions (Typer >= 0.2x vendors Click; older Typer uses the click package)."""
+    if not hasattr(e, "format_message"):
+        return False
+    if isinstance(e, typer.TyperException):
+        return True
+    try:
+        import click
+    except ImportError:
+        return False
+    return isinstance(e, click.exceptions.ClickException)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
@@ -303,10 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as e:  # noqa: BLE001
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        if _is_usage_error(e):
+            # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
+            msg = " ".join(str(e.format_message()).split())
+            typer.echo(f"error: {msg}", err=True)
             return 2
         if debug:
             traceback.print_exc()

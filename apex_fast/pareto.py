@@ -152,8 +152,7 @@ def plot_pareto(
             text = "\n".join(p.label + (" *" if p.label == best_label else "") for p in group)
             # labels of neighbouring points alternate above and below their marker
             near = sum(
-                abs(x - px) < 0.15 * spans[0] and abs(y - py) < 0.08 * spans[1]
-                for px, py in placed
+                abs(x - px) < 0.15 * spans[0] and abs(y - py) < 0.08 * spans[1] for px, py in placed
             )
             placed.append((x, y))
             ax.annotate(

@@ -25,7 +25,7 @@ class PlanRequest:
     num_nodes: int = 1
     gpu: str = "H100-SXM-80GB"
     num_experts: int | None = None
-    topk: int = 2
+    topk: int | None = None  # None = the model's own top-k
     capacity_factor: float = 1.0
     frequency: int = 0
     trace_file: Path | None = None
@@ -73,10 +73,10 @@ def _progress():
 
 def unsupported_reason(model) -> str:
     """Why this version cannot plan `model`, or '' if it can (bench/trillion.py asks too)."""
-    if model.arch != "decoder" or model.is_moe:
+    if model.arch != "decoder":
         return (
-            f"{model.name} is a {'mixture-of-experts' if model.is_moe else model.arch} model; "
-            "this version plans dense decoder-only models (MoE and encoder-decoder are issue #5)"
+            f"{model.name} is an {model.arch} model; this version plans decoder-only models "
+            "(dense and MoE); encoder-decoder and encoder-only models are issue #5"
         )
     return ""
 
@@ -91,9 +91,7 @@ def run_plan(
         canonical_dtype(req.activation_dtype, "--activation-dtype"),
         canonical_dtype(req.kv_dtype, "--kv-dtype"),
     )
-    model = load_model(
-        req.model, num_experts=req.num_experts, topk=req.topk if req.num_experts else None
-    )
+    model = load_model(req.model, num_experts=req.num_experts, topk=req.topk)
     why = unsupported_reason(model)
     if why:
         raise ApexError(why)
@@ -104,6 +102,10 @@ def run_plan(
     device = get_device(req.gpu)
     cluster = Cluster(device, req.num_nodes, req.gpus_per_node)
     clock = None
+    if req.frequency < 0:
+        raise ApexError(
+            f"--frequency must be 0 (boost clock) or a clock in MHz, got {req.frequency}"
+        )
     if req.frequency:
         if req.frequency not in device.clocks_mhz:
             known = ", ".join(str(c) for c in device.clocks_mhz)
@@ -114,12 +116,13 @@ def run_plan(
     workload = build_workload(req)
     opts = EngineOptions(
         block_size=req.block_size,
-        max_num_seqs=req.max_num_seqs or 256,
+        max_num_seqs=req.max_num_seqs if req.max_num_seqs is not None else 256,
         max_num_batched_tokens=req.max_num_batched_tokens,
         chunked_prefill=req.chunked_prefill,
         gpu_memory_utilization=req.gpu_memory_utilization,
         clock_mhz=clock,
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
+        capacity_factor=req.capacity_factor,
     )
     mopts = MetricOptions(
         request_percentiles=req.request_percentiles,

@@ -10,14 +10,17 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.metrics.summary import PlanMetrics, compute_metrics
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
-from apex_fast.plans.memory import GIB
+from apex_fast.plans.memory import GIB, USABLE_FRACTION, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
+from apex_fast.sim.engine_params import WATERMARK_FRACTION
 from apex_fast.sim.workload import Workload
 
 OBJECTIVES = ("latency", "throughput", "energy", "cost")
@@ -102,7 +105,9 @@ def search(
         raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     options.validate()
     weight, act, kv = dtypes
-    plans, skipped = enumerate_plans(model, cluster, pins, weight, act, kv)
+    plans, skipped = enumerate_plans(
+        model, cluster, pins, weight, act, kv, capacity_factor=options.capacity_factor
+    )
     infeasible = list(skipped)
     evaluated: list[Evaluated] = []
     if progress:
@@ -134,25 +139,150 @@ def search(
         progress(len(plans), len(plans), "done")
     evaluated.sort(key=objective_key(objective))
     if not evaluated:
-        raise ApexError(no_plan_message(model, cluster, infeasible, weight))
+        raise ApexError(
+            no_plan_message(
+                model,
+                cluster,
+                infeasible,
+                weight,
+                workload=workload,
+                options=options,
+                dtypes=dtypes,
+                pins=pins,
+            )
+        )
     return SearchResult(
         model, cluster, workload, options, objective, evaluated, infeasible, len(plans)
     )
 
 
 def no_plan_message(
-    model: ModelSpec, cluster: Cluster, infeasible: list[tuple[str, str]], weight: str
+    model: ModelSpec,
+    cluster: Cluster,
+    infeasible: list[tuple[str, str]],
+    weight: str,
+    *,
+    workload: Workload | None = None,
+    options: EngineOptions | None = None,
+    dtypes: tuple[str, str, str] | None = None,
+    pins: Pins | None = None,
 ) -> str:
+    """One line: why no plan fits, how much memory the model needs (weights, activations, runtime
+    and the KV cache of the longest request) and the smallest cluster of the same GPU type (and
+    node size) on which some plan holds it; or which requests no plan can hold."""
     from apex_fast.dtypes import DTYPE_BYTES
 
-    need = model.params_total() * DTYPE_BYTES[weight]
-    per_gpu = cluster.device.hbm_gb * GIB * 0.9
-    smallest = max(1, math.ceil(need / per_gpu))
-    reasons = "; ".join(f"{lbl}: {why}" for lbl, why in infeasible[:3])
+    dev = cluster.device
+    head = f"no plan of {model.name} fits {cluster.num_gpus} x {dev.name}"
+    here = "; ".join(f"{lbl}: {why}" for lbl, why in infeasible[:2])
+    here = f" (here: {here})" if here else ""
+    weights = model.params_total() * DTYPE_BYTES[weight]
+    if workload is None or options is None:
+        return f"{head}: its weights alone need {weights / GIB:.1f} GiB ({weight}){here}"
+    dts = dtypes or (weight, "half", "half")
+    bs = options.block_size
+    budget = options.budget(workload)
+    need_tok = workload.prompt + workload.output  # KV a request holds by its last token
+    longest = int(need_tok.max())
+
+    def number(ids: np.ndarray) -> str:
+        shown = ", ".join(str(int(i)) for i in ids[:5]) + (" ..." if ids.size > 5 else "")
+        return f"{ids.size} request(s) (#{shown}; numbered from 0 in arrival order)"
+
+    if not options.chunked_prefill and int(workload.prompt.max()) > budget:
+        ids = np.flatnonzero(workload.prompt > budget)
+        return (
+            f"{head}: {number(ids)} have prompts up to {int(workload.prompt.max())} tokens, "
+            f"more than the token budget of {budget} (--max-num-batched-tokens) without chunked "
+            "prefill; raise the budget or use --chunked-prefill"
+        )
+
+    def stream_tokens(c: Cluster, plan: Plan) -> tuple[int, object]:
+        """KV tokens one stream of `plan` can give a single request (0 = memory does not fit)."""
+        mem = memory_report(
+            model,
+            plan,
+            c.device.hbm_gb,
+            options.gpu_memory_utilization,
+            budget,
+            options.max_num_seqs,
+            bs,
+        )
+        if not mem.fits:
+            return 0, mem
+        blocks = mem.kv_blocks_per_replica // plan.pp
+        return (blocks - int(WATERMARK_FRACTION * blocks)) * bs, mem
+
+    def plans_of(c: Cluster, p: Pins | None) -> list[Plan]:
+        try:
+            return enumerate_plans(
+                model, c, p, *dts, capacity_factor=getattr(options, "capacity_factor", 1.0)
+            )[0]
+        except ApexError:
+            return []
+
+    # requests that no plan of this cluster can hold, however it is parallelised
+    best_here = max(
+        ((stream_tokens(cluster, pl)[0], pl.label) for pl in plans_of(cluster, pins)),
+        default=(0, ""),
+    )
+    too_long = ""
+    if best_here[0] > 0 and longest > best_here[0]:
+        ids = np.flatnonzero(workload.prompt > best_here[0])
+        what = "prompts"
+        if ids.size == 0:
+            ids, what = np.flatnonzero(need_tok > best_here[0]), "prompts plus outputs"
+        top = int((workload.prompt if what == "prompts" else need_tok)[ids].max())
+        too_long = (
+            f"{number(ids)} have {what} up to {top} tokens, more than the KV cache of any plan "
+            f"here (at most {best_here[0]} tokens per stream, {best_here[1]})"
+        )
+
+    # smallest cluster of this GPU type and node size on which a plan holds the longest request
+    usable = dev.hbm_gb * GIB * USABLE_FRACTION * options.gpu_memory_utilization
+    gpn = cluster.gpus_per_node
+    lo = max(1, math.ceil(weights / usable))
+    sizes = [g for g in range(lo, gpn + 1)] + [
+        k * gpn for k in range(max(2, math.ceil(lo / gpn)), 4097)
+    ]
+    found = None
+    for g in [x for x in sizes if x >= lo][:400]:
+        c = cluster if g == cluster.num_gpus else Cluster(dev, max(1, g // gpn), min(g, gpn))
+        for pl in plans_of(c, None):
+            cap_tok, mem = stream_tokens(c, pl)
+            if cap_tok >= longest:
+                found = (g, c, pl, mem)
+                break
+        if found:
+            break
+    if found is None:
+        where = f"no {dev.name} cluster of up to {sizes[min(len(sizes), 400) - 1]} GPUs holds it"
+    else:
+        g, c, pl, mem = found
+        blocks_req = math.ceil(longest / bs)
+        kv_dev = pl.pp * blocks_req / (1 - WATERMARK_FRACTION) * bs * mem.kv_bytes_per_token
+        kv_dev /= max(1, getattr(pl, "attn_replicas", 1))
+        per_dev = mem.weights + mem.activation + mem.runtime + kv_dev
+        devs = max(1, g // pl.dp)
+        shape = f"{c.num_nodes} nodes x {c.gpus_per_node}, " if c.num_nodes > 1 < gpn else ""
+        where = (
+            f"one replica needs about {per_dev * devs / GIB:.1f} GiB ({per_dev / GIB:.1f} GiB on "
+            f"each of its {devs} GPUs: weights, activations, runtime and KV cache for the longest "
+            f"request of {longest} tokens); the smallest {dev.name} cluster that holds it is "
+            f"{g} GPUs ({shape}plan {pl.label})"
+        )
+        if (
+            g <= cluster.num_gpus
+            and pins is not None
+            and any(v is not None for v in (pins.dp, pins.pp, pins.tp, pins.ep))
+        ):
+            where += ", without the --dp/--pp/--tp/--ep pins"
+    if too_long:
+        return f"{head}: {too_long}; {where}"
     return (
-        f"no plan of {model.name} fits {cluster.num_gpus} x {cluster.device.name}: its weights "
-        f"alone need {need / GIB:.1f} GiB ({weight}); at least {smallest} GPUs of this type would "
-        f"be needed before KV cache and activations ({reasons})"
+        f"{head} ({usable / GIB:.1f} GiB usable per GPU at --gpu-memory-utilization "
+        f"{options.gpu_memory_utilization:g}): its weights alone are {weights / GIB:.1f} GiB "
+        f"({weight}); {where}{here}"
     )
 
 

@@ -40,6 +40,19 @@ class _Grow:
         self.o[self.n] = o
         self.n += 1
 
+    def extend(self, t: list, p: list, o: list) -> None:
+        """Append a block of values (times already in seconds)."""
+        k = len(t)
+        if self.n + k > self.t.size:
+            cap = max(2 * self.t.size, self.n + k)
+            self.t = np.resize(self.t, cap)
+            self.p = np.resize(self.p, cap)
+            self.o = np.resize(self.o, cap)
+        self.t[self.n : self.n + k] = t
+        self.p[self.n : self.n + k] = p
+        self.o[self.n : self.n + k] = o
+        self.n += k
+
 
 def _number(v: object, name: str, where: str, integer: bool) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -64,28 +77,75 @@ def _check(where: str, t: float, p: float, o: float) -> None:
         raise ApexError(f"{where}: StartTimeOffset {t} ns is not plausible")
 
 
+def _parse_line(raw: bytes, where: str) -> tuple[float, int, int] | None:
+    """Full validation of one line: (seconds, prompt, output), None for a blank line, or an
+    ApexError naming the line."""
+    line = raw.strip()
+    if not line:
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ApexError(f"{where}: not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ApexError(f"{where}: expected a JSON object with {', '.join(_FIELDS)}")
+    vals = []
+    for name in _FIELDS:
+        if name not in obj:
+            raise ApexError(f"{where}: missing field {name!r}")
+        vals.append(_number(obj[name], name, where, integer=name != "StartTimeOffset"))
+    t, p, o = vals
+    _check(where, t, p, o)
+    return t * 1e-9, int(p), int(o)
+
+
+_BLOCK = 65536  # lines parsed into Python lists before they are copied into the NumPy columns
+
+
 def _read_jsonl(path: Path) -> _Grow:
+    """Stream the file line by line. The common line (integer token counts in range, a finite
+    non-negative time) takes a fast path; anything else goes through `_parse_line`, which
+    accepts it exactly as before or raises the line-numbered error. Memory: the NumPy columns
+    plus one block of at most _BLOCK lines."""
     g = _Grow()
+    loads = orjson.loads
+    ts: list[float] = []
+    ps: list[int] = []
+    os_: list[int] = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            where = f"{path}:{lineno}"
             try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise ApexError(f"{where}: not valid JSON") from None
-            if not isinstance(obj, dict):
-                raise ApexError(f"{where}: expected a JSON object with {', '.join(_FIELDS)}")
-            vals = []
-            for name in _FIELDS:
-                if name not in obj:
-                    raise ApexError(f"{where}: missing field {name!r}")
-                vals.append(_number(obj[name], name, where, integer=name != "StartTimeOffset"))
-            t, p, o = vals
-            _check(where, t, p, o)
-            g.add(t * 1e-9, int(p), int(o))
+                obj = loads(raw)
+                t = obj["StartTimeOffset"]
+                p = obj["ContextTokens"]
+                o = obj["GeneratedTokens"]
+                ok = (
+                    type(p) is int
+                    and type(o) is int
+                    and 0 < p <= MAX_TOKENS
+                    and 0 < o <= MAX_TOKENS
+                    and (type(t) is int or type(t) is float)
+                    and 0 <= t <= 1e21
+                )
+            except (ValueError, KeyError, TypeError, IndexError):
+                ok = False
+            if ok:
+                ts.append(t * 1e-9)
+            else:
+                parsed = _parse_line(raw, f"{path}:{lineno}")
+                if parsed is None:
+                    continue
+                t, p, o = parsed
+                ts.append(t)
+            ps.append(p)
+            os_.append(o)
+            if len(ts) == _BLOCK:
+                g.extend(ts, ps, os_)
+                ts.clear()
+                ps.clear()
+                os_.clear()
+    if ts:
+        g.extend(ts, ps, os_)
     return g
 
 
@@ -151,14 +211,20 @@ def load_trace(path: str | Path) -> Workload:
     if p.is_dir():
         raise ApexError(f"trace file {p} is a directory")
     g = _read_csv(p) if p.suffix.lower() == ".csv" else _read_jsonl(p)
-    if g.n == 0:
+    n = g.n
+    if n == 0:
         raise ApexError(f"trace file {p} has no requests")
-    t, pr, o = g.t[: g.n], g.p[: g.n], g.o[: g.n]
-    order = np.argsort(t, kind="stable")
-    t = t[order]
-    return Workload(
-        arrival=np.ascontiguousarray(t - t[0]),
-        prompt=np.ascontiguousarray(pr[order]),
-        output=np.ascontiguousarray(o[order]),
-        name=p.name,
-    )
+    # build each output column, then drop its oversized input buffer (bounded peak memory)
+    t, g.t = g.t[:n], None
+    order = None if bool(np.all(t[1:] >= t[:-1])) else np.argsort(t, kind="stable")
+    if order is not None:
+        t = t[order]
+    arrival = t - t[0]
+    del t
+    pr, g.p = g.p[:n], None
+    prompt = pr[order] if order is not None else pr.copy()
+    del pr
+    o, g.o = g.o[:n], None
+    output = o[order] if order is not None else o.copy()
+    del o
+    return Workload(arrival=arrival, prompt=prompt, output=output, name=p.name)

@@ -320,6 +320,8 @@ def simulate_stream(
         # outputs of the previous step are delivered when this step ends
         for t in range(nlag):
             r = lag_idx[t]
+            if status[r] == _REJECTED:
+                continue  # preempted, then found too long to ever fit: no output at all
             if lag_kind[t] & 1:
                 first_token[r] += d0
             if lag_kind[t] & 2:

@@ -37,7 +37,7 @@ def write_gemm(path: Path, gpu: str = "V100-PCIE-16GB", dtype: str = "half", dro
             for n in NS:
                 if drop == (m, k, n):
                     continue
-                lines.append(f"{gpu},{dtype},{m},{k},{n},{t_us(m, k, n):.4f}")
+                lines.append(f"{gpu},{dtype},{m},{k},{n},{t_us(m, k, n):.6f}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

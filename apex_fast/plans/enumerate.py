@@ -36,42 +36,113 @@ class Pins:
     ep: int | None = None
 
 
-def tp_problem(model: ModelSpec, tp: int) -> str:
-    """Why `tp` cannot split this model's cells, or '' if it can."""
+def attn_tp_problem(model: ModelSpec, tp: int) -> str:
+    """Why attention cannot be split over `tp` devices by heads, or ''."""
     if model.num_heads % tp:
         return f"{model.num_heads} attention heads do not split over TP{tp}"
     kv = model.num_kv_heads
-    if kv % tp and tp % kv:
+    if not model.is_mla and kv % tp and tp % kv:
         return f"{kv} KV heads neither divide nor are divided by TP{tp}"
-    inter = model.moe_intermediate_size if model.is_moe else model.intermediate_size
-    if inter % tp:
-        return f"FFN intermediate size {inter} does not split over TP{tp}"
     return ""
+
+
+def ffn_width(model: ModelSpec) -> int:
+    return model.moe_intermediate_size if model.is_moe else model.intermediate_size
+
+
+def tp_problem(model: ModelSpec, tp: int) -> str:
+    """Why Megatron TP over `tp` devices cannot split this model's cells, or ''."""
+    why = attn_tp_problem(model, tp)
+    if why:
+        return why
+    if ffn_width(model) % tp:
+        return f"FFN intermediate size {ffn_width(model)} does not split over TP{tp}"
+    return ""
+
+
+def cell_names(model: ModelSpec) -> tuple[str, str]:
+    attn = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
+    if model.is_moe:
+        return attn, "MoE"
+    return attn, "SwiGLU" if model.gated_ffn else "MLP"
+
+
+def build_plan(
+    model: ModelSpec,
+    dp: int,
+    pp: int,
+    tp: int,
+    attn_replicas: int,
+    ep: int,
+    weight: str,
+    act: str,
+    kv: str,
+    capacity_factor: float = 1.0,
+) -> Plan:
+    """A plan and the collectives that reshape activations between its cells (per block).
+
+    Attention (split over `tp`, `attn_replicas` copies) outputs partial sums of its share of the
+    batch. A dense FFN split over all D = tp x attn_replicas devices needs every token on every
+    device; a MoE cell takes tokens sharded over the D devices, dispatches them to the experts
+    (AllToAll over `ep`), gathers them inside an expert's tensor-parallel group, and sends the
+    results back.
+    """
+    d = tp * attn_replicas
+    r = attn_replicas
+    an, fn = cell_names(model)
+    colls: list[Collective] = []
+    if model.is_moe:
+        etp = d // ep
+        k = max(model.topk, 1) * capacity_factor
+        ffn_cell = CellMapping("moe", "ep" if ep > 1 else "tp", ep if ep > 1 else d, 1)
+        # attention -> MoE: reduce the head-parallel partial sums, leaving n/D tokens per device
+        if tp > 1:
+            colls.append(Collective("reduce_scatter", tp, "attention", 1.0 / r))
+        if ep > 1:
+            colls.append(Collective("alltoall", ep, "moe", k / d, stride=etp))
+        if etp > 1:
+            sf = k / ep if ep > 1 else 1.0
+            colls.append(Collective("all_gather", etp, "moe", sf))
+            colls.append(Collective("reduce_scatter", etp, "moe", sf))
+        if ep > 1:
+            colls.append(Collective("alltoall", ep, "moe", k / d, stride=etp))
+        # MoE -> attention: every head-parallel device needs its replica's tokens
+        if tp > 1:
+            colls.append(Collective("all_gather", tp, "moe", 1.0 / r))
+    else:
+        ffn_cell = CellMapping("ffn", "tp", d, 1)
+        if r == 1:
+            colls.append(Collective("all_reduce", d, "attention"))
+            colls.append(Collective("all_reduce", d, "ffn"))
+        else:
+            if tp > 1:
+                colls.append(Collective("reduce_scatter", tp, "attention", 1.0 / r))
+            colls.append(Collective("all_gather", d, "attention"))
+            colls.append(Collective("reduce_scatter", d, "ffn"))
+            if tp > 1:
+                colls.append(Collective("all_gather", tp, "ffn", 1.0 / r))
+    attn_cell = CellMapping("attention", "tp" if tp > 1 else "replicated", tp, r)
+    if tp == 1 and r == 1:
+        attn_cell = CellMapping("attention", "tp", 1, 1)
+    return Plan(
+        dp=dp,
+        pp=pp,
+        tp=tp,
+        ep=ep,
+        cells=(attn_cell, ffn_cell),
+        collectives=tuple(colls),
+        layers_per_stage=split_layers(model.num_layers, pp),
+        weight_dtype=weight,
+        activation_dtype=act,
+        kv_dtype=kv,
+        attn_replicas=r,
+    )
 
 
 def megatron_plan(
     model: ModelSpec, dp: int, pp: int, tp: int, weight: str, act: str, kv: str
 ) -> Plan:
-    cells = (
-        CellMapping("attention", "tp", tp, 1),
-        CellMapping("moe" if model.is_moe else "ffn", "tp", tp, 1),
-    )
-    colls = (
-        Collective("all_reduce", tp, "attention"),
-        Collective("all_reduce", tp, cells[1].cell),
-    )
-    return Plan(
-        dp=dp,
-        pp=pp,
-        tp=tp,
-        ep=1,
-        cells=cells,
-        collectives=colls,
-        layers_per_stage=split_layers(model.num_layers, pp),
-        weight_dtype=weight,
-        activation_dtype=act,
-        kv_dtype=kv,
-    )
+    return build_plan(model, dp, pp, tp, 1, 1, weight, act, kv)
 
 
 def check_pins(model: ModelSpec, cluster: Cluster, pins: Pins) -> None:
@@ -106,8 +177,14 @@ def enumerate_plans(
     weight: str = "half",
     act: str = "half",
     kv: str = "half",
+    capacity_factor: float = 1.0,
 ) -> tuple[list[Plan], list[tuple[str, str]]]:
-    """All structurally valid plans, and (label, reason) for the shapes skipped before memory."""
+    """All structurally valid plans, and (label, reason) for the shapes skipped before memory.
+
+    For each data-parallel degree and pipeline depth, the D devices of a stage are shared by
+    attention (heads split over `tp`, D/tp copies serving shares of the batch) and the FFN
+    (split over all D; for MoE, experts spread over `ep` and split over D/ep).
+    """
     pins = pins or Pins()
     check_pins(model, cluster, pins)
     g = cluster.num_gpus
@@ -119,16 +196,31 @@ def enumerate_plans(
         for pp in divisors(g // dp):
             if pins.pp is not None and pp != pins.pp:
                 continue
-            tp = g // (dp * pp)
-            if pins.tp is not None and tp != pins.tp:
-                continue
-            label = f"DP{dp} PP{pp} TP{tp}"
+            d = g // (dp * pp)
             if pp > model.num_layers:
-                skipped.append((label, f"{pp} stages for {model.num_layers} layers"))
+                skipped.append((f"DP{dp} PP{pp}", f"{pp} stages for {model.num_layers} layers"))
                 continue
-            why = tp_problem(model, tp)
-            if why:
-                skipped.append((label, why))
-                continue
-            plans.append(megatron_plan(model, dp, pp, tp, weight, act, kv))
+            for tp in sorted(divisors(d), reverse=True):
+                if pins.tp is not None and tp != pins.tp:
+                    continue
+                label = f"DP{dp} PP{pp} TP{tp}" + (f"x{d // tp}" if tp < d else "")
+                why = attn_tp_problem(model, tp)
+                if why:
+                    skipped.append((label, why))
+                    continue
+                eps = [1]
+                if model.is_moe:
+                    eps = [e for e in divisors(d) if model.num_experts % e == 0]
+                for ep in eps:
+                    if pins.ep is not None and ep != pins.ep:
+                        continue
+                    width = ffn_width(model)
+                    if width % (d // ep):
+                        skipped.append(
+                            (f"{label} EP{ep}", f"FFN width {width} does not split over {d // ep}")
+                        )
+                        continue
+                    plans.append(
+                        build_plan(model, dp, pp, tp, d // tp, ep, weight, act, kv, capacity_factor)
+                    )
     return plans, skipped

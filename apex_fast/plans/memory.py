@@ -54,34 +54,45 @@ def kv_heads_per_device(model: ModelSpec, tp: int) -> int:
     return max(1, model.num_kv_heads // tp)
 
 
+def attn_weights_per_device(model: ModelSpec, tp: int) -> float:
+    """Attention parameters on one device of a `tp`-way head split (KV heads replicated when
+    there are fewer of them than devices; MLA's shared latent projections are replicated)."""
+    h, hd = model.hidden_size, model.head_dim
+    attn_total = model.attn_params_per_layer()
+    if model.is_mla:
+        return attn_total / tp
+    qo = 2 * h * model.num_heads * hd
+    kv = 2 * h * model.num_kv_heads * hd
+    rest = max(0, attn_total - qo - kv)  # biases, q/k norms
+    return qo / tp + 2 * h * hd * kv_heads_per_device(model, tp) + rest / tp
+
+
+def ffn_weights_per_device(model: ModelSpec, plan: Plan) -> float:
+    """FFN (or MoE) parameters of one layer on one device."""
+    d = plan.devices_per_stage
+    if not model.is_moe:
+        return model.ffn_params_per_layer() / d
+    experts = model.num_experts / max(plan.ep, 1) * model.expert_params() / plan.ffn_tp
+    shared = model.num_shared_experts * model.expert_params() / d
+    return experts + shared + model.router_params()
+
+
 def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
     """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head)."""
     wb = DTYPE_BYTES[plan.weight_dtype]
-    tp = plan.tp
-    h, hd = model.hidden_size, model.head_dim
-    qo = 2 * h * model.num_heads * hd
-    kv = 2 * h * model.num_kv_heads * hd
+    d = plan.devices_per_stage
     attn_total = model.attn_params_per_layer()
-    attn_rest = max(0, attn_total - qo - kv)  # biases, q/k norms
-    kv_dev = 2 * h * hd * kv_heads_per_device(model, tp)
-    attn_dev = qo / tp + kv_dev + attn_rest / tp
-    ffn = model.ffn_params_per_layer()
-    if model.is_moe and plan.ep > 1:
-        ffn_dev = ffn / plan.ep
-    else:
-        ffn_dev = ffn / tp
-    other = max(0, model.block_params() - attn_total - ffn)  # norms, replicated
-    per_layer = attn_dev + ffn_dev + other
+    other = max(0, model.block_params() - attn_total - model.ffn_params_per_layer())  # norms
+    per_layer = (
+        attn_weights_per_device(model, plan.tp) + ffn_weights_per_device(model, plan) + other
+    )
     layers = max(plan.layers_per_stage)
-    emb = model.embedding_params() / tp
-    head = model.lm_head_params() / tp
+    emb = model.embedding_params() / d
+    head = model.lm_head_params() / d
     if plan.pp > 1 and head == 0:
-        head = model.embedding_params() / tp  # tied weights: the last stage needs its own copy
-    if plan.pp == 1:
-        edge = emb + head
-    else:
-        edge = max(emb, head)
-    return (layers * per_layer + edge) * wb
+        head = model.embedding_params() / d  # tied weights: the last stage needs its own copy
+    edge = emb + head if plan.pp == 1 else max(emb, head)
+    return (layers * per_layer + edge) * wb + model.extra_params * wb / d
 
 
 def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
@@ -89,24 +100,29 @@ def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: in
 
     Live tensors at the FFN of a layer: hidden state, residual and norm output (3h), the QKV
     output, the gate/up output and the activation output of the FFN shard; plus FP32 logits of
-    `max_num_seqs` sequences over the vocabulary shard.
+    `max_num_seqs` sequences over the vocabulary shard. MoE: the tokens routed to this device's
+    experts (top-k copies of each token, spread over the expert-parallel devices).
     """
     ab = DTYPE_BYTES[plan.activation_dtype]
-    tp = plan.tp
-    hd = model.head_dim
-    qkv = (model.num_heads // tp + 2 * kv_heads_per_device(model, tp)) * hd
-    inter = model.moe_intermediate_size if model.is_moe else model.intermediate_size
-    ffn_up = (2 if model.gated_ffn else 1) * inter / tp
-    per_token = (3 * model.hidden_size + qkv + ffn_up + inter / tp) * ab
-    logits = max_num_seqs * model.vocab_size / tp * 4.0
+    d = plan.devices_per_stage
+    qkv = (model.num_heads // plan.tp + 2 * kv_heads_per_device(model, plan.tp)) * model.head_dim
+    if model.is_moe:
+        width = model.moe_intermediate_size * max(model.topk, 1) / max(plan.ep, 1) / plan.ffn_tp
+    else:
+        width = model.intermediate_size / d
+    ffn = ((2 if model.gated_ffn else 1) + 1) * width
+    per_token = (3 * model.hidden_size + qkv + ffn) * ab
+    logits = max_num_seqs * model.vocab_size / d * 4.0
     return ACTIVATION_PEAK_FACTOR * (budget * per_token + logits)
 
 
 def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
+    """KV bytes one device stores per cached token of the sequences its attention copy serves."""
     kvb = DTYPE_BYTES[plan.kv_dtype]
-    return (
-        max(plan.layers_per_stage) * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
-    )
+    layers = max(plan.layers_per_stage)
+    if model.is_mla:  # compressed latent, replicated on every head-parallel device
+        return model.kv_bytes_per_token(kvb) / model.num_layers * layers
+    return layers * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
 
 
 def memory_report(
@@ -123,7 +139,10 @@ def memory_report(
     act = activation_bytes(model, plan, budget, max_num_seqs)
     kv_avail = cap * gpu_memory_utilization - w - act - RUNTIME_RESERVE_BYTES
     kvt = kv_bytes_per_token_per_device(model, plan)
-    blocks = int(kv_avail // (kvt * block_size)) if kv_avail > 0 and kvt > 0 else 0
+    # every attention copy of a stage keeps the KV cache of the sequences it serves
+    blocks = (
+        int(kv_avail // (kvt * block_size)) * plan.attn_replicas if kv_avail > 0 and kvt > 0 else 0
+    )
     if w > cap * gpu_memory_utilization:
         reason = (
             f"weights need {w / GIB:.1f} GiB per device, more than "

@@ -38,7 +38,9 @@ class Collective:
     kind: str  # all_reduce | all_gather | reduce_scatter | alltoall | sendrecv
     group: int
     after: str  # the cell it follows
-    size_factor: float = 1.0  # activation bytes multiplier (e.g. top-k for AllToAll)
+    # message bytes (nccl-tests convention) = size_factor x step tokens x hidden x activation bytes
+    size_factor: float = 1.0
+    stride: int = 1  # distance between the group's members in device order (node spanning)
 
     @property
     def title(self) -> str:
@@ -53,7 +55,13 @@ class Collective:
 
 @dataclass(frozen=True)
 class Plan:
-    """One candidate plan. Blocks repeat, so one block mapping serves every block of a stage."""
+    """One candidate plan. Blocks repeat, so one block mapping serves every block of a stage.
+
+    A stage has `tp * attn_replicas` devices. Attention is split by heads over `tp` devices and
+    copied `attn_replicas` times (each copy serves a share of the batch). The dense FFN is split
+    by its intermediate dimension over all devices of the stage; a MoE cell spreads its experts
+    over `ep` devices and splits each expert over the remaining `devices_per_stage / ep`.
+    """
 
     dp: int
     pp: int
@@ -65,22 +73,38 @@ class Plan:
     weight_dtype: str = "half"
     activation_dtype: str = "half"
     kv_dtype: str = "half"
+    attn_replicas: int = 1
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def devices_per_stage(self) -> int:
-        return self.tp * self.ep if self.ep > 1 and self.tp == 1 else self.tp
+        return self.tp * self.attn_replicas
+
+    @property
+    def ffn_tp(self) -> int:
+        """Devices one FFN (or one expert) is split over."""
+        return self.devices_per_stage // max(self.ep, 1)
 
     @property
     def num_gpus(self) -> int:
         return self.dp * self.pp * self.devices_per_stage
 
     @property
+    def is_moe(self) -> bool:
+        return any(c.cell == "moe" for c in self.cells)
+
+    @property
     def label(self) -> str:
-        s = f"DP{self.dp} PP{self.pp} TP{self.tp}"
+        d = self.devices_per_stage
+        parts = [f"DP{self.dp}", f"PP{self.pp}"]
+        parts.append(
+            f"TP{self.tp}" if self.attn_replicas == 1 else f"ATTN-TP{self.tp}x{self.attn_replicas}"
+        )
         if self.ep > 1:
-            s += f" EP{self.ep}"
-        return s
+            parts.append(f"EP{self.ep}" + (f" ETP{self.ffn_tp}" if self.ffn_tp > 1 else ""))
+        elif self.attn_replicas > 1:
+            parts.append(f"FFN-TP{d}")
+        return " ".join(parts)
 
     def to_json(self) -> dict:
         return {
@@ -88,13 +112,20 @@ class Plan:
             "pp": self.pp,
             "tp": self.tp,
             "ep": self.ep,
+            "attn_replicas": self.attn_replicas,
+            "ffn_tp": self.ffn_tp,
             "layers_per_stage": list(self.layers_per_stage),
             "cells": [
                 {"cell": c.cell, "kind": c.kind, "degree": c.degree, "replicas": c.replicas}
                 for c in self.cells
             ],
             "collectives": [
-                {"kind": c.kind, "group": c.group, "after": c.after, "size_factor": c.size_factor}
+                {
+                    "kind": c.kind,
+                    "group": c.group,
+                    "after": c.after,
+                    "size_factor": c.size_factor,
+                }
                 for c in self.collectives
             ],
             "weight_dtype": self.weight_dtype,

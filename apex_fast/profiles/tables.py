@@ -158,6 +158,8 @@ def file_hash(path: Path) -> str:
 
 def _cached(path: Path, kind: str, build: Callable[[Path], dict[str, np.ndarray]]):
     """Arrays built from `path`, from the .npz cache when the file's hash has been seen."""
+    if not path.is_file():
+        raise ApexError(f"profile table {path} not found")
     digest = file_hash(path)
     cfile = cache_dir() / f"{kind}-{path.stem}-{digest}-v{_CACHE_VERSION}.npz"
     if cfile.exists():

@@ -29,6 +29,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
+    """One row per cell and one per collective, in block order (the seed's plan table)."""
     rows: list[list[str]] = []
     for cell in plan.cells:
         if cell.cell == "attention":
@@ -37,14 +38,27 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
             rep = " (KV heads replicated)" if cell.degree > model.num_kv_heads else ""
             name = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
             detail = f"{q} query heads, {kv} KV heads per device{rep}"
+            if model.is_mla:
+                name, detail = "MLA", f"{q} heads per device, latent KV cache replicated"
+            rows.append([name, f"{cell.describe()}: {detail}"])
+        elif cell.cell == "moe":
+            per = model.num_experts // max(plan.ep, 1)
+            split = f", each split x{plan.ffn_tp}" if plan.ffn_tp > 1 else ""
+            rows.append(
+                [
+                    "MoE",
+                    f"{model.num_experts} experts, top-{model.topk}: {per} per device"
+                    f"{split} ({model.moe_intermediate_size // plan.ffn_tp} columns)",
+                ]
+            )
         else:
             name = "SwiGLU" if model.gated_ffn else "MLP"
-            inter = model.moe_intermediate_size if model.is_moe else model.intermediate_size
-            detail = f"{inter // cell.degree} FFN columns per device"
-        rows.append([name, f"{cell.describe()}: {detail}"])
+            detail = f"{model.intermediate_size // cell.degree} FFN columns per device"
+            rows.append([name, f"{cell.describe()}: {detail}"])
         for c in plan.collectives:
             if c.after == cell.cell and c.group > 1:
-                rows.append([c.title, f"{c.group} devices"])
+                extra = f" (x{c.size_factor:g} tokens)" if c.kind == "alltoall" else ""
+                rows.append([c.title, f"{c.group} devices{extra}"])
     if plan.pp > 1:
         rows.append(["SendRecv", f"between {plan.pp} stages"])
     return rows
@@ -208,7 +222,11 @@ def render(
     lines = [
         f"Model: {model.name} ({model.params_total() / 1e9:.2f} B parameters; {model.num_layers} layers, "
         f"hidden {model.hidden_size}, {model.num_heads} heads, {model.num_kv_heads} KV heads, "
-        f"FFN {model.intermediate_size} {'SwiGLU' if model.gated_ffn else 'MLP'})",
+        + (
+            f"{model.num_experts} experts top-{model.topk} of width {model.moe_intermediate_size})"
+            if model.is_moe
+            else f"FFN {model.intermediate_size} {'SwiGLU' if model.gated_ffn else 'MLP'})"
+        ),
         f"Cluster: {c.num_nodes} node(s) x {c.gpus_per_node} {c.device.name}",
         f"Workload: {w.name}: {w.num_requests} requests, mean prompt {w.prompt.mean():.1f}, "
         f"mean output {w.output.mean():.1f} tokens, over {float(w.arrival[-1]):.1f} s",

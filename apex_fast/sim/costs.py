@@ -19,7 +19,7 @@ import numpy as np
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import kv_heads_per_device
+from apex_fast.plans.memory import kv_bytes_per_token_per_device, kv_heads_per_device
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import combine, cost_model
@@ -76,6 +76,7 @@ def compile_costs(
     clock_mhz: int | None = None,
     custom_all_reduce: bool = True,
     profile_dir: str | None = None,
+    capacity_factor: float = 1.0,
 ) -> CompiledCosts:
     # measured tables (profile_data/ or profile_dir) where they exist, analytic elsewhere
     cm = cost_model(cluster, clock_mhz, profile_dir)
@@ -85,14 +86,16 @@ def compile_costs(
     kvb = DTYPE_BYTES[plan.kv_dtype]
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     tp, pp = plan.tp, plan.pp
+    r = plan.attn_replicas
+    d = plan.devices_per_stage
     h, hd = model.hidden_size, model.head_dim
     q_dev = model.num_heads // tp
     kv_dev = kv_heads_per_device(model, tp)
-    inter = model.intermediate_size // tp
     # layers on the critical path: S x the largest stage
     lx = pp * max(plan.layers_per_stage)
     n = np.arange(max_tokens + 1, dtype=np.float64)
     m = np.arange(max_seqs + 1, dtype=np.float64)
+    n_attn = np.ceil(n / r)  # each attention copy serves its share of the batch
 
     def gemm(mm: int, kk: int, nn: np.ndarray) -> np.ndarray:
         return _zero_first(cm.gemm(mm, kk, nn, wb, ab, cdt))
@@ -100,58 +103,94 @@ def compile_costs(
     def mem(nbytes: np.ndarray) -> np.ndarray:
         return _zero_first(cm.mem(nbytes))
 
-    inter_tp = cluster.spans_nodes(tp)
     attn_name = "Attention"
-    ffn_name = "SwiGLU" if model.gated_ffn else "MLP"
-    attn = gemm((q_dev + 2 * kv_dev) * hd, h, n) + gemm(h, q_dev * hd, n)
+    if model.is_mla:
+        # MLA: its low-rank projections as one GEMM with the same weights (approximation)
+        attn = gemm(round(model.attn_params_per_layer() / (h * tp)), h, n_attn)
+    else:
+        attn = gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
     attn = attn + _zero_first(np.full_like(n, analytic.attn_launch_time(dm)))
     prov = {attn_name: cm.take()}
-    if model.gated_ffn:
-        ffn = gemm(2 * inter, h, n) + gemm(h, inter, n)
-        act_bytes = 3 * n * inter * ab
+    gated = 2 if model.gated_ffn else 1
+    if model.is_moe:
+        ffn_name = "MoE"
+        e_all = model.num_experts
+        k = max(model.topk, 1)
+        width = model.moe_intermediate_size // plan.ffn_tp
+        experts_dev = e_all / max(plan.ep, 1)
+        # routing: an expert gets a token with probability k/E; of n tokens it expects n k / E,
+        # the most loaded is bounded by the capacity factor; only experts with tokens run
+        p_act = 1.0 - (1.0 - k / e_all) ** n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_e = np.where(p_act > 0, capacity_factor * n * k / e_all / p_act, 0.0)
+        n_e = np.minimum(np.maximum(n_e, 1.0), n)
+        one = gemm(gated * width, h, n_e) + gemm(h, width, n_e)
+        ffn = experts_dev * p_act * one + gemm(e_all, h, np.ceil(n / d))  # + router
+        if model.num_shared_experts:
+            sw = model.num_shared_experts * model.moe_intermediate_size // d
+            ffn = ffn + gemm(gated * sw, h, n) + gemm(h, sw, n)
+        act_bytes = (gated + 1) * np.ceil(n * k * capacity_factor / max(plan.ep, 1)) * width * ab
     else:
-        ffn = gemm(inter, h, n) + gemm(h, inter, n)
-        act_bytes = 2 * n * inter * ab
+        ffn_name = "SwiGLU" if model.gated_ffn else "MLP"
+        inter = model.intermediate_size // d
+        ffn = gemm(gated * inter, h, n) + gemm(h, inter, n)
+        act_bytes = (gated + 1) * n * inter * ab
     prov[ffn_name] = cm.take()
     # fused residual-add + RMSNorm twice, rotary embedding, FFN activation
-    elem = 2 * mem(4 * n * h * ab) + mem(2 * n * (q_dev + kv_dev) * hd * ab) + mem(act_bytes)
+    elem = (
+        2 * mem(4 * n_attn * h * ab) + mem(2 * n_attn * (q_dev + kv_dev) * hd * ab) + mem(act_bytes)
+    )
     tok_ops: dict[str, np.ndarray] = {
         attn_name: lx * attn,
         ffn_name: lx * ffn,
         "Norms & elementwise": lx * elem + mem(2 * n * h * ab),  # + embedding lookup
     }
     prov["Norms & elementwise"] = cm.take()
-    if tp > 1:
-        ar_bytes = n * h * ab
-        ar = _zero_first(cm.collective("all_reduce", ar_bytes, tp, inter_tp, plan.activation_dtype))
-        prov["AllReduce"] = cm.take()
-        if custom_all_reduce and not inter_tp:
-            car = _zero_first(custom_all_reduce_time(dm, ar_bytes, tp))
-            use_car = (ar_bytes <= CUSTOM_AR_MAX_BYTES) & (car < ar)
-            ar = np.where(use_car, car, ar)
-            if use_car.any():
-                prov["AllReduce"] = combine([prov["AllReduce"], "analytic (custom all-reduce)"])
-        # one AllReduce after attention and one after the FFN, per layer; one for the
-        # vocabulary-parallel embedding
-        tok_ops["AllReduce"] = (2 * lx + 1) * ar
+
+    def collective(kind: str, nbytes: np.ndarray, group: int, spans: bool) -> np.ndarray:
+        t = _zero_first(cm.collective(kind, nbytes, group, spans, plan.activation_dtype))
+        if kind == "all_reduce" and custom_all_reduce and not spans:
+            car = _zero_first(custom_all_reduce_time(dm, nbytes, group))
+            t = np.where((nbytes <= CUSTOM_AR_MAX_BYTES) & (car < t), car, t)
+        return t
+
+    # the collectives that reshape activations between cells, per block
+    for c in plan.collectives:
+        if c.group <= 1:
+            continue
+        spans = cluster.spans_nodes(c.group * c.stride)
+        t = lx * collective(c.kind, c.size_factor * n * h * ab, c.group, spans)
+        tok_ops[c.title] = tok_ops.get(c.title, 0.0) + t
+        prov[c.title] = combine(
+            [prov.get(c.title, ""), cm.take()] if c.title in prov else [cm.take()]
+        )
+    if d > 1:  # vocabulary-parallel embedding: one all-reduce per step
+        t = collective("all_reduce", n * h * ab, d, cluster.spans_nodes(d))
+        tok_ops["AllReduce"] = tok_ops.get("AllReduce", 0.0) + t
+        prov.setdefault("AllReduce", cm.take())
     if pp > 1:
-        inter_pp = cluster.spans_nodes(tp * pp)
+        inter_pp = cluster.spans_nodes(d * pp)
         sr = _zero_first(cm.collective("sendrecv", n * h * ab, 2, inter_pp, plan.activation_dtype))
         prov["SendRecv"] = cm.take()
         tok_ops["SendRecv"] = (pp - 1) * sr
-    vocab_dev = -(-model.vocab_size // tp)
+    vocab_dev = -(-model.vocab_size // d)
     lm = gemm(vocab_dev, h, m)
     sample = mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
-    if tp > 1:
+    if d > 1:
         lm = lm + _zero_first(
-            cm.collective("all_gather", m * vocab_dev * 4.0 * tp, tp, inter_tp, "float")
+            cm.collective("all_gather", m * vocab_dev * 4.0 * d, d, cluster.spans_nodes(d), "float")
         )
     prov["LM head & sampling"] = cm.take()
     seq_ops = {"LM head & sampling": lm + sample}
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
-    c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt)
-    c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb)
+    if model.is_mla:
+        lat = model.kv_bytes_per_token(1.0) / model.num_layers  # latent values per token
+        c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
+        c_ctx = lx * cm.attn_decode_time_per_token(1, round(lat / 2), kvb) / r
+    else:
+        c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
+        c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb) / r
     prov[attn_name] = combine([prov[attn_name], cm.take()])
     costs = StepCosts(
         tok_table=tok_table,
@@ -165,14 +204,16 @@ def compile_costs(
     )
     layers = model.num_layers
     # model FLOPs (no replicated work) and bytes moved across the replica per step
-    flops_tok = 2.0 * layers * model.block_params()
+    edge = model.embedding_params() + model.lm_head_params() + model.extra_params
+    flops_tok = 2.0 * max(model.params_active() - edge, 0)
     flops_seq = 2.0 * h * model.vocab_size
     flops_pair = 4.0 * layers * model.num_heads * hd
-    kv_read_tok = layers * 2 * kv_dev * tp * hd * kvb
-    weights = (
-        layers * model.block_params() + model.embedding_params() + model.lm_head_params()
-    ) * wb
-    if tp > model.num_kv_heads:
+    kv_read_tok = (
+        kv_bytes_per_token_per_device(model, plan) / max(plan.layers_per_stage) * layers * tp
+    )
+    # weights read per step: all of them (for MoE this counts every expert, an upper bound)
+    weights = model.params_total() * wb
+    if not model.is_mla and tp > model.num_kv_heads:
         weights += layers * 2 * h * hd * (tp - model.num_kv_heads) * wb
     notes: list[str] = []
     peak_note = getattr(dm, "note", "")
@@ -195,7 +236,7 @@ def compile_costs(
         bytes_per_step=weights,
         bytes_per_token=kv_read_tok,
         bytes_per_ctx=kv_read_tok,
-        gpus_per_stream=tp,
+        gpus_per_stream=d,
         provenance=prov,
         notes=notes,
         cost_source=cm.summary(),

@@ -35,6 +35,8 @@ class EngineOptions:
     # Model vLLM's async output processing (outputs surface when the next step ends). Off: the
     # replay of the reference runs fits far worse with it (TTFT error 15% vs 7%).
     async_output: bool = False
+    # MoE: the most loaded expert gets at most capacity_factor x its mean share of tokens
+    capacity_factor: float = 1.0
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -65,6 +67,9 @@ class EngineOptions:
         u = self.gpu_memory_utilization
         if not (0.0 < u <= 1.0):
             raise ApexError(f"--gpu-memory-utilization must be in (0, 1], got {u}")
+        cf = getattr(self, "capacity_factor", 1.0)
+        if not (0.0 < cf < float("inf")):
+            raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
 
 
 @dataclass
@@ -123,6 +128,7 @@ def simulate_plan(
         clock_mhz=opts.clock_mhz,
         custom_all_reduce=opts.custom_all_reduce,
         profile_dir=opts.profile_dir,
+        capacity_factor=opts.capacity_factor,
     )
     cfg = SchedulerConfig(
         num_blocks=blocks,
@@ -156,9 +162,13 @@ def simulate_plan(
         cap_tokens = (blocks - cfg.watermark) * opts.block_size
         why = "KV capacity" if opts.chunked_prefill or longest <= budget else "token budget"
         ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
+        what = f"prompts up to {longest} tokens"
+        if why == "KV capacity" and longest <= cap_tokens:  # rejected once their KV outgrew it
+            total = int(np.max(workload.prompt[rej] + workload.output[rej]))
+            what = f"prompts plus outputs up to {total} tokens"
         result.feasible = False
         result.reason = (
-            f"{rej.size} request(s) (#{ids}) have prompts up to {longest} tokens, beyond the "
-            f"{why} of this plan ({cap_tokens} KV tokens per stream, budget {budget})"
+            f"{rej.size} request(s) (#{ids}; numbered from 0 in arrival order) have {what}, "
+            f"beyond the {why} of this plan ({cap_tokens} KV tokens per stream, budget {budget})"
         )
     return result
