@@ -3,14 +3,23 @@ search the plans and render the report."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from apex_fast.dtypes import canonical_dtype
+from apex_fast.encdec import (
+    decoder_workload,
+    encoder_options,
+    encoder_view,
+    encoder_workload,
+    request_finish,
+)
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
+from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
@@ -73,11 +82,8 @@ def _progress():
 
 def unsupported_reason(model) -> str:
     """Why this version cannot plan `model`, or '' if it can (bench/trillion.py asks too)."""
-    if model.arch != "decoder":
-        return (
-            f"{model.name} is an {model.arch} model; this version plans decoder-only models "
-            "(dense and MoE); encoder-decoder and encoder-only models are issue #5"
-        )
+    if model.arch not in ("decoder", "encoder-decoder", "encoder"):
+        return f"{model.name}: unknown architecture {model.arch!r}"
     return ""
 
 
@@ -92,9 +98,6 @@ def run_plan(
         canonical_dtype(req.kv_dtype, "--kv-dtype"),
     )
     model = load_model(req.model, num_experts=req.num_experts, topk=req.topk)
-    why = unsupported_reason(model)
-    if why:
-        raise ApexError(why)
     if req.num_nodes < 1:
         raise ApexError(f"--num-nodes must be at least 1, got {req.num_nodes}")
     if req.gpus_per_node < 1:
@@ -131,19 +134,39 @@ def run_plan(
         tpot_slo_ms=req.tpot_slo_ms,
     )
     pins = Pins(dp=req.dp, pp=req.pp, tp=req.tp, ep=req.ep)
-    sr = search(
-        model,
-        cluster,
-        workload,
-        opts,
-        mopts,
-        pins=pins,
-        dtypes=dtypes,
-        objective=req.objective,
-        progress=_progress() if progress else None,
-        workers=req.workers,
-        ray_address=req.ray_address,
-    )
+
+    def run(m: ModelSpec, wl: Workload, o: EngineOptions, p: Pins) -> SearchResult:
+        return search(
+            m,
+            cluster,
+            wl,
+            o,
+            mopts,
+            pins=p,
+            dtypes=dtypes,
+            objective=req.objective,
+            progress=_progress() if progress else None,
+            workers=req.workers,
+            ray_address=req.ray_address,
+        )
+
+    encoder_sr = None
+    if model.arch in ("encoder", "encoder-decoder"):
+        enc_model = encoder_view(model)
+        enc_wl = encoder_workload(model, workload)
+        enc_opts = dataclasses.replace(
+            encoder_options(opts, enc_wl.prompt),
+            cross_kv_layers=model.num_layers if model.arch == "encoder-decoder" else 0,
+        )
+        enc_pins = pins if model.arch == "encoder" else Pins()
+        encoder_sr = run(enc_model, enc_wl, enc_opts, enc_pins)
+        if model.arch == "encoder":
+            _energy_cost_outputs(req, encoder_sr)
+            text = render(encoder_sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch)
+            return text, encoder_sr
+        workload = decoder_workload(model, workload, request_finish(encoder_sr.best.result))
+    sr = run(model, workload, opts, pins)
+    sr.encoder = encoder_sr
     _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
     return text, sr

@@ -54,6 +54,7 @@ class SearchResult:
     ranked: list[Evaluated]  # feasible, best first
     infeasible: list[tuple[str, str]] = field(default_factory=list)  # (plan label, reason)
     num_candidates: int = 0
+    encoder: SearchResult | None = None  # encoder-decoder models: the encoder's search
 
     @property
     def best(self) -> Evaluated:

@@ -2,8 +2,10 @@
 
 JSON lines: one object per line with `StartTimeOffset` (ns since the first request),
 `ContextTokens` (prompt tokens) and `GeneratedTokens` (output tokens). Lines are parsed with
-orjson one at a time into growing NumPy arrays, so memory stays proportional to the request count
-(24 bytes per request), not to the file size.
+orjson one at a time (a fast path for the common well-formed line) in blocks of 65,536 into
+growing NumPy arrays, so memory stays proportional to the request count (24 bytes per request,
+about 50 at the peak), not to the file size: 10 million requests parse in ~13 s of CPU within
+~0.5 GiB (bench/bigtrace.py, bench/README.md).
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ def simulate_stream(
     arrival,
     prompt,
     output,
+    prefix,
     num_blocks,
     block_size,
     watermark,
@@ -144,7 +145,7 @@ def simulate_stream(
             while wsize > 0:
                 r = waitq[whead]
                 tgt = prompt[r] + gen[r]
-                need_b = _cdiv(tgt, bs)
+                need_b = _cdiv(prefix[r] + tgt, bs)
                 if need_b > num_blocks - watermark or tgt > budget:
                     whead = (whead + 1) % n
                     wsize -= 1
@@ -169,7 +170,7 @@ def simulate_stream(
                 tokens += tgt
                 n_pf_tok += tgt
                 n_samp += 1
-                work += tgt * (tgt + 1) / 2.0
+                work += tgt * (prefix[r] + (tgt + 1) / 2.0)
             if n_sched == 0:
                 # 4c. decodes
                 i = 0
@@ -177,7 +178,7 @@ def simulate_stream(
                     if tokens + 1 > budget:
                         break
                     r = run[i]
-                    L = prompt[r] + gen[r]
+                    L = prefix[r] + prompt[r] + gen[r]
                     deficit = _cdiv(L, bs) - blocks[r]
                     self_pre = False
                     while free < deficit:
@@ -227,14 +228,14 @@ def simulate_stream(
                     n_sched += 1
                     tokens += c
                     n_pf_tok += c
-                    work += c * (cb + (c + 1) / 2.0)
+                    work += c * (prefix[r] + cb + (c + 1) / 2.0)
                     if computed[r] == target[r]:
                         n_samp += 1
                     i += 1
                     continue
                 if left == 0:
                     break
-                L = prompt[r] + gen[r]
+                L = prefix[r] + prompt[r] + gen[r]
                 deficit = _cdiv(L, bs) - blocks[r]
                 self_pre = False
                 while free < deficit:
@@ -270,7 +271,7 @@ def simulate_stream(
             while wsize > 0:
                 r = waitq[whead]
                 tgt = prompt[r] + gen[r]
-                need_b = _cdiv(tgt, bs)
+                need_b = _cdiv(prefix[r] + tgt, bs)
                 if need_b > num_blocks - watermark:
                     whead = (whead + 1) % n
                     wsize -= 1
@@ -296,7 +297,7 @@ def simulate_stream(
                 n_sched += 1
                 tokens += c
                 n_pf_tok += c
-                work += c * (c + 1) / 2.0
+                work += c * (prefix[r] + (c + 1) / 2.0)
                 if c == tgt:
                     n_samp += 1
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
@@ -379,7 +380,7 @@ def simulate_stream(
             # extra blocks for the skipped steps: step j writes the KV of context L + j
             for t in range(n_sched):
                 r = s_idx[t]
-                L = prompt[r] + gen[r]
+                L = prefix[r] + prompt[r] + gen[r]
                 nb = _cdiv(L + k - 1, bs)
                 free -= nb - blocks[r]
                 blocks[r] = nb

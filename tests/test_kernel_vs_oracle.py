@@ -280,9 +280,10 @@ def test_single_request(chunked):
     check([0.5], [100], [50], cfg, make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8))
 
 
+@pytest.mark.parametrize("lag", [False, True])
 @pytest.mark.parametrize("chunked", [False, True])
-def test_simultaneous_arrivals(chunked):
-    cfg = _cfg(chunked=chunked, budget=256, max_num_seqs=3)
+def test_simultaneous_arrivals(chunked, lag):
+    cfg = _cfg(chunked=chunked, budget=256, max_num_seqs=3, output_lag=lag)
     check(
         [0.0] * 6 + [0.01] * 3,
         [100, 200, 50, 256, 1, 17, 90, 90, 90],
@@ -292,16 +293,17 @@ def test_simultaneous_arrivals(chunked):
     )
 
 
+@pytest.mark.parametrize("lag", [False, True])
 @pytest.mark.parametrize("chunked", [False, True])
-def test_preemption_and_recompute(chunked):
+def test_preemption_and_recompute(chunked, lag):
     # 6 blocks of 4 tokens: two requests of prompt 8 fill 4 blocks, their decodes collide
-    cfg = _cfg(chunked=chunked, num_blocks=6, block_size=4, budget=64)
+    cfg = _cfg(chunked=chunked, num_blocks=6, block_size=4, budget=64, output_lag=lag)
     res, orc = check(
         [0.0, 0.0, 0.0],
         [8, 8, 5],
         [12, 12, 3],
         cfg,
-        make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
+        make_costs(cfg.budget, cfg.max_num_seqs, eager_floor=5e-3, **COSTS8),
     )
     assert sum(orc.preemptions) > 0
 
@@ -384,19 +386,27 @@ def test_event_skipping_with_blocked_head():
         assert res.rec_count.max() > 1
 
 
-def test_lone_sequence_fills_kv():
+@pytest.mark.parametrize("lag", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_lone_sequence_fills_kv(chunked, lag):
     """A lone sequence whose context outgrows the KV cache preempts itself and is then
     rejected (its recompute no longer fits); the request queued behind it is served."""
-    for chunked in (False, True):
-        cfg = _cfg(chunked=chunked, num_blocks=3, block_size=4, budget=64)
-        res, orc = check(
-            [0.0, 5.0],
-            [6, 3],
-            [20, 2],
-            cfg,
-            make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8),
-        )
-        assert orc.rejected[0] and not orc.rejected[1]
+    cfg = _cfg(chunked=chunked, num_blocks=3, block_size=4, budget=64, output_lag=lag)
+    res, orc = check(
+        [0.0, 5.0], [6, 3], [20, 2], cfg, make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8)
+    )
+    assert orc.rejected == [True, False]
+
+
+@pytest.mark.parametrize("lag", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_rejected_right_after_first_token(chunked, lag):
+    """Rejected while its first token is still to be delivered (output_lag): still -1."""
+    cfg = _cfg(chunked=chunked, num_blocks=1, block_size=1, max_num_seqs=1, budget=8)
+    cfg = SchedulerConfig(**{**cfg.__dict__, "output_lag": lag})
+    res, orc = check([0.0, 0.0], [1, 1], [2, 1], cfg, make_costs(8, 1, **COSTS8))
+    assert orc.rejected == [True, False]
+    assert orc.first_token[0] == -1.0
 
 
 def test_empty_trace():

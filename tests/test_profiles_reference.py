@@ -72,7 +72,7 @@ def test_v100_measured_vs_analytic_tpot(
     assert "V100-PCIE-16GB/gemm_0.csv" in src_m["SwiGLU"]
     nccl = [s for s in src_m.values() if "V100-PCIE-16GB/" in s and "gemm" not in s]
     assert nccl, src_m  # a collective (send/recv or all-reduce) came from the NCCL tables
-    assert all(b["source"] in ("analytic", "simulated", "") for b in js_a["best"]["breakdown"])
+    assert not any(".csv" in b["source"] for b in js_a["best"]["breakdown"])
     # the done-when: the two TPOTs agree within 30 %
     tpot_m, tpot_a = js_m["best"]["tpot_mean_s"], js_a["best"]["tpot_mean_s"]
     if abs(tpot_m / tpot_a - 1.0) > 0.30:

@@ -28,6 +28,8 @@ RUNTIME_RESERVE_BYTES = 1.5 * GIB
 # (../shared/reference/README.md); that leaves 7.9 GiB for runtime + activations, i.e. 1.9x the
 # live-tensor estimate below on top of the 1.5 GiB runtime reserve.
 ACTIVATION_PEAK_FACTOR = 1.9
+# KV "capacity" of an encoder, which caches nothing: large enough never to bind
+ENCODER_BLOCKS = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
     if plan.pp > 1 and head == 0:
         head = model.embedding_params() / d  # tied weights: the last stage needs its own copy
     edge = emb + head if plan.pp == 1 else max(emb, head)
-    return (layers * per_layer + edge) * wb + model.extra_params * wb / d
+    enc = model.encoder_params() / d if model.arch == "encoder-decoder" else 0.0
+    return (layers * per_layer + edge + enc) * wb + model.extra_params * wb / d
 
 
 def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
@@ -139,10 +142,14 @@ def memory_report(
     act = activation_bytes(model, plan, budget, max_num_seqs)
     kv_avail = cap * gpu_memory_utilization - w - act - RUNTIME_RESERVE_BYTES
     kvt = kv_bytes_per_token_per_device(model, plan)
+    if model.arch == "encoder":
+        kvt = 0.0  # an encoder keeps no KV cache between steps
     # every attention copy of a stage keeps the KV cache of the sequences it serves
-    blocks = (
-        int(kv_avail // (kvt * block_size)) * plan.attn_replicas if kv_avail > 0 and kvt > 0 else 0
-    )
+    blocks = 0
+    if kv_avail > 0 and kvt > 0:
+        blocks = int(kv_avail // (kvt * block_size)) * plan.attn_replicas
+    elif kv_avail > 0:
+        blocks = ENCODER_BLOCKS  # nothing cached: capacity never limits an encoder
     if w > cap * gpu_memory_utilization:
         reason = (
             f"weights need {w / GIB:.1f} GiB per device, more than "

@@ -131,6 +131,7 @@ def plan_section(
     rows.append(["Avg. MFU Per iteration", _v(m.mfu, 100.0), "%"])
     rows.append(["MBU", _v(m.mbu, 100.0), "%"])
     out.append("* Performance Metrics:")
+    rows = [r for r in rows if r[1] != "nan"]  # e.g. TPOT of an encoder, which emits no tokens
     out.append(table(["Name", "Value", "Units"], rows))
     out.append("* Latency SLO Metrics:")
     out.append(f"* Batch Size: {max_batch}")
@@ -219,7 +220,17 @@ def render(
     c = sr.cluster
     o = sr.options
     w = sr.workload
+    stage = "encoder" if model.arch == "encoder" else "decoder"
+    head: list[str] = []
+    if sr.encoder is not None:
+        head = [
+            "*** Encoder (planned and simulated first; its completion times are the decoder's "
+            "arrivals) ***",
+            render(sr.encoder, False, ttft_slo_ms, tpot_slo_ms, max_batch),
+            "*** Decoder ***",
+        ]
     lines = [
+        *head,
         f"Model: {model.name} ({model.params_total() / 1e9:.2f} B parameters; {model.num_layers} layers, "
         f"hidden {model.hidden_size}, {model.num_heads} heads, {model.num_kv_heads} KV heads, "
         + (
@@ -235,7 +246,7 @@ def render(
         f"max {o.max_num_seqs} seqs, block size {o.block_size}, "
         f"gpu-memory-utilization {o.gpu_memory_utilization}",
         f"Op costs: {_cost_source(sr)}",
-        f"Generated {sr.num_candidates} decoder candidate plans: {len(sr.ranked)} feasible, "
+        f"Generated {sr.num_candidates} {stage} candidate plans: {len(sr.ranked)} feasible, "
         f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
     ]
     notes = sr.best.result.compiled.notes if sr.best.result.compiled else []
@@ -247,7 +258,9 @@ def render(
     lines.append(RULE)
     chosen = sr.ranked if show_all else sr.ranked[:1]
     for i, e in enumerate(chosen):
-        title = f"Parallel schedule {i} for decoder" if show_all else "Optimal schedule for decoder"
+        title = (
+            f"Parallel schedule {i} for {stage}" if show_all else f"Optimal schedule for {stage}"
+        )
         lines.append(plan_section(model, e, title, max_batch, (ttft_slo_ms, tpot_slo_ms)))
         lines.append(RULE)
     if show_all and sr.infeasible:

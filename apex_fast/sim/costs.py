@@ -77,7 +77,11 @@ def compile_costs(
     custom_all_reduce: bool = True,
     profile_dir: str | None = None,
     capacity_factor: float = 1.0,
+    cross_kv_layers: int = 0,
 ) -> CompiledCosts:
+    """Step-cost tables of `plan`. For an encoder (model.arch == "encoder") attention is
+    bidirectional and there is no LM head; `cross_kv_layers` adds, per encoder token, the K/V
+    projections that the decoder's cross-attention layers need (computed once per request)."""
     # measured tables (profile_data/ or profile_dir) where they exist, analytic elsewhere
     cm = cost_model(cluster, clock_mhz, profile_dir)
     dm = cm.dm
@@ -109,8 +113,14 @@ def compile_costs(
         attn = gemm(round(model.attn_params_per_layer() / (h * tp)), h, n_attn)
     else:
         attn = gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
+    if model.arch == "encoder-decoder":
+        # cross-attention: query and output projections per decoder token (its K/V come with
+        # the encoder output, see cross_kv_layers)
+        attn = attn + gemm(q_dev * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
     attn = attn + _zero_first(np.full_like(n, analytic.attn_launch_time(dm)))
     prov = {attn_name: cm.take()}
+    if cross_kv_layers:
+        ckv = cross_kv_layers * gemm(2 * kv_dev * hd, h, n_attn)
     gated = 2 if model.gated_ffn else 1
     if model.is_moe:
         ffn_name = "MoE"
@@ -141,7 +151,7 @@ def compile_costs(
         2 * mem(4 * n_attn * h * ab) + mem(2 * n_attn * (q_dev + kv_dev) * hd * ab) + mem(act_bytes)
     )
     tok_ops: dict[str, np.ndarray] = {
-        attn_name: lx * attn,
+        attn_name: lx * attn + (pp * ckv if cross_kv_layers else 0.0),
         ffn_name: lx * ffn,
         "Norms & elementwise": lx * elem + mem(2 * n * h * ab),  # + embedding lookup
     }
@@ -176,7 +186,9 @@ def compile_costs(
     vocab_dev = -(-model.vocab_size // d)
     lm = gemm(vocab_dev, h, m)
     sample = mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
-    if d > 1:
+    if model.vocab_size == 0 or model.arch == "encoder":
+        lm, sample = np.zeros_like(m), np.zeros_like(m)  # an encoder samples nothing
+    elif d > 1:
         lm = lm + _zero_first(
             cm.collective("all_gather", m * vocab_dev * 4.0 * d, d, cluster.spans_nodes(d), "float")
         )
@@ -191,6 +203,8 @@ def compile_costs(
     else:
         c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
         c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb) / r
+    if model.arch == "encoder":
+        c_attn *= 2.0  # bidirectional: every query sees the whole sequence (L^2 vs L(L+1)/2 pairs)
     prov[attn_name] = combine([prov[attn_name], cm.take()])
     costs = StepCosts(
         tok_table=tok_table,

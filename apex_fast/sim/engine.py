@@ -37,6 +37,9 @@ class EngineOptions:
     async_output: bool = False
     # MoE: the most loaded expert gets at most capacity_factor x its mean share of tokens
     capacity_factor: float = 1.0
+    # encoder of an encoder-decoder model: decoder layers whose cross-attention K/V this
+    # encoder computes per input token
+    cross_kv_layers: int = 0
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -129,6 +132,7 @@ def simulate_plan(
         custom_all_reduce=opts.custom_all_reduce,
         profile_dir=opts.profile_dir,
         capacity_factor=opts.capacity_factor,
+        cross_kv_layers=opts.cross_kv_layers,
     )
     cfg = SchedulerConfig(
         num_blocks=blocks,
@@ -146,7 +150,12 @@ def simulate_plan(
         if ids.size == 0:
             continue
         res = run_stream(
-            workload.arrival[ids], workload.prompt[ids], workload.output[ids], cfg, compiled.costs
+            workload.arrival[ids],
+            workload.prompt[ids],
+            workload.output[ids],
+            cfg,
+            compiled.costs,
+            None if workload.prefix is None else workload.prefix[ids],
         )
         streams.append(res)
         bad = ids[res.finish < 0]

@@ -101,13 +101,21 @@ def run_stream(
     output: np.ndarray,
     cfg: SchedulerConfig,
     costs: StepCosts,
+    prefix: np.ndarray | None = None,
 ) -> StreamResult:
-    """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1."""
+    """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1.
+
+    `prefix` (optional, per request): KV tokens present at admission that need no compute and
+    that every token attends to, e.g. the cross-attention KV of an encoder-decoder model.
+    """
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     prompt = np.ascontiguousarray(prompt, dtype=np.int64)
     output = np.ascontiguousarray(output, dtype=np.int64)
     n = arrival.size
-    if not (prompt.size == n and output.size == n):
+    prefix = (
+        np.zeros(n, np.int64) if prefix is None else np.ascontiguousarray(prefix, dtype=np.int64)
+    )
+    if not (prompt.size == n and output.size == n and prefix.size == n):
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
@@ -124,6 +132,7 @@ def run_stream(
             arrival,
             prompt,
             output,
+            prefix,
             cfg.num_blocks,
             cfg.block_size,
             cfg.watermark,

@@ -15,10 +15,13 @@ class Workload:
     prompt: np.ndarray  # tokens, >= 1
     output: np.ndarray  # tokens, >= 1
     name: str = "static"
+    # KV tokens each request brings without compute (cross-attention over its encoder output)
+    prefix: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.arrival.size
-        if self.prompt.size != n or self.output.size != n:
+        bad_prefix = self.prefix is not None and self.prefix.size != n
+        if self.prompt.size != n or self.output.size != n or bad_prefix:
             raise ApexError("workload arrays differ in length")
         if n == 0:
             raise ApexError("the workload has no requests")
