@@ -99,11 +99,15 @@ class OracleResult:
         return len(self.start)
 
 
-def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
+def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
-    objects with the same attributes)."""
+    objects with the same attributes). `prefix` (per request, default 0): KV tokens present at
+    admission that need no compute and that every token attends to (run_stream's `prefix`):
+    they take blocks, add `prefix` keys to every prefill query and to every decode's context."""
     n = len(arrival)
     reqs = [_Req(i, float(arrival[i]), int(prompt[i]), int(output[i])) for i in range(n)]
+    pre_kv = [0] * n if prefix is None else [int(x) for x in prefix]
+    assert len(pre_kv) == n and min(pre_kv, default=0) >= 0
     for i in range(1, n):
         assert reqs[i].arrival >= reqs[i - 1].arrival, "arrivals must be sorted"
     for r in reqs:
@@ -150,12 +154,12 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
     def rejected_at_head(r: _Req) -> bool:
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
-        need = _cdiv(r.target, bs)
+        need = _cdiv(pre_kv[r.idx] + r.target, bs)
         return need > num_blocks - watermark or (not chunked and r.target > budget)
 
     def admit(r: _Req) -> None:
         nonlocal free
-        need = _cdiv(r.target, bs)
+        need = _cdiv(pre_kv[r.idx] + r.target, bs)
         waiting.popleft()
         r.blocks = need
         free -= need
@@ -166,7 +170,7 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
     def decode_slot(r: _Req) -> bool:
         """Make room for the KV of r's newest token (rule 4c). False if r preempted itself."""
         nonlocal free
-        need = _cdiv(r.prompt + r.gen, bs)
+        need = _cdiv(pre_kv[r.idx] + r.prompt + r.gen, bs)
         assert need - r.blocks in (0, 1), (need, r.blocks)
         if need > r.blocks:
             while free == 0:
@@ -204,7 +208,7 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
                     waiting.popleft()
                     reject(r)
                     continue
-                need = _cdiv(r.target, bs)
+                need = _cdiv(pre_kv[r.idx] + r.target, bs)
                 if (
                     tokens + r.target > budget
                     or len(running) + 1 > max_num_seqs
@@ -248,7 +252,7 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
                     waiting.popleft()
                     reject(r)
                     continue
-                need = _cdiv(r.target, bs)
+                need = _cdiv(pre_kv[r.idx] + r.target, bs)
                 c = min(r.target, left)
                 if c == 0 or len(running) + 1 > max_num_seqs or free - need < watermark:
                     break
@@ -281,14 +285,14 @@ def simulate(arrival, prompt, output, cfg, costs) -> OracleResult:
             if is_pf:
                 n_pf += c
                 n_pf_seqs += 1
-                work += c * (before + (c + 1) / 2)
+                work += c * (pre_kv[r.idx] + before + (c + 1) / 2)
                 if before + c == r.target:
                     n_samp += 1
                     samplers.append(r)
             else:
                 n_dec += 1
                 n_samp += 1
-                ctx += r.prompt + r.gen
+                ctx += pre_kv[r.idx] + r.prompt + r.gen
                 samplers.append(r)
         n_tok = n_pf + n_dec
         assert n_tok <= budget

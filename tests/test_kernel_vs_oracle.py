@@ -118,17 +118,21 @@ def orc_col(orc: OracleResult, key: str):
     return getattr(orc, key)
 
 
-def run_both(arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts):
+def run_both(arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts, prefix=None):
     arrival = np.asarray(arrival, np.float64)
     prompt = np.asarray(prompt, np.int64)
     output = np.asarray(output, np.int64)
-    res = run_stream(arrival, prompt, output, cfg, costs)
-    orc = simulate(arrival, prompt, output, cfg, costs)
+    if prefix is None:
+        res = run_stream(arrival, prompt, output, cfg, costs)
+    else:
+        prefix = np.asarray(prefix, np.int64)
+        res = run_stream(arrival, prompt, output, cfg, costs, prefix=prefix)
+    orc = simulate(arrival, prompt, output, cfg, costs, prefix=prefix)
     return res, orc
 
 
-def check(arrival, prompt, output, cfg, costs, label=""):
-    res, orc = run_both(arrival, prompt, output, cfg, costs)
+def check(arrival, prompt, output, cfg, costs, label="", prefix=None):
+    res, orc = run_both(arrival, prompt, output, cfg, costs, prefix)
     assert_same(res, orc, label)
     return res, orc
 
@@ -232,6 +236,23 @@ def cases(draw, max_requests: int = 40):
 @given(cases())
 def test_kernel_matches_oracle(case):
     check(*case)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases(max_requests=20), st.data())
+def test_kernel_matches_oracle_with_prefix(case, data):
+    """run_stream's `prefix`: KV present at admission (e.g. cross-attention KV), no compute."""
+    arrival, prompt, output, cfg, costs = case
+    n = arrival.size
+    prefix = data.draw(
+        st.lists(st.one_of(st.just(0), st.integers(0, 200)), min_size=n, max_size=n),
+        label="prefix",
+    )
+    check(arrival, prompt, output, cfg, costs, prefix=prefix)
 
 
 @st.composite

@@ -46,7 +46,12 @@ def test_split_layers_even_and_uneven() -> None:
 def test_gqa_at_tp16_replicates_kv_heads_evenly() -> None:
     model = load_model("llama3-70b")  # 64 query heads, 8 KV heads
     plans, _ = enumerate_plans(model, Cluster(H100, 2, 8), Pins(tp=16))
-    assert [p.label for p in plans] == ["DP1 PP1 TP16"]
+    assert "DP1 PP1 TP16" in [p.label for p in plans]
+    assert all(p.tp == 16 for p in plans)
+    # 64 query heads over 16 devices: 4 each, and each device keeps one of the 8 KV heads
+    from apex_fast.plans.memory import kv_heads_per_device
+
+    assert model.num_heads // 16 == 4 and kv_heads_per_device(model, 16) == 1
 
 
 def test_heads_that_do_not_split_are_skipped_with_reason() -> None:
@@ -74,7 +79,8 @@ def test_memory_per_device_falls_with_parallelism() -> None:
     model = load_model("llama3-70b")
     cl = Cluster(H100, 1, 8)
     plans, _ = enumerate_plans(model, cl, Pins(dp=1, pp=1))
-    by_tp = {p.tp: weight_bytes_per_device(model, p) for p in plans}
+    megatron = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    by_tp = {p.tp: weight_bytes_per_device(model, p) for p in megatron}
     tps = sorted(by_tp)
     for a, b in zip(tps, tps[1:], strict=False):
         assert by_tp[b] < by_tp[a]

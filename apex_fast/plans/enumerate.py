@@ -8,6 +8,7 @@ their query heads evenly at any TP degree that divides the query heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from apex_fast.errors import ApexError
@@ -78,6 +79,7 @@ def build_plan(
     act: str,
     kv: str,
     capacity_factor: float = 1.0,
+    ffn_replicas: int = 1,
 ) -> Plan:
     """A plan and the collectives that reshape activations between its cells (per block).
 
@@ -110,15 +112,21 @@ def build_plan(
         if tp > 1:
             colls.append(Collective("all_gather", tp, "moe", 1.0 / r))
     else:
-        ffn_cell = CellMapping("ffn", "tp", d, 1)
-        if r == 1:
+        rf = ffn_replicas
+        tf = d // rf
+        ffn_cell = CellMapping("ffn", "tp" if tf > 1 or rf == 1 else "replicated", tf, rf)
+        if r == 1 and rf == 1:  # Megatron: partial sums over all devices, reduced in place
             colls.append(Collective("all_reduce", d, "attention"))
             colls.append(Collective("all_reduce", d, "ffn"))
         else:
+            # reduce and shard the attention output, then gather each FFN copy's tokens; and
+            # the mirror image after the FFN
             if tp > 1:
                 colls.append(Collective("reduce_scatter", tp, "attention", 1.0 / r))
-            colls.append(Collective("all_gather", d, "attention"))
-            colls.append(Collective("reduce_scatter", d, "ffn"))
+            if tf > 1:
+                colls.append(Collective("all_gather", tf, "attention", 1.0 / rf))
+            if tf > 1:
+                colls.append(Collective("reduce_scatter", tf, "ffn", 1.0 / rf))
             if tp > 1:
                 colls.append(Collective("all_gather", tp, "ffn", 1.0 / r))
     attn_cell = CellMapping("attention", "tp" if tp > 1 else "replicated", tp, r)
@@ -136,6 +144,7 @@ def build_plan(
         activation_dtype=act,
         kv_dtype=kv,
         attn_replicas=r,
+        ffn_replicas=1 if model.is_moe else ffn_replicas,
     )
 
 
@@ -208,19 +217,24 @@ def enumerate_plans(
                 if why:
                     skipped.append((label, why))
                     continue
-                eps = [1]
                 if model.is_moe:
-                    eps = [e for e in divisors(d) if model.num_experts % e == 0]
-                for ep in eps:
+                    shapes = [(e, 1) for e in divisors(d) if model.num_experts % e == 0]
+                else:
+                    # FFN copies; gcd 1 with the attention copies, else it is model-level DP
+                    shapes = [(1, rf) for rf in divisors(d) if math.gcd(rf, d // tp) == 1]
+                for ep, rf in shapes:
                     if pins.ep is not None and ep != pins.ep:
                         continue
                     width = ffn_width(model)
-                    if width % (d // ep):
+                    split = d // ep // rf
+                    if width % split:
                         skipped.append(
-                            (f"{label} EP{ep}", f"FFN width {width} does not split over {d // ep}")
+                            (f"{label} EP{ep}", f"FFN width {width} does not split over {split}")
                         )
                         continue
                     plans.append(
-                        build_plan(model, dp, pp, tp, d // tp, ep, weight, act, kv, capacity_factor)
+                        build_plan(
+                            model, dp, pp, tp, d // tp, ep, weight, act, kv, capacity_factor, rf
+                        )
                     )
     return plans, skipped

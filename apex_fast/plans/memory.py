@@ -73,7 +73,7 @@ def ffn_weights_per_device(model: ModelSpec, plan: Plan) -> float:
     """FFN (or MoE) parameters of one layer on one device."""
     d = plan.devices_per_stage
     if not model.is_moe:
-        return model.ffn_params_per_layer() / d
+        return model.ffn_params_per_layer() / plan.ffn_tp
     experts = model.num_experts / max(plan.ep, 1) * model.expert_params() / plan.ffn_tp
     shared = model.num_shared_experts * model.expert_params() / d
     return experts + shared + model.router_params()
@@ -112,7 +112,7 @@ def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: in
     if model.is_moe:
         width = model.moe_intermediate_size * max(model.topk, 1) / max(plan.ep, 1) / plan.ffn_tp
     else:
-        width = model.intermediate_size / d
+        width = model.intermediate_size / plan.ffn_tp / plan.ffn_replicas
     ffn = ((2 if model.gated_ffn else 1) + 1) * width
     per_token = (3 * model.hidden_size + qkv + ffn) * ab
     logits = max_num_seqs * model.vocab_size / d * 4.0

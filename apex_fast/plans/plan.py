@@ -74,6 +74,7 @@ class Plan:
     activation_dtype: str = "half"
     kv_dtype: str = "half"
     attn_replicas: int = 1
+    ffn_replicas: int = 1  # dense FFN copies, each serving a share of the batch
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -83,7 +84,7 @@ class Plan:
     @property
     def ffn_tp(self) -> int:
         """Devices one FFN (or one expert) is split over."""
-        return self.devices_per_stage // max(self.ep, 1)
+        return self.devices_per_stage // max(self.ep, 1) // self.ffn_replicas
 
     @property
     def num_gpus(self) -> int:
@@ -95,15 +96,18 @@ class Plan:
 
     @property
     def label(self) -> str:
-        d = self.devices_per_stage
         parts = [f"DP{self.dp}", f"PP{self.pp}"]
-        parts.append(
-            f"TP{self.tp}" if self.attn_replicas == 1 else f"ATTN-TP{self.tp}x{self.attn_replicas}"
-        )
+        if self.attn_replicas == 1 and self.ffn_replicas == 1:
+            parts.append(f"TP{self.tp}")
+        else:
+            parts.append(
+                f"ATTN-TP{self.tp}" + (f"x{self.attn_replicas}" if self.attn_replicas > 1 else "")
+            )
         if self.ep > 1:
             parts.append(f"EP{self.ep}" + (f" ETP{self.ffn_tp}" if self.ffn_tp > 1 else ""))
-        elif self.attn_replicas > 1:
-            parts.append(f"FFN-TP{d}")
+        elif self.attn_replicas > 1 or self.ffn_replicas > 1:
+            reps = f"x{self.ffn_replicas}" if self.ffn_replicas > 1 else ""
+            parts.append(f"FFN-TP{self.ffn_tp}{reps}")
         return " ".join(parts)
 
     def to_json(self) -> dict:
@@ -113,6 +117,7 @@ class Plan:
             "tp": self.tp,
             "ep": self.ep,
             "attn_replicas": self.attn_replicas,
+            "ffn_replicas": self.ffn_replicas,
             "ffn_tp": self.ffn_tp,
             "layers_per_stage": list(self.layers_per_stage),
             "cells": [

@@ -142,9 +142,10 @@ def compile_costs(
         act_bytes = (gated + 1) * np.ceil(n * k * capacity_factor / max(plan.ep, 1)) * width * ab
     else:
         ffn_name = "SwiGLU" if model.gated_ffn else "MLP"
-        inter = model.intermediate_size // d
-        ffn = gemm(gated * inter, h, n) + gemm(h, inter, n)
-        act_bytes = (gated + 1) * n * inter * ab
+        inter = model.intermediate_size // plan.ffn_tp
+        n_ffn = np.ceil(n / plan.ffn_replicas)  # each FFN copy serves its share of the batch
+        ffn = gemm(gated * inter, h, n_ffn) + gemm(h, inter, n_ffn)
+        act_bytes = (gated + 1) * n_ffn * inter * ab
     prov[ffn_name] = cm.take()
     # fused residual-add + RMSNorm twice, rotary embedding, FFN activation
     elem = (
