@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +99,37 @@ def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
     return out
 
 
+# Plans that differ only in their data-parallel degree have identical streams: they share one
+# compiled set of cost tables (the largest cost of a search after the kernel itself).
+_COST_CACHE: dict[tuple, CompiledCosts] = {}
+_COST_CACHE_MAX = 64
+
+
+def _compiled_costs(
+    model: ModelSpec, cluster: Cluster, plan: Plan, budget: int, opts: EngineOptions
+) -> CompiledCosts:
+    key = (model, cluster, dataclasses.replace(plan, dp=1), budget, opts.max_num_seqs, opts)
+    hit = _COST_CACHE.get(key)
+    if hit is not None:
+        return hit
+    compiled = compile_costs(
+        model,
+        cluster,
+        plan,
+        budget,
+        opts.max_num_seqs,
+        clock_mhz=opts.clock_mhz,
+        custom_all_reduce=opts.custom_all_reduce,
+        profile_dir=opts.profile_dir,
+        capacity_factor=opts.capacity_factor,
+        cross_kv_layers=opts.cross_kv_layers,
+    )
+    if len(_COST_CACHE) >= _COST_CACHE_MAX:
+        _COST_CACHE.pop(next(iter(_COST_CACHE)))
+    _COST_CACHE[key] = compiled
+    return compiled
+
+
 def simulate_plan(
     model: ModelSpec,
     cluster: Cluster,
@@ -122,18 +154,7 @@ def simulate_plan(
         return PlanResult(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
-    compiled = compile_costs(
-        model,
-        cluster,
-        plan,
-        budget,
-        opts.max_num_seqs,
-        clock_mhz=opts.clock_mhz,
-        custom_all_reduce=opts.custom_all_reduce,
-        profile_dir=opts.profile_dir,
-        capacity_factor=opts.capacity_factor,
-        cross_kv_layers=opts.cross_kv_layers,
-    )
+    compiled = _compiled_costs(model, cluster, plan, budget, opts)
     cfg = SchedulerConfig(
         num_blocks=blocks,
         block_size=opts.block_size,
