@@ -54,6 +54,29 @@ def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+@njit(cache=True, inline="always")
+def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions):
+    """Give running request `r` the `deficit` blocks its next token needs, preempting the most
+    recently admitted running requests (recompute) while blocks are short. Returns the new
+    (nrun, free, npre, r_itself_preempted); on success the blocks are allocated to `r`."""
+    while free < deficit:
+        v = run[nrun - 1]
+        nrun -= 1
+        free += blocks[v]
+        blocks[v] = 0
+        computed[v] = 0
+        status[v] = _WAITING
+        pre_buf[npre] = v
+        npre += 1
+        preemptions[v] += 1
+        if v == r:
+            return nrun, free, npre, True
+    if deficit > 0:
+        blocks[r] += deficit
+        free -= deficit
+    return nrun, free, npre, False
+
+
 @njit(cache=True)
 def simulate_stream(
     arrival,
@@ -179,27 +202,22 @@ def simulate_stream(
                         break
                     r = run[i]
                     L = prefix[r] + prompt[r] + gen[r]
-                    deficit = _cdiv(L, bs) - blocks[r]
-                    self_pre = False
-                    while free < deficit:
-                        v = run[nrun - 1]
-                        nrun -= 1
-                        free += blocks[v]
-                        blocks[v] = 0
-                        computed[v] = 0
-                        status[v] = _WAITING
-                        pre_buf[npre] = v
-                        npre += 1
-                        preemptions[v] += 1
-                        preempted = True
-                        if v == r:
-                            self_pre = True
-                            break
+                    nrun, free, npre, self_pre = _make_room(
+                        r,
+                        _cdiv(L, bs) - blocks[r],
+                        run,
+                        nrun,
+                        free,
+                        blocks,
+                        computed,
+                        status,
+                        pre_buf,
+                        npre,
+                        preemptions,
+                    )
+                    preempted = preempted or npre > 0
                     if self_pre:
                         break
-                    if deficit > 0:
-                        blocks[r] += deficit
-                        free -= deficit
                     s_idx[n_sched] = r
                     s_tok[n_sched] = 1
                     s_pf[n_sched] = False
@@ -236,27 +254,22 @@ def simulate_stream(
                 if left == 0:
                     break
                 L = prefix[r] + prompt[r] + gen[r]
-                deficit = _cdiv(L, bs) - blocks[r]
-                self_pre = False
-                while free < deficit:
-                    v = run[nrun - 1]
-                    nrun -= 1
-                    free += blocks[v]
-                    blocks[v] = 0
-                    computed[v] = 0
-                    status[v] = _WAITING
-                    pre_buf[npre] = v
-                    npre += 1
-                    preemptions[v] += 1
-                    preempted = True
-                    if v == r:
-                        self_pre = True
-                        break
+                nrun, free, npre, self_pre = _make_room(
+                    r,
+                    _cdiv(L, bs) - blocks[r],
+                    run,
+                    nrun,
+                    free,
+                    blocks,
+                    computed,
+                    status,
+                    pre_buf,
+                    npre,
+                    preemptions,
+                )
+                preempted = preempted or npre > 0
                 if self_pre:
                     break
-                if deficit > 0:
-                    blocks[r] += deficit
-                    free -= deficit
                 left -= 1
                 s_idx[n_sched] = r
                 s_tok[n_sched] = 1
