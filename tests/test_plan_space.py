@@ -135,3 +135,30 @@ def test_moe_plan_space_includes_expert_parallel_plans() -> None:
 def test_ep_pin_filters() -> None:
     plans, _ = enumerate_plans(load_model("mixtral-8x7b"), Cluster(H100, 1, 8), Pins(ep=8))
     assert plans and all(p.ep == 8 for p in plans)
+
+
+def test_fp8_on_a100_falls_back_and_says_so(capsys) -> None:
+    from apex_fast.cli import main
+
+    args = ["plan", "--model", "llama-7b", "--gpu", "A100-SXM-80GB", "--num-gpus", "1"]
+    args += ["--weight-dtype", "float8", "--activation-dtype", "float8", "--num-requests", "4"]
+    assert main([*args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Note:" in out and "FP8" in out
+
+
+def test_encoder_decoder_report_has_both_sections(capsys) -> None:
+    from apex_fast.cli import main
+
+    args = ["plan", "--model", "whisper", "--num-gpus-per-node", "2", "--prompt-len", "16"]
+    assert main([*args, "--output-len", "8", "--num-requests", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Optimal schedule for encoder" in out and "Optimal schedule for decoder" in out
+
+
+def test_encoder_only_model_plans(capsys) -> None:
+    from apex_fast.cli import main
+
+    assert main(["plan", "--model", "clip", "--num-gpus", "2", "--num-requests", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Optimal schedule for encoder" in out and "decoder" not in out.split("Ranked")[1]

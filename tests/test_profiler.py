@@ -51,7 +51,7 @@ def test_profile_rejects_unavailable_backend_and_dtype(capsys: pytest.CaptureFix
     assert "float (float32) only" in capsys.readouterr().err
 
 
-def test_time_call_takes_median_of_at_least_three() -> None:
+def test_time_call_takes_fastest_of_at_least_three() -> None:
     calls = []
     t = time_call(lambda: calls.append(1), min_time=0.0)
     assert len(calls) >= 4 and t >= 0  # one warm-up + three timed

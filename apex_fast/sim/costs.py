@@ -18,6 +18,7 @@ import numpy as np
 
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.hardware.devices import peak_flops
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_bytes_per_token_per_device, kv_heads_per_device
 from apex_fast.plans.plan import Plan
@@ -231,7 +232,7 @@ def compile_costs(
     if not model.is_mla and tp > model.num_kv_heads:
         weights += layers * 2 * h * hd * (tp - model.num_kv_heads) * wb
     notes: list[str] = []
-    peak_note = getattr(dm, "note", "")
+    _, peak_note = peak_flops(cluster.device, cdt)
     if peak_note:
         notes.append(peak_note)
     notes.extend(cm.notes)
