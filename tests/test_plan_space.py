@@ -159,6 +159,8 @@ def test_encoder_decoder_report_has_both_sections(capsys) -> None:
 def test_encoder_only_model_plans(capsys) -> None:
     from apex_fast.cli import main
 
-    assert main(["plan", "--model", "clip", "--num-gpus", "2", "--num-requests", "8", "--quiet"]) == 0
+    assert (
+        main(["plan", "--model", "clip", "--num-gpus", "2", "--num-requests", "8", "--quiet"]) == 0
+    )
     out = capsys.readouterr().out
     assert "Optimal schedule for encoder" in out and "decoder" not in out.split("Ranked")[1]

@@ -57,6 +57,16 @@ def report_json(sr: SearchResult) -> dict:
     )
 
 
+def report_json_all(sr: SearchResult) -> dict:
+    """The report; for encoder-decoder models the encoder's search sits under "encoder"."""
+    data = report_json(sr)
+    if getattr(sr, "encoder", None) is not None:
+        data["encoder"] = report_json(sr.encoder)
+    return data
+
+
 def write_json(sr: SearchResult, path: str | Path) -> None:
-    data = orjson.dumps(report_json(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    data = orjson.dumps(
+        report_json_all(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    )
     Path(path).write_bytes(data + b"\n")
