@@ -75,6 +75,37 @@ def time_call(fn: Callable[[], object], min_time: float, max_reps: int = 50) -> 
     return min(samples)
 
 
+def retime_outliers(
+    t: np.ndarray,
+    axes: tuple[list[int], list[int], list[int]],
+    make: Callable[[int, int, int], Callable[[], object]],
+    min_time: float,
+    passes: int = 3,
+) -> int:
+    """Re-time GEMM points slower than a larger neighbour (in place); returns how many.
+
+    A GEMM never gets cheaper when m, k or n grows, so a point more than 1.5x slower than one of
+    its larger neighbours was stalled by another process; it is timed again for longer and keeps
+    the faster of the two results.
+    """
+    fixed = 0
+    for _ in range(passes):
+        bigger = np.full(t.shape, np.inf)
+        for d in range(3):
+            nxt = np.swapaxes(np.swapaxes(t, 0, d)[1:], 0, d)
+            sl = [slice(None)] * 3
+            sl[d] = slice(0, -1)
+            bigger[tuple(sl)] = np.minimum(bigger[tuple(sl)], nxt)
+        bad = np.argwhere(t > 1.5 * bigger)
+        if len(bad) == 0:
+            break
+        for i, j, l_ in bad:
+            fn = make(axes[0][i], axes[1][j], axes[2][l_])
+            t[i, j, l_] = min(t[i, j, l_], time_call(fn, 5 * min_time, max_reps=200))
+            fixed += 1
+    return fixed
+
+
 # ------------------------------------------------------------------ NumPy (CPU)
 def _np_gemm(m: int, k: int, n: int, rng: np.random.Generator) -> Callable[[], object]:
     w = rng.standard_normal((m, k), dtype=np.float32)
@@ -246,14 +277,21 @@ def run_profile(
     t_start = time.perf_counter()
     if gemm:
         ms, ks, ns = gemm_grid(quick)
-        rows = []
-        total = len(ms) * len(ks) * len(ns)
-        for m in ms:
-            for k in ks:
-                for n in ns:
-                    t = time_call(make_gemm(m, k, n), min_time)
-                    rows.append([name, dtype_name, m, k, n, round(t * 1e6, 3)])
-                    _progress(progress, "GEMM", len(rows), total)
+        tg = np.zeros((len(ms), len(ks), len(ns)))
+        for i, m in enumerate(ms):
+            for j, k in enumerate(ks):
+                for l_, n in enumerate(ns):
+                    tg[i, j, l_] = time_call(make_gemm(m, k, n), min_time)
+                    _progress(
+                        progress, "GEMM", i * len(ks) * len(ns) + j * len(ns) + l_ + 1, tg.size
+                    )
+        retimed = retime_outliers(tg, (ms, ks, ns), make_gemm, min_time)
+        rows = [
+            [name, dtype_name, m, k, n, round(tg[i, j, l_] * 1e6, 3)]
+            for i, m in enumerate(ms)
+            for j, k in enumerate(ks)
+            for l_, n in enumerate(ns)
+        ]
         written["gemm"] = comp / "gemm_0.csv"
         _write_csv(written["gemm"], GEMM_HEADER, rows)
     if attention:
@@ -267,6 +305,8 @@ def run_profile(
         written["mha"] = comp / "mha_0.csv"
         _write_csv(written["mha"], ATTN_HEADER, rows)
     notes = ["one device: no collective tables"]
+    if gemm:
+        notes.append(f"{retimed} GEMM points re-timed (slower than a larger neighbour)")
     if torch is not None:
         comm = _torch_collectives(torch, name, dtype_name, tdt, min_time)
         for kind in sorted({r[0] for r in comm}):
