@@ -26,7 +26,9 @@ def test_gemm_monotonic_in_tokens(dm):
     n = np.arange(1, 8193)
     t = an.gemm_time(dm, 8192, 8192, n, 2.0, 2.0, "half")
     assert t.shape == n.shape
-    assert np.all(np.diff(t) >= 0)
+    # monotonic from 2 tokens on; n = 1 may be faster still (GEMV path: V100's skinny drop)
+    assert np.all(np.diff(t[1:]) >= 0)
+    assert t[0] <= t[1]
     assert an.gemm_time(dm, 8192, 8192, 0, 2.0, 2.0, "half") == 0.0
 
 

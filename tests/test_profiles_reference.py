@@ -3,7 +3,6 @@ absent) and the CPU profile committed in profile_data/comp/cpu/."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import orjson
@@ -75,28 +74,20 @@ def test_v100_measured_vs_analytic_tpot(
     assert not any(".csv" in b["source"] for b in js_a["best"]["breakdown"])
     # the issue's done-when: the two TPOTs agree within 30 %
     tpot_m, tpot_a = js_m["best"]["tpot_mean_s"], js_a["best"]["tpot_mean_s"]
-    if abs(tpot_m / tpot_a - 1.0) > 0.30:
-        pytest.xfail(
-            f"measured-table TPOT {tpot_m * 1e3:.1f} ms vs analytic {tpot_a * 1e3:.1f} ms: the "
-            "V100 table's GEMMs with 2..127 tokens run at ~45 % of HBM bandwidth (cuBLAS tile "
-            "kernels) where the analytic roofline assumes the n=1 GEMV efficiency (84 %); see "
-            "docs/profiles.md"
-        )
+    assert abs(tpot_m / tpot_a - 1.0) <= 0.30, (tpot_m, tpot_a)
 
 
 @need_ref
-def test_cache_speeds_up_reference_gemm_load(
+def test_reference_gemm_load_uses_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APEX_FAST_CACHE_DIR", str(tmp_path / "cache"))
     path = PROFILES / "comp" / "V100-PCIE-16GB" / "gemm_0.csv"
-    t0 = time.perf_counter()
     cold = tables.load_gemm(path, "x")["half"]
-    t1 = time.perf_counter()
     warm = tables.load_gemm(path, "x")["half"]
-    t2 = time.perf_counter()
     assert (cold.logt == warm.logt).all()
-    assert t2 - t1 < 0.5 and t2 - t1 < t1 - t0
+    # the second load comes from the .npz cache (speed itself is a benchmark, not a test)
+    assert list((tmp_path / "cache").rglob("*.npz"))
 
 
 CPU_GEMM = PROFILE_DATA_DIR / "comp" / "cpu" / "gemm_0.csv"

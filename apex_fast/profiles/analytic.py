@@ -25,6 +25,7 @@ from apex_fast.hardware.devices import DeviceSpec, get_device, peak_flops
 from apex_fast.profiles.calibration import calibration_for
 
 PROVENANCE = "analytic"
+SKINNY_MAX_N = 128
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
 # latency grows with log2(group) per phase: all-reduce = reduce-scatter + all-gather (2 phases);
@@ -71,6 +72,10 @@ class DeviceModel:
     eff_reduce_scatter: float
     eff_alltoall: float
     eff_sendrecv: float
+    # memory efficiency of skinny GEMMs, 2 <= n < SKINNY_MAX_N tokens (0: same as eta_mem).
+    # Volta's cuBLAS leaves its GEMV path for n >= 2 and streams weights at less than half the
+    # bandwidth (V100 table); Ampere and Hopper show no such drop.
+    eta_mem_skinny: float = 0.0
     calibration: str = ""
     provenance: str = PROVENANCE
 
@@ -131,6 +136,13 @@ def gemm_time(
     t_compute = 2.0 * m_ * k_ * n_ / (dm.peak(compute_dtype) * eta_c)
     nbytes = m_ * k_ * weight_bytes + (k_ * n_ + m_ * n_) * act_bytes
     t_memory = nbytes / (dm.mem_bw * dm.eta_mem)
+    if dm.eta_mem_skinny > 0:
+        # skinny GEMMs (2 <= n < SKINNY_MAX_N) stream weights at eta_mem_skinny; wider ones never
+        # beat the widest skinny one, which keeps the time monotonic in n
+        n_sk = np.minimum(n_, SKINNY_MAX_N - 1)
+        b_sk = m_ * k_ * weight_bytes + (k_ * n_sk + m_ * n_sk) * act_bytes
+        t_sk = b_sk / (dm.mem_bw * dm.eta_mem_skinny)
+        t_memory = np.where(n_ >= 2, np.maximum(t_memory, t_sk), t_memory)
     return np.where(empty, 0.0, np.maximum(t_compute, t_memory) + dm.t_launch)
 
 

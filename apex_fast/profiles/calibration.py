@@ -60,4 +60,5 @@ def calibration_for(device_name: str) -> tuple[dict[str, float], str]:
         for name in names:
             params[name] = float(block[name])
         notes.append(f"{group}: {block['source']}")
+    params["eta_mem_skinny"] = float(entry["gemm"].get("eta_mem_skinny", 0.0))
     return params, "; ".join(notes)
