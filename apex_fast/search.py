@@ -121,21 +121,29 @@ def search(
     job = SimJob(model, cluster, workload, options)
     # workers (processes or Ray tasks) only simulate; the metrics (Polars) are computed here, in
     # plan order, so the result is the same whatever the number of workers
-    results = simulate_plans(job, plans, workers=workers, ray_address=ray_address, on_done=done)
-    for res in results:
+    metrics: dict[int, PlanMetrics] = {}
+
+    def consume(i: int, res: PlanResult) -> None:
+        # runs here as each result arrives, so metrics overlap the workers' simulations
+        if res.feasible:
+            metrics[i] = compute_metrics(
+                res,
+                workload,
+                cluster,
+                list(metric_options.request_percentiles),
+                list(metric_options.token_percentiles),
+                metric_options.ttft_slo_ms,
+                metric_options.tpot_slo_ms,
+            )
+
+    results = simulate_plans(
+        job, plans, workers=workers, ray_address=ray_address, on_done=done, consume=consume
+    )
+    for i, res in enumerate(results):
         if not res.feasible:
             infeasible.append((res.plan.label, res.reason))
             continue
-        met = compute_metrics(
-            res,
-            workload,
-            cluster,
-            list(metric_options.request_percentiles),
-            list(metric_options.token_percentiles),
-            metric_options.ttft_slo_ms,
-            metric_options.tpot_slo_ms,
-        )
-        evaluated.append(Evaluated(res, met))
+        evaluated.append(Evaluated(res, metrics[i]))
     if progress:
         progress(len(plans), len(plans), "done")
     evaluated.sort(key=objective_key(objective))
@@ -291,6 +299,10 @@ def no_plan_message(
 # Parallel evaluation of plans
 
 AUTO_MIN_PLANS = 4  # automatic mode: fewer remaining plans than this always run here
+# automatic mode uses a pool only with at least this many usable cores: on 2 cores the pickling
+# and forking cost more than they save (bench/trillion.py: 27 s in-process, 31 s with 2 workers,
+# 37 s with 1 worker overlapping the parent's metrics; bench/README.md)
+AUTO_MIN_CORES = 4
 AUTO_POOL_AFTER_S = 0.5  # ... and a pool starts once the rest is projected to take longer
 
 
@@ -344,6 +356,7 @@ def simulate_plans(
     workers: int | None = None,
     ray_address: str | None = None,
     on_done: Callable[[int, str], None] | None = None,
+    consume: Callable[[int, PlanResult], None] | None = None,
 ) -> list[PlanResult]:
     """Simulate every plan; results in plan order, identical whatever the number of workers."""
     if workers is not None and workers < 1:
@@ -356,6 +369,8 @@ def simulate_plans(
         nonlocal count
         out[i] = res
         count += 1
+        if consume:
+            consume(i, res)
         if on_done:
             on_done(count, res.plan.label)
 
@@ -374,12 +389,14 @@ def simulate_plans(
             if workers is not None and workers > 1:
                 break
             continue
-        if workers is None and cores > 1 and n - i >= AUTO_MIN_PLANS:
+        if workers is None and cores >= AUTO_MIN_CORES and n - i >= AUTO_MIN_PLANS:
             per_plan = (time.perf_counter() - t_mark) / (i - 1)
             if per_plan * (n - i) > AUTO_POOL_AFTER_S:
                 break
     if i < n:
-        nproc = min(workers or cores, n - i)
+        # automatic: leave one core to this process, which computes the metrics of the results
+        # as they arrive (simulation and metrics then overlap)
+        nproc = min(workers or max(cores - 1, 1), n - i)
         with ProcessPoolExecutor(
             nproc, mp_context=_pool_context(), initializer=_worker_init, initargs=(job,)
         ) as ex:

@@ -69,6 +69,20 @@ class StreamResult:
     rec_sched: np.ndarray
     gap_hist: np.ndarray
 
+    def __getstate__(self) -> dict:
+        # the gap histogram is mostly zeros: ship it sparse between processes
+        state = dict(self.__dict__)
+        nz = np.flatnonzero(self.gap_hist)
+        state["gap_hist"] = (self.gap_hist.size, nz, self.gap_hist[nz])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        size, nz, vals = state["gap_hist"]
+        hist = np.zeros(size, np.int64)
+        hist[nz] = vals
+        state["gap_hist"] = hist
+        self.__dict__.update(state)
+
     @property
     def num_steps(self) -> int:
         return int(self.rec_count.sum())
