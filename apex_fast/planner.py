@@ -162,7 +162,13 @@ def run_plan(
         encoder_sr = run(enc_model, enc_wl, enc_opts, enc_pins)
         if model.arch == "encoder":
             _energy_cost_outputs(req, encoder_sr)
-            text = render(encoder_sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch)
+            text = render(
+                encoder_sr,
+                show_all,
+                req.ttft_slo_ms,
+                req.tpot_slo_ms,
+                max_batch or opts.max_num_seqs,
+            )
             return text, encoder_sr
         workload = decoder_workload(model, workload, request_finish(encoder_sr.best.result))
     sr = run(model, workload, opts, pins)

@@ -142,7 +142,9 @@ def plan_section(
                 ["TTFT", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"],
                 ["TPOT", f"{slo_ms[1]:g}", f"{m.slo_tpot_pct:.3f} %"],
                 ["Both", "", f"{m.slo_both_pct:.3f} %"],
-            ],
+            ]
+            if model.arch != "encoder"
+            else [["Encoder latency (TTFT)", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"]],
         )
     )
     out.append("* Time breakdown:")
