@@ -175,7 +175,25 @@ def run_plan(
     sr.encoder = encoder_sr
     _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
-    return text, sr
+    note = context_note(model, workload)
+    return (f"{note}\n{text}" if note else text), sr
+
+
+def context_note(model: ModelSpec, workload: Workload) -> str:
+    """A warning line when requests outgrow the model's context window (vLLM would reject the
+    prompt or stop generating there); they are still simulated in full."""
+    limit = model.max_position_embeddings
+    if limit <= 0:
+        return ""
+    total = workload.prompt + workload.output
+    over = int((total > limit).sum())
+    if not over:
+        return ""
+    return (
+        f"Note: {over} of {workload.num_requests} requests need more than {model.name}'s "
+        f"{limit}-token context window (up to {int(total.max())} tokens); a real server would "
+        "reject or truncate them, the simulation serves them in full"
+    )
 
 
 def _energy_cost_outputs(req: PlanRequest, sr: SearchResult) -> None:

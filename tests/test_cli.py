@@ -174,3 +174,15 @@ def test_reference_trace_on_eight_h100(capsys, tmp_path: Path) -> None:
     assert code == 0, err
     best = orjson.loads(path.read_bytes())["best"]
     assert 0.003 < best["tpot_mean_s"] < 0.1  # a few to tens of ms
+
+
+def test_requests_beyond_the_context_window_are_flagged(capsys) -> None:
+    code, out, _ = run(
+        capsys, "plan", "--model", "gpt2", "--num-gpus", "1", "--num-requests", "4",
+        "--prompt-len", "1000", "--output-len", "100", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    assert "4 of 4 requests need more than gpt2's 1024-token context window" in out
+    code, out, _ = run(capsys, "plan", "--model", "gpt2", "--num-gpus", "1", "--num-requests",
+                       "4", "--prompt-len", "100", "--output-len", "100", "--quiet")  # fmt: skip
+    assert "context window" not in out
