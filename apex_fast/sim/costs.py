@@ -196,6 +196,9 @@ def compile_costs(
         )
     prov["LM head & sampling"] = cm.take()
     seq_ops = {"LM head & sampling": lm + sample}
+    if ep.ENGINE_SEQ_OVERHEAD_S > 0:
+        # CPU work per sequence that emits a token (sampling metadata, detokenisation, outputs)
+        seq_ops["Engine per-sequence overhead"] = ep.ENGINE_SEQ_OVERHEAD_S * m
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
     if model.is_mla:

@@ -23,3 +23,10 @@ CUSTOM_AR_LATENCY_S = 6.0e-6
 # holding prefill tokens runs eagerly (vLLM 0.6 replays CUDA graphs for decode-only batches),
 # so it lasts at least num_layers x this. Fitted in docs/validation.md.
 EAGER_LAYER_OVERHEAD_S = 450e-6  # fitted: 36 ms for 80 layers; TTFT error 7.1%
+
+# CPU time per sequence that emits a token in a step (sampling metadata, detokenisation, output
+# objects and SSE streaming in vLLM 0.6's single-process server). Kept at 0: a fit on the
+# reference runs wants ~350 us (ITL error 2.2% -> 1.1%), but those runs never exceed ~10
+# concurrent sequences, and 350 us x 256 sequences would add ~90 ms to every large-batch step.
+# See docs/validation.md, "Per-sequence CPU cost".
+ENGINE_SEQ_OVERHEAD_S = 0.0
