@@ -146,7 +146,10 @@ def plot_pareto(
                 zorder=3 if on_front else 2,
             )
         placed: list[tuple[float, float]] = []
-        groups = _label_groups(pts, xc, yc)
+        # name only the Pareto-optimal plans (and the chosen one): with dozens of plans, labels on
+        # the dominated ones bury the front; their names are in the --pareto CSV
+        named = [p for p in pts if p.pareto or p.label == best_label] or pts
+        groups = _label_groups(named, xc, yc)
         spans = [_span([g[0][0] for g in groups]), _span([g[0][1] for g in groups])]
         for (x, y), group in groups:
             text = "\n".join(p.label + (" *" if p.label == best_label else "") for p in group)
