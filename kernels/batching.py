@@ -161,7 +161,6 @@ def simulate_stream(
         n_dec = 0
         work = 0.0
         ctx = 0
-        preempted = False
         npre = 0
         if not chunked:
             # 4a. prefills only
@@ -215,7 +214,6 @@ def simulate_stream(
                         npre,
                         preemptions,
                     )
-                    preempted = preempted or npre > 0
                     if self_pre:
                         break
                     s_idx[n_sched] = r
@@ -267,7 +265,6 @@ def simulate_stream(
                     npre,
                     preemptions,
                 )
-                preempted = preempted or npre > 0
                 if self_pre:
                     break
                 left -= 1
@@ -345,7 +342,7 @@ def simulate_stream(
         now = start + d0
         k = 1
         # event skipping: a run of identical decode-only steps
-        if n_pf_tok == 0 and not preempted and n_dec == nrun and n_dec > 0:
+        if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:
             kmax = 1 << 62
             for t in range(n_sched):
                 r = s_idx[t]
