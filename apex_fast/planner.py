@@ -80,13 +80,6 @@ def _progress():
     return SearchProgress()
 
 
-def unsupported_reason(model) -> str:
-    """Why this version cannot plan `model`, or '' if it can (bench/trillion.py asks too)."""
-    if model.arch not in ("decoder", "encoder-decoder", "encoder"):
-        return f"{model.name}: unknown architecture {model.arch!r}"
-    return ""
-
-
 def run_plan(
     req: PlanRequest, show_all: bool = False, progress: bool = False, max_batch: int = 0
 ) -> tuple[str, SearchResult]:

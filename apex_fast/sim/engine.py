@@ -92,11 +92,8 @@ class PlanResult:
 
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
     """Round-robin over DP replicas, then over the pipeline virtual engines of each replica."""
-    out: list[np.ndarray] = []
-    for rep in workload.split(dp):
-        for v in range(pp):
-            out.append(rep[v::pp])
-    return out
+    ids = np.arange(workload.num_requests)
+    return [ids[r::dp][v::pp] for r in range(dp) for v in range(pp)]
 
 
 # Plans that differ only in their data-parallel degree have identical streams: they share one
@@ -108,7 +105,7 @@ _COST_CACHE_MAX = 64
 def _compiled_costs(
     model: ModelSpec, cluster: Cluster, plan: Plan, budget: int, opts: EngineOptions
 ) -> CompiledCosts:
-    key = (model, cluster, dataclasses.replace(plan, dp=1), budget, opts.max_num_seqs, opts)
+    key = (model, cluster, dataclasses.replace(plan, dp=1), budget, opts)
     hit = _COST_CACHE.get(key)
     if hit is not None:
         return hit

@@ -30,11 +30,6 @@ class Workload:
     def num_requests(self) -> int:
         return int(self.arrival.size)
 
-    def split(self, k: int, offset: int = 0) -> list[np.ndarray]:
-        """Indices of a round-robin split into k parts (like the reference DP runs)."""
-        idx = np.arange(self.num_requests)
-        return [idx[(idx + offset) % k == j] for j in range(k)]
-
 
 def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
     """All requests arrive at time 0 (the seed's fixed-length mode)."""
