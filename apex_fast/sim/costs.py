@@ -173,13 +173,11 @@ def compile_costs(
         spans = cluster.spans_nodes(c.group * c.stride)
         t = lx * collective(c.kind, c.size_factor * n * h * ab, c.group, spans)
         tok_ops[c.title] = tok_ops.get(c.title, 0.0) + t
-        prov[c.title] = combine(
-            [prov.get(c.title, ""), cm.take()] if c.title in prov else [cm.take()]
-        )
+        prov[c.title] = combine([prov.get(c.title, ""), cm.take()])
     if d > 1:  # vocabulary-parallel embedding: one all-reduce per step
         t = collective("all_reduce", n * h * ab, d, cluster.spans_nodes(d))
         tok_ops["AllReduce"] = tok_ops.get("AllReduce", 0.0) + t
-        prov.setdefault("AllReduce", cm.take())
+        prov["AllReduce"] = combine([prov.get("AllReduce", ""), cm.take()])
     if pp > 1:
         inter_pp = cluster.spans_nodes(d * pp)
         sr = _zero_first(cm.collective("sendrecv", n * h * ab, 2, inter_pp, plan.activation_dtype))
