@@ -266,7 +266,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for modname, name in (
-        ("apex_fast.validate", "validate"),
+        ("apex_fast.validation.command", "validate"),
         ("apex_fast.tracegen", "trace"),
         ("apex_fast.capacity", "capacity"),
         ("apex_fast.profiler", "profile"),

@@ -94,6 +94,7 @@ def simulate_stream(
     c_attn,
     c_ctx,
     overhead,
+    host_seq,
     eager_floor,
     output_lag,
     first_token,
@@ -322,12 +323,13 @@ def simulate_stream(
         if nrec >= cap:
             return -1
         # 6. cost of the first step
-        base = overhead + tok_table[tokens] + seq_table[n_samp] + c_attn * work
+        host = overhead + host_seq * n_sched
+        base = host + tok_table[tokens] + seq_table[n_samp] + c_attn * work
         d0 = base + c_ctx * ctx
-        if n_pf_tok > 0 and d0 - overhead < eager_floor:
-            # a step with prefill runs eagerly: it cannot be shorter than the CPU time to
-            # launch its kernels
-            d0 = overhead + eager_floor
+        if n_pf_tok > 0 and d0 - host < eager_floor:
+            # a step with prefill runs eagerly: its GPU work cannot end before the CPU has
+            # launched its kernels
+            d0 = host + eager_floor
         # outputs of the previous step are delivered when this step ends
         for t in range(nlag):
             r = lag_idx[t]

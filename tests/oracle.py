@@ -125,6 +125,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     c_ctx = float(costs.c_ctx)
     overhead = float(costs.overhead)
     eager_floor = float(getattr(costs, "eager_floor", 0.0))
+    host_seq = float(getattr(costs, "host_seq", 0.0))
     output_lag = bool(getattr(cfg, "output_lag", False))
 
     res = OracleResult([], [], [], [], [])
@@ -298,9 +299,9 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
         assert n_tok <= budget
         assert n_samp <= max_num_seqs
         assert 0 <= free <= num_blocks
-        duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
-        if n_pf > 0:
-            duration = max(duration, overhead + eager_floor)
+        host = overhead + host_seq * len(sched)
+        gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
+        duration = host + (max(gpu, eager_floor) if n_pf > 0 else gpu)
         # 7b. outputs of the previous step are delivered when this one ends
         for r, is_first, is_finish in lagged:
             if is_first:

@@ -30,12 +30,12 @@ def test_single_request_one_gpu_closed_form() -> None:
     m, cl, res = _one("llama-7b", 1, static_workload(1, prompt, out), tp=1)
     c = res.compiled.costs
     gpu = c.tok_table[prompt] + c.seq_table[1] + c.c_attn * prompt * (prompt + 1) / 2
-    ttft = c.overhead + max(gpu, c.eager_floor)  # a prefill step runs eagerly
+    host = c.overhead + c.host_seq  # one scheduled sequence per step
+    assert c.host_seq > 0 and c.eager_floor > 0
+    ttft = host + max(gpu, c.eager_floor)  # a prefill step runs eagerly
     s = res.streams[0]
     assert s.first_token[0] == pytest.approx(ttft, rel=1e-12)
-    steps = [
-        c.overhead + c.tok_table[1] + c.seq_table[1] + c.c_ctx * (prompt + g) for g in range(1, out)
-    ]
+    steps = [host + c.tok_table[1] + c.seq_table[1] + c.c_ctx * (prompt + g) for g in range(1, out)]
     assert s.finish[0] == pytest.approx(ttft + sum(steps), rel=1e-12)
     met = compute_metrics(res, static_workload(1, prompt, out), cl)
     assert met.ttft_mean_s == pytest.approx(ttft, rel=1e-12)

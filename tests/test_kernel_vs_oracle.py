@@ -40,6 +40,7 @@ def make_costs(
     c_ctx: float = 1e-6,
     overhead: float = 2e-3,
     eager_floor: float = 0.0,
+    host_seq: float = 0.0,
 ) -> StepCosts:
     """Increasing tables tok_table[0] = seq_table[0] = 0 (+ the given increments)."""
     if tok_inc is None:
@@ -49,7 +50,9 @@ def make_costs(
     tok = np.concatenate([[0.0], np.cumsum(np.asarray(tok_inc, np.float64))])
     seq = np.concatenate([[0.0], np.cumsum(np.asarray(seq_inc, np.float64))])
     assert tok.size >= budget + 1 and seq.size >= max_num_seqs + 1
-    return StepCosts(tok, seq, float(c_attn), float(c_ctx), float(overhead), float(eager_floor))
+    return StepCosts(
+        tok, seq, float(c_attn), float(c_ctx), float(overhead), float(eager_floor), float(host_seq)
+    )
 
 
 def oracle_hist(gaps: list[float]) -> np.ndarray:
@@ -214,6 +217,7 @@ def step_costs(draw, cfg: SchedulerConfig):
         c_ctx=draw(_nonneg(1e-5)),
         overhead=draw(_nonneg(5e-3)),
         eager_floor=draw(st.one_of(st.just(0.0), _nonneg(2e-2))),
+        host_seq=draw(st.one_of(st.just(0.0), _nonneg(5e-4))),
     )
 
 

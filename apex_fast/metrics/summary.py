@@ -195,6 +195,9 @@ def compute_metrics(
     attn_t = costs.c_attn * float(np.sum(cnt * r["work"])) + costs.c_ctx * float(ctx_total.sum())
     breakdown_raw[cc.attn_op] = breakdown_raw.get(cc.attn_op, 0.0) + attn_t
     breakdown_raw[cc.overhead_op] = costs.overhead * float(cnt.sum())
+    if costs.host_seq > 0:
+        per_seq = costs.host_seq * float(np.sum(cnt * r["nsched"]))
+        breakdown_raw["Engine per-sequence overhead"] = per_seq
     if costs.eager_floor > 0:
         # prefill steps (count 1) are stretched to the eager-mode launch floor
         pf = r["pf"] > 0

@@ -25,11 +25,36 @@ from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import combine, cost_model
 from apex_fast.sim import engine_params as ep
+from apex_fast.sim.step_time import (
+    HostParams,
+    LaunchCounts,
+    host_params,
+    launch_counts,
+    launch_time,
+)
 from apex_fast.sim.stream import StepCosts
 
 # vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
 # (vllm/distributed/device_communicators/custom_all_reduce.py, max_size default).
 CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
+
+# Prefill attention throughput of xFormers' memory-efficient (CUTLASS) kernel relative to
+# FlashAttention-2: about 2/3 (FlashAttention-2 paper, arXiv 2307.08691, Fig. 4-6, forward pass,
+# head dim 128, A100). vLLM 0.6 uses it for prefill when the KV cache is FP8.
+XFORMERS_REL_EFFICIENCY = 0.67
+
+
+# GPUs older than SM 8.0 (no FlashAttention-2)
+_PRE_AMPERE = ("V100", "T4", "P100")
+
+
+def default_attention_backend(kv_dtype: str, device_name: str) -> str:
+    """vLLM 0.6's choice (vllm@0.6.0:vllm/attention/selector.py which_attn_to_use): FlashAttention
+    unless the KV cache is FP8 or the GPU is older than SM 8.0, then xFormers for prefill and
+    vLLM's PagedAttention kernel for decode."""
+    if kv_dtype in ("float8", "int8") or device_name.upper().startswith(_PRE_AMPERE):
+        return "xformers"
+    return "flash-attn"
 
 
 def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
@@ -57,6 +82,9 @@ class CompiledCosts:
     bytes_per_token: float
     bytes_per_ctx: float
     gpus_per_stream: int
+    launch: LaunchCounts | None = None  # kernels of one eager forward pass
+    host: HostParams | None = None
+    attention_backend: str = "flash-attn"
     provenance: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     cost_source: str = analytic.PROVENANCE  # one line: which tables / model the costs came from
@@ -79,6 +107,9 @@ def compile_costs(
     profile_dir: str | None = None,
     capacity_factor: float = 1.0,
     cross_kv_layers: int = 0,
+    attention_backend: str = "auto",
+    host: HostParams | None = None,
+    frontend_in_process: bool = False,
 ) -> CompiledCosts:
     """Step-cost tables of `plan`. For an encoder (model.arch == "encoder") attention is
     bidirectional and there is no LM head; `cross_kv_layers` adds, per encoder token, the K/V
@@ -108,12 +139,27 @@ def compile_costs(
     def mem(nbytes: np.ndarray) -> np.ndarray:
         return _zero_first(cm.mem(nbytes))
 
+    backend = attention_backend
+    if backend == "auto":
+        backend = default_attention_backend(plan.kv_dtype, cluster.device.name)
+    # W8A8 FP8 (vLLM --quantization fp8): every linear first quantises its input with dynamic
+    # per-tensor scales: a max-reduction pass over the activations, a quantisation pass (read
+    # them, write FP8) and a one-float fill for the scale (sim/step_time.py K_FP8_ACT_QUANT)
+    w8a8 = plan.weight_dtype == "float8" and plan.activation_dtype == "float8"
+
+    def act_quant(k: float, ntok: np.ndarray) -> np.ndarray:
+        if not w8a8:
+            return np.zeros_like(ntok)
+        vals = ntok * k
+        return mem(vals * ab) + mem(vals * (ab + 1.0)) + mem(np.where(ntok > 0, 4.0, 0.0))
+
     attn_name = "Attention"
     if model.is_mla:
         # MLA: its low-rank projections as one GEMM with the same weights (approximation)
         attn = gemm(round(model.attn_params_per_layer() / (h * tp)), h, n_attn)
     else:
         attn = gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
+        attn = attn + act_quant(h, n_attn) + act_quant(q_dev * hd, n_attn)
     if model.arch == "encoder-decoder":
         # cross-attention: query and output projections per decoder token (its K/V come with
         # the encoder output, see cross_kv_layers)
@@ -137,6 +183,7 @@ def compile_costs(
         n_e = np.minimum(np.maximum(n_e, 1.0), n)
         one = gemm(gated * width, h, n_e) + gemm(h, width, n_e)
         ffn = experts_dev * p_act * one + gemm(e_all, h, np.ceil(n / d))  # + router
+        ffn = ffn + act_quant(h, np.ceil(n / d)) + act_quant(width, np.ceil(n * k / d))
         if model.num_shared_experts:
             sw = model.num_shared_experts * model.moe_intermediate_size // d
             ffn = ffn + gemm(gated * sw, h, n) + gemm(h, sw, n)
@@ -146,6 +193,7 @@ def compile_costs(
         inter = model.intermediate_size // plan.ffn_tp
         n_ffn = np.ceil(n / plan.ffn_replicas)  # each FFN copy serves its share of the batch
         ffn = gemm(gated * inter, h, n_ffn) + gemm(h, inter, n_ffn)
+        ffn = ffn + act_quant(h, n_ffn) + act_quant(inter, n_ffn)
         act_bytes = (gated + 1) * n_ffn * inter * ab
     prov[ffn_name] = cm.take()
     # fused residual-add + RMSNorm twice, rotary embedding, FFN activation
@@ -194,9 +242,6 @@ def compile_costs(
         )
     prov["LM head & sampling"] = cm.take()
     seq_ops = {"LM head & sampling": lm + sample}
-    if ep.ENGINE_SEQ_OVERHEAD_S > 0:
-        # CPU work per sequence that emits a token (sampling metadata, detokenisation, outputs)
-        seq_ops["Engine per-sequence overhead"] = ep.ENGINE_SEQ_OVERHEAD_S * m
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
     if model.is_mla:
@@ -208,16 +253,21 @@ def compile_costs(
         c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb) / r
     if model.arch == "encoder":
         c_attn *= 2.0  # bidirectional: every query sees the whole sequence (L^2 vs L(L+1)/2 pairs)
+    if backend == "xformers":
+        c_attn /= XFORMERS_REL_EFFICIENCY
     prov[attn_name] = combine([prov[attn_name], cm.take()])
+    host = host or host_params()
+    launch = launch_counts(model, plan, backend, custom_all_reduce)
     costs = StepCosts(
         tok_table=tok_table,
         seq_table=seq_table,
         c_attn=float(c_attn),
         c_ctx=float(c_ctx),
-        overhead=ep.ENGINE_STEP_OVERHEAD_S,
+        overhead=host.host_step_s,
         # steps with prefill tokens run eagerly (vLLM captures CUDA graphs for decode batches
-        # only): they last at least the CPU time to launch every layer's kernels
-        eager_floor=model.num_layers * ep.EAGER_LAYER_OVERHEAD_S,
+        # only): their GPU work cannot end before the CPU has launched every kernel
+        eager_floor=launch_time(launch, host),
+        host_seq=host.seq_s(frontend_in_process),
     )
     layers = model.num_layers
     # model FLOPs (no replicated work) and bytes moved across the replica per step
@@ -239,7 +289,10 @@ def compile_costs(
     notes.extend(cm.notes)
     prov = {k: prov.get(k, analytic.PROVENANCE) for k in [*tok_ops, *seq_ops]}
     prov["Engine step overhead"] = "fitted to vLLM runs (docs/validation.md)"
-    prov["Eager-mode launch floor"] = "fitted to vLLM runs (docs/validation.md)"
+    prov["Engine per-sequence overhead"] = (
+        "published profile + fitted front end" if frontend_in_process else "published profile"
+    ) + " (docs/validation.md)"
+    prov["Eager-mode launch floor"] = f"{launch.total} launches x fitted CPU cost"
     return CompiledCosts(
         costs=costs,
         tok_ops=tok_ops,
@@ -254,6 +307,9 @@ def compile_costs(
         bytes_per_token=kv_read_tok,
         bytes_per_ctx=kv_read_tok,
         gpus_per_stream=d,
+        launch=launch,
+        host=host,
+        attention_backend=backend,
         provenance=prov,
         notes=notes,
         cost_source=cm.summary(),

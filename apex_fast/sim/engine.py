@@ -14,6 +14,7 @@ from apex_fast.plans.memory import MemoryReport, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
+from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
 from apex_fast.sim.workload import Workload
 
@@ -41,6 +42,13 @@ class EngineOptions:
     # encoder of an encoder-decoder model: decoder layers whose cross-attention K/V this
     # encoder computes per input token
     cross_kv_layers: int = 0
+    # attention kernels: "auto" = the engine's choice for the KV dtype and GPU
+    attention_backend: str = "auto"
+    # CPU-side step-time parameters; None = the fitted ones (profile_data/step_time_fit.json)
+    host: HostParams | None = None
+    # the HTTP front end shares the engine's process and thread (vLLM
+    # --disable-frontend-multiprocessing; separate process by default since vLLM 0.5.4)
+    frontend_in_process: bool = False
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -120,11 +128,27 @@ def _compiled_costs(
         profile_dir=opts.profile_dir,
         capacity_factor=opts.capacity_factor,
         cross_kv_layers=opts.cross_kv_layers,
+        attention_backend=opts.attention_backend,
+        host=opts.host,
+        frontend_in_process=opts.frontend_in_process,
     )
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))
     _COST_CACHE[key] = compiled
     return compiled
+
+
+def scheduler_config(blocks: int, budget: int, opts: EngineOptions) -> SchedulerConfig:
+    """The scheduler limits of one stream with `blocks` KV blocks."""
+    return SchedulerConfig(
+        num_blocks=blocks,
+        block_size=opts.block_size,
+        watermark=int(ep.WATERMARK_FRACTION * blocks),
+        max_num_seqs=opts.max_num_seqs,
+        budget=budget,
+        chunked=opts.chunked_prefill,
+        output_lag=opts.async_output,
+    )
 
 
 def simulate_plan(
@@ -152,15 +176,7 @@ def simulate_plan(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
     compiled = _compiled_costs(model, cluster, plan, budget, opts)
-    cfg = SchedulerConfig(
-        num_blocks=blocks,
-        block_size=opts.block_size,
-        watermark=int(ep.WATERMARK_FRACTION * blocks),
-        max_num_seqs=opts.max_num_seqs,
-        budget=budget,
-        chunked=opts.chunked_prefill,
-        output_lag=opts.async_output,
-    )
+    cfg = scheduler_config(blocks, budget, opts)
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
     rejected: list[np.ndarray] = []

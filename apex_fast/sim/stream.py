@@ -37,16 +37,19 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step duration = overhead + tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx
-    (a step holding prefill tokens lasts at least overhead + eager_floor)."""
+    """Step duration = host + max(gpu, eager_floor if the step holds prefill tokens else 0), with
+    host = overhead + host_seq * n_scheduled and
+    gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx (sim/step_time.py)."""
 
     tok_table: np.ndarray
     seq_table: np.ndarray
     c_attn: float
     c_ctx: float
     overhead: float
-    # a step holding prefill tokens runs eagerly and lasts at least overhead + eager_floor
+    # CPU launch time of an eager forward pass: a step holding prefill tokens runs eagerly
     eager_floor: float = 0.0
+    # CPU seconds per scheduled sequence per step
+    host_seq: float = 0.0
 
 
 @dataclass
@@ -158,6 +161,7 @@ def run_stream(
             float(costs.c_attn),
             float(costs.c_ctx),
             float(costs.overhead),
+            float(costs.host_seq),
             float(costs.eager_floor),
             bool(cfg.output_lag),
             first,

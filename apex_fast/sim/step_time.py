@@ -1,0 +1,166 @@
+"""Host side of an engine step: what the CPU does around the GPU work, and how the two compose.
+
+A step of the serving engine (vLLM 0.6 V0, single-step scheduling) is
+
+    duration = host_step + host_seq * n_scheduled + max(gpu, launch)
+
+- `gpu`: the device time of the step's kernels (`sim/costs.py`, from the device model).
+- `host_step`: CPU time per step that does not overlap the GPU: scheduling, input preparation,
+  the eagerly launched sampler, the GPU->CPU sync of the sampled tokens and output processing.
+- `host_seq`: CPU time per scheduled sequence in the engine process (block tables, input lists,
+  sampling metadata, detokenisation and the output objects of that sequence), plus, when the
+  HTTP front end runs in the engine's process (vLLM `--disable-frontend-multiprocessing`; the
+  default before 0.5.4), its per-token streaming work (`host_frontend_seq`), which then holds the
+  same Python thread as the engine.
+- `launch`: the CPU time to launch the forward pass's kernels. A decode-only batch that fits a
+  captured CUDA graph replays it (one launch, counted in host_step: launch = 0); a step with
+  prefill tokens, or a batch larger than the largest captured graph, runs eagerly, and the GPU
+  can never finish before the CPU has launched every kernel:
+      launch = host_op * (layers * kernels_per_layer + kernels_outside)
+  where the kernel count follows the plan's actual cells and dtypes (`launch_counts`) and
+  host_op is the CPU time per launched kernel including the Python module code around it (a
+  separate per-layer Python cost was tried: it is not identifiable from one model family, and
+  per-family fits without it agree on host_op within 3%, see docs/validation.md).
+
+`host_seq` is not fitted: the measured runs hold at most ~14 concurrent sequences and cannot
+pin down a cost that a 256-sequence batch multiplies, so it comes from a published
+high-concurrency profile (ENGINE_SEQ_CPU_S below). The other three host parameters are fitted
+once, jointly, on the measured runs of two model families and
+dtypes (`bench/fit_step_time.py`, result in `profile_data/step_time_fit.json`, method and tables in
+`docs/validation.md`). Nothing here depends on the run, the model or the dtype except through the
+kernel counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from apex_fast.errors import ApexError
+from apex_fast.hardware.devices import PROFILE_DATA_DIR
+from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.plan import Plan
+
+FIT_FILE = PROFILE_DATA_DIR / "step_time_fit.json"
+
+# Engine-process CPU time per scheduled sequence per step in vLLM V0: a user profile of vLLM
+# (Aug 2024) measured ~20 ms of CPU time between GPU steps at a batch of ~200 sequences
+# (sampling, input preparation, output processing, scheduling; comment of 2024-08-08 in
+# https://github.com/vllm-project/vllm/issues/6801): (20 ms - ~3 ms per step) / 200 = 85 us.
+ENGINE_SEQ_CPU_S = 85e-6
+
+# Plausible ranges of the fitted parameters (the fit is bounded to them; docs/validation.md).
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "host_step_s": (0.5e-3, 8e-3),
+    "host_frontend_seq_s": (0.0, 500e-6),
+    "host_op_s": (2e-6, 40e-6),
+}
+
+
+@dataclass(frozen=True)
+class HostParams:
+    """CPU-side constants of one engine (seconds). See the module docstring."""
+
+    host_step_s: float
+    host_frontend_seq_s: float
+    host_op_s: float
+    host_engine_seq_s: float = ENGINE_SEQ_CPU_S
+    source: str = ""
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in PARAM_RANGES}
+
+    def seq_s(self, frontend_in_process: bool) -> float:
+        """CPU seconds per scheduled sequence per step on the engine's critical path."""
+        return self.host_engine_seq_s + (self.host_frontend_seq_s if frontend_in_process else 0.0)
+
+
+@lru_cache(maxsize=4)
+def _fit_file() -> dict:
+    try:
+        return json.loads(FIT_FILE.read_text())
+    except (OSError, ValueError) as e:  # pragma: no cover - shipped with the package
+        raise ApexError(f"cannot read the step-time fit {FIT_FILE}: {e}") from None
+
+
+def host_params(engine: str = "vllm-0.6") -> HostParams:
+    """The fitted host parameters of `engine` (profile_data/step_time_fit.json)."""
+    data = _fit_file()
+    entry = data.get("engines", {}).get(engine)
+    if entry is None:
+        raise ApexError(f"no fitted host parameters for engine {engine!r}")
+    return HostParams(**{k: float(entry["params"][k]) for k in PARAM_RANGES}, source=entry["fit"])
+
+
+# --- kernel counts -------------------------------------------------------------------------------
+# What vLLM 0.6's eager forward launches per decoder layer (read in vllm 0.6.0:
+# model_executor/models/llama.py LlamaDecoderLayer.forward, layers/layernorm.py (fused add+RMSNorm),
+# layers/rotary_embedding.py, layers/activation.py SiluAndMul, attention/backends/flash_attn.py
+# and xformers.py, distributed/communication_op.py, custom_all_reduce.py).
+K_NORM = 1  # fused residual-add + RMSNorm (one custom op)
+K_LINEAR = 1  # cuBLAS / CUTLASS GEMM
+# W8A8 FP8 with dynamic activation scales: each linear quantises its input first
+# (vllm 0.6.0 _custom_ops.scaled_fp8_quant: torch.zeros for the scale, then
+# csrc/quantization/fp8/common.cu dynamic_scaled_fp8_quant launches segmented_max_reduction and
+# scaled_fp8_quant_kernel): three launches per linear.
+K_FP8_ACT_QUANT = 3
+K_ROTARY = 1
+K_KV_WRITE = 1  # reshape_and_cache(_flash)
+# attention: a mixed chunked-prefill step runs the prefill kernel and the decode kernel
+K_ATTN = {"flash-attn": 2, "xformers": 3, "flashinfer": 2}
+K_ACT = 1  # SiluAndMul / GELU
+# all-reduce: custom all-reduce in eager mode copies the input into its registered buffer
+# first (custom_all_reduce.py all_reduce_unreg: copy + kernel); NCCL is one call
+K_ALLREDUCE_CUSTOM = 2
+K_ALLREDUCE_NCCL = 1
+# fused MoE (vllm 0.6.0 layers/fused_moe/fused_moe.py): router GEMM, topk-softmax,
+# moe_align_block_size (+ its buffers), two grouped GEMMs, activation, reduction over top-k
+K_MOE = 8
+# outside the layers, inside the forward: embedding (vocabulary-parallel: mask, lookup, fill,
+# all-reduce) and the final norm
+K_OUTSIDE = 5
+
+
+@dataclass(frozen=True)
+class LaunchCounts:
+    """Kernels launched by one eager forward pass of one pipeline stage."""
+
+    per_layer: int
+    outside: int
+    layers: int
+
+    @property
+    def total(self) -> int:
+        return self.layers * self.per_layer + self.outside
+
+
+def launch_counts(
+    model: ModelSpec, plan: Plan, attention_backend: str, custom_all_reduce: bool
+) -> LaunchCounts:
+    """Kernel launches of one eager step of `plan`, counted from its cells and dtypes."""
+    w8a8 = plan.weight_dtype == "float8" and plan.activation_dtype == "float8"
+    lin = K_LINEAR + (K_FP8_ACT_QUANT if w8a8 else 0)
+    ar = K_ALLREDUCE_CUSTOM if custom_all_reduce else K_ALLREDUCE_NCCL
+    n_ar = sum(1 for c in plan.collectives if c.group > 1)
+    per_layer = 2 * K_NORM + K_ROTARY + K_KV_WRITE + K_ATTN.get(attention_backend, 2)
+    per_layer += 2 * lin  # QKV and output projections
+    if model.arch == "encoder-decoder":
+        per_layer += 2 * lin + K_ATTN.get(attention_backend, 2) + K_NORM  # cross-attention
+    if model.is_moe:
+        per_layer += K_MOE + (2 * K_FP8_ACT_QUANT if w8a8 else 0)
+        if model.num_shared_experts:
+            per_layer += 2 * lin + K_ACT
+    else:
+        per_layer += 2 * lin + K_ACT  # gate+up (or up) and down projections
+    per_layer += n_ar * ar
+    return LaunchCounts(
+        per_layer=per_layer,
+        outside=K_OUTSIDE,
+        layers=plan.pp * max(plan.layers_per_stage),  # a stream's step passes every stage
+    )
+
+
+def launch_time(counts: LaunchCounts, params: HostParams) -> float:
+    """CPU seconds to launch one eager forward pass (the floor of an eager step)."""
+    return params.host_op_s * counts.total

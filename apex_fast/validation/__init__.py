@@ -1,0 +1,1 @@
+"""Validation against measured serving runs: bundled data, replay, fit and error bands."""
