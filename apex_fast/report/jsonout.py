@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from apex_fast.search import Evaluated, SearchResult
+from apex_fast.validation.bands import band_json, search_band
 
 
 def _clean(x: object) -> object:
@@ -50,6 +51,12 @@ def report_json(sr: SearchResult) -> dict:
             },
             "objective": sr.objective,
             "op_cost_source": getattr(sr.best.result.compiled, "cost_source", "analytic"),
+            "accuracy": band_json(
+                search_band(sr),
+                sr.best.metrics.ttft_mean_s,
+                sr.best.metrics.itl_mean_s,
+                sr.best.metrics.latency_mean_s,
+            ),
             "best": plans[0],
             "plans": plans,
             "infeasible": [{"plan": a, "reason": b} for a, b in sr.infeasible],

@@ -10,6 +10,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
 from apex_fast.plans.plan import Plan
 from apex_fast.search import Evaluated, SearchResult
+from apex_fast.validation.bands import band_line, search_band
 
 RULE = "=" * 80
 MINUS = "\u2212"  # typographic minus for the trade line
@@ -251,6 +252,7 @@ def render(
         f"Generated {sr.num_candidates} {stage} candidate plans: {len(sr.ranked)} feasible, "
         f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
     ]
+    lines.append(band_line(search_band(sr)))
     notes = sr.best.result.compiled.notes if sr.best.result.compiled else []
     for n in notes:
         lines.append(f"Note: {n}")

@@ -100,3 +100,66 @@ def band_for(engine: str, gpu: str, weight_dtype: str, regime: str) -> Band:
         f"not validated for this configuration ({engine}, {gpu}, "
         f"{dtype_family(weight_dtype)} weights): no measured runs resemble it",
     )
+
+
+def prediction_band(
+    engine: str,
+    gpu: str,
+    weight_dtype: str,
+    mean_prompt: float,
+    mean_output: float,
+    dense_decoder: bool = True,
+) -> Band:
+    """The band of a plan's predictions: validated runs are dense decoder-only models."""
+    from apex_fast.validation.runs import regime_of
+
+    if not dense_decoder:
+        return Band(
+            None,
+            None,
+            None,
+            "not validated for this configuration (the measured runs are all dense "
+            "text-generation models; none is MoE or has an encoder)",
+        )
+    return band_for(engine, gpu, weight_dtype, regime_of(mean_prompt, mean_output))
+
+
+def band_json(band: Band, ttft_s: float, itl_s: float, latency_s: float) -> dict:
+    """`{"validated", "basis", "ttft_band": {"rel", "low_s", "high_s"}, ...}` for the JSON."""
+
+    def one(rel: float | None, v: float) -> dict | None:
+        if rel is None:
+            return None
+        return {"rel": rel, "low_s": v * (1.0 - rel), "high_s": v * (1.0 + rel)}
+
+    return {
+        "validated": band.validated,
+        "basis": band.basis,
+        "ttft_band": one(band.ttft, ttft_s),
+        "itl_band": one(band.itl, itl_s),
+        "latency_band": one(band.latency, latency_s),
+    }
+
+
+def band_line(band: Band) -> str:
+    """One report line."""
+    if not band.validated:
+        return f"Accuracy: {band.basis}"
+    return (
+        f"Accuracy: TTFT +/-{100 * band.ttft:.0f}%, ITL +/-{100 * band.itl:.0f}%, "
+        f"latency +/-{100 * band.latency:.0f}% ({band.basis})"
+    )
+
+
+def search_band(sr) -> Band:  # noqa: ANN001 - a search.SearchResult (imported lazily)
+    """The band of a search's best plan."""
+    w = sr.workload
+    plan = sr.best.result.plan
+    return prediction_band(
+        getattr(sr.options, "engine", "vllm-0.6"),
+        sr.cluster.device.name,
+        plan.weight_dtype,
+        float(w.prompt.mean()),
+        float(w.output.mean()),
+        dense_decoder=sr.model.arch == "decoder" and not sr.model.is_moe,
+    )
