@@ -88,7 +88,8 @@ class CostModel:
         compute_dtype: str,
     ) -> np.ndarray:
         grid, extra = self._gemm_grid(compute_dtype)
-        if grid is None:
+        # 16-bit tables do not describe weight-only quantised kernels: use the model for those
+        if grid is None or weight_bytes < act_bytes:
             self._pending.append(ANALYTIC)
             return analytic.gemm_time(self.dm, m, k, n, weight_bytes, act_bytes, compute_dtype)
         m_, k_, n_ = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (m, k, n)))
