@@ -34,7 +34,7 @@ CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
 
 def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
     """One-kernel NVLink all-reduce: a fixed latency plus the ring volume at the link rate."""
-    link = dm.device.intra_node_gbps * 1e9
+    link = dm.device.peer_gbps(group) * 1e9
     vol = 2.0 * (group - 1) / group * np.asarray(nbytes, dtype=np.float64)
     return ep.CUSTOM_AR_LATENCY_S + vol / link
 
@@ -161,7 +161,7 @@ def compile_costs(
 
     def collective(kind: str, nbytes: np.ndarray, group: int, spans: bool) -> np.ndarray:
         t = _zero_first(cm.collective(kind, nbytes, group, spans, plan.activation_dtype))
-        if kind == "all_reduce" and custom_all_reduce and not spans:
+        if kind == "all_reduce" and custom_all_reduce and cluster.custom_all_reduce_ok(group):
             car = _zero_first(custom_all_reduce_time(dm, nbytes, group))
             t = np.where((nbytes <= CUSTOM_AR_MAX_BYTES) & (car < t), car, t)
         return t
