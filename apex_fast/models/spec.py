@@ -248,6 +248,14 @@ class ModelSpec:
             return 1.0
         return (self.num_layers - self.sliding_layers) / self.num_layers
 
+    def kv_window_blocks(self, block_size: int) -> int:
+        """KV blocks the last `sliding_window` tokens can straddle (ceil((W - 1) / bs) + 1, what a
+        sliding-window layer keeps, as vLLM's sliding-window KV manager frees the blocks that
+        fall out of the window); 0 without sliding-window layers."""
+        if self.sliding_layers == 0:
+            return 0
+        return -(-(self.sliding_window - 1) // block_size) + 1
+
     def kv_bytes_per_sequence(self, context_len: float, kv_bytes: float) -> float:
         """KV bytes one sequence of context_len tokens holds: full-attention layers keep every
         token, sliding-window layers at most the last `sliding_window` tokens."""

@@ -160,6 +160,8 @@ def simulate_plan(
         budget=budget,
         chunked=opts.chunked_prefill,
         output_lag=opts.async_output,
+        window_blocks=model.kv_window_blocks(opts.block_size),
+        full_kv_fraction=model.kv_full_fraction,
     )
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
