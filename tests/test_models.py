@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -630,3 +631,47 @@ def test_sliding_window_model_uses_fewer_kv_blocks_in_the_engine():
     # plus, per sequence, half of the 9 blocks a 128-token window straddles (rounded up)
     assert peak[0] >= 8 * 1000
     assert peak[0] / 2 < peak[12] <= peak[0] / 2 + 8 * 5 + 8
+
+
+# ---------------------------------------------------------------------- MLA costs
+def test_mla_projection_gemms_cover_every_weight_once():
+    """With a GEMM cost of m*k*n (weights x tokens), one layer's MLA projections on one device
+    cost exactly its attention weights (minus the two norm vectors) times the tokens; at TP8
+    the down-projections stay whole (replicated) and the rest is split eight ways."""
+    from apex_fast.models.mla import mla_projection_time, mla_weights_per_device
+
+    ds = load_model("deepseek-v3")
+
+    def gemm(m: int, k: int, n: np.ndarray) -> np.ndarray:
+        return m * k * np.asarray(n, dtype=np.float64)
+
+    n = np.array([0.0, 1.0, 7.0])
+    norms = ds.q_lora_rank + ds.kv_lora_rank
+    full = ds.attn_params_per_layer() - norms
+    assert list(mla_projection_time(gemm, ds, 1, n)) == list(full * n)
+    assert mla_weights_per_device(ds, 1) == ds.attn_params_per_layer()
+    replicated = 7168 * 1536 + 7168 * 576
+    per8 = mla_projection_time(gemm, ds, 8, np.array([1.0]))[0]
+    assert per8 == replicated + (full - replicated) / 8
+    assert mla_weights_per_device(ds, 8) == replicated + norms + (full - replicated) / 8
+
+
+def test_mla_decode_attention_is_latent_read_or_absorbed_flops():
+    """Per context token: read 576 latent values once for all heads, or compute
+    2 x heads x (2 x 512 + 64) FLOPs, whichever is slower. On H100 the 128 heads of TP1 are
+    compute-bound (278,528 FLOPs vs 1,152 bytes), the 16 heads of TP8 memory-bound."""
+    from apex_fast.models.mla import mla_decode_time_per_token, mla_prefill_time_per_pair
+    from apex_fast.profiles.analytic import device_model
+
+    ds = load_model("deepseek-v3")
+    dm = device_model("H100")
+    read = 576 * 2 / (dm.mem_bw * dm.eta_mem)
+    for heads in (128, 16):
+        flops = 2 * heads * (2 * 512 + 64)
+        compute = flops / (dm.peak("half") * dm.eta_attn)
+        assert mla_decode_time_per_token(dm, ds, heads, 2.0, "half") == max(read, compute)
+    assert mla_decode_time_per_token(dm, ds, 128, 2.0, "half") > read
+    assert mla_decode_time_per_token(dm, ds, 16, 2.0, "half") == read
+    # prefill pairs: keys of 192 and values of 128 per head
+    pair = mla_prefill_time_per_pair(dm, ds, 16, "half")
+    assert pair == 2 * 16 * (192 + 128) / (dm.peak("half") * dm.eta_attn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apex_fast.dtypes import DTYPE_BYTES
+from apex_fast.models.mla import mla_weights_per_device
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.plan import Plan
 
@@ -61,8 +62,8 @@ def attn_weights_per_device(model: ModelSpec, tp: int) -> float:
     there are fewer of them than devices; MLA's shared latent projections are replicated)."""
     h, hd = model.hidden_size, model.head_dim
     attn_total = model.attn_params_per_layer()
-    if model.is_mla:
-        return attn_total / tp
+    if model.is_mla:  # replicated down-projections, head-split up/output projections
+        return mla_weights_per_device(model, tp)
     qo = 2 * h * model.num_heads * hd
     kv = 2 * h * model.num_kv_heads * hd
     rest = max(0, attn_total - qo - kv)  # biases, q/k norms

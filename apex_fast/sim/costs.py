@@ -19,6 +19,7 @@ import numpy as np
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
+from apex_fast.models import mla
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_bytes_per_token_per_device, kv_heads_per_device
 from apex_fast.plans.plan import Plan
@@ -109,9 +110,8 @@ def compile_costs(
         return _zero_first(cm.mem(nbytes))
 
     attn_name = "Attention"
-    if model.is_mla:
-        # MLA: its low-rank projections as one GEMM with the same weights (approximation)
-        attn = gemm(round(model.attn_params_per_layer() / (h * tp)), h, n_attn)
+    if model.is_mla:  # projections GEMM by GEMM, sharded as vLLM does (apex_fast/models/mla.py)
+        attn = mla.mla_projection_time(gemm, model, tp, n_attn)
     else:
         attn = gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
     if model.arch == "encoder-decoder":
@@ -199,10 +199,9 @@ def compile_costs(
         seq_ops["Engine per-sequence overhead"] = ep.ENGINE_SEQ_OVERHEAD_S * m
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
-    if model.is_mla:
-        lat = model.kv_bytes_per_token(1.0) / model.num_layers  # latent values per token
-        c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
-        c_ctx = lx * cm.attn_decode_time_per_token(1, round(lat / 2), kvb) / r
+    if model.is_mla:  # expanded prefill, weight-absorbed decode over the latent (models/mla.py)
+        c_attn = lx * mla.mla_prefill_time_per_pair(dm, model, q_dev, cdt) / r
+        c_ctx = lx * mla.mla_decode_time_per_token(dm, model, q_dev, kvb, cdt) / r
     else:
         c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
         c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb) / r
