@@ -84,7 +84,7 @@ def plan(
     num_requests: int = typer.Option(1024, help="Requests, all arriving at t=0 (no trace file)."),
     kv_dtype: str = typer.Option("half", help="KV cache dtype: float, half, float8."),
     weight_dtype: str = typer.Option(
-        "half", help="Weight dtype: float, half, float8 (int8, int4)."
+        "half", help="Weight dtype: float, half, float8 (int8, int4, mxfp4)."
     ),
     activation_dtype: str = typer.Option("half", help="Activation dtype: float, half, float8."),
     all_plans: bool = typer.Option(False, "--all", help="Print every feasible plan, best first."),

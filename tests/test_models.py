@@ -675,3 +675,33 @@ def test_mla_decode_attention_is_latent_read_or_absorbed_flops():
     # prefill pairs: keys of 192 and values of 128 per head
     pair = mla_prefill_time_per_pair(dm, ds, 16, "half")
     assert pair == 2 * 16 * (192 + 128) / (dm.peak("half") * dm.eta_attn)
+
+
+# ---------------------------------------------------------------------- MXFP4
+def test_mxfp4_is_4_25_bits_and_a_weight_only_dtype():
+    from apex_fast.dtypes import DTYPE_BYTES, canonical_dtype, compute_dtype
+
+    assert DTYPE_BYTES["mxfp4"] * 8 == 4.25  # 32 x FP4 E2M1 + one 8-bit scale per block
+    assert canonical_dtype("MXFP4", allow_int=True) == "mxfp4"
+    with pytest.raises(ApexError, match="mxfp4"):
+        canonical_dtype("mxfp4", "--kv-dtype")
+    assert compute_dtype("mxfp4", "half") == "half"  # dequantised into BF16 GEMMs
+
+
+def test_gpt_oss_expert_weights_stay_mxfp4():
+    """Checkpoint bytes (MODELS.md batch 2): 19.11B MXFP4 + 1.80B BF16 = 13.8 GB for 20b,
+    114.66B MXFP4 + 2.17B BF16 = 65.2 GB for 120b -- 120b fits one 80 GB GPU."""
+    from apex_fast.hardware import Cluster, get_device
+    from apex_fast.plans.enumerate import enumerate_plans
+    from apex_fast.plans.memory import weight_bytes_per_device
+
+    cl = Cluster(get_device("H100"), 1, 1)
+    for name, gb in (("gpt-oss-20b", 13.8), ("gpt-oss-120b", 65.2)):
+        m = load_model(name)
+        plan = enumerate_plans(m, cl)[0][0]
+        assert weight_bytes_per_device(m, plan) / 1e9 == pytest.approx(gb, rel=0.01)
+    mixtral = load_model("mixtral-8x7b")  # BF16 experts: plan dtype throughout
+    plan = enumerate_plans(mixtral, Cluster(get_device("H100"), 1, 2))[0][0]
+    assert weight_bytes_per_device(mixtral, plan) == pytest.approx(
+        mixtral.params_total() * 2 / 2, rel=0.02
+    )
