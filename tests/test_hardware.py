@@ -170,6 +170,27 @@ def test_gb200_nvl72_tp16_all_reduce_uses_nvlink():
     assert nvl72 * 5 < network
 
 
+def test_gb200_nvl72_ep16_all_to_all_uses_nvlink():
+    """Expert parallelism over 16 GPUs of four trays: the token all-to-all of Qwen3-235B-A22B
+    runs over NVLink5 inside NVL72, over the NICs when the trays are separate nodes."""
+    import dataclasses
+
+    from apex_fast.models import load_model
+    from apex_fast.plans.enumerate import Pins, enumerate_plans
+    from apex_fast.sim.costs import compile_costs
+
+    m = load_model("qwen3-235b-a22b")
+    gb = get_device("GB200")
+
+    def all_to_all(dev: DeviceSpec) -> float:
+        cl = Cluster(dev, 4, 4)
+        plans, _ = enumerate_plans(m, cl, Pins(dp=1, pp=1, tp=16, ep=16))
+        cc = compile_costs(m, cl, plans[0], max_tokens=64, max_seqs=8)
+        return float(cc.tok_ops["AllToAll"][64])
+
+    assert all_to_all(gb) * 5 < all_to_all(dataclasses.replace(gb, fabric_gpus=4))
+
+
 def test_l40s_best_70b_plan_differs_from_h100_because_of_pcie_collectives():
     """8x L40S has no NVLink: every TP all-reduce crosses PCIe Gen4 (32 GB/s per direction,
     ~10 GB/s achieved bus bandwidth in the PCIe fit) instead of NVSwitch at 450 GB/s. A 70B
@@ -201,3 +222,29 @@ def test_l40s_best_70b_plan_differs_from_h100_because_of_pcie_collectives():
     nvswitch = dataclasses.replace(l40s, fabric="nvswitch", fabric_gpus=8, intra_node_gbps=450.0)
     linked, _ = best(nvswitch)
     assert linked.result.plan.tp == 8
+
+
+@pytest.mark.parametrize("name", [d.name for d in list_devices() if d.name != "cpu"])
+def test_every_device_plans_a_small_model(name: str):
+    """Every device has a calibration entry and plans Llama-3.2-1B on two GPUs; the faster
+    memory of each device shortens decode steps against the slowest one (L4, 0.3 TB/s)."""
+    from apex_fast.planner import PlanRequest, run_plan
+
+    def tpot(gpu: str) -> float:
+        req = PlanRequest(
+            model="llama3.2-1b",
+            gpus_per_node=2,
+            gpu=gpu,
+            num_requests=4,
+            prompt_len=128,
+            output_len=16,
+            workers=1,
+            tp=1,
+            dp=2,
+        )
+        return run_plan(req)[1].best.metrics.tpot_mean_s
+
+    t = tpot(name)
+    assert t > 0
+    if name != "L4":
+        assert t < tpot("L4")
