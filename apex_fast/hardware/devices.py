@@ -78,11 +78,9 @@ class DeviceSpec:
 
     def nvlink_connected(self, group: int) -> bool:
         """Whether every pair of a group of `group` GPUs has a direct GPU-to-GPU link."""
-        if self.fabric in ("nvswitch", "xgmi-mesh"):
-            return group <= self.fabric_gpus
-        if self.fabric == "nvlink-bridge":
-            return group <= self.fabric_gpus
-        return group <= 1
+        if self.fabric == "pcie":
+            return group <= 1
+        return group <= self.fabric_gpus
 
     def peer_gbps(self, group: int) -> float:
         """Per-GPU per-direction bandwidth (GB/s) of a group of `group` GPUs that stays inside

@@ -161,7 +161,8 @@ def compile_costs(
 
     def collective(kind: str, nbytes: np.ndarray, group: int, spans: bool) -> np.ndarray:
         t = _zero_first(cm.collective(kind, nbytes, group, spans, plan.activation_dtype))
-        if kind == "all_reduce" and custom_all_reduce and cluster.custom_all_reduce_ok(group):
+        custom = custom_all_reduce and not spans and cluster.custom_all_reduce_ok(group)
+        if kind == "all_reduce" and custom:
             car = _zero_first(custom_all_reduce_time(dm, nbytes, group))
             t = np.where((nbytes <= CUSTOM_AR_MAX_BYTES) & (car < t), car, t)
         return t
