@@ -468,7 +468,7 @@ UNMEASURED: dict[str, tuple[str, str, str]] = {
     "L40S": ("H100-SXM-80GB", "V100-PCIE-16GB", "no L40S data"),
     "A10G": ("H100-SXM-80GB", "V100-PCIE-16GB", "no A10G data"),
     "A100-SXM4-40GB": ("A100-SXM-80GB", "A100-SXM-80GB", "same GA100 die; no 40 GB data"),
-    "H100-PCIe": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H100-PCIe data"),
+    "H100-PCIe": ("H100-SXM-80GB", "V100-PCIE-16GB", "no H100-PCIe data"),
     "H100-NVL": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H100-NVL data"),
     "H200-NVL": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H200-NVL data"),
     "GB200": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no GB200 data"),
