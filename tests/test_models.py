@@ -705,3 +705,21 @@ def test_gpt_oss_expert_weights_stay_mxfp4():
     assert weight_bytes_per_device(mixtral, plan) == pytest.approx(
         mixtral.params_total() * 2 / 2, rel=0.02
     )
+
+
+def test_new_family_configs_load_and_fail_in_one_line():
+    oss = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "apex_fast/models/configs/gpt-oss-20b.json"
+        ).read_text()
+    )
+    assert spec_from_config(oss, "x").sliding_layers == 12
+    assert "layer_types must be a list of 24" in _err({**oss, "layer_types": ["full_attention"]})
+    assert "text_config must be an object" in _err({"model_type": "gemma3"})
+    text = {**LLAMA_LIKE, "model_type": "gemma3_text", "head_dim": 64, "sliding_window": 512}
+    text |= {"sliding_window_pattern": 2, "num_hidden_layers": 5}
+    g = spec_from_config(text, "g")
+    assert (g.sliding_layers, g.norms_per_block, g.qk_norm, g.tied_embeddings) == (3, 4, True, True)
+    qwen = {**LLAMA_LIKE, "model_type": "qwen2", "sliding_window": 64, "use_sliding_window": True}
+    assert spec_from_config(qwen | {"max_window_layers": 1}, "q").sliding_layers == 1
+    assert spec_from_config(qwen | {"use_sliding_window": False}, "q").sliding_window == 0
