@@ -723,3 +723,20 @@ def test_new_family_configs_load_and_fail_in_one_line():
     qwen = {**LLAMA_LIKE, "model_type": "qwen2", "sliding_window": 64, "use_sliding_window": True}
     assert spec_from_config(qwen | {"max_window_layers": 1}, "q").sliding_layers == 1
     assert spec_from_config(qwen | {"use_sliding_window": False}, "q").sliding_window == 0
+
+
+def test_deepseek_shared_expert_in_memory_and_active_params():
+    """DeepSeek-V3: 1 shared expert (2048 wide, SwiGLU) runs on every token of the 58 MoE
+    layers next to the top-8 of 256 routed ones: it counts in the active parameters and is
+    split over the stage's devices, while EP8 holds 32 routed experts per device."""
+    from apex_fast.hardware import Cluster, get_device
+    from apex_fast.plans.enumerate import Pins, enumerate_plans
+    from apex_fast.plans.memory import ffn_weights_per_device
+
+    ds = load_model("deepseek-v3")
+    expert = 3 * 7168 * 2048
+    assert ds.expert_params() == expert
+    assert ds.ffn_active_params_per_layer() == 7168 * 256 + 256 + 9 * expert  # router + 8 + 1
+    plan = enumerate_plans(ds, Cluster(get_device("H200"), 2, 8), Pins(dp=1, pp=2, tp=8, ep=8))[0]
+    plan = plan[0]
+    assert ffn_weights_per_device(ds, plan) == 32 * expert + expert / 8 + 7168 * 256 + 256
