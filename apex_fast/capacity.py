@@ -227,6 +227,11 @@ def command(
     num_nodes: int = typer.Option(1, help="Number of nodes."),
     gpu: str = typer.Option("H100-SXM-80GB", help="GPU type (see `apex.py gpus`)."),
     frequency: int = typer.Option(0, help="SM clock in MHz (0 = default boost clock)."),
+    inter_node_bandwidth: float | None = typer.Option(
+        None,
+        help="Inter-node network bandwidth in GB/s per GPU per direction (e.g. 50 for one "
+        "400 Gb/s NIC per GPU); default: the reference system in `apex.py gpus`.",
+    ),
     trace_file: Path = typer.Option(
         ..., help="Request trace whose arrival times are scaled (e.g. traces/lmsys_r2_n300.jsonl)."
     ),
@@ -263,6 +268,7 @@ def command(
         gpus_per_node=num_gpus_per_node,
         num_nodes=num_nodes,
         gpu=gpu,
+        inter_node_gbps=inter_node_bandwidth,
         frequency=frequency,
         trace_file=trace_file,
         ttft_slo_ms=ttft_slo,

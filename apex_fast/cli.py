@@ -71,6 +71,11 @@ def plan(
     ),
     gpu: str = typer.Option("H100-SXM-80GB", help="GPU type (see `apex.py gpus`)."),
     frequency: int = typer.Option(0, help="SM clock in MHz (0 = default boost clock)."),
+    inter_node_bandwidth: float | None = typer.Option(
+        None,
+        help="Inter-node network bandwidth in GB/s per GPU per direction (e.g. 50 for one "
+        "400 Gb/s NIC per GPU); default: the reference system in `apex.py gpus`.",
+    ),
     trace_file: Path | None = typer.Option(
         None, help="Request trace (.jsonl with StartTimeOffset ns, ContextTokens, GeneratedTokens)."
     ),
@@ -79,7 +84,7 @@ def plan(
     num_requests: int = typer.Option(1024, help="Requests, all arriving at t=0 (no trace file)."),
     kv_dtype: str = typer.Option("half", help="KV cache dtype: float, half, float8."),
     weight_dtype: str = typer.Option(
-        "half", help="Weight dtype: float, half, float8 (int8, int4)."
+        "half", help="Weight dtype: float, half, float8 (int8, int4, mxfp4)."
     ),
     activation_dtype: str = typer.Option("half", help="Activation dtype: float, half, float8."),
     all_plans: bool = typer.Option(False, "--all", help="Print every feasible plan, best first."),
@@ -169,6 +174,7 @@ def plan(
         num_nodes=num_nodes,
         gpus_per_node=num_gpus_per_node,
         gpu=gpu,
+        inter_node_gbps=inter_node_bandwidth,
         frequency=frequency,
         trace_file=trace_file,
         prompt_len=prompt_len,
@@ -212,9 +218,21 @@ def plan(
             typer.echo(f"JSON report written to {json_path}", err=True)
 
 
+def _echo_json(records: object) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+
+
 @app.command()
-def models() -> None:
+def models(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
+) -> None:
     """List the bundled models with their parameter counts."""
+    if json_out:
+        from apex_fast.models.catalog import model_records
+
+        return _echo_json(model_records())
     from apex_fast.models import list_models
     from apex_fast.models.loader import model_aliases
 
@@ -235,8 +253,14 @@ def models() -> None:
 
 
 @app.command()
-def gpus() -> None:
+def gpus(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
+) -> None:
     """List the known devices with their datasheet numbers."""
+    if json_out:
+        from apex_fast.hardware.catalog import device_records
+
+        return _echo_json(device_records())
     from apex_fast.hardware.devices import list_devices
     from apex_fast.report.text import table
 

@@ -11,7 +11,13 @@ DTYPE_BYTES: dict[str, float] = {
     "float8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    # OCP Microscaling (MX) v1.0 MXFP4: FP4 E2M1 elements in blocks of 32 sharing one 8-bit
+    # power-of-two (E8M0) scale = (32 x 4 + 8) / 32 = 4.25 bits per weight; the format of
+    # gpt-oss's expert weights (quantization_config quant_method "mxfp4", MODELS.md batch 2)
+    "mxfp4": 4.25 / 8,
 }
+# weight-only formats (dequantised for the GEMM), accepted by --weight-dtype only
+WEIGHT_ONLY = ("int8", "int4", "mxfp4")
 
 _ALIASES: dict[str, str] = {
     "float": "float",
@@ -26,6 +32,7 @@ _ALIASES: dict[str, str] = {
     "fp8": "float8",
     "int8": "int8",
     "int4": "int4",
+    "mxfp4": "mxfp4",
 }
 
 # which peak-FLOPS key of a DeviceSpec each compute dtype uses
@@ -35,8 +42,8 @@ PEAK_KEY: dict[str, str] = {"float": "fp32", "half": "fp16", "float8": "fp8"}
 def canonical_dtype(name: str, what: str = "dtype", allow_int: bool = False) -> str:
     """Return the canonical dtype name or raise ApexError listing the accepted ones."""
     key = _ALIASES.get(str(name).strip().lower())
-    if key is None or (key in ("int8", "int4") and not allow_int):
-        accepted = "float, half, float8" + (", int8, int4" if allow_int else "")
+    if key is None or (key in WEIGHT_ONLY and not allow_int):
+        accepted = "float, half, float8" + (", int8, int4, mxfp4" if allow_int else "")
         raise ApexError(f"unknown {what} {name!r}: use one of {accepted}")
     return key
 
@@ -49,6 +56,6 @@ def compute_dtype(weight: str, activation: str) -> str:
     """GEMMs run in the wider of the weight and activation types (int weights are dequantised)."""
     w = canonical_dtype(weight, allow_int=True)
     a = canonical_dtype(activation)
-    order = {"float8": 0, "int8": 0, "int4": 0, "half": 1, "float": 2}
-    w_eff = "float8" if w in ("int8", "int4", "float8") else w
+    order = {"float8": 0, "half": 1, "float": 2}
+    w_eff = "float8" if w in (*WEIGHT_ONLY, "float8") else w
     return w_eff if order[w_eff] >= order[a] else a

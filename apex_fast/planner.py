@@ -17,7 +17,7 @@ from apex_fast.encdec import (
 )
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
-from apex_fast.hardware.devices import get_device
+from apex_fast.hardware.devices import get_device, with_inter_node_bandwidth
 from apex_fast.models import load_model
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
@@ -33,6 +33,7 @@ class PlanRequest:
     gpus_per_node: int
     num_nodes: int = 1
     gpu: str = "H100-SXM-80GB"
+    inter_node_gbps: float | None = None  # GB/s per GPU per direction; None = device default
     num_experts: int | None = None
     topk: int | None = None  # None = the model's own top-k
     capacity_factor: float = 1.0
@@ -95,7 +96,7 @@ def run_plan(
         raise ApexError(f"--num-nodes must be at least 1, got {req.num_nodes}")
     if req.gpus_per_node < 1:
         raise ApexError(f"--num-gpus-per-node must be at least 1, got {req.gpus_per_node}")
-    device = get_device(req.gpu)
+    device = with_inter_node_bandwidth(get_device(req.gpu), req.inter_node_gbps)
     cluster = Cluster(device, req.num_nodes, req.gpus_per_node)
     clock = None
     if req.frequency < 0:

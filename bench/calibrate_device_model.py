@@ -458,6 +458,45 @@ DERIVED = {
         "collective": ("V100-PCIE-16GB", "APPROXIMATE: V100 PCIe fit reused"),
     },
 }
+# devices without any measurement: every group copies the nearest measured device
+# (datasheet facts in profile_data/devices.json, HARDWARE.md batch 2)
+_PCIE_NOTE = "the only measured PCIe-only system: peer traffic over PCIe, no NVLink"
+UNMEASURED: dict[str, tuple[str, str, str]] = {
+    # device -> (GEMM/elementwise/attention from, collectives from, why)
+    "H20": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H20 data"),
+    "L4": ("H100-SXM-80GB", "V100-PCIE-16GB", "no L4 data"),
+    "L40S": ("H100-SXM-80GB", "V100-PCIE-16GB", "no L40S data"),
+    "A10G": ("H100-SXM-80GB", "V100-PCIE-16GB", "no A10G data"),
+    "A100-SXM4-40GB": ("A100-SXM-80GB", "A100-SXM-80GB", "same GA100 die; no 40 GB data"),
+    "H100-PCIe": ("H100-SXM-80GB", "V100-PCIE-16GB", "no H100-PCIe data"),
+    "H100-NVL": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H100-NVL data"),
+    "H200-NVL": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no H200-NVL data"),
+    "GB200": ("H100-SXM-80GB", "H100-SXM-80GB", "nearest measured device; no GB200 data"),
+    "MI300X": ("H100-SXM-80GB", "H100-SXM-80GB", "no MI300X data"),
+    "MI325X": ("H100-SXM-80GB", "H100-SXM-80GB", "no MI325X data"),
+}
+# single parameters set from a published figure instead of a copied fit
+OVERRIDES: dict[str, dict[str, tuple[float, str]]] = {
+    dev: {
+        "busbw_eff_intra": (
+            0.75,
+            "busbw_eff_intra 0.75 = ~48 of 64 GB/s per direction usable per Infinity Fabric "
+            "link after CRC/protocol overhead (rocm.blogs.amd.com mi300x-rccl-xgmi, "
+            "HARDWARE.md batch 2)",
+        )
+    }
+    for dev in ("MI300X", "MI325X")
+}
+for _dev, (_base, _coll, _why) in UNMEASURED.items():
+    _coll_why = _PCIE_NOTE + f"; {_why}" if _coll == "V100-PCIE-16GB" else _why
+    DERIVED[_dev] = {
+        "gemm": (_base, f"derived: {_base} gemm fit ({_why})"),
+        "elementwise": (_base, f"derived: {_base} elementwise fit ({_why})"),
+        "collective": (_coll, f"derived: {_coll} collective fit ({_coll_why})"),
+    }
+    _eta, _launch, _ = ATTENTION[_base]
+    ATTENTION[_dev] = (_eta, _launch, f"ASSUMED: as {_base} ({_why})")
+
 # parameters that a device's own data cannot identify, and where they come from
 COPY_PARAMS = {
     "A100-SXM-80GB": ("H100-SXM-80GB", ["eff_all_gather", "eff_reduce_scatter", "eff_alltoall"]),
@@ -481,7 +520,8 @@ def build_calibration(fitted: dict[str, dict[str, float]]) -> dict:
         "|log(predicted/measured)|, per device and group.",
         "devices": {},
     }
-    devices = ["V100-PCIE-16GB", "A100-SXM-80GB", "H100-SXM-80GB", "H200-SXM-141GB", "B200", "cpu"]
+    measured = ["V100-PCIE-16GB", "A100-SXM-80GB", "H100-SXM-80GB", "H200-SXM-141GB", "B200"]
+    devices = [*measured, *UNMEASURED, "cpu"]
     for dev in devices:
         entry: dict = {}
         for group, names in GROUPS.items():
@@ -493,6 +533,10 @@ def build_calibration(fitted: dict[str, dict[str, float]]) -> dict:
             if note is None:
                 src_dev, note = DERIVED[dev][group]
             block = {nm: float(f"{fitted[src_dev][nm]:.4g}") for nm in names}
+            for nm, (value, why) in OVERRIDES.get(dev, {}).items():
+                if nm in block:
+                    block[nm] = value
+                    note = f"{note}; {why}"
             block["source"] = note
             entry[group] = block
         out["devices"][dev] = entry

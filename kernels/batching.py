@@ -55,6 +55,17 @@ def _cdiv(a: int, b: int) -> int:
 
 
 @njit(cache=True, inline="always")
+def _kv_blocks(tokens: int, bs: int, win_blocks: int, full_frac: float) -> int:
+    """KV blocks a sequence of `tokens` tokens holds, counted in blocks of every layer: the
+    full-attention layers (share `full_frac` of the KV bytes) keep all ceil(tokens / bs) blocks,
+    the sliding-window layers at most `win_blocks` (0: no window, every layer keeps all)."""
+    c = (tokens + bs - 1) // bs
+    if win_blocks <= 0 or c <= win_blocks:
+        return c
+    return int(np.ceil(full_frac * c + (1.0 - full_frac) * win_blocks))
+
+
+@njit(cache=True, inline="always")
 def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions):
     """Give running request `r` the `deficit` blocks its next token needs, preempting the most
     recently admitted running requests (recompute) while blocks are short. Returns the new
@@ -103,12 +114,15 @@ def simulate_stream(
     rec_f,
     rec_i,
     gap_hist,
+    win_blocks=0,
+    full_frac=1.0,
 ):
     """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
     is too small (the caller retries with more room).
 
     rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
     blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
+    `win_blocks` / `full_frac`: sliding-window KV (blocks per sequence as in _kv_blocks).
     """
     n = arrival.shape[0]
     cap = rec_f.shape[0]
@@ -168,7 +182,7 @@ def simulate_stream(
             while wsize > 0:
                 r = waitq[whead]
                 tgt = prompt[r] + gen[r]
-                need_b = _cdiv(prefix[r] + tgt, bs)
+                need_b = _kv_blocks(prefix[r] + tgt, bs, win_blocks, full_frac)
                 if need_b > num_blocks - watermark or tgt > budget:
                     whead = (whead + 1) % n
                     wsize -= 1
@@ -204,7 +218,7 @@ def simulate_stream(
                     L = prefix[r] + prompt[r] + gen[r]
                     nrun, free, npre, self_pre = _make_room(
                         r,
-                        _cdiv(L, bs) - blocks[r],
+                        _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
                         run,
                         nrun,
                         free,
@@ -255,7 +269,7 @@ def simulate_stream(
                 L = prefix[r] + prompt[r] + gen[r]
                 nrun, free, npre, self_pre = _make_room(
                     r,
-                    _cdiv(L, bs) - blocks[r],
+                    _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
                     run,
                     nrun,
                     free,
@@ -282,7 +296,7 @@ def simulate_stream(
             while wsize > 0:
                 r = waitq[whead]
                 tgt = prompt[r] + gen[r]
-                need_b = _cdiv(prefix[r] + tgt, bs)
+                need_b = _kv_blocks(prefix[r] + tgt, bs, win_blocks, full_frac)
                 if need_b > num_blocks - watermark:
                     whead = (whead + 1) % n
                     wsize -= 1
@@ -351,7 +365,7 @@ def simulate_stream(
                 rem = output[r] - gen[r]
                 if rem < kmax:
                     kmax = rem
-            ext_blk = bs * (free // n_dec)
+            ext_blk = bs * (free // n_dec)  # a window only slows the growth: still safe
             if kmax - 1 > ext_blk:
                 kmax = ext_blk + 1
             limit_t = np.inf
@@ -393,7 +407,7 @@ def simulate_stream(
             for t in range(n_sched):
                 r = s_idx[t]
                 L = prefix[r] + prompt[r] + gen[r]
-                nb = _cdiv(L + k - 1, bs)
+                nb = _kv_blocks(L + k - 1, bs, win_blocks, full_frac)
                 free -= nb - blocks[r]
                 blocks[r] = nb
         rec_i[nrec, 5] = num_blocks - free

@@ -20,6 +20,7 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -127,6 +128,16 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     eager_floor = float(getattr(costs, "eager_floor", 0.0))
     host_seq = float(getattr(costs, "host_seq", 0.0))
     output_lag = bool(getattr(cfg, "output_lag", False))
+    win_blocks = int(getattr(cfg, "window_blocks", 0))
+    full_frac = float(getattr(cfg, "full_kv_fraction", 1.0))
+
+    def kv_blocks(tokens: int) -> int:
+        """Blocks of a sequence of `tokens` tokens: full-attention layers keep all, the
+        sliding-window layers (share 1 - full_frac of the bytes) at most win_blocks."""
+        c = _cdiv(tokens, bs)
+        if win_blocks <= 0 or c <= win_blocks:
+            return c
+        return math.ceil(full_frac * c + (1.0 - full_frac) * win_blocks)
 
     res = OracleResult([], [], [], [], [])
     waiting: deque[_Req] = deque()
@@ -155,12 +166,12 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     def rejected_at_head(r: _Req) -> bool:
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
-        need = _cdiv(pre_kv[r.idx] + r.target, bs)
+        need = kv_blocks(pre_kv[r.idx] + r.target)
         return need > num_blocks - watermark or (not chunked and r.target > budget)
 
     def admit(r: _Req) -> None:
         nonlocal free
-        need = _cdiv(pre_kv[r.idx] + r.target, bs)
+        need = kv_blocks(pre_kv[r.idx] + r.target)
         waiting.popleft()
         r.blocks = need
         free -= need
@@ -171,7 +182,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     def decode_slot(r: _Req) -> bool:
         """Make room for the KV of r's newest token (rule 4c). False if r preempted itself."""
         nonlocal free
-        need = _cdiv(pre_kv[r.idx] + r.prompt + r.gen, bs)
+        need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen)
         assert need - r.blocks in (0, 1), (need, r.blocks)
         if need > r.blocks:
             while free == 0:
@@ -209,7 +220,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
                     waiting.popleft()
                     reject(r)
                     continue
-                need = _cdiv(pre_kv[r.idx] + r.target, bs)
+                need = kv_blocks(pre_kv[r.idx] + r.target)
                 if (
                     tokens + r.target > budget
                     or len(running) + 1 > max_num_seqs
@@ -253,7 +264,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
                     waiting.popleft()
                     reject(r)
                     continue
-                need = _cdiv(pre_kv[r.idx] + r.target, bs)
+                need = kv_blocks(pre_kv[r.idx] + r.target)
                 c = min(r.target, left)
                 if c == 0 or len(running) + 1 > max_num_seqs or free - need < watermark:
                     break

@@ -186,3 +186,38 @@ def test_requests_beyond_the_context_window_are_flagged(capsys) -> None:
     code, out, _ = run(capsys, "plan", "--model", "gpt2", "--num-gpus", "1", "--num-requests",
                        "4", "--prompt-len", "100", "--output-len", "100", "--quiet")  # fmt: skip
     assert "context window" not in out
+
+
+def test_models_and_gpus_json(capsys) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0
+    models = {r["name"]: r for r in orjson.loads(out)}
+    ds = models["deepseek-v3"]
+    assert ds["attention"] == "mla" and ds["mla"]["kv_lora_rank"] == 512
+    assert ds["moe"]["shared_experts"] == 1
+    assert models["llama3.1-8b"]["params_total"] == 8_030_261_248
+    assert "meta-llama/llama-3.1-8b" in models["llama3.1-8b"]["aliases"]
+    assert models["gemma-3-27b"]["sliding_layers"] == 52
+    code, out, _ = run(capsys, "gpus", "--json")
+    assert code == 0
+    gpus = {r["name"]: r for r in orjson.loads(out)}
+    assert gpus["L40S"]["fabric"] == "pcie" and gpus["L40S"]["intra_node_gbps"] == 32.0
+    assert gpus["GB200"]["fabric_gpus"] == 72
+    assert "peak_tflops" in gpus["MI300X"]["sources"]
+
+
+def test_inter_node_bandwidth_flag(capsys, tmp_path: Path) -> None:
+    args = ["plan", "--model", "llama3-70b", "--num-nodes", "2", "--num-gpus-per-node", "8"]
+    args += ["--prompt-len", "128", "--output-len", "4", "--num-requests", "2", "--quiet"]
+    args += ["--tp", "16", "--workers", "1", "--json"]
+
+    def tpot(tmp: Path, *extra: str) -> float:
+        code, _, _ = run(capsys, *args, str(tmp), *extra)
+        assert code == 0
+        return orjson.loads(tmp.read_bytes())["best"]["tpot_mean_s"]
+
+    slow = tpot(tmp_path / "slow.json", "--inter-node-bandwidth", "5")
+    fast = tpot(tmp_path / "fast.json", "--inter-node-bandwidth", "400")
+    assert slow > fast  # TP16 all-reduces cross the network between the two nodes
+    code, _, err = run(capsys, *args[:-1], "--inter-node-bandwidth", "-1")
+    assert code == 2 and err.startswith("error: --inter-node-bandwidth") and err.count("\n") == 1

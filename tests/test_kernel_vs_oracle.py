@@ -188,6 +188,22 @@ def configs(draw, prompt, output):
         budget=budget,
         chunked=chunked,
         output_lag=draw(st.booleans()),
+        **draw(windows()),
+    )
+
+
+def windows():
+    """Sliding-window KV: none (most cases), or a window of a few blocks with the full-attention
+    layers holding all (1.0), half (gpt-oss), 10/62 (Gemma-3) or none (Mistral-7B) of the KV."""
+    return st.one_of(
+        st.just({}),
+        st.just({}),
+        st.fixed_dictionaries(
+            {
+                "window_blocks": st.integers(1, 6),
+                "full_kv_fraction": st.sampled_from([1.0, 0.5, 10 / 62, 0.0]),
+            }
+        ),
     )
 
 
@@ -274,6 +290,7 @@ def kv_pressure_cases(draw):
         budget=draw(st.integers(int(prompt.max() + output.max()), 512)),
         chunked=draw(st.booleans()),
         output_lag=draw(st.booleans()),
+        **draw(windows()),
     )
     return arrival, prompt, output, cfg, draw(step_costs(cfg))
 
@@ -453,3 +470,23 @@ def test_oracle_hist_binning_matches_kernel_edges():
     assert oracle_hist([0.0, -1.0, 1e-12])[0] == 3
     assert oracle_hist([1e9])[-1] == 1
     assert math.isclose(edges[0], 1e-7) and math.isclose(edges[-1], 1e4)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_sliding_window_caps_blocks_of_a_long_sequence(chunked):
+    """One request of 40 + 200 tokens, block size 4, 20 blocks: with every layer full it
+    outgrows the cache and is rejected; when all layers slide over a 3-block window
+    (full_kv_fraction 0) it holds at most 3 blocks and finishes; with half the KV in full
+    layers it needs ceil(0.5 * 60 + 0.5 * 3) = 32 blocks at the end and is rejected again."""
+    arrival, prompt, output = np.zeros(1), np.array([40]), np.array([200])
+    costs = make_costs(512, 8, np.full(512, 1e-5), np.full(8, 1e-4), **COSTS8)
+    base = dict(num_blocks=20, block_size=4, budget=512, chunked=chunked)
+    full, _ = check(arrival, prompt, output, _cfg(**base), costs)
+    slide, _ = check(
+        arrival, prompt, output, _cfg(**base, window_blocks=3, full_kv_fraction=0), costs
+    )
+    half, _ = check(
+        arrival, prompt, output, _cfg(**base, window_blocks=3, full_kv_fraction=0.5), costs
+    )
+    assert full.finish[0] < 0 and half.finish[0] < 0
+    assert slide.finish[0] > 0 and slide.rec_blocks.max() == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,7 +47,30 @@ PUBLISHED = {
     "qwen3-moe": (30.5 * B, 0.02, 3.3 * B, 0.02, 30.53 * B, 3.35 * B),
     "qwen3-235b-a22b": (235 * B, 0.02, 22 * B, 0.02, 235.09 * B, 22.19 * B),
     "deepseek-v3": (671 * B, 0.02, 37 * B, 0.02, 671.03 * B, 37.55 * B),
+    # batch 2 of MODELS.md: vendor cards / HF safetensors counts, and the exact computed integers
+    "llama2-7b": (6.74 * B, 0.02, None, 0, 6_738_415_616, None),  # Meta card "7B"
+    "llama2-13b": (13.0 * B, 0.02, None, 0, 13_015_864_320, None),  # Meta card "13B"
+    "llama2-70b": (70 * B, 0.02, None, 0, 68_976_648_192, None),  # "70B" is nominal: 68.98B
+    "llama3.1-8b": (8.03 * B, 0.02, None, 0, 8_030_261_248, None),
+    "llama3.2-1b": (1.23 * B, 0.02, None, 0, 1_235_814_400, None),  # card "1B (1.23B)"
+    "llama3.2-3b": (3.21 * B, 0.02, None, 0, 3_212_749_824, None),  # card "3B (3.21B)"
+    "llama3.3-70b": (70.55 * B, 0.02, None, 0, 70_553_706_496, None),
+    "qwen2.5-7b": (7.61 * B, 0.02, None, 0, 7_615_616_512, None),  # card 7.61B
+    "qwen2.5-32b": (32.5 * B, 0.02, None, 0, 32_763_876_352, None),  # card 32.5B
+    "qwen2.5-72b": (72.7 * B, 0.02, None, 0, 72_706_203_648, None),  # card 72.7B
+    "qwen3-8b": (8.2 * B, 0.02, None, 0, 8_190_735_360, None),  # card 8.2B
+    "qwen3-32b": (32.8 * B, 0.02, None, 0, 32_762_123_264, None),  # card 32.8B
+    "deepseek-r1": (671 * B, 0.02, 37 * B, 0.02, 671.03 * B, 37.55 * B),  # V3 architecture
+    # gpt-oss card (arXiv 2508.10925): 20.9B / 3.6B and 116.8B / 5.1B; the card's active count
+    # leaves out the input embedding table (see ACTIVE_WITHOUT_INPUT_EMBEDDING)
+    "gpt-oss-20b": (20.9 * B, 0.02, 3.6 * B, 0.02, 20_914_757_184, 3_608_307_264),
+    "gpt-oss-120b": (116.8 * B, 0.02, 5.1 * B, 0.02, 116_829_156_672, 5_132_849_472),
+    # Gemma 3 report Table 1: 27.4B = text 27.0B + 417M SigLIP vision tower (+ 6.2M projector)
+    "gemma-3-27b": (27.4 * B, 0.02, None, 0, 27_432_406_640, None),
+    "mistral-small-24b": (23.6 * B, 0.02, None, 0, 23_572_403_200, None),  # HF count 23.6B
+    "phi-4": (14.7 * B, 0.02, None, 0, 14_659_507_200, None),  # HF count 14.7B ("14B")
 }
+ACTIVE_WITHOUT_INPUT_EMBEDDING = {"gpt-oss-20b", "gpt-oss-120b"}
 
 LLAMA_LIKE = {
     "model_type": "llama",
@@ -84,8 +108,11 @@ def test_params_vs_published(name: str):
         assert m.params_active() == m.params_total()
     else:
         assert m.is_moe
-        assert m.params_active() == pytest.approx(active, rel=artol)
-        assert m.params_active() == pytest.approx(computed_active, rel=2e-3)
+        got = m.params_active()
+        if name in ACTIVE_WITHOUT_INPUT_EMBEDDING:
+            got -= m.embedding_params()
+        assert got == pytest.approx(active, rel=artol)
+        assert got == pytest.approx(computed_active, rel=2e-3)
 
 
 def test_exact_counts_llama3_70b_and_mixtral():
@@ -275,7 +302,7 @@ def test_unknown_model_suggests():
     with pytest.raises(ApexError) as info:
         load_model("lama3-70b")
     msg = str(info.value)
-    assert "lama3-70b" in msg and "llama3-70b" in msg and "known models" in msg
+    assert "lama3-70b" in msg and "llama3-70b" in msg and "config.json" in msg
     assert "\n" not in msg
     with pytest.raises(ApexError, match="nope/config.json does not exist"):
         load_model("nope/config.json")
@@ -422,3 +449,294 @@ def test_mutated_configs_only_apex_error(base, mt, edits, tmp_path_factory):
 @given(raw=st.binary(max_size=200))
 def test_arbitrary_bytes_only_apex_error(raw, tmp_path_factory):
     _accepts_or_apex(raw, tmp_path_factory.mktemp("b"))
+
+
+# ---------------------------------------------------------------------- batch-2 families
+def test_batch2_exact_counts_and_shapes():
+    """Integer counts of MODELS.md batch 2 (a script summed the tensors of each config)."""
+    exact = {
+        "llama2-7b": 6_738_415_616,
+        "llama2-70b": 68_976_648_192,
+        "llama3.2-1b": 1_235_814_400,
+        "qwen2.5-7b": 7_615_616_512,  # q/k/v biases, no o bias
+        "qwen3-32b": 32_762_123_264,  # q width 8192 > hidden 5120, q/k norms
+        "gpt-oss-20b": 20_914_757_184,  # attention/expert/router biases + sinks
+        "gpt-oss-120b": 116_829_156_672,
+        "gemma-3-27b": 27_432_406_640,  # text 27,009,346,304 + vision 416,866,032 + 6,194,304
+        "mistral-small-24b": 23_572_403_200,
+        "phi-4": 14_659_507_200,
+    }
+    for name, count in exact.items():
+        assert load_model(name).params_total() == count, name
+    g = load_model("gemma-3-27b")
+    assert g.params_total() - g.extra_params + g.hidden_size == 27_009_346_304  # text only
+    assert (g.num_heads * g.head_dim, g.hidden_size, g.num_kv_heads) == (4096, 5376, 16)
+    assert g.lm_head_params() == 0  # tied
+    assert (
+        load_model("llama3.2-1b").lm_head_params() == 0 and load_model("qwen3-8b").lm_head_params()
+    )
+    oss = load_model("gpt-oss-120b")
+    assert (oss.num_experts, oss.topk, oss.head_dim, oss.attn_sinks) == (128, 4, 64, True)
+    assert oss.native_expert_dtype == "mxfp4"
+    r1 = load_model("deepseek-r1")
+    assert r1.params_total() == load_model("deepseek-v3").params_total()
+    assert (r1.num_shared_experts, r1.num_dense_layers) == (1, 3)
+
+
+def test_sliding_layers_per_family():
+    """Local/global layouts: Gemma-3 5 local : 1 global (52 + 10 of 62), gpt-oss alternating
+    (12 + 12 / 18 + 18), Mistral-7B every layer, Qwen2.5 none (use_sliding_window false)."""
+    g = load_model("gemma-3-27b")
+    assert (g.sliding_window, g.sliding_layers, g.num_layers) == (1024, 52, 62)
+    assert (
+        load_model("gpt-oss-20b").sliding_layers,
+        load_model("gpt-oss-120b").sliding_layers,
+    ) == (
+        12,
+        18,
+    )
+    assert load_model("gpt-oss-20b").sliding_window == 128
+    assert load_model("mistral-7b").sliding_layers == 32
+    assert (
+        load_model("qwen2.5-7b").sliding_layers == 0
+        and load_model("qwen2.5-7b").sliding_window == 0
+    )
+    assert load_model("llama3.1-8b").sliding_layers == 0
+
+
+def test_sliding_window_model_holds_less_kv_than_full_twin():
+    """At long context the window caps the local layers' KV: gpt-oss-20b full layers hold
+    24 KiB/token (12 layers x 8 KV heads x 64 x 2 x 2 B), the 12 sliding layers at most 128
+    tokens (3 MiB) -- MODELS.md batch 2. A full-attention twin holds 48 KiB/token."""
+    from dataclasses import replace
+
+    m = load_model("gpt-oss-20b")
+    twin = replace(m, sliding_window=0, num_sliding_layers=0)
+    ctx = 32768
+    assert twin.kv_bytes_per_sequence(ctx, 2) == ctx * 48 * 1024
+    assert m.kv_bytes_per_sequence(ctx, 2) == ctx * 24 * 1024 + 128 * 24 * 1024
+    assert m.kv_bytes_per_sequence(ctx, 2) < 0.51 * twin.kv_bytes_per_sequence(ctx, 2)
+    assert m.kv_bytes_per_sequence(100, 2) == twin.kv_bytes_per_sequence(100, 2)  # < window
+    g = load_model("gemma-3-27b")  # 80 KiB/token global + <= 1024 tokens x 416 KiB local
+    assert g.kv_bytes_per_sequence(ctx, 2) == (ctx * 80 + 1024 * 416) * 1024
+
+
+def test_mla_kv_bytes_match_the_formula():
+    """DeepSeek-V3 caches kv_lora_rank + qk_rope_head_dim = 512 + 64 values per token per layer
+    over 61 layers: 68.6 KiB/token in BF16 (MODELS.md), whatever the 128 nominal KV heads."""
+    ds = load_model("deepseek-v3")
+    assert ds.kv_bytes_per_token(2) == 61 * (512 + 64) * 2 == 70272
+    assert ds.kv_bytes_per_token(1) == 61 * 576
+    assert ds.kv_bytes_per_sequence(1000, 2) == 1000 * 70272
+
+
+# ---------------------------------------------------------------------- name resolution
+@pytest.mark.parametrize(
+    ("name", "bundled"),
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3.1-8b"),
+        ("META-LLAMA/LLAMA-2-70B-HF", "llama2-70b"),
+        ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
+        ("qwen/qwen3-30b-a3b", "qwen3-moe"),
+        ("openai/gpt-oss-120b", "gpt-oss-120b"),
+        ("google/gemma-3-27b-it", "gemma-3-27b"),
+        ("mistralai/Mistral-Small-24B-Instruct-2501", "mistral-small-24b"),
+        ("microsoft/phi-4", "phi-4"),
+        ("deepseek-ai/DeepSeek-R1", "deepseek-r1"),
+        ("Llama3.2-1B", "llama3.2-1b"),
+    ],
+)
+def test_hf_ids_resolve_case_insensitively(name: str, bundled: str):
+    assert resolve_model_name(name) == bundled
+
+
+def test_every_bundled_model_has_its_hf_id_as_alias():
+    aliases = model_aliases()
+    for m in list_models():
+        assert m.hf_id, m.name
+        assert aliases.get(m.hf_id.lower(), m.name) == m.name
+        assert resolve_model_name(m.hf_id) == m.name
+
+
+def test_suggestions_never_cross_sizes():
+    with pytest.raises(ApexError) as info:
+        resolve_model_name("meta-llama/Meta-Llama-3-8B")
+    msg = str(info.value)
+    assert "\n" not in msg and "config.json" in msg
+    assert "70b" not in msg.split(";")[0] and "llama3.1-8b" in msg
+    for unknown in ("Qwen/Qwen2.5-14B", "google/gemma-3-12b-it", "meta-llama/Llama-2-34b-hf"):
+        with pytest.raises(ApexError) as info:
+            resolve_model_name(unknown)
+        hint = str(info.value).split(";")[0]
+        assert "did you mean" not in hint, hint  # no bundled model of that size
+
+
+# ---------------------------------------------------------------------- every model plans
+def _fitting_cluster(m: ModelSpec) -> tuple[int, int]:
+    """(nodes, GPUs per node) of H200s: the smallest power of two whose memory holds the BF16
+    weights at 70% (room for activations and KV), up to 8 GPUs per node."""
+    g = 1
+    while 0.7 * 141e9 * g < m.params_total() * 2:
+        g *= 2
+    return max(1, g // 8), min(g, 8)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_every_bundled_model_plans(name: str):
+    from apex_fast.planner import PlanRequest, run_plan
+
+    m = load_model(name)
+    nodes, gpn = _fitting_cluster(m)
+    req = PlanRequest(
+        model=name,
+        gpus_per_node=gpn,
+        num_nodes=nodes,
+        gpu="H200",
+        num_requests=4,
+        prompt_len=256,
+        output_len=8,
+        dp=1,
+        workers=1,
+    )
+    _, sr = run_plan(req)
+    best = sr.best.result
+    assert best.feasible and best.plan.num_gpus == nodes * gpn
+    assert sr.best.metrics.throughput_tokens_per_s > 0
+    if m.arch != "encoder":  # an encoder caches nothing
+        assert sr.best.metrics.kv_tokens_per_replica >= 256 + 8
+
+
+def test_sliding_window_model_uses_fewer_kv_blocks_in_the_engine():
+    """Eight 16k-token prompts on one H100: gpt-oss-20b's sliding layers free the blocks that
+    leave their 128-token window, so its peak KV blocks are about half of a full-attention twin
+    (identical except that every layer keeps full history)."""
+    from dataclasses import replace
+
+    from apex_fast.hardware import Cluster, get_device
+    from apex_fast.plans.enumerate import enumerate_plans
+    from apex_fast.sim.engine import EngineOptions, simulate_plan
+    from apex_fast.sim.workload import static_workload
+
+    m = load_model("gpt-oss-20b")
+    twin = replace(m, sliding_window=0, num_sliding_layers=0)
+    wl = static_workload(8, 16000, 64)
+    cl = Cluster(get_device("H100"), 1, 1)
+    peak = {}
+    for spec in (m, twin):
+        plan = enumerate_plans(spec, cl)[0][0]
+        res = simulate_plan(spec, cl, plan, wl, EngineOptions())
+        assert res.feasible
+        peak[spec.sliding_layers] = int(res.streams[0].rec_blocks.max())
+    # about 8 x 1000 blocks of 16 tokens for the twin; the windowed model keeps half of them
+    # plus, per sequence, half of the 9 blocks a 128-token window straddles (rounded up)
+    assert peak[0] >= 8 * 1000
+    assert peak[0] / 2 < peak[12] <= peak[0] / 2 + 8 * 5 + 8
+
+
+# ---------------------------------------------------------------------- MLA costs
+def test_mla_projection_gemms_cover_every_weight_once():
+    """With a GEMM cost of m*k*n (weights x tokens), one layer's MLA projections on one device
+    cost exactly its attention weights (minus the two norm vectors) times the tokens; at TP8
+    the down-projections stay whole (replicated) and the rest is split eight ways."""
+    from apex_fast.models.mla import mla_projection_time, mla_weights_per_device
+
+    ds = load_model("deepseek-v3")
+
+    def gemm(m: int, k: int, n: np.ndarray) -> np.ndarray:
+        return m * k * np.asarray(n, dtype=np.float64)
+
+    n = np.array([0.0, 1.0, 7.0])
+    norms = ds.q_lora_rank + ds.kv_lora_rank
+    full = ds.attn_params_per_layer() - norms
+    assert list(mla_projection_time(gemm, ds, 1, n)) == list(full * n)
+    assert mla_weights_per_device(ds, 1) == ds.attn_params_per_layer()
+    replicated = 7168 * 1536 + 7168 * 576
+    per8 = mla_projection_time(gemm, ds, 8, np.array([1.0]))[0]
+    assert per8 == replicated + (full - replicated) / 8
+    assert mla_weights_per_device(ds, 8) == replicated + norms + (full - replicated) / 8
+
+
+def test_mla_decode_attention_is_latent_read_or_absorbed_flops():
+    """Per context token: read 576 latent values once for all heads, or compute
+    2 x heads x (2 x 512 + 64) FLOPs, whichever is slower. On H100 the 128 heads of TP1 are
+    compute-bound (278,528 FLOPs vs 1,152 bytes), the 16 heads of TP8 memory-bound."""
+    from apex_fast.models.mla import mla_decode_time_per_token, mla_prefill_time_per_pair
+    from apex_fast.profiles.analytic import device_model
+
+    ds = load_model("deepseek-v3")
+    dm = device_model("H100")
+    read = 576 * 2 / (dm.mem_bw * dm.eta_mem)
+    for heads in (128, 16):
+        flops = 2 * heads * (2 * 512 + 64)
+        compute = flops / (dm.peak("half") * dm.eta_attn)
+        assert mla_decode_time_per_token(dm, ds, heads, 2.0, "half") == max(read, compute)
+    assert mla_decode_time_per_token(dm, ds, 128, 2.0, "half") > read
+    assert mla_decode_time_per_token(dm, ds, 16, 2.0, "half") == read
+    # prefill pairs: keys of 192 and values of 128 per head
+    pair = mla_prefill_time_per_pair(dm, ds, 16, "half")
+    assert pair == 2 * 16 * (192 + 128) / (dm.peak("half") * dm.eta_attn)
+
+
+# ---------------------------------------------------------------------- MXFP4
+def test_mxfp4_is_4_25_bits_and_a_weight_only_dtype():
+    from apex_fast.dtypes import DTYPE_BYTES, canonical_dtype, compute_dtype
+
+    assert DTYPE_BYTES["mxfp4"] * 8 == 4.25  # 32 x FP4 E2M1 + one 8-bit scale per block
+    assert canonical_dtype("MXFP4", allow_int=True) == "mxfp4"
+    with pytest.raises(ApexError, match="mxfp4"):
+        canonical_dtype("mxfp4", "--kv-dtype")
+    assert compute_dtype("mxfp4", "half") == "half"  # dequantised into BF16 GEMMs
+
+
+def test_gpt_oss_expert_weights_stay_mxfp4():
+    """Checkpoint bytes (MODELS.md batch 2): 19.11B MXFP4 + 1.80B BF16 = 13.8 GB for 20b,
+    114.66B MXFP4 + 2.17B BF16 = 65.2 GB for 120b -- 120b fits one 80 GB GPU."""
+    from apex_fast.hardware import Cluster, get_device
+    from apex_fast.plans.enumerate import enumerate_plans
+    from apex_fast.plans.memory import weight_bytes_per_device
+
+    cl = Cluster(get_device("H100"), 1, 1)
+    for name, gb in (("gpt-oss-20b", 13.8), ("gpt-oss-120b", 65.2)):
+        m = load_model(name)
+        plan = enumerate_plans(m, cl)[0][0]
+        assert weight_bytes_per_device(m, plan) / 1e9 == pytest.approx(gb, rel=0.01)
+    mixtral = load_model("mixtral-8x7b")  # BF16 experts: plan dtype throughout
+    plan = enumerate_plans(mixtral, Cluster(get_device("H100"), 1, 2))[0][0]
+    assert weight_bytes_per_device(mixtral, plan) == pytest.approx(
+        mixtral.params_total() * 2 / 2, rel=0.02
+    )
+
+
+def test_new_family_configs_load_and_fail_in_one_line():
+    oss = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "apex_fast/models/configs/gpt-oss-20b.json"
+        ).read_text()
+    )
+    assert spec_from_config(oss, "x").sliding_layers == 12
+    assert "layer_types must be a list of 24" in _err({**oss, "layer_types": ["full_attention"]})
+    assert "text_config must be an object" in _err({"model_type": "gemma3"})
+    text = {**LLAMA_LIKE, "model_type": "gemma3_text", "head_dim": 64, "sliding_window": 512}
+    text |= {"sliding_window_pattern": 2, "num_hidden_layers": 5}
+    g = spec_from_config(text, "g")
+    assert (g.sliding_layers, g.norms_per_block, g.qk_norm, g.tied_embeddings) == (3, 4, True, True)
+    qwen = {**LLAMA_LIKE, "model_type": "qwen2", "sliding_window": 64, "use_sliding_window": True}
+    assert spec_from_config(qwen | {"max_window_layers": 1}, "q").sliding_layers == 1
+    assert spec_from_config(qwen | {"use_sliding_window": False}, "q").sliding_window == 0
+
+
+def test_deepseek_shared_expert_in_memory_and_active_params():
+    """DeepSeek-V3: 1 shared expert (2048 wide, SwiGLU) runs on every token of the 58 MoE
+    layers next to the top-8 of 256 routed ones: it counts in the active parameters and is
+    split over the stage's devices, while EP8 holds 32 routed experts per device."""
+    from apex_fast.hardware import Cluster, get_device
+    from apex_fast.plans.enumerate import Pins, enumerate_plans
+    from apex_fast.plans.memory import ffn_weights_per_device
+
+    ds = load_model("deepseek-v3")
+    expert = 3 * 7168 * 2048
+    assert ds.expert_params() == expert
+    assert ds.ffn_active_params_per_layer() == 7168 * 256 + 256 + 9 * expert  # router + 8 + 1
+    plan = enumerate_plans(ds, Cluster(get_device("H200"), 2, 8), Pins(dp=1, pp=2, tp=8, ep=8))[0]
+    plan = plan[0]
+    assert ffn_weights_per_device(ds, plan) == 32 * expert + expert / 8 + 7168 * 256 + 256

@@ -24,9 +24,18 @@ class Cluster:
     def num_gpus(self) -> int:
         return self.num_nodes * self.gpus_per_node
 
+    @property
+    def scaleup_gpus(self) -> int:
+        """GPUs that reach each other without the inter-node network: a node, or a whole
+        multi-node NVLink domain (GB200 NVL72: 72 GPUs across 18 trays of 4)."""
+        if self.device.multi_node_fabric:
+            return max(self.gpus_per_node, min(self.device.fabric_gpus, self.num_gpus))
+        return self.gpus_per_node
+
     def spans_nodes(self, group_size: int) -> bool:
-        """Whether a contiguous group of group_size GPUs crosses a node boundary."""
-        return group_size > self.gpus_per_node
+        """Whether a contiguous group of group_size GPUs needs the inter-node network (crosses a
+        node boundary, or for a multi-node NVLink domain the domain boundary)."""
+        return group_size > self.scaleup_gpus
 
     def link_gbps(self, group_size: int) -> float:
         """Per-GPU per-direction bandwidth (GB/s) of the slowest link the group uses."""
@@ -34,4 +43,9 @@ class Cluster:
             return float("inf")
         if self.spans_nodes(group_size):
             return self.device.inter_node_gbps
-        return self.device.intra_node_gbps
+        return self.device.peer_gbps(group_size)
+
+    def custom_all_reduce_ok(self, group_size: int) -> bool:
+        """vLLM's custom all-reduce needs all ranks on one host (shared IPC buffers) and a
+        fully GPU-linked group (or at most two PCIe peers)."""
+        return group_size <= self.gpus_per_node and self.device.custom_all_reduce_ok(group_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +56,29 @@ clip: openai/clip-vit-large-patch14 clip-vit-large-patch14
 qwen3-moe: Qwen/Qwen3-30B-A3B qwen3-30b-a3b
 qwen3-235b-a22b: Qwen/Qwen3-235B-A22B
 deepseek-v3: deepseek-ai/DeepSeek-V3 deepseek-ai/DeepSeek-V3-Base
+deepseek-r1: deepseek-ai/DeepSeek-R1 deepseek-ai/DeepSeek-R1-Zero
+llama2-7b: meta-llama/Llama-2-7b-hf meta-llama/Llama-2-7b meta-llama/Llama-2-7b-chat-hf
+    meta-llama/Llama-2-7b-chat llama-2-7b
+llama2-13b: meta-llama/Llama-2-13b-hf meta-llama/Llama-2-13b meta-llama/Llama-2-13b-chat-hf
+    meta-llama/Llama-2-13b-chat llama-2-13b
+llama2-70b: meta-llama/Llama-2-70b-hf meta-llama/Llama-2-70b meta-llama/Llama-2-70b-chat-hf
+    meta-llama/Llama-2-70b-chat llama-2-70b
+llama3.1-8b: meta-llama/Llama-3.1-8B meta-llama/Llama-3.1-8B-Instruct
+    meta-llama/Meta-Llama-3.1-8B meta-llama/Meta-Llama-3.1-8B-Instruct llama-3.1-8b
+llama3.2-1b: meta-llama/Llama-3.2-1B meta-llama/Llama-3.2-1B-Instruct llama-3.2-1b
+llama3.2-3b: meta-llama/Llama-3.2-3B meta-llama/Llama-3.2-3B-Instruct llama-3.2-3b
+llama3.3-70b: meta-llama/Llama-3.3-70B-Instruct llama-3.3-70b
+qwen2.5-7b: Qwen/Qwen2.5-7B Qwen/Qwen2.5-7B-Instruct qwen2.5-7b-instruct
+qwen2.5-32b: Qwen/Qwen2.5-32B Qwen/Qwen2.5-32B-Instruct qwen2.5-32b-instruct
+qwen2.5-72b: Qwen/Qwen2.5-72B Qwen/Qwen2.5-72B-Instruct qwen2.5-72b-instruct
+qwen3-8b: Qwen/Qwen3-8B Qwen/Qwen3-8B-Base
+qwen3-32b: Qwen/Qwen3-32B
+gpt-oss-20b: openai/gpt-oss-20b
+gpt-oss-120b: openai/gpt-oss-120b
+gemma-3-27b: google/gemma-3-27b-it google/gemma-3-27b-pt gemma3-27b
+mistral-small-24b: mistralai/Mistral-Small-24B-Instruct-2501 mistralai/Mistral-Small-24B-Base-2501
+    mistral-small-24b-instruct-2501
+phi-4: microsoft/phi-4 phi4
 """
 
 
@@ -164,22 +188,34 @@ def _llama_like(c: _Cfg, mt: str) -> dict:
         out["num_kv_heads"] = c.int("num_key_value_heads", default=heads)
         out["head_dim"] = _heads(c, h, heads, c.int("head_dim", default=None))
     qwen2 = mt in ("qwen2", "qwen2_moe")
+    gpt_oss = mt == "gpt_oss"
     out["attn_bias"] = c.bool("attention_bias", qwen2)
     if qwen2:
         out["attn_out_bias"] = False
-    out["qk_norm"] = mt in ("qwen3", "qwen3_moe")
+    out["qk_norm"] = mt in ("qwen3", "qwen3_moe", "gemma3_text")
+    if gpt_oss:
+        # gpt-oss: a learned sink logit per head; experts carry biases, the router a bias; the
+        # expert matrices ship as MXFP4 (MODELS.md batch 2, openai/gpt-oss-* config.json)
+        out["attn_sinks"] = True
+        out["mlp_bias"] = True
+        out["router_bias"] = True
+    quant = c.data.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4":
+        out["native_expert_dtype"] = "mxfp4"
+    if mt == "gemma3_text":  # pre/post attention and pre/post FFN RMSNorms, tied embeddings
+        out["norms_per_block"] = 4
     experts = c.int("num_local_experts", "n_routed_experts", "num_experts", default=0, minimum=0)
     dense = 0
     if experts:
-        topk = c.data.get("num_experts_per_tok")
+        topk = c.data.get("num_experts_per_tok", c.data.get("experts_per_token"))
         if topk is None:
             raise c.fail(f"{experts} experts but no num_experts_per_tok")
         out |= {
             "num_experts": experts,
-            "topk": c.int("num_experts_per_tok"),
+            "topk": c.int("num_experts_per_tok", "experts_per_token"),
             "moe_intermediate_size": c.int("moe_intermediate_size", "intermediate_size"),
             "num_shared_experts": c.int("n_shared_experts", default=0, minimum=0),
-            "router_bias": c.str("topk_method") == "noaux_tc",
+            "router_bias": gpt_oss or c.str("topk_method") == "noaux_tc",
         }
         dense = _dense_layer_count(c, layers)
     out |= {
@@ -190,20 +226,37 @@ def _llama_like(c: _Cfg, mt: str) -> dict:
             "intermediate_size", default=out.get("moe_intermediate_size", _MISSING)
         ),
         "vocab_size": c.int("vocab_size"),
-        "tied_embeddings": c.bool("tie_word_embeddings", False),
-        "mlp_bias": c.bool("mlp_bias", False),
+        "tied_embeddings": c.bool("tie_word_embeddings", mt == "gemma3_text"),
+        "mlp_bias": out.get("mlp_bias", c.bool("mlp_bias", False)),
         "learned_pos": 0,
         "max_position_embeddings": c.int(
             "max_position_embeddings", "max_sequence_length", default=0, minimum=0
         ),
         "num_dense_layers": dense,
-        "sliding_window": (
-            c.int("sliding_window", default=0, minimum=0)
-            if c.bool("use_sliding_window", True)
-            else 0
-        ),
     }
+    window = c.int("sliding_window", default=0, minimum=0)
+    if not c.bool("use_sliding_window", True):
+        window = 0
+    out["sliding_window"] = window
+    out["num_sliding_layers"] = _sliding_layer_count(c, layers) if window else 0
     return out
+
+
+def _sliding_layer_count(c: _Cfg, layers: int) -> int:
+    """Layers that use the sliding window: `layer_types` when given (gpt-oss, newer Gemma-3),
+    else Gemma-3's `sliding_window_pattern` p (layer i is global iff (i + 1) % p == 0), else
+    Qwen2's `max_window_layers` (layers from that index on slide), else every layer (Mistral)."""
+    types = c.data.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != layers:
+            raise c.fail(f"layer_types must be a list of {layers} layer kinds")
+        return sum(1 for t in types if t == "sliding_attention")
+    if c.has("sliding_window_pattern"):
+        p = c.int("sliding_window_pattern")
+        return layers - layers // p
+    if c.has("max_window_layers") and c.has("use_sliding_window"):
+        return layers - min(c.int("max_window_layers", minimum=0), layers)
+    return layers
 
 
 def _dense_layer_count(c: _Cfg, layers: int) -> int:
@@ -222,6 +275,29 @@ def _dense_layer_count(c: _Cfg, layers: int) -> int:
         raise c.fail("mlp_only_layers must be a list of layer indices")
     forced = {i for i in only if 0 <= i < layers and (i + 1) % step == 0}
     return layers - (layers // step - len(forced))
+
+
+def _gemma3(c: _Cfg, mt: str) -> dict:
+    """Gemma 3: the text decoder of `text_config` (gemma3_text), plus the SigLIP vision tower
+    and its projector as weights outside the decoder (they run only for image inputs)."""
+    text = c.sub("text_config")
+    out = _llama_like(text, "gemma3_text")
+    vision = 0
+    if isinstance(c.data.get("vision_config"), dict):
+        v = c.sub("vision_config")
+        vh = v.int("hidden_size")
+        patch, image = v.int("patch_size"), v.int("image_size")
+        if patch > image:
+            raise v.fail(f"patch_size {patch} is larger than image_size {image}")
+        block = 4 * vh * vh + 4 * vh + 2 * vh * v.int("intermediate_size")
+        block += v.int("intermediate_size") + vh + 4 * vh  # MLP biases, two LayerNorms
+        stem = v.int("num_channels", default=3) * patch * patch * vh + vh
+        positions = (image // patch) ** 2 * vh
+        tower = v.int("num_hidden_layers") * block + stem + positions + 2 * vh  # + post-norm
+        # projector: soft-embedding RMSNorm (vision width) + linear vision -> text width
+        vision = tower + vh + vh * out["hidden_size"]
+    out["extra_params"] += vision
+    return out
 
 
 def _gpt2_like(c: _Cfg, mt: str) -> dict:
@@ -468,9 +544,13 @@ _FAMILIES: dict[str, Callable[[_Cfg, str], dict]] = {
             "qwen3_moe",
             "deepseek_v2",
             "deepseek_v3",
+            "phi3",
+            "gpt_oss",
+            "gemma3_text",
         ),
         _llama_like,
     ),
+    "gemma3": _gemma3,
     "gpt2": _gpt2_like,
     "gpt_bigcode": _gpt2_like,
     "gptj": _gptj,
@@ -587,13 +667,36 @@ def resolve_model_name(name: str) -> str:
         raise ApexError(f"directory {name.strip()} has no config.json")
     if key.endswith(".json"):
         raise ApexError(f"model config file {name.strip()} does not exist")
-    choices = list(_bundled()) + list(_ALIASES)
-    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = _suggestions(key)
     raise ApexError(
-        f"unknown model {name.strip()!r}{hint}; known models: {', '.join(_bundled())}; "
-        "or pass a path to a config.json"
+        f"unknown model {name.strip()!r}{hint}; pass the model's config.json (a file path, or a "
+        "directory holding config.json, e.g. downloaded from its Hugging Face page) as --model; "
+        "`apex.py models` lists the bundled ones"
     )
+
+
+_SIZE_RE = re.compile(r"(?:^|[-_/ ])(\d+x)?(\d+(?:\.\d+)?)([bm])(?=$|[-_/ ])")
+
+
+def _model_size(name: str) -> str | None:
+    """The parameter-size tag of a model name ('70b', '8x7b', '1.5b'), None if it has none."""
+    match = _SIZE_RE.search(name.lower())
+    if match is None:
+        return None
+    return f"{match.group(1) or ''}{float(match.group(2)):g}{match.group(3)}"
+
+
+def _suggestions(key: str) -> str:
+    """' (did you mean a, b?)' for close names of the same size, '' if there are none: a name
+    that states a size (meta-llama-3-8b) is never offered a model of another size."""
+    size = _model_size(key)
+    choices = [c for c in [*_bundled(), *_ALIASES] if size is None or _model_size(c) == size]
+    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.6)
+    if not close and "/" in key:  # an HF id: compare the repo name with the bundled names
+        repo = key.rsplit("/", 1)[1]
+        close = difflib.get_close_matches(repo, choices, n=3, cutoff=0.6)
+    names = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))
+    return f" (did you mean {', '.join(names)}?)" if names else ""
 
 
 def _is_dir(name: str) -> bool:

@@ -57,7 +57,15 @@ class ModelSpec:
     embed_dim: int = 0  # token embedding width if != hidden (OPT word_embed_proj_dim); 0: hidden
     router_bias: bool = False  # per-expert router bias (DeepSeek e_score_correction_bias)
     extra_params: int = 0  # outside blocks/embeddings/head: final norms, stems, projections
-    sliding_window: int = 0  # 0: full attention
+    sliding_window: int = 0  # 0: full attention; else the window (tokens) of the local layers
+    # decoder layers that attend only to the last `sliding_window` tokens (Mistral-7B: all of
+    # them; Gemma-3: 5 of every 6; gpt-oss: every other layer); the rest keep full history
+    num_sliding_layers: int = 0
+    # learned per-head softmax sink logit in every attention layer (gpt-oss `self_attn.sinks`):
+    # one parameter per head, no KV (the sink is not a cached token)
+    attn_sinks: bool = False
+    # MXFP4 expert weights as shipped (gpt-oss quantization_config.quant_method "mxfp4")
+    native_expert_dtype: str = ""
     # multi-head latent attention (DeepSeek); 0 = standard attention
     q_lora_rank: int = 0
     kv_lora_rank: int = 0
@@ -108,6 +116,8 @@ class ModelSpec:
             total += h
         if self.qk_norm:
             total += 2 * self.head_dim
+        if self.attn_sinks:
+            total += nh
         return total
 
     def expert_params(self) -> int:
@@ -213,8 +223,10 @@ class ModelSpec:
 
     # ------------------------------------------------------------------ KV cache and FLOPs
     def kv_bytes_per_token(self, kv_bytes: float) -> float:
-        """Decoder self-attention KV cache per token over all decoder layers (0 for encoders).
-        MLA caches its latent + rotary key once per layer."""
+        """Decoder self-attention KV cache per token over all decoder layers (0 for encoders),
+        sliding-window layers included (see kv_bytes_per_sequence for what a sequence holds).
+        MLA caches its latent + rotary key once per layer: kv_lora_rank + qk_rope_head_dim values
+        shared by all heads (DeepSeek-V2 paper, arXiv 2405.04434, section 2.1)."""
         if self.arch == "encoder":
             return 0.0
         if self.is_mla:
@@ -222,6 +234,36 @@ class ModelSpec:
         else:
             per_layer = self.num_kv_heads * (self.head_dim + self.value_head_dim)
         return float(self.num_layers * per_layer) * kv_bytes
+
+    @property
+    def sliding_layers(self) -> int:
+        """Decoder layers whose KV is held only for the last `sliding_window` tokens."""
+        return min(self.num_sliding_layers, self.num_layers) if self.sliding_window > 0 else 0
+
+    @property
+    def kv_full_fraction(self) -> float:
+        """Share of the per-token KV bytes kept for the whole history (1.0 without a window;
+        every layer caches the same bytes per token)."""
+        if self.num_layers == 0:
+            return 1.0
+        return (self.num_layers - self.sliding_layers) / self.num_layers
+
+    def kv_window_blocks(self, block_size: int) -> int:
+        """KV blocks the last `sliding_window` tokens can straddle (ceil((W - 1) / bs) + 1, what a
+        sliding-window layer keeps, as vLLM's sliding-window KV manager frees the blocks that
+        fall out of the window); 0 without sliding-window layers."""
+        if self.sliding_layers == 0:
+            return 0
+        return -(-(self.sliding_window - 1) // block_size) + 1
+
+    def kv_bytes_per_sequence(self, context_len: float, kv_bytes: float) -> float:
+        """KV bytes one sequence of context_len tokens holds: full-attention layers keep every
+        token, sliding-window layers at most the last `sliding_window` tokens."""
+        per_token = self.kv_bytes_per_token(kv_bytes)
+        if self.sliding_layers == 0:
+            return per_token * context_len
+        f = self.kv_full_fraction
+        return per_token * (f * context_len + (1.0 - f) * min(context_len, self.sliding_window))
 
     def cross_kv_bytes_per_request(self, kv_bytes: float, encoder_len: float = 0) -> float:
         """Encoder-decoder: cross-attention K/V of one request (all decoder layers)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apex_fast.dtypes import DTYPE_BYTES
+from apex_fast.models.mla import mla_weights_per_device
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.plan import Plan
 
@@ -61,8 +62,8 @@ def attn_weights_per_device(model: ModelSpec, tp: int) -> float:
     there are fewer of them than devices; MLA's shared latent projections are replicated)."""
     h, hd = model.hidden_size, model.head_dim
     attn_total = model.attn_params_per_layer()
-    if model.is_mla:
-        return attn_total / tp
+    if model.is_mla:  # replicated down-projections, head-split up/output projections
+        return mla_weights_per_device(model, tp)
     qo = 2 * h * model.num_heads * hd
     kv = 2 * h * model.num_kv_heads * hd
     rest = max(0, attn_total - qo - kv)  # biases, q/k norms
@@ -95,7 +96,29 @@ def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
         head = model.embedding_params() / d  # tied weights: the last stage needs its own copy
     edge = emb + head if plan.pp == 1 else max(emb, head)
     enc = model.encoder_params() / d if model.arch == "encoder-decoder" else 0.0
-    return (layers * per_layer + edge + enc) * wb + model.extra_params * wb / d
+    experts = layers * routed_expert_params_per_device(model, plan)
+    ewb = expert_weight_bytes(model, plan.weight_dtype)
+    return (
+        (layers * per_layer + edge + enc) * wb
+        + experts * (ewb - wb)
+        + (model.extra_params * wb / d)
+    )
+
+
+def routed_expert_params_per_device(model: ModelSpec, plan: Plan) -> float:
+    """Routed-expert parameters of one MoE layer on one device (0 for dense models)."""
+    if not model.is_moe:
+        return 0.0
+    return model.num_experts / max(plan.ep, 1) * model.expert_params() / plan.ffn_tp
+
+
+def expert_weight_bytes(model: ModelSpec, weight_dtype: str) -> float:
+    """Bytes per routed-expert weight: the plan's weight dtype, or the checkpoint's own expert
+    format when that is smaller (gpt-oss ships its experts as MXFP4, 4.25 bits, and vLLM serves
+    them as such whatever the dtype of the other weights)."""
+    wb = DTYPE_BYTES[weight_dtype]
+    native = model.native_expert_dtype
+    return min(wb, DTYPE_BYTES[native]) if native else wb
 
 
 def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:

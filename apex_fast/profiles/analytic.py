@@ -228,7 +228,8 @@ def busbw(
         link, eff = dm.device.inter_node_gbps * 1e9, dm.busbw_eff_inter
         half = dm.msg_half_bytes_inter
     else:
-        link, eff = dm.device.intra_node_gbps * 1e9, dm.busbw_eff_intra
+        # the group's own fabric: NVSwitch, bridge or PCIe beyond it, links of a mesh
+        link, eff = dm.device.peer_gbps(group) * 1e9, dm.busbw_eff_intra
         half = dm.msg_half_bytes
     kind_eff = 1.0 if kind == "all_reduce" else getattr(dm, f"eff_{kind}")
     g = float(group)

@@ -19,6 +19,7 @@ import numpy as np
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
+from apex_fast.models import mla
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_bytes_per_token_per_device, kv_heads_per_device
 from apex_fast.plans.plan import Plan
@@ -59,7 +60,7 @@ def default_attention_backend(kv_dtype: str, device_name: str) -> str:
 
 def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
     """One-kernel NVLink all-reduce: a fixed latency plus the ring volume at the link rate."""
-    link = dm.device.intra_node_gbps * 1e9
+    link = dm.device.peer_gbps(group) * 1e9
     vol = 2.0 * (group - 1) / group * np.asarray(nbytes, dtype=np.float64)
     return ep.CUSTOM_AR_LATENCY_S + vol / link
 
@@ -154,9 +155,8 @@ def compile_costs(
         return mem(vals * ab) + mem(vals * (ab + 1.0)) + mem(np.where(ntok > 0, 4.0, 0.0))
 
     attn_name = "Attention"
-    if model.is_mla:
-        # MLA: its low-rank projections as one GEMM with the same weights (approximation)
-        attn = gemm(round(model.attn_params_per_layer() / (h * tp)), h, n_attn)
+    if model.is_mla:  # projections GEMM by GEMM, sharded as vLLM does (apex_fast/models/mla.py)
+        attn = mla.mla_projection_time(gemm, model, tp, n_attn)
     else:
         attn = gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + gemm(h, q_dev * hd, n_attn)
         attn = attn + act_quant(h, n_attn) + act_quant(q_dev * hd, n_attn)
@@ -209,7 +209,8 @@ def compile_costs(
 
     def collective(kind: str, nbytes: np.ndarray, group: int, spans: bool) -> np.ndarray:
         t = _zero_first(cm.collective(kind, nbytes, group, spans, plan.activation_dtype))
-        if kind == "all_reduce" and custom_all_reduce and not spans:
+        custom = custom_all_reduce and not spans and cluster.custom_all_reduce_ok(group)
+        if kind == "all_reduce" and custom:
             car = _zero_first(custom_all_reduce_time(dm, nbytes, group))
             t = np.where((nbytes <= CUSTOM_AR_MAX_BYTES) & (car < t), car, t)
         return t
@@ -244,10 +245,9 @@ def compile_costs(
     seq_ops = {"LM head & sampling": lm + sample}
     tok_table = np.sum(np.stack(list(tok_ops.values())), axis=0)
     seq_table = np.sum(np.stack(list(seq_ops.values())), axis=0)
-    if model.is_mla:
-        lat = model.kv_bytes_per_token(1.0) / model.num_layers  # latent values per token
-        c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
-        c_ctx = lx * cm.attn_decode_time_per_token(1, round(lat / 2), kvb) / r
+    if model.is_mla:  # expanded prefill, weight-absorbed decode over the latent (models/mla.py)
+        c_attn = lx * mla.mla_prefill_time_per_pair(dm, model, q_dev, cdt) / r
+        c_ctx = lx * mla.mla_decode_time_per_token(dm, model, q_dev, kvb, cdt) / r
     else:
         c_attn = lx * cm.attn_prefill_time_per_pair(q_dev, hd, cdt) / r
         c_ctx = lx * cm.attn_decode_time_per_token(kv_dev, hd, kvb) / r

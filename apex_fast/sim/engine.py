@@ -138,7 +138,9 @@ def _compiled_costs(
     return compiled
 
 
-def scheduler_config(blocks: int, budget: int, opts: EngineOptions) -> SchedulerConfig:
+def scheduler_config(
+    blocks: int, budget: int, opts: EngineOptions, model: ModelSpec
+) -> SchedulerConfig:
     """The scheduler limits of one stream with `blocks` KV blocks."""
     return SchedulerConfig(
         num_blocks=blocks,
@@ -148,6 +150,8 @@ def scheduler_config(blocks: int, budget: int, opts: EngineOptions) -> Scheduler
         budget=budget,
         chunked=opts.chunked_prefill,
         output_lag=opts.async_output,
+        window_blocks=model.kv_window_blocks(opts.block_size),
+        full_kv_fraction=model.kv_full_fraction,
     )
 
 
@@ -176,7 +180,7 @@ def simulate_plan(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
     compiled = _compiled_costs(model, cluster, plan, budget, opts)
-    cfg = scheduler_config(blocks, budget, opts)
+    cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
     rejected: list[np.ndarray] = []

@@ -33,6 +33,10 @@ class SchedulerConfig:
     # vLLM >= 0.6 async output processing: a step's outputs are delivered when the next step
     # ends (if one follows at once), so first-token and finish times shift by one step
     output_lag: bool = False
+    # sliding-window attention: the blocks the last `window` tokens can straddle (0: no window)
+    # and the share of the KV bytes in full-attention layers (kernels/batching.py _kv_blocks)
+    window_blocks: int = 0
+    full_kv_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ def run_stream(
             rf,
             ri,
             hist,
+            int(cfg.window_blocks),
+            float(cfg.full_kv_fraction),
         )
         if nrec >= 0:
             break

@@ -66,7 +66,7 @@ def prepare(run: Run, async_output: bool = False) -> Prepared:
     res = simulate_plan(model, cluster, plan, run.workload, opts)
     if not res.feasible or res.compiled is None:
         raise ApexError(f"{run.label}: the simulated server is infeasible: {res.reason}")
-    cfg = scheduler_config(res.memory.kv_blocks_per_replica // plan.pp, res.budget, opts)
+    cfg = scheduler_config(res.memory.kv_blocks_per_replica // plan.pp, res.budget, opts, model)
     return Prepared(run, res, res.compiled, cfg)
 
 
