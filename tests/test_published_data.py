@@ -1,0 +1,70 @@
+"""Schema of the bundled published measurements (apex_fast/data/published_measurements.csv)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from apex_fast.data import published_measurements_path
+
+MEASURED = [
+    "ttft_mean_ms",
+    "ttft_median_ms",
+    "tpot_mean_ms",
+    "tpot_median_ms",
+    "itl_mean_ms",
+    "itl_median_ms",
+    "e2e_median_ms",
+    "output_tok_s",
+    "request_s",
+    "total_tok_s",
+]
+PROFILES = {"vllm-0.5", "vllm-0.6", "vllm-v1", "sglang", "trtllm"}
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    with published_measurements_path().open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_every_row_names_source_engine_model_gpu(rows):
+    assert len(rows) > 0
+    for i, r in enumerate(rows):
+        assert r["source_url"].startswith("https://"), i
+        assert r["source_detail"], i
+        assert r["engine"] in {"vllm", "sglang", "trtllm"}, i
+        assert r["engine_version"], i
+        assert r["engine_profile"] in PROFILES, i
+        assert "/" in r["model_hf_id"], i
+        assert r["gpu"], i
+
+
+def test_every_row_has_a_measured_figure_and_numbers_parse(rows):
+    for i, r in enumerate(rows):
+        present = [c for c in MEASURED if r[c] != ""]
+        assert present, f"row {i} has no measured figure"
+        for c in present:
+            v = float(r[c])
+            assert math.isfinite(v) and v > 0, (i, c)
+
+
+def test_parallelism_is_consistent(rows):
+    for i, r in enumerate(rows):
+        n, tp = int(r["num_gpus"]), int(r["tp"])
+        pp = int(r["pp"] or 1)
+        assert tp >= 1 and pp >= 1 and n >= 1, i
+        # a server spans tp*pp GPUs; DP attention (SGLang) runs inside the TP group
+        assert n == tp * pp, i
+
+
+def test_workload_is_described(rows):
+    for i, r in enumerate(rows):
+        assert r["dataset"], i
+        assert int(r["num_prompts"]) > 0, i
+        rate = r["request_rate"]
+        assert rate == "inf" or float(rate) > 0, i
+        if r["input_len"]:
+            assert int(r["input_len"]) > 0 and int(r["output_len"]) > 0, i
