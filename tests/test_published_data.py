@@ -63,7 +63,10 @@ def test_parallelism_is_consistent(rows):
 def test_workload_is_described(rows):
     for i, r in enumerate(rows):
         assert r["dataset"], i
-        assert int(r["num_prompts"]) > 0, i
+        # a run is described by its request count or by its client concurrency
+        assert r["num_prompts"] or r["max_concurrency"], i
+        if r["num_prompts"]:
+            assert int(r["num_prompts"]) > 0, i
         rate = r["request_rate"]
         assert rate == "inf" or float(rate) > 0, i
         if r["input_len"]:
