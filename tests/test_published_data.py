@@ -71,3 +71,24 @@ def test_workload_is_described(rows):
         assert rate == "inf" or float(rate) > 0, i
         if r["input_len"]:
             assert int(r["input_len"]) > 0 and int(r["output_len"]) > 0, i
+
+
+def test_loader_parses_numbers_and_filters_by_engine():
+    from apex_fast.data import published_measurements
+    from apex_fast.engines import ENGINE_NAMES
+
+    rows = published_measurements()
+    assert {r["engine_profile"] for r in rows} <= set(ENGINE_NAMES)
+    v1 = published_measurements("vllm-v1")
+    assert v1 and all(r["engine_profile"] == "vllm-v1" for r in v1)
+    assert len(v1) < len(rows)
+    # a row read from the vLLM team's saved result (DGX H200, 1000/2000 tokens)
+    hit = [
+        r
+        for r in v1
+        if r["input_len"] == 1000
+        and r["output_len"] == 2000
+        and r["ep"] is None
+        and "DGX" in r["notes"]
+    ]
+    assert len(hit) == 1 and hit[0]["output_tok_s"] == 1145.36
