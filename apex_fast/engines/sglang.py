@@ -24,8 +24,9 @@ _CGR = _TAG + "model_executor/cuda_graph_runner.py"
 _MR = _TAG + "model_executor/model_runner.py"
 _BLOG = "https://lmsys.org/blog/2024-12-04-sglang-v0-4/"
 
-# CGR `get_batch_sizes_to_capture` (0.4.6.post5, GPUs up to 96 GiB): [1, 2, 4, 8] and
-# multiples of 8 from 16 to the default cuda_graph_max_bs 160.
+# CGR `get_batch_sizes_to_capture` (0.4.6.post5): [1, 2, 4, 8] and multiples of 8 from 16 to
+# 160; GPUs with more memory (the threshold is 80, 90 or 96 GiB depending on the release) also
+# capture 168..256.
 DECODE_GRAPH_SIZES = (1, 2, 4, 8) + tuple(range(16, 161, 8))
 
 SGLANG = EngineProfile(
@@ -39,7 +40,7 @@ SGLANG = EngineProfile(
     step_formation="prefill-first-chunked",
     step_formation_chunked="prefill-first-chunked",
     chunked_prefill_default=True,  # SA: chunked_prefill_size is set (8192 or 2048) unless -1
-    chunked_auto_above_max_model_len=None,
+    chunked_auto_above_max_model_len=None,  # SA: no length rule
     chunked_prefill_can_be_disabled=True,  # SA: --chunked-prefill-size -1
     # SB `retract_decode`, SCH `update_running_batch`: when a decode step cannot get memory,
     # the requests with the fewest output tokens (ties: longest input) are retracted and
@@ -59,7 +60,7 @@ SGLANG = EngineProfile(
     # SA: max_running_requests unset -> min(max_total_num_tokens // 2, req_pool_size)
     # (tp_worker.py, model_runner.py): derived from KV capacity, not a constant.
     max_num_seqs_default=None,
-    device_defaults=(),
+    device_defaults=(),  # SA keys its defaults by GPU memory, not by GPU name
     memory_fraction_kind="mem_fraction_static",
     # SA `__post_init__`: mem_fraction_static by TP size (GPUs up to 80 GiB; 0.4.6 raises it on
     # GPUs above 96 GiB).
@@ -68,7 +69,7 @@ SGLANG = EngineProfile(
     prefix_caching_default=True,  # SA `disable_radix_cache` False
     cuda_graphs_default=True,  # SA `disable_cuda_graph` False
     cuda_graph_decode_sizes=DECODE_GRAPH_SIZES,
-    cuda_graph_max_seq_len=None,
+    cuda_graph_max_seq_len=None,  # CGR: graphs do not depend on the sequence length
     # CGR `can_run`, forward_batch_info `is_cuda_graph`: decode (and idle/verify) batches
     # only; extend/prefill batches always run eagerly.
     graphs_prefill=False,
@@ -78,7 +79,7 @@ SGLANG = EngineProfile(
     async_output_default=True,
     overlap_scheduler_default=True,
     multi_step_supported=False,  # SA has no multi-step option
-    multi_step_with_chunked_prefill=False,
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
     # TokenizerManager (HTTP), one Scheduler per TP rank, DetokenizerManager: separate
     # processes (engine.py).
     separate_api_process=True,

@@ -41,8 +41,8 @@ TRTLLM = EngineProfile(
     step_formation="inflight",
     step_formation_chunked="inflight",
     chunked_prefill_default=False,  # ARGS `enable_chunked_prefill` False; _LONG: opt-in
-    chunked_auto_above_max_model_len=None,
-    chunked_prefill_can_be_disabled=True,
+    chunked_auto_above_max_model_len=None,  # ARGS: opt-in only
+    chunked_prefill_can_be_disabled=True,  # ARGS `enable_chunked_prefill`
     # _FLAGS: GUARANTEED_NO_EVICT (default) never pauses a started request; MAX_UTILIZATION
     # packs more and may pause requests when KV runs out.
     preemption="none under the default GUARANTEED_NO_EVICT policy",
@@ -51,7 +51,7 @@ TRTLLM = EngineProfile(
     budget_unchunked_floor=8192,  # ARGS `max_num_tokens` 8192 (no max_model_len rule)
     budget_unchunked_uses_max_model_len=False,
     max_num_seqs_default=2048,  # ARGS `max_batch_size` 2048
-    device_defaults=(),
+    device_defaults=(),  # ARGS defaults do not depend on the GPU
     memory_fraction_kind="kv_cache_free_gpu_mem_fraction",
     # ARGS `KvCacheConfig.free_gpu_memory_fraction` 0.9 of the memory left after weights and
     # activations (performance overview: 0.95 "in many cases" for trtllm-bench)
@@ -60,7 +60,7 @@ TRTLLM = EngineProfile(
     prefix_caching_default=True,  # ARGS `KvCacheConfig.enable_block_reuse` True
     cuda_graphs_default=True,  # ARGS `TorchLlmArgs.cuda_graph_config` set by default
     cuda_graph_decode_sizes=DECODE_GRAPH_SIZES,
-    cuda_graph_max_seq_len=None,
+    cuda_graph_max_seq_len=None,  # _GRAPHS: keyed by batch size only
     # _GRAPHS: graphs cover generation-only batches; context/mixed steps run eagerly unless
     # piecewise graphs are enabled through torch_compile_config (None by default).
     graphs_prefill=False,
@@ -70,7 +70,7 @@ TRTLLM = EngineProfile(
     async_output_default=True,
     overlap_scheduler_default=True,  # ARGS `disable_overlap_scheduler` False
     multi_step_supported=False,  # no multi-step scheduling option in ARGS
-    multi_step_with_chunked_prefill=False,
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
     # _ISSUE: PyExecutor's loop does scheduling, dispatch, sampler post-processing and
     # request handling on one Python thread.
     separate_api_process=False,

@@ -45,7 +45,7 @@ VLLM_05 = dataclasses.replace(
     # BLOG: before 0.6.0 the API server and the engine shared one process (and the GIL);
     # the split (PR #6883) is listed among the 0.6.0 changes.
     separate_api_process=False,
-    flags=VLLM_06.flags - {"--num-scheduler-steps"},
+    flags=VLLM_06.flags - {"--num-scheduler-steps"},  # A: no num_scheduler_steps in 0.5.3
     sources=(_A, _C, _S, _MR, _SEL, _BLOG),
     not_modelled=VLLM_06.not_modelled[:2]
     + ("prefix caching: the flag is accepted and recorded; the cache is not simulated",),

@@ -32,7 +32,7 @@ VLLM_V1 = EngineProfile(
     step_formation="chunked-mixed",
     step_formation_chunked="chunked-mixed",
     chunked_prefill_default=True,  # A `_set_default_args_v1`: "V1 always uses chunked prefills"
-    chunked_auto_above_max_model_len=None,
+    chunked_auto_above_max_model_len=None,  # always on, no length rule
     chunked_prefill_can_be_disabled=False,  # A `_set_default_args_v1` forces it on
     # SCH `schedule`: when a running request cannot get a KV block, the last running request
     # (lowest priority under priority scheduling) is preempted and recomputed later.
@@ -41,7 +41,7 @@ VLLM_V1 = EngineProfile(
     # A `_set_default_args_v1`: OpenAI server 2048 tokens (LLM class 8192) on GPUs other than
     # H100/H200 ...
     budget_chunked_by_memory=((0.0, 2048),),
-    budget_unchunked_floor=2048,
+    budget_unchunked_floor=2048,  # unused: V1 never runs unchunked (A)
     budget_unchunked_uses_max_model_len=False,
     max_num_seqs_default=256,  # A `_set_default_args_v1`: 256 on GPUs other than H100/H200
     # ... and, on a device whose name contains "h100" or "h200", 8192 tokens (LLM class
@@ -66,7 +66,7 @@ VLLM_V1 = EngineProfile(
     # A `_is_v1_supported_oracle`: --num-scheduler-steps != 1 is "not supported by the V1
     # Engine" (0.8 falls back to V0, or fails with VLLM_USE_V1=1).
     multi_step_supported=False,
-    multi_step_with_chunked_prefill=False,
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
     separate_api_process=True,  # BLOG: API server <-> EngineCore process over ZMQ
     # CU `get_attn_backend_cls` (use_v1): FlashAttention (FA3 on Hopper, FA2 otherwise).
     # A `_is_v1_supported_oracle`: an FP8 KV cache stays on V1 only where FlashAttention
