@@ -30,6 +30,12 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _engine_names() -> tuple[str, ...]:
+    from apex_fast.engines import ENGINE_NAMES
+
+    return ENGINE_NAMES
+
+
 def _check_output_path(path: Path, flag: str) -> None:
     """Fail before the search, not after it, when an output file cannot be written."""
     if path.is_dir():
@@ -113,9 +119,41 @@ def plan(
         None,
         help="Token budget per step (default 2048 with chunked prefill, else the longest request).",
     ),
-    chunked_prefill: bool = typer.Option(True, help="vLLM chunked prefill."),
-    block_size: int = typer.Option(16, help="KV cache block size in tokens."),
-    gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory vLLM may use."),
+    chunked_prefill: bool | None = typer.Option(
+        None,
+        "--chunked-prefill/--no-chunked-prefill",
+        help="Chunked prefill (default: the engine's; vllm-0.6: on).",
+    ),
+    block_size: int | None = typer.Option(
+        None, help="KV cache block size in tokens (default: the engine's; vLLM 16)."
+    ),
+    gpu_memory_utilization: float | None = typer.Option(
+        None, help="Fraction of GPU memory the engine may use (default: the engine's; vLLM 0.9)."
+    ),
+    engine: str = typer.Option(
+        "vllm-0.6",
+        "--engine",
+        help="Serving engine: " + ", ".join(_engine_names()) + " (docs/engines.md).",
+    ),
+    enforce_eager: bool = typer.Option(
+        False, "--enforce-eager", "--disable-cuda-graph", help="Run without CUDA graphs."
+    ),
+    disable_custom_all_reduce: bool = typer.Option(
+        False,
+        "--disable-custom-all-reduce",
+        help="Use NCCL instead of the engine's own NVLink all-reduce kernel.",
+    ),
+    max_model_len: int | None = typer.Option(
+        None, help="Longest request (prompt + output) the engine accepts (default: the model's)."
+    ),
+    num_scheduler_steps: int | None = typer.Option(
+        None, help="vLLM 0.6 multi-step scheduling: decode steps per scheduler call (default 1)."
+    ),
+    enable_prefix_caching: bool | None = typer.Option(
+        None,
+        "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="Prefix caching (default: the engine's); recorded only, the cache is not simulated.",
+    ),
     objective: str = typer.Option(
         "latency", help="Rank plans by: latency, throughput, energy, cost ($ per token)."
     ),
@@ -196,6 +234,12 @@ def plan(
         chunked_prefill=chunked_prefill,
         block_size=block_size,
         gpu_memory_utilization=gpu_memory_utilization,
+        engine=engine,
+        enforce_eager=enforce_eager or None,
+        disable_custom_all_reduce=disable_custom_all_reduce,
+        max_model_len=max_model_len,
+        num_scheduler_steps=num_scheduler_steps,
+        prefix_caching=enable_prefix_caching,
         objective=objective,
         profile_dir=profile_dir,
         gpu_hour_cost=gpu_hour_cost,

@@ -15,6 +15,7 @@ from apex_fast.encdec import (
     encoder_workload,
     request_finish,
 )
+from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device, with_inter_node_bandwidth
@@ -55,9 +56,16 @@ class PlanRequest:
     ep: int | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    chunked_prefill: bool = True
-    block_size: int = 16
-    gpu_memory_utilization: float = 0.9
+    # None = the engine's default (apex_fast.engines; vllm-0.6: on, 16, 0.9)
+    chunked_prefill: bool | None = None
+    block_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    engine: str = "vllm-0.6"  # serving-engine profile (--engine)
+    enforce_eager: bool | None = None
+    disable_custom_all_reduce: bool = False
+    max_model_len: int | None = None
+    num_scheduler_steps: int | None = None
+    prefix_caching: bool | None = None
     objective: str = "latency"
     profile_dir: Path | None = None  # measured tables root (default profile_data/)
     gpu_hour_cost: float = 0.0  # $ per GPU-hour (0 = no $ figures)
@@ -65,6 +73,23 @@ class PlanRequest:
     plot_png: Path | None = None
     workers: int | None = None  # plan evaluation processes (None = automatic)
     ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
+
+
+def launch_settings(req: PlanRequest) -> LaunchSettings:
+    """The engine settings of a request (None = the engine's default)."""
+    return LaunchSettings(
+        engine=req.engine,
+        enforce_eager=req.enforce_eager,
+        disable_custom_all_reduce=req.disable_custom_all_reduce,
+        max_model_len=req.max_model_len,
+        num_scheduler_steps=req.num_scheduler_steps,
+        prefix_caching=req.prefix_caching,
+        chunked_prefill=req.chunked_prefill,
+        max_num_seqs=req.max_num_seqs,
+        max_num_batched_tokens=req.max_num_batched_tokens,
+        block_size=req.block_size,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+    )
 
 
 def build_workload(req: PlanRequest) -> Workload:
@@ -112,11 +137,13 @@ def run_plan(
         clock = req.frequency
     workload = build_workload(req)
     opts = EngineOptions(
-        block_size=req.block_size,
-        max_num_seqs=req.max_num_seqs if req.max_num_seqs is not None else 256,
-        max_num_batched_tokens=req.max_num_batched_tokens,
-        chunked_prefill=req.chunked_prefill,
-        gpu_memory_utilization=req.gpu_memory_utilization,
+        **engine_option_fields(
+            launch_settings(req),
+            device.name,
+            device.hbm_gb * 1e9 / 2**30,
+            model.max_position_embeddings or None,
+            req.tp,
+        ),
         clock_mhz=clock,
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
         capacity_factor=req.capacity_factor,

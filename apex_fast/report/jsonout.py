@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from apex_fast.engines.describe import engine_json
 from apex_fast.search import Evaluated, SearchResult
 from apex_fast.validation.bands import band_json, search_band
 
@@ -44,6 +45,7 @@ def report_json(sr: SearchResult) -> dict:
             },
             "workload": {"name": sr.workload.name, "num_requests": sr.workload.num_requests},
             "engine": {
+                **engine_json(o),
                 "chunked_prefill": o.chunked_prefill,
                 "max_num_seqs": o.max_num_seqs,
                 "block_size": o.block_size,

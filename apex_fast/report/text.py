@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from apex_fast.engines.describe import engine_summary
 from apex_fast.metrics.summary import PlanMetrics, _fmt_p
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
@@ -244,10 +245,7 @@ def render(
         f"Cluster: {c.num_nodes} node(s) x {c.gpus_per_node} {c.device.name}",
         f"Workload: {w.name}: {w.num_requests} requests, mean prompt {w.prompt.mean():.1f}, "
         f"mean output {w.output.mean():.1f} tokens, over {float(w.arrival[-1]):.1f} s",
-        f"Engine: vLLM-style continuous batching, chunked prefill "
-        f"{'on' if o.chunked_prefill else 'off'}, {sr.best.result.budget} tokens/step, "
-        f"max {o.max_num_seqs} seqs, block size {o.block_size}, "
-        f"gpu-memory-utilization {o.gpu_memory_utilization}",
+        f"Engine: {engine_summary(o, sr.best.result.budget)}",
         f"Op costs: {_cost_source(sr)}",
         f"Generated {sr.num_candidates} {stage} candidate plans: {len(sr.ranked)} feasible, "
         f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",

@@ -49,16 +49,32 @@ class EngineOptions:
     # the HTTP front end shares the engine's process and thread (vLLM
     # --disable-frontend-multiprocessing; separate process by default since vLLM 0.5.4)
     frontend_in_process: bool = False
+    # --- the serving engine (apex_fast.engines); recorded here for the step-time model ---
+    engine: str = "vllm-0.6"  # profile name (--engine)
+    enforce_eager: bool = False  # CUDA graphs off (--enforce-eager / --disable-cuda-graph)
+    num_scheduler_steps: int = 1  # vLLM multi-step scheduling (--num-scheduler-steps)
+    max_model_len: int | None = None  # --max-model-len (None: the model's own)
+    prefix_caching: bool = False  # recorded only: the prefix cache is not simulated
+    # the engine's own chunked-prefill setting where its step formation maps onto a kernel
+    # mode of another name (SGLang chunks in prefill-first mode, TensorRT-LLM mixes steps
+    # without chunking); None = same as chunked_prefill
+    engine_chunked_prefill: bool | None = None
+    # without chunked prefill the step budget is max(this, max_model_len or the longest
+    # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
+    # steps (apex_fast.engines.options)
+    unchunked_budget_floor: int = 2048
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
-        max(max_model_len, 2048), and we take the longest request as max_model_len."""
+        max(max_model_len, 2048), and we take the longest request as max_model_len unless
+        --max-model-len is given."""
         if self.max_num_batched_tokens is not None:
             b = self.max_num_batched_tokens
         elif self.chunked_prefill:
             b = ep.DEFAULT_CHUNKED_BUDGET
         else:
-            b = max(2048, int(np.max(workload.prompt + workload.output)))
+            longest = int(np.max(workload.prompt + workload.output))
+            b = max(self.unchunked_budget_floor, self.max_model_len or longest)
         return max(b, self.max_num_seqs)
 
     def validate(self) -> None:
@@ -79,6 +95,12 @@ class EngineOptions:
         u = self.gpu_memory_utilization
         if not (0.0 < u <= 1.0):
             raise ApexError(f"--gpu-memory-utilization must be in (0, 1], got {u}")
+        if self.num_scheduler_steps < 1:
+            raise ApexError(
+                f"--num-scheduler-steps must be at least 1, got {self.num_scheduler_steps}"
+            )
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ApexError(f"--max-model-len must be at least 1, got {self.max_model_len}")
         cf = getattr(self, "capacity_factor", 1.0)
         if not (0.0 < cf < float("inf")):
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")

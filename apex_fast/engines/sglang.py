@@ -1,0 +1,136 @@
+"""SGLang runtime (as of 0.4.6.post5).
+
+Sources are the files of the sglang 0.4.6.post5 release (PyPI package; repository paths
+python/sglang/srt/... at tag v0.4.6.post5):
+  SA  = .../srt/server_args.py                  (defaults set in __post_init__)
+  SCH = .../srt/managers/scheduler.py           (event loop, batch selection)
+  SP  = .../srt/managers/schedule_policy.py     (PrefillAdder)
+  SB  = .../srt/managers/schedule_batch.py      (retract_decode)
+  CGR = .../srt/model_executor/cuda_graph_runner.py
+  MR  = .../srt/model_executor/model_runner.py  (attention backend choice)
+  BLOG = https://lmsys.org/blog/2024-12-04-sglang-v0-4/ (zero-overhead batch scheduler)
+"""
+
+from __future__ import annotations
+
+from apex_fast.engines.profile import EngineProfile
+
+_TAG = "https://github.com/sgl-project/sglang/blob/v0.4.6.post5/python/sglang/srt/"
+_SA = _TAG + "server_args.py"
+_SCH = _TAG + "managers/scheduler.py"
+_SP = _TAG + "managers/schedule_policy.py"
+_SB = _TAG + "managers/schedule_batch.py"
+_CGR = _TAG + "model_executor/cuda_graph_runner.py"
+_MR = _TAG + "model_executor/model_runner.py"
+_BLOG = "https://lmsys.org/blog/2024-12-04-sglang-v0-4/"
+
+# CGR `get_batch_sizes_to_capture` (0.4.6.post5): [1, 2, 4, 8] and multiples of 8 from 16 to
+# 160; GPUs with more memory (the threshold is 80, 90 or 96 GiB depending on the release) also
+# capture 168..256.
+DECODE_GRAPH_SIZES = (1, 2, 4, 8) + tuple(range(16, 161, 8))
+
+SGLANG = EngineProfile(
+    name="sglang",
+    display_name="SGLang",
+    version="0.4.6.post5",
+    versions_read="0.4.0, 0.4.3, 0.4.4, 0.4.5, 0.4.6.post5, 0.4.10.post2",
+    # SCH `get_next_batch_to_run`: merge the last prefill batch into the running batch, try a
+    # new prefill (extend) batch first, decode only if none forms; enable_mixed_chunk is
+    # False by default (SA), so a step is prefill-only or decode-only.
+    step_formation="prefill-first-chunked",
+    step_formation_chunked="prefill-first-chunked",
+    chunked_prefill_default=True,  # SA: chunked_prefill_size is set (8192 or 2048) unless -1
+    chunked_auto_above_max_model_len=None,  # SA: no length rule
+    chunked_prefill_can_be_disabled=True,  # SA: --chunked-prefill-size -1
+    # SB `retract_decode`, SCH `update_running_batch`: when a decode step cannot get memory,
+    # the requests with the fewest output tokens (ties: longest input) are retracted and
+    # recomputed later; new_token_ratio is then reset from the retracted work.
+    preemption="retract fewest-output requests, recompute; admission ratio reset",
+    # SP `PrefillAdder`: admit while input tokens <= max_prefill_tokens (16384) and
+    # extend_len + min(max_new, 4096) fits the free + evictable memory minus the running
+    # requests' reserved future tokens x new_token_ratio (starts 0.7, decays to 0.098).
+    admission="FCFS (default policy from 0.4.3.post4); memory reserve by new_token_ratio",
+    # SA `__post_init__`: chunked_prefill_size 2048 if GPU memory < 25_000 MiB (as nvidia-smi
+    # reports it), else 8192.
+    budget_chunked_by_memory=((25_000 / 1024, 8192), (0.0, 2048)),
+    # with --chunked-prefill-size -1 a prefill step is bounded by max_prefill_tokens 16384
+    # (SA `max_prefill_tokens`), the first request always admitted whole (SP).
+    budget_unchunked_floor=16384,
+    budget_unchunked_uses_max_model_len=False,
+    # SA: max_running_requests unset -> min(max_total_num_tokens // 2, req_pool_size)
+    # (tp_worker.py, model_runner.py): derived from KV capacity, not a constant.
+    max_num_seqs_default=None,
+    device_defaults=(),  # SA keys its defaults by GPU memory, not by GPU name
+    memory_fraction_kind="mem_fraction_static",
+    # SA `__post_init__`: mem_fraction_static by TP size (GPUs up to 80 GiB; 0.4.6 raises it on
+    # GPUs above 96 GiB).
+    memory_fraction_by_tp=((16, 0.79), (8, 0.81), (4, 0.85), (2, 0.87), (1, 0.88)),
+    block_size_default=1,  # SA `page_size` 1: the radix cache works per token
+    prefix_caching_default=True,  # SA `disable_radix_cache` False
+    cuda_graphs_default=True,  # SA `disable_cuda_graph` False
+    cuda_graph_decode_sizes=DECODE_GRAPH_SIZES,
+    cuda_graph_max_seq_len=None,  # CGR: graphs do not depend on the sequence length
+    # CGR `can_run`, forward_batch_info `is_cuda_graph`: decode (and idle/verify) batches
+    # only; extend/prefill batches always run eagerly.
+    graphs_prefill=False,
+    graphed_prefill_max_tokens=0,
+    # SCH `event_loop_overlap` (default since 0.4.0, BLOG): the forward runs in a worker thread
+    # with future token ids while the CPU schedules step n+1 and processes step n-1.
+    async_output_default=True,
+    overlap_scheduler_default=True,
+    multi_step_supported=False,  # SA has no multi-step option
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
+    # TokenizerManager (HTTP), one Scheduler per TP rank, DetokenizerManager: separate
+    # processes (engine.py).
+    separate_api_process=True,
+    # MR: fa3 on Hopper for Llama/Qwen/Gemma-type models (0.4.5.post1+), flashinfer else;
+    # fp8_e4m3 KV keeps fa3/flashinfer (fp8_e5m2 with fa3 switches to triton).
+    attention_backend=(
+        ("half", "fa3 on Hopper for Llama/Qwen/Gemma-type models, else flashinfer"),
+        ("float8", "fa3 (FP8 e4m3 KV) on Hopper, else flashinfer"),
+    ),
+    custom_all_reduce_default=True,  # SA `disable_custom_all_reduce` False
+    flags=frozenset(
+        {
+            "--enforce-eager",
+            "--disable-custom-all-reduce",
+            "--max-model-len",
+            "--enable-prefix-caching",
+            "--chunked-prefill",
+            "--no-chunked-prefill",
+            "--max-num-seqs",
+            "--max-num-batched-tokens",
+            "--block-size",
+            "--gpu-memory-utilization",
+        }
+    ),
+    flag_spelling=(
+        ("--enforce-eager", "--disable-cuda-graph"),
+        ("--max-model-len", "--context-length"),
+        ("--enable-prefix-caching", "radix cache (--disable-radix-cache to turn off)"),
+        ("--chunked-prefill", "--chunked-prefill-size N"),
+        ("--no-chunked-prefill", "--chunked-prefill-size -1"),
+        ("--max-num-seqs", "--max-running-requests"),
+        ("--max-num-batched-tokens", "--chunked-prefill-size"),
+        ("--block-size", "--page-size"),
+        ("--gpu-memory-utilization", "--mem-fraction-static"),
+    ),
+    sources=(_SA, _SCH, _SP, _SB, _CGR, _MR, _BLOG),
+    not_modelled=(
+        "admission by new_token_ratio and retraction: the kernel admits by free KV blocks "
+        "and preempts the last running request",
+        "a prompt longer than the chunk runs as one prefill step instead of consecutive "
+        "prefill-only chunks (same tokens, decodes paused in both)",
+        "max_running_requests derived from KV capacity: the tool bounds running sequences "
+        "only by KV blocks unless --max-num-seqs is given",
+        "radix (prefix) cache: the flag is accepted and recorded; the cache is not simulated",
+        "larger mem_fraction_static and CUDA-graph sizes (to 256) on GPUs above 96 GiB",
+        "mem_fraction_static covers weights + KV pool; it is passed as the tool's "
+        "gpu_memory_utilization",
+    ),
+    kernel_mode_note=(
+        "kernel prefill-first mode: prefill-only and decode-only steps, a new prefill batch "
+        "tried first (the SGLang rule). Its token budget is the chunk size (8192 on GPUs of "
+        "25 GB and more, else 2048), or the longest prompt when that is longer."
+    ),
+)

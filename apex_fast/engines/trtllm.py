@@ -1,0 +1,127 @@
+"""TensorRT-LLM with the PyTorch backend and in-flight batching (as of ~1.0).
+
+Sources: the TensorRT-LLM documentation and a ~1.0-era copy of the LLM-API arguments (read
+from a code index, not pinned to a release tag):
+  ARGS = https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py
+         (BaseLlmArgs, TorchLlmArgs, KvCacheConfig, CudaGraphConfig, SchedulerConfig)
+  DOCS = https://nvidia.github.io/TensorRT-LLM/  pages:
+         torch/scheduler.html, features/paged-attention-ifb-scheduler.html,
+         performance/performance-tuning-guide/useful-runtime-flags.html,
+         features/long-sequence.html, torch/features/overlap_scheduler.html,
+         features/torch_compile_and_piecewise_cuda_graph.html
+  ISSUE = https://github.com/NVIDIA/TensorRT-LLM/issues/13957 (PyExecutor host loop)
+"""
+
+from __future__ import annotations
+
+from apex_fast.engines.profile import EngineProfile
+
+_ARGS = "https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py"
+_DOCS = "https://nvidia.github.io/TensorRT-LLM/"
+_SCHED = _DOCS + "torch/scheduler.html"
+_IFB = _DOCS + "features/paged-attention-ifb-scheduler.html"
+_FLAGS = _DOCS + "performance/performance-tuning-guide/useful-runtime-flags.html"
+_LONG = _DOCS + "features/long-sequence.html"
+_OVERLAP = _DOCS + "torch/features/overlap_scheduler.html"
+_GRAPHS = _DOCS + "features/torch_compile_and_piecewise_cuda_graph.html"
+_ISSUE = "https://github.com/NVIDIA/TensorRT-LLM/issues/13957"
+
+# ARGS `CudaGraphConfig` / `TorchLlmArgs`: CUDA graphs on by default with max batch size 128;
+# without padding the captured batch sizes are 1..31, 32, 64 and 128.
+DECODE_GRAPH_SIZES = tuple(range(1, 32)) + (32, 64, 128)
+
+TRTLLM = EngineProfile(
+    name="trtllm",
+    display_name="TensorRT-LLM (PyTorch backend)",
+    version="1.0",
+    versions_read="~1.0 LLM-API arguments and current documentation",
+    # _SCHED, _IFB: each iteration the CapacityScheduler (reserves KV per request) then the
+    # MicroBatchScheduler picks context and generation requests under max_batch_size and
+    # max_num_tokens; context tokens precede generation tokens in one packed step.
+    step_formation="inflight",
+    step_formation_chunked="inflight",
+    chunked_prefill_default=False,  # ARGS `enable_chunked_prefill` False; _LONG: opt-in
+    chunked_auto_above_max_model_len=None,  # ARGS: opt-in only
+    chunked_prefill_can_be_disabled=True,  # ARGS `enable_chunked_prefill`
+    # _FLAGS: GUARANTEED_NO_EVICT (default) never pauses a started request; MAX_UTILIZATION
+    # packs more and may pause requests when KV runs out.
+    preemption="none under the default GUARANTEED_NO_EVICT policy",
+    admission="a request starts only if KV for its prompt and maximum output is reserved",
+    budget_chunked_by_memory=((0.0, 8192),),  # ARGS `max_num_tokens` 8192
+    budget_unchunked_floor=8192,  # ARGS `max_num_tokens` 8192 (no max_model_len rule)
+    budget_unchunked_uses_max_model_len=False,
+    max_num_seqs_default=2048,  # ARGS `max_batch_size` 2048
+    device_defaults=(),  # ARGS defaults do not depend on the GPU
+    memory_fraction_kind="kv_cache_free_gpu_mem_fraction",
+    # ARGS `KvCacheConfig.free_gpu_memory_fraction` 0.9 of the memory left after weights and
+    # activations (performance overview: 0.95 "in many cases" for trtllm-bench)
+    memory_fraction_by_tp=((1, 0.90),),
+    block_size_default=32,  # ARGS `KvCacheConfig.tokens_per_block` 32
+    prefix_caching_default=True,  # ARGS `KvCacheConfig.enable_block_reuse` True
+    cuda_graphs_default=True,  # ARGS `TorchLlmArgs.cuda_graph_config` set by default
+    cuda_graph_decode_sizes=DECODE_GRAPH_SIZES,
+    cuda_graph_max_seq_len=None,  # _GRAPHS: keyed by batch size only
+    # _GRAPHS: graphs cover generation-only batches; context/mixed steps run eagerly unless
+    # piecewise graphs are enabled through torch_compile_config (None by default).
+    graphs_prefill=False,
+    graphed_prefill_max_tokens=0,
+    # _OVERLAP: step n+1 is launched before step n's host work (stop checks, responses,
+    # scheduling) ends, at the cost of one extra decode step per request.
+    async_output_default=True,
+    overlap_scheduler_default=True,  # ARGS `disable_overlap_scheduler` False
+    multi_step_supported=False,  # no multi-step scheduling option in ARGS
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
+    # _ISSUE: PyExecutor's loop does scheduling, dispatch, sampler post-processing and
+    # request handling on one Python thread.
+    separate_api_process=False,
+    # ARGS `attn_backend` 'TRTLLM'; `sync_quant_config_with_kv_cache_config_dtype`: an FP8 KV
+    # cache sets kv_cache_quant_algo=FP8 for the same backend.
+    attention_backend=(
+        ("half", "TRTLLM attention backend"),
+        ("float8", "TRTLLM attention backend with FP8 KV cache"),
+    ),
+    # ARGS `allreduce_strategy` 'AUTO' picks TensorRT-LLM's own one-/two-shot NVLink kernels
+    # for small messages; 'NCCL' turns them off.
+    custom_all_reduce_default=True,
+    flags=frozenset(
+        {
+            "--enforce-eager",
+            "--disable-custom-all-reduce",
+            "--max-model-len",
+            "--enable-prefix-caching",
+            "--chunked-prefill",
+            "--no-chunked-prefill",
+            "--max-num-seqs",
+            "--max-num-batched-tokens",
+            "--block-size",
+            "--gpu-memory-utilization",
+        }
+    ),
+    flag_spelling=(
+        ("--enforce-eager", "cuda_graph_config: null"),
+        ("--disable-custom-all-reduce", "allreduce_strategy: NCCL"),
+        ("--max-model-len", "--max_seq_len"),
+        ("--enable-prefix-caching", "kv_cache_config.enable_block_reuse"),
+        ("--chunked-prefill", "enable_chunked_prefill: true"),
+        ("--no-chunked-prefill", "enable_chunked_prefill: false"),
+        ("--max-num-seqs", "--max_batch_size"),
+        ("--max-num-batched-tokens", "--max_num_tokens"),
+        ("--block-size", "kv_cache_config.tokens_per_block"),
+        ("--gpu-memory-utilization", "--kv_cache_free_gpu_memory_fraction"),
+    ),
+    sources=(_ARGS, _SCHED, _IFB, _FLAGS, _LONG, _OVERLAP, _GRAPHS, _ISSUE),
+    not_modelled=(
+        "GUARANTEED_NO_EVICT admission (KV reserved for prompt + maximum output): the kernel "
+        "admits by the prompt's blocks and may preempt",
+        "without chunked context a prompt is never split; the kernel's mixed mode may split "
+        "one when decodes already use part of the budget",
+        "kv_cache_free_gpu_mem_fraction applies to memory left after weights; it is passed "
+        "as the tool's gpu_memory_utilization of the whole GPU",
+        "KV block reuse: the flag is accepted and recorded; the cache is not simulated",
+        "the TensorRT (engine-build) backend, NIM and Triton front-ends",
+    ),
+    kernel_mode_note=(
+        "kernel chunked-mixed mode with a max_num_tokens budget (8192): context and "
+        "generation requests share a step, generation first (the in-flight batching rule)."
+    ),
+)

@@ -1,0 +1,120 @@
+"""vLLM 0.6 (V0 engine), the default profile: the behaviour the simulation was calibrated on.
+
+Sources are the files of the vllm 0.6.0 release (PyPI package, same paths as the v0.6.0 tag):
+  S  = https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/core/scheduler.py
+  A  = https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/engine/arg_utils.py
+  C  = https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/config.py
+  MR = https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/worker/model_runner.py
+  SEL= https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/attention/selector.py
+  BLOG = https://blog.vllm.ai/2024/09/05/perf-update.html (vLLM v0.6.0 performance update)
+"""
+
+from __future__ import annotations
+
+from apex_fast.engines.profile import EngineProfile
+
+_S = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/core/scheduler.py"
+_A = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/engine/arg_utils.py"
+_C = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/config.py"
+_MR = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/worker/model_runner.py"
+_SEL = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/attention/selector.py"
+_BLOG = "https://blog.vllm.ai/2024/09/05/perf-update.html"
+
+# CUDA-graph batch sizes 0.6.0 captures with the default max_num_seqs 256: [1, 2, 4] and
+# multiples of 8 up to the padded max_num_seqs (MR: _BATCH_SIZES_TO_CAPTURE, capture_model).
+DECODE_GRAPH_SIZES_256 = (1, 2, 4) + tuple(range(8, 257, 8))
+
+VLLM_06 = EngineProfile(
+    name="vllm-0.6",
+    display_name="vLLM 0.6 (V0 engine)",
+    version="0.6.0",
+    versions_read="0.6.0, 0.6.3",
+    # S `_schedule_default`: prefills first (FCFS while budget, max_num_seqs and KV blocks
+    # last); a step that scheduled any prefill runs no decodes.
+    step_formation="prefill-first",
+    # S `_schedule_chunked_prefill`: running queue first (decodes, partial prefills), then
+    # swapped, then new prompts cut to min(remaining prompt, remaining budget).
+    step_formation_chunked="chunked-mixed",
+    # A `create_engine_config`: chunked prefill is off unless turned on ...
+    chunked_prefill_default=False,
+    # ... or max_model_len > 32768 on CUDA (since 0.5.3; not with sliding window, spec
+    # decode, LoRA, prompt adapters, prefix caching).
+    chunked_auto_above_max_model_len=32768,
+    chunked_prefill_can_be_disabled=True,  # A: --enable-chunked-prefill False
+    # S `_schedule_running`/`_preempt`: the last request of the running deque is preempted;
+    # RECOMPUTE for single-sequence groups (KV freed, prompt + output re-prefilled later),
+    # SWAP for beam search / n > 1.
+    preemption="recompute; victim = last running request (swap only for beam search / n>1)",
+    # block_manager_v1/v2 `can_allocate`: admit only if free - needed blocks >= 1% of all
+    # (watermark 0.01); no new prefills while any request is swapped out (S).
+    admission="FCFS; needs its prompt's KV blocks above a 1% free-block watermark",
+    # C `SchedulerConfig`: max_num_batched_tokens 512 with chunked prefill (comment: ITL/TTFT
+    # balance on A100), whatever the GPU.
+    budget_chunked_by_memory=((0.0, 512),),
+    # C `SchedulerConfig`: without chunking max(max_model_len, 2048).
+    budget_unchunked_floor=2048,
+    budget_unchunked_uses_max_model_len=True,
+    max_num_seqs_default=256,  # A `EngineArgs.max_num_seqs`
+    device_defaults=(),  # no per-GPU defaults in V0
+    memory_fraction_kind="gpu_memory_utilization",
+    memory_fraction_by_tp=((1, 0.90),),  # A `EngineArgs.gpu_memory_utilization`
+    block_size_default=16,  # A `EngineArgs.block_size`
+    prefix_caching_default=False,  # A `EngineArgs.enable_prefix_caching`
+    cuda_graphs_default=True,  # A `enforce_eager` False
+    cuda_graph_decode_sizes=DECODE_GRAPH_SIZES_256,  # MR `_BATCH_SIZES_TO_CAPTURE`
+    cuda_graph_max_seq_len=8192,  # A `max_seq_len_to_capture`; MR `_use_captured_graph`
+    # MR `_use_captured_graph`: only decode-only batches replay a graph; prefill and mixed
+    # chunked-prefill steps run eagerly.
+    graphs_prefill=False,
+    graphed_prefill_max_tokens=0,
+    # C `verify_async_output_proc`: on by default (off for PP>1, enforce_eager, spec decode);
+    # step n's output processing runs inside step n+1 (BLOG: -8.7% TPOT on 70B/4xH100).
+    async_output_default=True,
+    overlap_scheduler_default=False,  # the scheduler itself runs between steps (S)
+    # A `num_scheduler_steps` (default 1): N > 1 schedules once per N decode steps.
+    multi_step_supported=True,
+    # A: 0.6.0 rejects multi-step with chunked prefill (combined from PR #8804, 0.6.3).
+    multi_step_with_chunked_prefill=False,
+    # BLOG / PR #6883: the OpenAI server runs in its own process, connected over ZMQ.
+    separate_api_process=True,
+    # SEL `which_attn_to_use`: FLASH_ATTN (vllm_flash_attn, FA2) by default; an FP8 KV cache
+    # falls back to XFORMERS (prefill) + vLLM PagedAttention (decode).
+    attention_backend=(
+        ("float", "XFORMERS + PagedAttention decode (dtype not fp16/bf16)"),
+        ("half", "FLASH_ATTN (vllm_flash_attn, FlashAttention-2)"),
+        ("float8", "XFORMERS prefill + PagedAttention decode (FP8 KV cache)"),
+    ),
+    custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
+    flags=frozenset(
+        {
+            "--enforce-eager",
+            "--disable-custom-all-reduce",
+            "--max-model-len",
+            "--num-scheduler-steps",
+            "--enable-prefix-caching",
+            "--chunked-prefill",
+            "--no-chunked-prefill",
+            "--max-num-seqs",
+            "--max-num-batched-tokens",
+            "--block-size",
+            "--gpu-memory-utilization",
+        }
+    ),
+    flag_spelling=(
+        ("--chunked-prefill", "--enable-chunked-prefill"),
+        ("--no-chunked-prefill", "--enable-chunked-prefill False"),
+    ),
+    sources=(_S, _A, _C, _MR, _SEL, _BLOG),
+    not_modelled=(
+        "swap preemption (beam search / n>1) and the no-prefill-while-swapped rule",
+        "--scheduler-delay-factor",
+        "multi-step scheduling: the flag is accepted and recorded; the step-time model, not "
+        "the scheduler, accounts for it",
+        "prefix caching: the flag is accepted and recorded; the cache is not simulated",
+    ),
+    kernel_mode_note=(
+        "chunked prefill off -> kernel prefill-first mode (exact rule); on -> chunked-mixed "
+        "mode (exact rule). Without flags this tool keeps its calibrated defaults: chunked "
+        "prefill on with a 2048-token budget (vLLM 0.6.0 itself: 512 tokens when chunking)."
+    ),
+)

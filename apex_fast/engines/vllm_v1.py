@@ -1,0 +1,104 @@
+"""vLLM V1 engine (as of 0.8.4, where V1 is the default).
+
+Sources are the files of the vllm 0.8.4 release (PyPI wheel, same paths as the v0.8.4 tag):
+  A   = https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/engine/arg_utils.py
+  C   = https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/config.py
+  SCH = https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/v1/core/sched/scheduler.py
+  CU  = https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/platforms/cuda.py
+  BLOG = https://blog.vllm.ai/2025/01/27/v1-alpha-release.html (vLLM V1 alpha)
+"""
+
+from __future__ import annotations
+
+from apex_fast.engines.profile import EngineProfile
+
+_A = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/engine/arg_utils.py"
+_C = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/config.py"
+_SCH = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/v1/core/sched/scheduler.py"
+_CU = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/platforms/cuda.py"
+_BLOG = "https://blog.vllm.ai/2025/01/27/v1-alpha-release.html"
+
+# C `_set_cudagraph_sizes` (V1 branch): [1, 2, 4] + range(8, 513, 8), kept <= the token
+# budget. V1 graphs are piecewise and indexed by tokens in the step, not by sequences.
+PIECEWISE_GRAPH_SIZES = (1, 2, 4) + tuple(range(8, 513, 8))
+
+VLLM_V1 = EngineProfile(
+    name="vllm-v1",
+    display_name="vLLM V1 engine",
+    version="0.8.4",
+    versions_read="0.8.0, 0.8.4, 0.10.2, 0.11.0-0.15.0",
+    # SCH `schedule`: one token budget per step, spent on running requests first (decodes,
+    # unfinished prompt chunks), then on waiting requests; prompts are cut to the budget.
+    step_formation="chunked-mixed",
+    step_formation_chunked="chunked-mixed",
+    chunked_prefill_default=True,  # A `_set_default_args_v1`: "V1 always uses chunked prefills"
+    chunked_auto_above_max_model_len=None,  # always on, no length rule
+    chunked_prefill_can_be_disabled=False,  # A `_set_default_args_v1` forces it on
+    # SCH `schedule`: when a running request cannot get a KV block, the last running request
+    # (lowest priority under priority scheduling) is preempted and recomputed later.
+    preemption="recompute; victim = last running request",
+    admission="FCFS after all running requests; needs the KV blocks of the scheduled tokens",
+    # A `_set_default_args_v1`: OpenAI server 2048 tokens (LLM class 8192) on GPUs other than
+    # H100/H200 ...
+    budget_chunked_by_memory=((0.0, 2048),),
+    budget_unchunked_floor=2048,  # unused: V1 never runs unchunked (A)
+    budget_unchunked_uses_max_model_len=False,
+    max_num_seqs_default=256,  # A `_set_default_args_v1`: 256 on GPUs other than H100/H200
+    # ... and, on a device whose name contains "h100" or "h200", 8192 tokens (LLM class
+    # 16384) and 1024 sequences (A `_set_default_args_v1`).
+    device_defaults=(("H100", 8192, 1024), ("H200", 8192, 1024)),
+    memory_fraction_kind="gpu_memory_utilization",
+    memory_fraction_by_tp=((1, 0.90),),  # A `EngineArgs.gpu_memory_utilization`
+    block_size_default=16,  # C `CacheConfig` / CU: 16 for FlashAttention
+    prefix_caching_default=True,  # A `_set_default_args_v1`: "V1 enables prefix caching"
+    cuda_graphs_default=True,  # A `enforce_eager` False
+    cuda_graph_decode_sizes=PIECEWISE_GRAPH_SIZES,
+    cuda_graph_max_seq_len=None,  # piecewise graphs do not depend on the sequence length
+    # BLOG, C: torch.compile splits the model at attention; every other op of a step with at
+    # most 512 tokens (prefill, decode or mixed) replays a piecewise graph, attention eager.
+    graphs_prefill=True,
+    graphed_prefill_max_tokens=512,
+    # BLOG: detokenisation and output objects live in the API-server process, overlapped
+    # with the EngineCore busy loop; the core itself runs schedule -> execute -> update in
+    # order (async scheduling became the default only in 0.14.0).
+    async_output_default=False,
+    overlap_scheduler_default=False,
+    # A `_is_v1_supported_oracle`: --num-scheduler-steps != 1 is "not supported by the V1
+    # Engine" (0.8 falls back to V0, or fails with VLLM_USE_V1=1).
+    multi_step_supported=False,
+    multi_step_with_chunked_prefill=False,  # no multi-step at all
+    separate_api_process=True,  # BLOG: API server <-> EngineCore process over ZMQ
+    # CU `get_attn_backend_cls` (use_v1): FlashAttention (FA3 on Hopper, FA2 otherwise).
+    # A `_is_v1_supported_oracle`: an FP8 KV cache stays on V1 only where FlashAttention
+    # supports FP8 (FA3, Hopper); elsewhere 0.8.4 falls back to the V0 engine.
+    attention_backend=(
+        ("half", "FLASH_ATTN_VLLM_V1 (FlashAttention-3 on Hopper, FlashAttention-2 otherwise)"),
+        ("float8", "FLASH_ATTN_VLLM_V1 with FP8 KV (FA3, Hopper only; else V0 fallback)"),
+    ),
+    custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
+    flags=frozenset(
+        {
+            "--enforce-eager",
+            "--disable-custom-all-reduce",
+            "--max-model-len",
+            "--enable-prefix-caching",
+            "--chunked-prefill",
+            "--max-num-seqs",
+            "--max-num-batched-tokens",
+            "--block-size",
+            "--gpu-memory-utilization",
+        }
+    ),
+    flag_spelling=(("--chunked-prefill", "--enable-chunked-prefill"),),
+    sources=(_A, _C, _SCH, _CU, _BLOG),
+    not_modelled=(
+        "prefix caching: the flag is accepted and recorded; the cache is not simulated",
+        "priority scheduling, speculative decoding, KV-transfer connectors",
+        "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
+    ),
+    kernel_mode_note=(
+        "kernel chunked-mixed mode: running requests first, then waiting prompts cut to one "
+        "token budget (the V1 rule). Defaults follow vLLM 0.8.4's OpenAI server: 8192 tokens "
+        "and 1024 sequences on H100/H200, 2048 tokens and 256 sequences elsewhere."
+    ),
+)
