@@ -50,6 +50,16 @@ def _gap_bin_safe_hi(b: int) -> float:
 
 
 @njit(cache=True, inline="always")
+def _launch_floor(n_pf_tok, n_dec, tokens, graph_max_seqs, eager, piecewise_tokens, piecewise):
+    """Launch floor of a step (0 when a decode-only batch replays a captured CUDA graph)."""
+    if n_pf_tok == 0 and n_dec <= graph_max_seqs:
+        return 0.0
+    if tokens <= piecewise_tokens:
+        return piecewise
+    return eager
+
+
+@njit(cache=True, inline="always")
 def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
@@ -116,6 +126,9 @@ def simulate_stream(
     gap_hist,
     win_blocks=0,
     full_frac=1.0,
+    graph_max_seqs=1 << 62,
+    piecewise_tokens=0,
+    piecewise_floor=0.0,
 ):
     """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
     is too small (the caller retries with more room).
@@ -123,6 +136,9 @@ def simulate_stream(
     rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
     blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
     `win_blocks` / `full_frac`: sliding-window KV (blocks per sequence as in _kv_blocks).
+    Launch floors (sim/step_time.py): a decode-only step of at most `graph_max_seqs` sequences
+    replays a CUDA graph (no floor); any other step lasts at least host + `eager_floor`, or
+    host + `piecewise_floor` when it holds at most `piecewise_tokens` tokens (piecewise graphs).
     """
     n = arrival.shape[0]
     cap = rec_f.shape[0]
@@ -340,10 +356,14 @@ def simulate_stream(
         host = overhead + host_seq * n_sched
         base = host + tok_table[tokens] + seq_table[n_samp] + c_attn * work
         d0 = base + c_ctx * ctx
-        if n_pf_tok > 0 and d0 - host < eager_floor:
-            # a step with prefill runs eagerly: its GPU work cannot end before the CPU has
-            # launched its kernels
-            d0 = host + eager_floor
+        # a step that does not replay a whole CUDA graph cannot end before the CPU has
+        # launched its kernels
+        floor = _launch_floor(
+            n_pf_tok, n_dec, tokens, graph_max_seqs, eager_floor, piecewise_tokens, piecewise_floor
+        )
+        floored = d0 - host < floor
+        if floored:
+            d0 = host + floor
         # outputs of the previous step are delivered when this step ends
         for t in range(nlag):
             r = lag_idx[t]
@@ -380,6 +400,10 @@ def simulate_stream(
             d_hi = -np.inf
             while k < kmax and now < limit_t:
                 d = base + c_ctx * (ctx + n_dec * k)
+                if floored:
+                    if d - host >= floor:
+                        break  # the GPU now outlasts the launches: a new record starts
+                    d = host + floor
                 if d < d_lo or d >= d_hi:
                     gap_hist[b] += cnt * n_dec
                     cnt = 0
@@ -392,7 +416,7 @@ def simulate_stream(
             gap_hist[b] += cnt * n_dec
         rec_f[nrec, 0] = start
         rec_f[nrec, 1] = d0
-        rec_f[nrec, 2] = c_ctx * n_dec
+        rec_f[nrec, 2] = 0.0 if floored else c_ctx * n_dec
         rec_f[nrec, 3] = work
         rec_i[nrec, 0] = k
         rec_i[nrec, 1] = n_pf_tok

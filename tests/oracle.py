@@ -127,6 +127,9 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     overhead = float(costs.overhead)
     eager_floor = float(getattr(costs, "eager_floor", 0.0))
     host_seq = float(getattr(costs, "host_seq", 0.0))
+    graph_max_seqs = int(getattr(costs, "graph_max_seqs", 1 << 62))
+    piecewise_tokens = int(getattr(costs, "piecewise_tokens", 0))
+    piecewise_floor = float(getattr(costs, "piecewise_floor", 0.0))
     output_lag = bool(getattr(cfg, "output_lag", False))
     win_blocks = int(getattr(cfg, "window_blocks", 0))
     full_frac = float(getattr(cfg, "full_kv_fraction", 1.0))
@@ -312,7 +315,14 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
         assert 0 <= free <= num_blocks
         host = overhead + host_seq * len(sched)
         gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
-        duration = host + (max(gpu, eager_floor) if n_pf > 0 else gpu)
+        # launch floor: none when a decode-only batch replays a whole CUDA graph
+        if n_pf == 0 and n_dec <= graph_max_seqs:
+            floor = 0.0
+        elif n_tok <= piecewise_tokens:
+            floor = piecewise_floor
+        else:
+            floor = eager_floor
+        duration = host + max(gpu, floor)
         # 7b. outputs of the previous step are delivered when this one ends
         for r, is_first, is_finish in lagged:
             if is_first:

@@ -41,6 +41,9 @@ def make_costs(
     overhead: float = 2e-3,
     eager_floor: float = 0.0,
     host_seq: float = 0.0,
+    graph_max_seqs: int = 1 << 62,
+    piecewise_tokens: int = 0,
+    piecewise_floor: float = 0.0,
 ) -> StepCosts:
     """Increasing tables tok_table[0] = seq_table[0] = 0 (+ the given increments)."""
     if tok_inc is None:
@@ -51,7 +54,16 @@ def make_costs(
     seq = np.concatenate([[0.0], np.cumsum(np.asarray(seq_inc, np.float64))])
     assert tok.size >= budget + 1 and seq.size >= max_num_seqs + 1
     return StepCosts(
-        tok, seq, float(c_attn), float(c_ctx), float(overhead), float(eager_floor), float(host_seq)
+        tok,
+        seq,
+        float(c_attn),
+        float(c_ctx),
+        float(overhead),
+        float(eager_floor),
+        float(host_seq),
+        int(graph_max_seqs),
+        int(piecewise_tokens),
+        float(piecewise_floor),
     )
 
 
@@ -234,6 +246,9 @@ def step_costs(draw, cfg: SchedulerConfig):
         overhead=draw(_nonneg(5e-3)),
         eager_floor=draw(st.one_of(st.just(0.0), _nonneg(2e-2))),
         host_seq=draw(st.one_of(st.just(0.0), _nonneg(5e-4))),
+        graph_max_seqs=draw(st.one_of(st.just(1 << 62), st.integers(0, 8))),
+        piecewise_tokens=draw(st.one_of(st.just(0), st.integers(1, 64))),
+        piecewise_floor=draw(st.one_of(st.just(0.0), _nonneg(1e-2))),
     )
 
 

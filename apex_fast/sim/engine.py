@@ -153,6 +153,8 @@ def _compiled_costs(
         attention_backend=opts.attention_backend,
         host=opts.host,
         frontend_in_process=opts.frontend_in_process,
+        engine=opts.engine,
+        enforce_eager=opts.enforce_eager,
     )
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))

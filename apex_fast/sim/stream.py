@@ -41,7 +41,9 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step duration = host + max(gpu, eager_floor if the step holds prefill tokens else 0), with
+    """Step duration = host + max(gpu, launch floor), the floor being 0 for a decode-only batch
+    that replays a CUDA graph, piecewise_floor for a step of <= piecewise_tokens tokens and
+    eager_floor otherwise, with
     host = overhead + host_seq * n_scheduled and
     gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx (sim/step_time.py)."""
 
@@ -54,6 +56,13 @@ class StepCosts:
     eager_floor: float = 0.0
     # CPU seconds per scheduled sequence per step
     host_seq: float = 0.0
+    # decode-only batches of at most this many sequences replay a CUDA graph (no launch
+    # floor); 0 = never (eager mode)
+    graph_max_seqs: int = 1 << 62
+    # steps of at most this many tokens replay piecewise graphs (attention launched eagerly)
+    # and last at least host + piecewise_floor (vLLM V1); 0 = none
+    piecewise_tokens: int = 0
+    piecewise_floor: float = 0.0
 
 
 @dataclass
@@ -176,6 +185,9 @@ def run_stream(
             hist,
             int(cfg.window_blocks),
             float(cfg.full_kv_fraction),
+            int(costs.graph_max_seqs),
+            int(costs.piecewise_tokens),
+            float(costs.piecewise_floor),
         )
         if nrec >= 0:
             break
