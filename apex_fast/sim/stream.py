@@ -68,6 +68,8 @@ class StreamResult:
     rec_blocks: np.ndarray
     rec_sched: np.ndarray
     gap_hist: np.ndarray
+    # time each request entered the system: its arrival, or later under a concurrency limit
+    arrival: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
         # the gap histogram is mostly zeros: ship it sparse between processes
@@ -116,11 +118,14 @@ def run_stream(
     cfg: SchedulerConfig,
     costs: StepCosts,
     prefix: np.ndarray | None = None,
+    max_concurrency: int = 0,
 ) -> StreamResult:
     """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1.
 
     `prefix` (optional, per request): KV tokens present at admission that need no compute and
     that every token attends to, e.g. the cross-attention KV of an encoder-decoder model.
+    `max_concurrency` > 0: closed loop, at most that many requests in the system at once; a
+    request enters when a slot frees (first come, first served); entry times in `arrival`.
     """
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     prompt = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -142,6 +147,7 @@ def run_stream(
         rf = np.empty((cap, 4), np.float64)
         ri = np.empty((cap, 7), np.int64)
         hist = np.zeros(GAP_BINS, np.int64)
+        entry = np.empty(n, np.float64)
         nrec = simulate_stream(
             arrival,
             prompt,
@@ -166,6 +172,8 @@ def run_stream(
             rf,
             ri,
             hist,
+            int(max_concurrency),
+            entry,
         )
         if nrec >= 0:
             break
@@ -186,4 +194,5 @@ def run_stream(
         rec_blocks=ri[:nrec, 5].copy(),
         rec_sched=ri[:nrec, 6].copy(),
         gap_hist=hist,
+        arrival=entry,
     )
