@@ -134,6 +134,8 @@ def run_stream(
     prefix = (
         np.zeros(n, np.int64) if prefix is None else np.ascontiguousarray(prefix, dtype=np.int64)
     )
+    if max_concurrency < 0:
+        raise ApexError(f"max_concurrency must be >= 0, got {max_concurrency}")
     if not (prompt.size == n and output.size == n and prefix.size == n):
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
