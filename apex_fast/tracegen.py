@@ -97,7 +97,8 @@ LENGTH_DISTS = ("fixed", "uniform", "lognormal", *KINDS)
 def uniform_bounds(length: int, ratio: float) -> tuple[int, int]:
     """vLLM's random dataset (`vllm/benchmarks/datasets.py`, RandomDataset.sample, main branch
     late 2025): lengths uniform over the integers [floor(L(1-r)), ceil(L(1+r))], r in [0, 1);
-    the lower bound is raised to 1 (vLLM does so for outputs; a prompt needs a token too)."""
+    the lower bound is raised to 1 (vLLM does so for outputs; a prompt needs a token too).
+    Same floating-point expressions as vLLM, so e.g. L = 100, r = 0.1 gives [90, 111]."""
     lo = max(math.floor(length * (1.0 - ratio)), 1)
     hi = max(math.ceil(length * (1.0 + ratio)), lo)
     return lo, hi

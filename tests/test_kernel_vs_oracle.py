@@ -118,9 +118,7 @@ def orc_col(orc: OracleResult, key: str):
     return getattr(orc, key)
 
 
-def run_both(
-    arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts, prefix=None, conc=0
-):
+def run_both(arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts, prefix=None, conc=0):
     arrival = np.asarray(arrival, np.float64)
     prompt = np.asarray(prompt, np.int64)
     output = np.asarray(output, np.int64)

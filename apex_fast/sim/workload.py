@@ -71,21 +71,22 @@ def closed_loop_split(
     engine, stream index r*pp + v) for a closed loop of `max_concurrency` clients.
 
     The clients are spread evenly over the streams (a balanced router: each client keeps its
-    connection to one engine), and the requests round-robin over the streams that have
-    clients, in arrival order. With fewer clients than streams, the streams used are spread
-    over the replicas first. Approximation: a global FIFO semaphore in front of a router that
-    balances by load would move a freed slot to any engine; here a slot stays with its engine.
+    connection to one engine; with fewer clients than streams, the streams used are spread over
+    the replicas first), and request i goes to the stream of client i mod N, so every stream
+    gets requests in proportion to its clients. Approximation: a global FIFO semaphore in front
+    of a router that balances by load would move a freed slot to any engine; here a slot stays
+    with its engine.
     """
     streams = dp * pp
     used = min(streams, max_concurrency)
-    order = [(k % dp) * pp + (k // dp) % pp for k in range(used)]  # replicas first
-    ids = np.arange(num_requests)
-    index = [np.empty(0, np.int64) for _ in range(streams)]
-    slots = [0] * streams
-    for j, s in enumerate(order):
-        index[s] = ids[j::used]
-        slots[s] = max_concurrency // used + (1 if j < max_concurrency % used else 0)
-    return index, slots
+    order = np.array([(k % dp) * pp + (k // dp) % pp for k in range(used)], np.int64)
+    client_stream = order[np.arange(max_concurrency) % used]
+    slots = np.bincount(client_stream, minlength=streams)
+    req_stream = client_stream[np.arange(num_requests) % max_concurrency]
+    sort = np.argsort(req_stream, kind="stable")
+    bounds = np.searchsorted(req_stream[sort], np.arange(streams + 1))
+    index = [sort[bounds[s] : bounds[s + 1]] for s in range(streams)]
+    return index, [int(x) for x in slots]
 
 
 @dataclass(frozen=True)
