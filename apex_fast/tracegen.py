@@ -171,7 +171,7 @@ def generate(
 
 
 MAX_TRACE_REQUESTS = 100_000_000
-_WRITE_BLOCK = 65536  # lines formatted and written at a time
+_WRITE_BLOCK = 16384  # lines formatted and written at a time (about 6 MB of Python objects)
 
 
 def write_trace(path: str | Path, t: np.ndarray, p: np.ndarray, o: np.ndarray) -> None:
