@@ -138,7 +138,9 @@ def test_csv_out_of_time_order_is_sorted_and_said(tmp_path: Path) -> None:
 
 def test_csv_numeric_seconds_and_bom(tmp_path: Path) -> None:
     p = tmp_path / "a.csv"
-    p.write_bytes("\ufeffTIMESTAMP,ContextTokens,GeneratedTokens\r\n5.5,3,4\r\n1.5,2,2\r\n".encode())
+    p.write_bytes(
+        "\ufeffTIMESTAMP,ContextTokens,GeneratedTokens\r\n5.5,3,4\r\n1.5,2,2\r\n".encode()
+    )
     w = load_trace(p)
     np.testing.assert_allclose(w.arrival, [0.0, 4.0])
 
