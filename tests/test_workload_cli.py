@@ -176,3 +176,28 @@ def test_plot_cdf_draws_a_png(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, *BASE, *SMALL, "--max-concurrency", "4", "--plot-cdf", str(png))
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_capacity_with_synthetic_requests(capsys) -> None:
+    code, out, err = run(
+        capsys, "capacity", "--model", "llama-7b", "--num-gpus-per-node", "1", "--tp", "1",
+        "--length-dist", "uniform", "--random-range-ratio", "0.5", "--prompt-len", "512",
+        "--output-len", "64", "--num-requests", "200", "--top", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "uniform lengths 200 x (256-768 in, 32-96 out), Poisson at 1 req/s" in out
+    assert "Max rate (req/s)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--length-dist", "zipf"], "unknown --length-dist"),
+        (["--burstiness", "-1"], "--burstiness must be > 0"),
+        (["--random-range-ratio", "2"], "--random-range-ratio must be in [0, 1)"),
+        (["--seed", "-4"], "--seed must be >= 0"),
+    ],
+)
+def test_capacity_bad_workload_option(capsys, args: list[str], needle: str) -> None:
+    base = ["capacity", "--model", "llama-7b", "--num-gpus-per-node", "1", "--num-requests", "20"]
+    assert_bad(capsys, *base, *args, needle=needle)
