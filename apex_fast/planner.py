@@ -132,6 +132,7 @@ def run_plan(
             )
         clock = req.frequency
     workload = build_workload(req)
+    wl_notes = workload.notes
     opts = EngineOptions(
         block_size=req.block_size,
         max_num_seqs=req.max_num_seqs if req.max_num_seqs is not None else 256,
@@ -189,14 +190,16 @@ def run_plan(
                 req.tpot_slo_ms,
                 max_batch or opts.max_num_seqs,
             )
-            return text, encoder_sr
+            _request_outputs(req, encoder_sr)
+            notes = "\n".join(f"Note: {n}" for n in workload.notes)
+            return (f"{notes}\n{text}" if notes else text), encoder_sr
         workload = decoder_workload(model, workload, request_finish(encoder_sr.best.result))
     sr = run(model, workload, opts, pins)
     sr.encoder = encoder_sr
     _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
     _request_outputs(req, sr)
-    notes = [f"Note: {n}" for n in workload.notes] + [context_note(model, workload)]
+    notes = [f"Note: {n}" for n in wl_notes] + [context_note(model, workload)]
     note = "\n".join(n for n in notes if n)
     return (f"{note}\n{text}" if note else text), sr
 
