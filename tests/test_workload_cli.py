@@ -140,7 +140,9 @@ def test_json_has_benchmark_metrics_and_requests_out(capsys, tmp_path: Path) -> 
         "--json", str(js), "--requests-out", str(pq),
     )  # fmt: skip
     assert code == 0, err
-    best = orjson.loads(js.read_bytes())["best"]
+    data = orjson.loads(js.read_bytes())
+    assert data["workload"]["max_concurrency"] == 0 and data["workload"]["notes"] == []
+    best = data["best"]
     for k in (
         "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "itl_p50_s", "itl_p99_s", "latency_p99_s",
         "total_tokens_per_s", "output_tokens_per_s", "goodput_requests_per_s",
