@@ -62,6 +62,9 @@ KINDS: dict[str, LengthModel] = {
 }  # fmt: skip
 
 
+MAX_SPAN_S = 1e9  # s (about 32 years): longest plausible span of arrival times
+
+
 def arrivals(n: int, rate: float, burstiness: float, rng: np.random.Generator) -> np.ndarray:
     """n arrival times in seconds, the first at 0: gamma gaps, shape = burstiness, mean 1/rate
     (burstiness 1 = Poisson; rate inf = all at 0, as vLLM bench's default)."""
@@ -72,7 +75,13 @@ def arrivals(n: int, rate: float, burstiness: float, rng: np.random.Generator) -
     if burstiness <= 0 or not math.isfinite(burstiness):
         raise ApexError(f"--burstiness must be > 0 (1 = Poisson), got {burstiness}")
     gaps = rng.gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=max(n - 1, 0))
-    return np.concatenate([[0.0], np.cumsum(gaps)])
+    t = np.concatenate([[0.0], np.cumsum(gaps)])
+    if not (math.isfinite(t[-1]) and t[-1] <= MAX_SPAN_S):
+        raise ApexError(
+            f"{n} requests at {rate:g} req/s (burstiness {burstiness:g}) arrive over more than "
+            f"{MAX_SPAN_S:.0e} s; not a plausible workload"
+        )
+    return t
 
 
 def lengths(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -309,6 +309,19 @@ def test_kernel_matches_oracle_under_kv_pressure(case):
     check(*case)
 
 
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(kv_pressure_cases(), st.data())
+def test_kernel_matches_oracle_closed_loop_under_kv_pressure(case, data):
+    """Concurrency slots freed by finishes while preemption and recompute churn the batch."""
+    arrival = case[0]
+    conc = data.draw(st.integers(1, max(1, arrival.size - 1)), label="max_concurrency")
+    check(*case, conc=conc)
+
+
 # --------------------------------------------------------------------------- hand cases
 
 COSTS8 = dict(c_attn=1e-7, c_ctx=1e-6, overhead=2e-3)

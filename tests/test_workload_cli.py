@@ -48,6 +48,7 @@ def assert_bad(capsys, *args: str, needle: str) -> None:
         (["--random-range-ratio", "-0.1"], "--random-range-ratio must be in [0, 1)"),
         (["--seed", "-1"], "--seed must be >= 0"),
         (["--num-requests", "1000000000"], "a synthetic workload may hold"),
+        (["--request-rate", "1e-12"], "not a plausible workload"),
     ],
 )
 def test_bad_workload_option(capsys, args: list[str], needle: str) -> None:
@@ -109,6 +110,7 @@ def test_plot_cdf_bad_paths_and_missing_matplotlib(capsys, tmp_path: Path, monke
         (["--kind", "fixed", "--prompt-len", "0"], "--prompt-len and --output-len"),
         (["--kind", "fixed", "--seed", "-1"], "--seed must be >= 0"),
         (["--kind", "fixed", "--num-requests", "1000000000000"], "a trace may hold"),
+        (["--kind", "fixed", "--rate", "1e-12"], "not a plausible workload"),
     ],
 )
 def test_trace_command_bad_input(capsys, tmp_path: Path, args: list[str], needle: str) -> None:

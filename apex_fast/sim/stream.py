@@ -174,7 +174,7 @@ def run_stream(
             rf,
             ri,
             hist,
-            int(max_concurrency),
+            int(min(max_concurrency, n)),
             entry,
         )
         if nrec >= 0:

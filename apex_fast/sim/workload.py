@@ -204,6 +204,7 @@ def build_workload(o: WorkloadOptions) -> Workload:
         base = f"{base}, {_rate_words(r, burst)}"
     if conc:
         base += f", max concurrency {conc} (closed loop)"
+        conc = min(conc, n)  # more clients than requests: the same as one client per request
     return Workload(
         arrival=np.ascontiguousarray(arrival, np.float64),
         prompt=np.ascontiguousarray(prompt, np.int64),
