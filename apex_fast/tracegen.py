@@ -236,6 +236,8 @@ def command(
             f"--num-requests {num_requests} is above the {MAX_TRACE_REQUESTS:,} requests a "
             "trace may hold (24 bytes each in memory while it is written)"
         )
+    if random_range_ratio and kind != "uniform":
+        raise ApexError(f"--random-range-ratio applies to --kind uniform, not {kind}")
     if kind == "uniform" and random_range_ratio == 0.0:
         kind = "fixed"
     t, p, o = generate(

@@ -49,6 +49,7 @@ def assert_bad(capsys, *args: str, needle: str) -> None:
         (["--seed", "-1"], "--seed must be >= 0"),
         (["--num-requests", "1000000000"], "a synthetic workload may hold"),
         (["--request-rate", "1e-12"], "not a plausible workload"),
+        (["--length-dist", "lognormal", "--random-range-ratio", "0.2"], "applies to uniform"),
     ],
 )
 def test_bad_workload_option(capsys, args: list[str], needle: str) -> None:
@@ -111,6 +112,7 @@ def test_plot_cdf_bad_paths_and_missing_matplotlib(capsys, tmp_path: Path, monke
         (["--kind", "fixed", "--seed", "-1"], "--seed must be >= 0"),
         (["--kind", "fixed", "--num-requests", "1000000000000"], "a trace may hold"),
         (["--kind", "fixed", "--rate", "1e-12"], "not a plausible workload"),
+        (["--kind", "lmsys", "--random-range-ratio", "0.2"], "applies to --kind uniform"),
     ],
 )
 def test_trace_command_bad_input(capsys, tmp_path: Path, args: list[str], needle: str) -> None:

@@ -123,6 +123,10 @@ def check_options(o: WorkloadOptions) -> None:
         raise ApexError(
             f"unknown --length-dist {o.length_dist!r}: use one of {', '.join(LENGTH_DISTS)}"
         )
+    if o.random_range_ratio and o.length_dist not in (None, "uniform"):
+        raise ApexError(
+            f"--random-range-ratio applies to uniform lengths, not --length-dist {o.length_dist}"
+        )
     if o.seed < 0:
         raise ApexError(f"--seed must be >= 0, got {o.seed}")
     if o.burstiness != 1.0 and (o.request_rate is None or math.isinf(o.request_rate)):
