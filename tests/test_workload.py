@@ -164,11 +164,13 @@ def test_trace_replay_and_request_rate_agree_within_sampling_error(tmp_path: Pat
     assert any("replaced by Poisson at 8 req/s" in n for n in resampled.notes)
     _, a, _ = _sim(replay, tp=1)
     _, b, _ = _sim(resampled, tp=1)
-    # output throughput follows the offered load: 1/sqrt(2000) ~ 2.2% sampling error
-    assert a.output_tokens_per_s == pytest.approx(b.output_tokens_per_s, rel=0.06)
-    assert a.throughput_requests_per_s == pytest.approx(b.throughput_requests_per_s, rel=0.06)
+    # throughput follows the realised arrival span, a sum of 1999 exponential gaps: relative
+    # sampling error 1/sqrt(2000) = 2.2%, so 3 sigma = 6.7% (these seeds: 5.1%)
+    assert a.output_tokens_per_s == pytest.approx(b.output_tokens_per_s, rel=0.067)
+    assert a.throughput_requests_per_s == pytest.approx(b.throughput_requests_per_s, rel=0.067)
+    # per-request statistics: mean of 2000 requests (these seeds: within 1%)
     assert a.tpot_mean_s == pytest.approx(b.tpot_mean_s, rel=0.05)
-    assert a.ttft_mean_s == pytest.approx(b.ttft_mean_s, rel=0.15)
+    assert a.ttft_mean_s == pytest.approx(b.ttft_mean_s, rel=0.05)
     assert a.latency_mean_s == pytest.approx(b.latency_mean_s, rel=0.05)
 
 
