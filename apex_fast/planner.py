@@ -212,12 +212,13 @@ def _request_outputs(req: PlanRequest, sr: SearchResult) -> None:
 
     df = request_table(sr.best.result, sr.workload)
     if req.requests_out is not None:
+        import polars as pl
+
         try:
             df.write_parquet(req.requests_out)
-        except OSError as e:
-            raise ApexError(
-                f"--requests-out: cannot write {req.requests_out}: {e.strerror or e}"
-            ) from None
+        except (OSError, pl.exceptions.PolarsError) as e:
+            why = getattr(e, "strerror", None) or str(e).split(" (os error")[0]
+            raise ApexError(f"--requests-out: cannot write {req.requests_out}: {why}") from None
     if req.plot_cdf is not None:
         plot_cdfs(df, req.plot_cdf, f"{sr.model.name}, {sr.best.result.plan.label}")
 

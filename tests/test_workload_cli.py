@@ -207,3 +207,11 @@ def test_capacity_with_synthetic_requests(capsys) -> None:
 def test_capacity_bad_workload_option(capsys, args: list[str], needle: str) -> None:
     base = ["capacity", "--model", "llama-7b", "--num-gpus-per-node", "1", "--num-requests", "20"]
     assert_bad(capsys, *base, *args, needle=needle)
+
+
+def test_requests_out_unwritable_at_write_time(capsys) -> None:
+    """The folder exists but refuses the file: one line, exit 2, after the search."""
+    assert_bad(
+        capsys, *BASE, *SMALL, "--requests-out", "/proc/none.parquet",
+        needle="--requests-out: cannot write /proc/none.parquet",
+    )  # fmt: skip
