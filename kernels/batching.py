@@ -124,6 +124,8 @@ def simulate_stream(
     rec_f,
     rec_i,
     gap_hist,
+    max_conc,
+    arr_eff,
     win_blocks=0,
     full_frac=1.0,
     graph_max_seqs=1 << 62,
@@ -132,6 +134,12 @@ def simulate_stream(
 ):
     """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
     is too small (the caller retries with more room).
+
+    Closed loop (`max_conc` > 0): at most `max_conc` requests are in the system (queued or
+    running) at once, as behind a FIFO semaphore of that many slots (vLLM bench
+    `--max-concurrency`): request i enters at max(arrival[i], the time the slot it takes was
+    freed), a slot being freed when a request's last token is delivered or it is rejected.
+    `arr_eff` receives every request's entry time (= arrival when `max_conc` is 0).
 
     rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
     blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
@@ -163,10 +171,16 @@ def simulate_stream(
     lag_idx = np.empty(max(n, 1), np.int64)
     lag_kind = np.empty(max(n, 1), np.int64)  # 1 = first token, 2 = finish, 3 = both
     nlag = 0
+    # closed loop: FIFO ring of the times free slots were released
+    nslot = max(max_conc, 1)
+    slot_t = np.full(nslot, -np.inf)
+    shead = 0
+    nfree = max_conc
     for i in range(n):
         first_token[i] = -1.0
         finish[i] = -1.0
         preemptions[i] = 0
+        arr_eff[i] = arrival[i]
     free = num_blocks
     now = 0.0
     next_arr = 0
@@ -174,16 +188,30 @@ def simulate_stream(
     while True:
         # 1. arrivals join the back of the waiting queue
         while next_arr < n and arrival[next_arr] <= now:
+            if max_conc > 0:
+                if nfree == 0:
+                    break
+                arr_eff[next_arr] = max(arrival[next_arr], slot_t[shead])
+                shead = (shead + 1) % nslot
+                nfree -= 1
             waitq[(whead + wsize) % n] = next_arr
             wsize += 1
             status[next_arr] = _WAITING
             next_arr += 1
         # 2. idle: jump to the next arrival
         if nrun == 0 and wsize == 0:
+            if max_conc > 0 and nlag > 0:
+                # pending outputs are processed at once: their finishes free slots now
+                for t in range(nlag):
+                    if lag_kind[t] & 2:
+                        slot_t[(shead + nfree) % nslot] = finish[lag_idx[t]]
+                        nfree += 1
+                nlag = 0
+                continue
             nlag = 0  # the engine goes idle: pending outputs are processed at once
             if next_arr >= n:
                 break
-            now = arrival[next_arr]
+            now = max(now, arrival[next_arr])
             continue
         n_sched = 0
         tokens = 0
@@ -204,6 +232,9 @@ def simulate_stream(
                     wsize -= 1
                     status[r] = _REJECTED
                     first_token[r] = -1.0
+                    if max_conc > 0:
+                        slot_t[(shead + nfree) % nslot] = now
+                        nfree += 1
                     continue
                 if tokens + tgt > budget or nrun + 1 > max_num_seqs or free - need_b < watermark:
                     break
@@ -318,6 +349,9 @@ def simulate_stream(
                     wsize -= 1
                     status[r] = _REJECTED
                     first_token[r] = -1.0
+                    if max_conc > 0:
+                        slot_t[(shead + nfree) % nslot] = now
+                        nfree += 1
                     continue
                 c = min(tgt, left)
                 if c == 0 or nrun + 1 > max_num_seqs or free - need_b < watermark:
@@ -373,6 +407,9 @@ def simulate_stream(
                 first_token[r] += d0
             if lag_kind[t] & 2:
                 finish[r] += d0
+                if max_conc > 0:
+                    slot_t[(shead + nfree) % nslot] = finish[r]
+                    nfree += 1
         nlag = 0
         start = now
         now = start + d0
@@ -389,7 +426,7 @@ def simulate_stream(
             if kmax - 1 > ext_blk:
                 kmax = ext_blk + 1
             limit_t = np.inf
-            if wsize == 0 and next_arr < n:
+            if wsize == 0 and next_arr < n and (max_conc == 0 or nfree > 0):
                 limit_t = arrival[next_arr]
             # the gap of step k is d; consecutive d are (nearly always) in the same histogram
             # bin, so the bin is recomputed only when d leaves [d_lo, d_hi): same counts as
@@ -462,6 +499,9 @@ def simulate_stream(
                 blocks[r] = 0
                 any_done = True
                 kind |= 2
+                if max_conc > 0 and not output_lag:
+                    slot_t[(shead + nfree) % nslot] = now
+                    nfree += 1
             if output_lag and kind:
                 lag_idx[nlag] = r
                 lag_kind[nlag] = kind
