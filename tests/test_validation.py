@@ -187,3 +187,19 @@ def test_frontend_in_process_and_multi_step_change_host_time() -> None:
     assert same.host_seq == pytest.approx(h.host_engine_seq_s + h.host_frontend_seq_s)
     multi = compile_costs(m, cl, plan, 512, 256, num_scheduler_steps=8).costs
     assert multi.overhead == pytest.approx(sep.overhead / 8)
+
+
+def test_validate_refuses_an_unwritable_json_path_first(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "missing" / "out.json"
+    r = subprocess.run(
+        [sys.executable, "apex.py", "validate", "--json", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    assert r.stdout == ""
