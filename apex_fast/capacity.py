@@ -306,6 +306,8 @@ def command(
         chunked_prefill=chunked_prefill,
         objective=objective,
     )
+    from apex_fast.validation.bands import band_json, band_line, search_band
+
     _, sr = run_plan(req)  # ranks the plans at the trace's own rate (one simulation each)
     chosen = sr.ranked if all_plans else sr.ranked[:top]
     cs = CapacitySearch(
@@ -325,6 +327,7 @@ def command(
         f"{100 * attainment:g}% of requests; evaluated {len(chosen)} of {len(sr.ranked)} "
         f"feasible plans (best by {sr.objective} at the trace's rate)",
         format_table(caps, attainment),
+        band_line(search_band(sr)),
         f"{cs.total_simulations} simulations in {time.perf_counter() - t0:.2f} s "
         f"(bracketing x2 then bisection to {100 * rel_tol:g}%; '>=' = still met at "
         f"{2**MAX_SCALE_STEPS}x the start rate, the plan was never saturated)",
@@ -340,6 +343,8 @@ def command(
             "ttft_slo_ms": ttft_slo,
             "tpot_slo_ms": tpot_slo,
             "attainment": attainment,
+            "accuracy": band_json(search_band(sr), 0.0, 0.0, 0.0)
+            | {"note": "relative bands of TTFT/ITL/latency predictions (low_s/high_s unused)"},
             "plans": [
                 {
                     "plan": x.plan.label,
