@@ -306,7 +306,7 @@ def command(
         chunked_prefill=chunked_prefill,
         objective=objective,
     )
-    from apex_fast.validation.bands import band_json, band_line, search_band
+    from apex_fast.validation.bands import band_line, band_rel_json, search_band
 
     _, sr = run_plan(req)  # ranks the plans at the trace's own rate (one simulation each)
     chosen = sr.ranked if all_plans else sr.ranked[:top]
@@ -343,8 +343,7 @@ def command(
             "ttft_slo_ms": ttft_slo,
             "tpot_slo_ms": tpot_slo,
             "attainment": attainment,
-            "accuracy": band_json(search_band(sr), 0.0, 0.0, 0.0)
-            | {"note": "relative bands of TTFT/ITL/latency predictions (low_s/high_s unused)"},
+            "accuracy": band_rel_json(search_band(sr)),
             "plans": [
                 {
                     "plan": x.plan.label,

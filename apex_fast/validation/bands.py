@@ -181,6 +181,17 @@ def band_json(band: Band, ttft_s: float, itl_s: float, latency_s: float) -> dict
     }
 
 
+def band_rel_json(band: Band) -> dict:
+    """The band as relative errors only (for answers that are rates, not latencies)."""
+    return {
+        "validated": band.validated,
+        "basis": band.basis,
+        "ttft_rel": band.ttft,
+        "itl_rel": band.itl,
+        "latency_rel": band.latency,
+    }
+
+
 def band_line(band: Band) -> str:
     """One report line."""
     if not band.validated:
