@@ -24,6 +24,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
+from apex_fast.sim.speculative import SpeculativeConfig
 from apex_fast.sim.workload import Workload, static_workload
 from apex_fast.trace_io import load_trace
 
@@ -73,6 +74,9 @@ class PlanRequest:
     plot_png: Path | None = None
     workers: int | None = None  # plan evaluation processes (None = automatic)
     ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
+    mode: str = "agg"  # agg | disagg | both (apex_fast.disagg)
+    speculative: SpeculativeConfig | None = None
+    kv_transfer_latency_ms: float | None = None  # disaggregated: None = the documented default
 
 
 def launch_settings(req: PlanRequest) -> LaunchSettings:
@@ -147,6 +151,7 @@ def run_plan(
         clock_mhz=clock,
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
         capacity_factor=req.capacity_factor,
+        speculative=req.speculative,
     )
     mopts = MetricOptions(
         request_percentiles=req.request_percentiles,

@@ -52,6 +52,8 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu_memory_utilization": o.gpu_memory_utilization,
             },
             "objective": sr.objective,
+            "deployment": {"mode": "agg"},
+            "speculative": None if o.speculative is None else o.speculative.to_json(),
             "op_cost_source": getattr(sr.best.result.compiled, "cost_source", "analytic"),
             "accuracy": band_json(
                 search_band(sr),
