@@ -176,6 +176,8 @@ def run_plan(
             ray_address=req.ray_address,
         )
 
+    if req.mode != "agg":  # disaggregated prefill/decode (apex_fast.disagg)
+        return _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins)
     encoder_sr = None
     if model.arch in ("encoder", "encoder-decoder"):
         enc_model = encoder_view(model)
@@ -203,6 +205,42 @@ def run_plan(
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
     note = context_note(model, workload)
     return (f"{note}\n{text}" if note else text), sr
+
+
+def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins):
+    """`--mode disagg` (the disaggregated search alone) or `--mode both` (the aggregated report
+    followed by the comparison)."""
+    from apex_fast.disagg import MODES, plan_deployment
+    from apex_fast.report.deployment import render_deployment
+    from apex_fast.report.text import render, speculative_lines
+
+    if req.mode not in MODES:
+        raise ApexError(f"--mode must be one of {', '.join(MODES)}, got {req.mode!r}")
+    sr = run(model, workload, opts, pins) if req.mode == "both" else None
+    dep = plan_deployment(
+        req.mode,
+        model,
+        cluster,
+        workload,
+        opts,
+        mopts.ttft_slo_ms,
+        mopts.tpot_slo_ms,
+        dtypes,
+        latency_ms=req.kv_transfer_latency_ms,
+        agg_search=sr,
+    )
+    if sr is None:
+        head = [
+            f"Model: {model.name}",
+            f"Cluster: {cluster.num_nodes} node(s) x {cluster.gpus_per_node} {cluster.device.name}",
+            f"Workload: {workload.name}: {workload.num_requests} requests",
+            *speculative_lines(opts),
+        ]
+        return "\n".join([*head, render_deployment(dep)]), dep
+    _energy_cost_outputs(req, sr)
+    text = render(sr, False, req.ttft_slo_ms, req.tpot_slo_ms, opts.max_num_seqs)
+    sr.deployment = dep
+    return f"{text}\n{render_deployment(dep)}", sr
 
 
 def context_note(model: ModelSpec, workload: Workload) -> str:

@@ -69,6 +69,9 @@ class EngineOptions:
     unchunked_budget_floor: int = 2048
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
+    # a disaggregated decode instance: requests arrive with their prompt's KV and their first
+    # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
+    decode_pool: bool = False
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -220,6 +223,10 @@ def simulate_plan(
         if blocks < 1:
             reason = "no room for the KV cache next to the speculative proposer"
             return PlanResult(plan, mem, False, reason, budget=budget)
+    if opts.decode_pool:
+        from apex_fast.disagg import decode_pool_costs
+
+        compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
