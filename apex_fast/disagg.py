@@ -517,7 +517,9 @@ def max_goodput_rate(
     (`attainment(workload)`, a fraction) stays >= SLO_ATTAINMENT_TARGET. Doubling then
     bisection on the multiplier; (0, 0) if even the slowest replay misses it."""
     span = float(workload.arrival[-1] - workload.arrival[0])
-    base = workload.num_requests / span if span > 0 else float(workload.num_requests)
+    if span <= 0:  # every request at once: no rate to vary (callers use the trace's goodput)
+        return 1.0, math.nan
+    base = workload.num_requests / span
     lo_f, hi_f = RATE_SCALES
 
     def ok(f: float) -> bool:
@@ -646,6 +648,8 @@ def rate_disagg(
             return 0.0 if isinstance(r, str) else r.metrics.slo_both_pct / 100.0
 
         f, rate = max_goodput_rate(att, workload)
+        if math.isnan(rate):
+            rate = cand.metrics.goodput_rps
         rd = RatedDisagg(cand, rate, f)
         if best is None or rd.max_rate_per_gpu > best.max_rate_per_gpu:
             best = rd
@@ -678,6 +682,8 @@ def rate_agg(sr, ttft_slo_ms: float, tpot_slo_ms: float) -> RatedAgg:
             return m.slo_both_pct / 100.0
 
         f, rate = max_goodput_rate(att, sr.workload)
+        if math.isnan(rate):
+            rate = trace_goodput(e)
         ra = RatedAgg(e, trace_goodput(e), rate, f, gpus)
         if best is None or ra.max_rate_per_gpu > best.max_rate_per_gpu:
             best = ra

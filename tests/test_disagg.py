@@ -134,6 +134,8 @@ def test_max_goodput_rate_finds_the_threshold():
     assert 2.0 <= f <= 3.0 and f > 2.6
     assert rate == pytest.approx(f * 1.1)
     assert max_goodput_rate(lambda w: 0.0, wl) == (0.0, 0.0)
+    static = Workload(np.zeros(3), np.ones(3, np.int64), np.ones(3, np.int64))
+    assert math.isnan(max_goodput_rate(att, static)[1])
 
 
 def test_search_ranks_by_goodput_per_gpu():

@@ -20,8 +20,8 @@ def candidate_rows(c: DisaggCandidate) -> list[list[str]]:
     m = c.metrics
     return [
         ["Split (prefill x decode instances)", c.split, ""],
-        ["Prefill pool", f"{c.prefill.label}, {c.prefill.gpus} GPUs", ""],
-        ["Decode pool", f"{c.decode.label}, {c.decode.gpus} GPUs", ""],
+        ["Prefill pool", f"{c.prefill.label}, {c.prefill.gpus} GPU(s)", ""],
+        ["Decode pool", f"{c.decode.label}, {c.decode.gpus} GPU(s)", ""],
         ["Prefill pool utilisation", f"{m.prefill_util_pct:.1f}", "%"],
         ["Decode pool utilisation", f"{m.decode_util_pct:.1f}", "%"],
         [
@@ -65,7 +65,10 @@ def render_deployment(d: Deployment, top: int = 5) -> str:
         f"* Best disaggregated deployment: {c.label}",
         table(["Name", "Value", "Units"], candidate_rows(c)),
         f"  Goodput: {best.max_rate_rps:.3f} requests/sec ({best.max_rate_per_gpu:.4f} per GPU, "
-        f"the trace at {best.rate_multiplier:.2f}x its rate)",
+        f"the trace at {best.rate_multiplier:.2f}x its rate)"
+        if ds.ranked and d.workload.arrival[-1] > d.workload.arrival[0]
+        else f"  Goodput: {best.max_rate_rps:.3f} requests/sec ({best.max_rate_per_gpu:.4f} per GPU; "
+        "all requests arrive at once, so this is the goodput of that batch, not a rate search)",
     ]
     rows = []
     for cand in ds.ranked[:top]:
