@@ -296,6 +296,10 @@ def _speculative(method: str | None, k: int, acceptance: str, draft: str | None)
         return None
     spec = SpeculativeConfig(method, k, parse_acceptance(acceptance), draft)
     spec.validate()
+    if draft is not None:  # fail before the search on an unknown draft model
+        from apex_fast.models import load_model
+
+        load_model(draft)
     return spec
 
 

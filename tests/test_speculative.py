@@ -149,3 +149,58 @@ def test_context_read_is_exact_in_total():
 def test_bad_settings_are_rejected(spec):
     with pytest.raises(ApexError):
         dataclasses.replace(EngineOptions(), speculative=spec).validate()
+
+
+def test_cli_reports_speculative_settings(tmp_path, capsys):
+    import json
+
+    from apex_fast.cli import main
+
+    out = tmp_path / "r.json"
+    args = [
+        "plan", "--model", "llama3.1-8b", "--num-gpus", "1", "--num-requests", "8",
+        "--prompt-len", "128", "--output-len", "64", "--quiet", "--json", str(out),
+        "--speculative-method", "draft", "--draft-model", "llama3.2-1b",
+        "--num-speculative-tokens", "3", "--acceptance-rate", "0.8,0.6,0.4",
+    ]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "Speculative decoding: draft model llama3.2-1b, K=3" in text
+    assert "mean accepted tokens per step 2.80" in text
+    spec = json.loads(out.read_text())["speculative"]
+    assert spec["method"] == "draft" and spec["num_speculative_tokens"] == 3
+    assert spec["mean_accepted_tokens_per_step"] == pytest.approx(2.8)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--speculative-method", "draft", "--draft-model", "no-such-model"],
+        ["--speculative-method", "draft", "--draft-model", "llama2-7b"],  # other tokenizer
+        ["--draft-model", "llama3.2-1b"],
+        ["--speculative-method", "eagle", "--acceptance-rate", "0.5,x"],
+    ],
+)
+def test_cli_bad_speculative_input_exits_2(extra, capsys):
+    from apex_fast.cli import main
+
+    args = ["plan", "--model", "llama3.1-8b", "--num-gpus", "1", "--num-requests", "4", "--quiet"]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_speculation_shortens_disaggregated_decode():
+    from apex_fast.disagg import PoolConfig, evaluate
+
+    model = load_model("llama3.1-8b")
+    cluster = Cluster(get_device("H100-SXM-80GB"), 1, 2)
+    plan = megatron_plan(model, 1, 1, 1, "half", "half", "half")
+    pool = PoolConfig(plan, 1, 1)
+    wl = static_workload(2, 256, 129)
+    base = evaluate(model, cluster, wl, EngineOptions(), pool, pool, 1e9, 1e9)
+    spec = EngineOptions(speculative=SpeculativeConfig("eagle", 3, (0.8,)))
+    fast = evaluate(model, cluster, wl, spec, pool, pool, 1e9, 1e9)
+    assert fast.metrics.tpot_mean_s < 0.6 * base.metrics.tpot_mean_s
+    # the prefill pool does not speculate
+    assert fast.prefill_result.streams[0].num_steps == base.prefill_result.streams[0].num_steps

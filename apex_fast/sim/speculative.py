@@ -163,6 +163,13 @@ class Proposer:
     kv_bytes_per_token: float  # per device
 
 
+def check_draft_vocab(model: ModelSpec, draft: ModelSpec) -> bool:
+    """True when the draft's vocabulary is clearly not the target's (more than 5% apart; padded
+    vocabularies of one tokenizer differ by less)."""
+    a, b = model.vocab_size, draft.vocab_size
+    return bool(a and b and abs(a - b) > 0.05 * max(a, b))
+
+
 def draft_plan(draft: ModelSpec, target_plan: Plan) -> Plan:
     """The draft runs with the target's tensor parallelism where its heads allow (vLLM's
     default), else on one device per attention group."""
@@ -200,7 +207,7 @@ def proposer(
         from apex_fast.models import load_model
 
         draft = load_model(spec.draft_model or "")
-        if model.vocab_size and draft.vocab_size and draft.vocab_size > model.vocab_size * 1.1:
+        if check_draft_vocab(model, draft):
             raise ApexError(
                 f"--draft-model {draft.name} has a vocabulary of {draft.vocab_size} tokens, "
                 f"the target {model.name} {model.vocab_size}: they must share a tokenizer"
