@@ -123,7 +123,8 @@ class CapacitySearch:
             raise ApexError(f"--rel-tol must be in (0, 1), got {rel_tol}")
         if workload.num_requests < 2 or float(workload.arrival[-1]) <= 0:
             raise ApexError(
-                "capacity needs a trace with arrival times spread over time (a --trace-file)"
+                "capacity needs arrival times spread over time (a --trace-file whose requests do "
+                "not all arrive at once, or synthetic requests)"
             )
         self.model, self.cluster, self.workload, self.options = model, cluster, workload, options
         self.ttft, self.tpot = ttft_slo_ms, tpot_slo_ms
@@ -232,8 +233,10 @@ def command(
         help="Inter-node network bandwidth in GB/s per GPU per direction (e.g. 50 for one "
         "400 Gb/s NIC per GPU); default: the reference system in `apex.py gpus`.",
     ),
-    trace_file: Path = typer.Option(
-        ..., help="Request trace whose arrival times are scaled (e.g. traces/lmsys_r2_n300.jsonl)."
+    trace_file: Path | None = typer.Option(
+        None,
+        help="Request trace whose arrival times are scaled (e.g. traces/lmsys_r2_n300.jsonl); "
+        "without one, synthetic requests (--length-dist, --prompt-len, --output-len).",
     ),
     ttft_slo: float = typer.Option(200.0, help="TTFT SLO in ms."),
     tpot_slo: float = typer.Option(50.0, help="TPOT SLO in ms."),
@@ -251,6 +254,19 @@ def command(
     max_num_batched_tokens: int | None = typer.Option(None, help="Token budget per step."),
     chunked_prefill: bool = typer.Option(True, help="vLLM chunked prefill."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+    num_requests: int = typer.Option(1000, help="Synthetic requests (no trace file)."),
+    prompt_len: int = typer.Option(2048, help="Prompt tokens (mean) of synthetic requests."),
+    output_len: int = typer.Option(128, help="Output tokens (mean) of synthetic requests."),
+    length_dist: str | None = typer.Option(
+        None, help="Synthetic lengths: fixed, uniform, lognormal, lmsys, creation, summarization."
+    ),
+    random_range_ratio: float = typer.Option(
+        0.0, help="Synthetic lengths uniform in [L(1-r), L(1+r)] (vLLM's random dataset)."
+    ),
+    burstiness: float = typer.Option(
+        1.0, help="Synthetic arrivals: gamma shape of the gaps (1 = Poisson, < 1 = burstier)."
+    ),
+    seed: int = typer.Option(0, help="Random seed of synthetic arrivals and lengths."),
 ) -> None:
     """Highest request rate each plan sustains within the TTFT/TPOT SLOs (scaled trace)."""
     import time
@@ -271,6 +287,15 @@ def command(
         inter_node_gbps=inter_node_bandwidth,
         frequency=frequency,
         trace_file=trace_file,
+        # without a trace: synthetic requests at 1 req/s, whose arrival times are then scaled
+        request_rate=None if trace_file is not None else 1.0,
+        burstiness=burstiness,
+        length_dist=length_dist,
+        random_range_ratio=random_range_ratio,
+        num_requests=num_requests,
+        prompt_len=prompt_len,
+        output_len=output_len,
+        seed=seed,
         ttft_slo_ms=ttft_slo,
         tpot_slo_ms=tpot_slo,
         tp=tp,

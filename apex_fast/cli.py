@@ -59,6 +59,17 @@ def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _check_workload_outputs(requests_out: Path | None, plot_cdf: Path | None) -> None:
+    """--requests-out / --plot-cdf: writable paths, and matplotlib present, before the search."""
+    if requests_out is not None:
+        _check_output_path(requests_out, "--requests-out")
+    if plot_cdf is not None:
+        from apex_fast.metrics.requests import check_plot_available
+
+        _check_output_path(plot_cdf, "--plot-cdf")
+        check_plot_available()
+
+
 @app.command()
 def plan(
     model: str = typer.Option(
@@ -206,6 +217,36 @@ def plan(
     ),
     quiet: bool = typer.Option(False, help="No progress output."),
     debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
+    request_rate: float | None = typer.Option(
+        None,
+        help="Requests/s, Poisson (gamma with --burstiness) arrivals as vllm bench serve; "
+        "inf = all at t=0. With --trace-file: replaces its times. Default: the trace's times, "
+        "else all at t=0.",
+    ),
+    burstiness: float = typer.Option(
+        1.0, help="Gamma shape of the arrival gaps with --request-rate: 1 = Poisson, < 1 burstier."
+    ),
+    max_concurrency: int = typer.Option(
+        0,
+        help="Closed loop: at most N requests in flight; the next is sent when one finishes "
+        "(vllm bench serve --max-concurrency). 0 = no limit.",
+    ),
+    length_dist: str | None = typer.Option(
+        None,
+        help="Synthetic lengths around --prompt-len/--output-len: fixed, uniform (with "
+        "--random-range-ratio), lognormal; or lmsys, creation, summarization (fitted).",
+    ),
+    random_range_ratio: float = typer.Option(
+        0.0,
+        help="Lengths uniform in [L(1-r), L(1+r)] as vLLM's random dataset; r in [0, 1).",
+    ),
+    seed: int = typer.Option(0, help="Random seed of synthetic arrivals and lengths."),
+    requests_out: Path | None = typer.Option(
+        None, help="Write the best plan's per-request timelines to this Parquet file."
+    ),
+    plot_cdf: Path | None = typer.Option(
+        None, help="Draw TTFT/TPOT/latency CDFs of the best plan to a PNG (needs matplotlib)."
+    ),
 ) -> None:
     """Enumerate parallel plans, simulate continuous batching for each, report the best."""
     _DEBUG["on"] = debug
@@ -223,6 +264,7 @@ def plan(
             raise ApexError(f"{name} must be >= 0 ms, got {v}")
     if json_path is not None:
         _check_output_path(json_path, "--json")
+    _check_workload_outputs(requests_out, plot_cdf)
     req = PlanRequest(
         model=model,
         num_experts=num_experts,
@@ -271,6 +313,14 @@ def plan(
             speculative_method, num_speculative_tokens, acceptance_rate, draft_model
         ),
         kv_transfer_latency_ms=kv_transfer_latency,
+        request_rate=request_rate,
+        burstiness=burstiness,
+        max_concurrency=max_concurrency,
+        length_dist=length_dist,
+        random_range_ratio=random_range_ratio,
+        seed=seed,
+        requests_out=requests_out,
+        plot_cdf=plot_cdf,
     )
     show_progress = not quiet and sys.stderr.isatty()
     text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)

@@ -707,6 +707,11 @@ def plan_deployment(
     result, the comparison of the best of each by DistServe goodput per GPU."""
     if mode not in MODES:
         raise ApexError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if getattr(workload, "max_concurrency", 0):
+        raise ApexError(
+            f"--mode {mode}: --max-concurrency (a closed loop) is not modelled for "
+            "disaggregated deployments; use --request-rate or a trace"
+        )
     if model.arch != "decoder":
         raise ApexError(f"--mode {mode}: disaggregated serving is modelled for decoder models only")
     lat = KV_TRANSFER_LATENCY_S if latency_ms is None else latency_ms / 1e3

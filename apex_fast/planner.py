@@ -25,8 +25,8 @@ from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
 from apex_fast.sim.speculative import SpeculativeConfig
-from apex_fast.sim.workload import Workload, static_workload
-from apex_fast.trace_io import load_trace
+from apex_fast.sim.workload import Workload, WorkloadOptions
+from apex_fast.sim.workload import build_workload as workload_from_options
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ class PlanRequest:
     mode: str = "agg"  # agg | disagg | both (apex_fast.disagg)
     speculative: SpeculativeConfig | None = None
     kv_transfer_latency_ms: float | None = None  # disaggregated: None = the documented default
+    # benchmark-style workload (vLLM bench serve names) and per-request outputs
+    request_rate: float | None = None  # None: the trace's own times, or all at t = 0
+    burstiness: float = 1.0
+    max_concurrency: int = 0
+    length_dist: str | None = None
+    random_range_ratio: float = 0.0
+    seed: int = 0
+    requests_out: Path | None = None  # per-request timelines (Parquet)
+    plot_cdf: Path | None = None  # TTFT/TPOT/latency CDFs (PNG)
 
 
 def launch_settings(req: PlanRequest) -> LaunchSettings:
@@ -97,9 +106,22 @@ def launch_settings(req: PlanRequest) -> LaunchSettings:
 
 
 def build_workload(req: PlanRequest) -> Workload:
-    if req.trace_file is not None:
-        return load_trace(req.trace_file)
-    return static_workload(req.num_requests, req.prompt_len, req.output_len)
+    return workload_from_options(workload_options(req))
+
+
+def workload_options(req: PlanRequest) -> WorkloadOptions:
+    return WorkloadOptions(
+        trace_file=req.trace_file,
+        num_requests=req.num_requests,
+        prompt_len=req.prompt_len,
+        output_len=req.output_len,
+        request_rate=req.request_rate,
+        burstiness=req.burstiness,
+        max_concurrency=req.max_concurrency,
+        length_dist=req.length_dist,
+        random_range_ratio=req.random_range_ratio,
+        seed=req.seed,
+    )
 
 
 def _progress():
@@ -140,6 +162,7 @@ def run_plan(
             )
         clock = req.frequency
     workload = build_workload(req)
+    wl_notes = workload.notes
     opts = EngineOptions(
         **engine_option_fields(
             launch_settings(req),
@@ -179,6 +202,11 @@ def run_plan(
     if req.mode != "agg":  # disaggregated prefill/decode (apex_fast.disagg)
         return _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins)
     encoder_sr = None
+    if model.arch in ("encoder", "encoder-decoder") and workload.max_concurrency:
+        raise ApexError(
+            f"--max-concurrency is not modelled for {model.arch} models (the encoder and the "
+            "decoder are simulated one after the other); use --request-rate"
+        )
     if model.arch in ("encoder", "encoder-decoder"):
         enc_model = encoder_view(model)
         enc_wl = encoder_workload(model, workload)
@@ -197,13 +225,17 @@ def run_plan(
                 req.tpot_slo_ms,
                 max_batch or opts.max_num_seqs,
             )
-            return text, encoder_sr
+            _request_outputs(req, encoder_sr)
+            notes = "\n".join(f"Note: {n}" for n in workload.notes)
+            return (f"{notes}\n{text}" if notes else text), encoder_sr
         workload = decoder_workload(model, workload, request_finish(encoder_sr.best.result))
     sr = run(model, workload, opts, pins)
     sr.encoder = encoder_sr
     _energy_cost_outputs(req, sr)
     text = render(sr, show_all, req.ttft_slo_ms, req.tpot_slo_ms, max_batch or opts.max_num_seqs)
-    note = context_note(model, workload)
+    _request_outputs(req, sr)
+    notes = [f"Note: {n}" for n in wl_notes] + [context_note(model, workload)]
+    note = "\n".join(n for n in notes if n)
     return (f"{note}\n{text}" if note else text), sr
 
 
@@ -241,6 +273,25 @@ def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pin
     text = render(sr, False, req.ttft_slo_ms, req.tpot_slo_ms, opts.max_num_seqs)
     sr.deployment = dep
     return f"{text}\n{render_deployment(dep)}", sr
+
+
+def _request_outputs(req: PlanRequest, sr: SearchResult) -> None:
+    """--requests-out (Parquet per-request timelines) and --plot-cdf (PNG) of the best plan."""
+    if req.requests_out is None and req.plot_cdf is None:
+        return
+    from apex_fast.metrics.requests import plot_cdfs, request_table
+
+    df = request_table(sr.best.result, sr.workload)
+    if req.requests_out is not None:
+        import polars as pl
+
+        try:
+            df.write_parquet(req.requests_out)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            why = getattr(e, "strerror", None) or str(e).split(" (os error")[0]
+            raise ApexError(f"--requests-out: cannot write {req.requests_out}: {why}") from None
+    if req.plot_cdf is not None:
+        plot_cdfs(df, req.plot_cdf, f"{sr.model.name}, {sr.best.result.plan.label}")
 
 
 def context_note(model: ModelSpec, workload: Workload) -> str:

@@ -1,11 +1,28 @@
-"""Read request traces: JSON lines (APEX+ format) or Azure-style CSV.
+"""Read request traces in the formats users have them.
 
-JSON lines: one object per line with `StartTimeOffset` (ns since the first request),
-`ContextTokens` (prompt tokens) and `GeneratedTokens` (output tokens). Lines are parsed with
-orjson one at a time (a fast path for the common well-formed line) in blocks of 65,536 into
-growing NumPy arrays, so memory stays proportional to the request count (24 bytes per request,
-about 50 at the peak), not to the file size: 10 million requests parse in ~13 s of CPU within
-~0.5 GiB (bench/bigtrace.py, bench/README.md).
+* JSON lines, APEX+ format: `StartTimeOffset` (ns since the first request), `ContextTokens`
+  (prompt tokens), `GeneratedTokens` (output tokens).
+* JSON lines, Mooncake format (kvcache-ai/Mooncake `mooncake_trace.jsonl`, also read by
+  AIPerf and Dynamo): `timestamp` (ms since the first request), `input_length`,
+  `output_length`, `hash_ids` (prefix-block hashes; read past: prefix caching is not modelled).
+* A `vllm bench serve` / `benchmarks/benchmark_serving.py --save-result` JSON file: the
+  per-request `input_lens` and `output_lens` (requests with an `errors` entry are left out);
+  its `request_rate`, `burstiness` and `max_concurrency` are kept as `bench_settings` (the file
+  has no arrival times).
+* Azure LLM inference CSV: `TIMESTAMP` (date-time or seconds) or `StartTimeOffset` (ns),
+  `ContextTokens`, `GeneratedTokens`.
+
+Rows out of time order are sorted by arrival (stable) and the report says so; times are made
+relative to the earliest request. An output length of 0 (a request that ended at once, as
+real logs and benchmark results contain) is simulated as a request that ends after its first
+token, and the report says how many there were.
+
+Bounds: a line may hold at most MAX_LINE_BYTES and a benchmark result file at most
+MAX_JSON_BYTES, so a file with no newline (or /dev/zero) is refused instead of filling memory.
+JSON lines are parsed with orjson one at a time (a fast path for the common well-formed line)
+in blocks of 65,536 into growing NumPy arrays, so memory stays proportional to the request
+count (24 bytes per request, about 50 at the peak), not to the file size: 10 million requests
+parse in ~13 s of CPU within ~0.5 GiB (bench/bigtrace.py, bench/README.md).
 """
 
 from __future__ import annotations
@@ -20,7 +37,10 @@ from apex_fast.errors import ApexError
 from apex_fast.sim.workload import Workload
 
 MAX_TOKENS = 100_000_000
+MAX_LINE_BYTES = 1 << 20  # 1 MiB: a Mooncake line with 100k-token prompts is ~2 KB
+MAX_JSON_BYTES = 1 << 30  # 1 GiB: a benchmark result with every generated text kept
 _FIELDS = ("StartTimeOffset", "ContextTokens", "GeneratedTokens")
+_MOONCAKE = ("timestamp", "input_length", "output_length")
 
 
 class _Grow:
@@ -31,16 +51,8 @@ class _Grow:
         self.t = np.empty(1024, np.float64)
         self.p = np.empty(1024, np.int64)
         self.o = np.empty(1024, np.int64)
-
-    def add(self, t: float, p: int, o: int) -> None:
-        if self.n == self.t.size:
-            self.t = np.resize(self.t, 2 * self.n)
-            self.p = np.resize(self.p, 2 * self.n)
-            self.o = np.resize(self.o, 2 * self.n)
-        self.t[self.n] = t
-        self.p[self.n] = p
-        self.o[self.n] = o
-        self.n += 1
+        self.notes: list[str] = []
+        self.bench: dict | None = None
 
     def extend(self, t: list, p: list, o: list) -> None:
         """Append a block of values (times already in seconds)."""
@@ -66,20 +78,23 @@ def _number(v: object, name: str, where: str, integer: bool) -> float:
     return v
 
 
-def _check(where: str, t: float, p: float, o: float) -> None:
+def _check(where: str, t: float, p: float, o: float, names: tuple[str, str, str] = _FIELDS) -> None:
+    tn, pn, on = names
     if t < 0:
-        raise ApexError(f"{where}: StartTimeOffset is negative ({t})")
+        raise ApexError(f"{where}: {tn} is negative ({t})")
     if p < 1:
-        raise ApexError(f"{where}: ContextTokens must be at least 1, got {int(p)}")
-    if o < 1:
-        raise ApexError(f"{where}: GeneratedTokens must be at least 1, got {int(o)}")
+        raise ApexError(f"{where}: {pn} must be at least 1, got {int(p)}")
+    if o < 0:
+        raise ApexError(f"{where}: {on} must be at least 0, got {int(o)}")
     if p > MAX_TOKENS or o > MAX_TOKENS:
         raise ApexError(f"{where}: token counts above {MAX_TOKENS} are not plausible")
     if t > 1e21:
-        raise ApexError(f"{where}: StartTimeOffset {t} ns is not plausible")
+        raise ApexError(f"{where}: {tn} {t} is not plausible")
 
 
-def _parse_line(raw: bytes, where: str) -> tuple[float, int, int] | None:
+def _parse_line(
+    raw: bytes, where: str, names: tuple[str, str, str], scale: float
+) -> tuple[float, int, int] | None:
     """Full validation of one line: (seconds, prompt, output), None for a blank line, or an
     ApexError naming the line."""
     line = raw.strip()
@@ -90,51 +105,87 @@ def _parse_line(raw: bytes, where: str) -> tuple[float, int, int] | None:
     except orjson.JSONDecodeError:
         raise ApexError(f"{where}: not valid JSON") from None
     if not isinstance(obj, dict):
-        raise ApexError(f"{where}: expected a JSON object with {', '.join(_FIELDS)}")
+        raise ApexError(f"{where}: expected a JSON object with {', '.join(names)}")
     vals = []
-    for name in _FIELDS:
+    for name in names:
         if name not in obj:
             raise ApexError(f"{where}: missing field {name!r}")
-        vals.append(_number(obj[name], name, where, integer=name != "StartTimeOffset"))
+        vals.append(_number(obj[name], name, where, integer=name != names[0]))
     t, p, o = vals
-    _check(where, t, p, o)
-    return t * 1e-9, int(p), int(o)
+    _check(where, t, p, o, names)
+    return t * scale, int(p), int(o)
 
 
 _BLOCK = 65536  # lines parsed into Python lists before they are copied into the NumPy columns
 
 
-def _read_jsonl(path: Path) -> _Grow:
+def _lines(f, path: Path):  # noqa: ANN001, ANN202 (binary file, generator)
+    """(line number, bytes) with every line at most MAX_LINE_BYTES long."""
+    readline = f.readline
+    lineno = 0
+    while True:
+        raw = readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise ApexError(
+                f"{path}:{lineno}: line longer than {MAX_LINE_BYTES // (1 << 20)} MiB; "
+                "not a trace of one request per line"
+            )
+        yield lineno, raw
+
+
+def _sniff(path: Path) -> dict | str | None:
+    """The first non-blank line parsed as a JSON object, "long" if that line is longer than
+    MAX_LINE_BYTES, None otherwise (format sniffing)."""
+    with path.open("rb") as f:
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return None
+            if len(raw) > MAX_LINE_BYTES:
+                return "long"
+            if raw.strip():
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    return None
+                return obj if isinstance(obj, dict) else None
+
+
+def _read_jsonl(path: Path, names: tuple[str, str, str], scale: float) -> _Grow:
     """Stream the file line by line. The common line (integer token counts in range, a finite
     non-negative time) takes a fast path; anything else goes through `_parse_line`, which
     accepts it exactly as before or raises the line-numbered error. Memory: the NumPy columns
     plus one block of at most _BLOCK lines."""
     g = _Grow()
     loads = orjson.loads
+    tn, pn, on = names
     ts: list[float] = []
     ps: list[int] = []
     os_: list[int] = []
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in _lines(f, path):
             try:
                 obj = loads(raw)
-                t = obj["StartTimeOffset"]
-                p = obj["ContextTokens"]
-                o = obj["GeneratedTokens"]
+                t = obj[tn]
+                p = obj[pn]
+                o = obj[on]
                 ok = (
                     type(p) is int
                     and type(o) is int
                     and 0 < p <= MAX_TOKENS
-                    and 0 < o <= MAX_TOKENS
+                    and 0 <= o <= MAX_TOKENS
                     and (type(t) is int or type(t) is float)
                     and 0 <= t <= 1e21
                 )
             except (ValueError, KeyError, TypeError, IndexError):
                 ok = False
             if ok:
-                ts.append(t * 1e-9)
+                ts.append(t * scale)
             else:
-                parsed = _parse_line(raw, f"{path}:{lineno}")
+                parsed = _parse_line(raw, f"{path}:{lineno}", names, scale)
                 if parsed is None:
                     continue
                 t, p, o = parsed
@@ -148,28 +199,97 @@ def _read_jsonl(path: Path) -> _Grow:
                 os_.clear()
     if ts:
         g.extend(ts, ps, os_)
+    if names == _MOONCAKE:
+        g.notes.append(
+            f"{path.name}: Mooncake trace; its hash_ids (shared prompt prefixes) are not used, "
+            "prefix caching is not modelled"
+        )
+    return g
+
+
+def _read_bench_result(path: Path) -> _Grow:
+    """A `vllm bench serve --save-result` JSON document (one object)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ApexError(f"{path}: larger than {MAX_JSON_BYTES >> 30} GiB; not a benchmark result")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ApexError(
+            f"{path}: not valid JSON (expected a vllm bench serve --save-result file, or JSON "
+            "lines with one request per line)"
+        ) from None
+    del data
+    if not isinstance(obj, dict) or "input_lens" not in obj or "output_lens" not in obj:
+        raise ApexError(
+            f"{path}: a JSON document without 'input_lens' and 'output_lens' (save the "
+            "benchmark with --save-result --save-detailed, or give JSON lines)"
+        )
+    ins, outs = obj["input_lens"], obj["output_lens"]
+    if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
+        raise ApexError(f"{path}: 'input_lens' and 'output_lens' must be lists of equal length")
+    errors = obj.get("errors")
+    if not isinstance(errors, list) or len(errors) != len(ins):
+        errors = [""] * len(ins)
+    g = _Grow()
+    ps: list[int] = []
+    os_: list[int] = []
+    failed = 0
+    for i, (p, o, e) in enumerate(zip(ins, outs, errors, strict=True)):
+        where = f"{path}: request {i}"
+        if e:
+            failed += 1
+            continue
+        p = _number(p, "input_lens", where, integer=True)
+        o = _number(o, "output_lens", where, integer=True)
+        _check(where, 0.0, p, o, ("time", "input_lens", "output_lens"))
+        ps.append(int(p))
+        os_.append(int(o))
+    g.extend([0.0] * len(ps), ps, os_)
+    rate = obj.get("request_rate", "inf")
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise ApexError(f"{path}: request_rate {rate!r} is not a number or 'inf'") from None
+    if not rate > 0:
+        raise ApexError(f"{path}: request_rate must be positive, got {rate}")
+    burst = obj.get("burstiness", 1.0)
+    if isinstance(burst, bool) or not isinstance(burst, (int, float)) or not burst > 0:
+        burst = 1.0
+    conc = obj.get("max_concurrency")
+    conc = conc if isinstance(conc, int) and not isinstance(conc, bool) and conc > 0 else 0
+    g.bench = {"request_rate": rate, "burstiness": float(burst), "max_concurrency": conc}
+    if failed:
+        g.notes.append(f"{path.name}: {failed} failed requests of the benchmark left out")
     return g
 
 
 def _read_csv(path: Path) -> _Grow:
     """Azure LLM inference trace layout: TIMESTAMP (date-time or seconds), ContextTokens,
-    GeneratedTokens."""
+    GeneratedTokens. Absolute times; load_trace sorts them and subtracts the earliest."""
     g = _Grow()
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        header = f.readline().strip().split(",")
-        cols = {c.strip(): i for i, c in enumerate(header)}
+    with path.open("rb") as f:
+        lines = _lines(f, path)
+        first = next(lines, None)
+        header = [] if first is None else first[1].decode("utf-8", "replace").strip().split(",")
+        cols = {c.strip().lstrip("\ufeff"): i for i, c in enumerate(header)}
         for need in ("ContextTokens", "GeneratedTokens"):
             if need not in cols:
                 raise ApexError(f"{path}:1: CSV header lacks {need!r}")
         tcol = cols.get("TIMESTAMP", cols.get("StartTimeOffset"))
         if tcol is None:
             raise ApexError(f"{path}:1: CSV header lacks 'TIMESTAMP' or 'StartTimeOffset'")
-        t0: float | None = None
-        for lineno, line in enumerate(f, start=2):
+        ns = "TIMESTAMP" not in cols  # StartTimeOffset column: nanoseconds
+        ts: list[float] = []
+        ps: list[int] = []
+        os_: list[int] = []
+        for lineno, raw in lines:
+            line = raw.decode("utf-8", "replace")
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            parts = line.rstrip("\n").split(",")
+            parts = line.rstrip("\r\n").split(",")
             if len(parts) < len(header):
                 raise ApexError(f"{where}: expected {len(header)} columns, got {len(parts)}")
             try:
@@ -177,18 +297,29 @@ def _read_csv(path: Path) -> _Grow:
                 o = float(parts[cols["GeneratedTokens"]])
             except ValueError:
                 raise ApexError(f"{where}: token counts must be numbers") from None
-            ts = parts[tcol].strip()
+            if not (math.isfinite(p) and math.isfinite(o)) or p != int(p) or o != int(o):
+                raise ApexError(f"{where}: token counts must be whole numbers")
+            tstr = parts[tcol].strip()
             try:
-                t = float(ts)
-                if "StartTimeOffset" in cols and tcol == cols["StartTimeOffset"]:
-                    t *= 1e-9
+                t = float(tstr)
             except ValueError:
-                t = _parse_datetime(ts, where)
-            if t0 is None:
-                t0 = t
-            t -= t0
-            _check(where, max(t, 0.0), p, o)
-            g.add(max(t, 0.0), int(p), int(o))
+                t = _parse_datetime(tstr, where)
+            else:
+                if ns:
+                    t *= 1e-9
+                if not (math.isfinite(t) and abs(t) <= 1e12):
+                    raise ApexError(f"{where}: time {tstr!r} is not plausible")
+            _check(where, 0.0, p, o)
+            ts.append(t)
+            ps.append(int(p))
+            os_.append(int(o))
+            if len(ts) == _BLOCK:
+                g.extend(ts, ps, os_)
+                ts.clear()
+                ps.clear()
+                os_.clear()
+        if ts:
+            g.extend(ts, ps, os_)
     return g
 
 
@@ -205,22 +336,44 @@ def _parse_datetime(ts: str, where: str) -> float:
     return dt.timestamp()
 
 
+def _read_any(p: Path) -> tuple[_Grow, str]:
+    """Pick the reader from the suffix and the first line; (columns, format name)."""
+    if p.suffix.lower() == ".csv":
+        return _read_csv(p), "CSV"
+    first = _sniff(p)
+    is_json = p.suffix.lower() == ".json"
+    if (isinstance(first, dict) and "input_lens" in first) or (is_json and first in ("long", None)):
+        return _read_bench_result(p), "benchmark result"
+    if isinstance(first, dict) and all(k in first for k in _MOONCAKE) and _FIELDS[0] not in first:
+        return _read_jsonl(p, _MOONCAKE, 1e-3), "Mooncake"
+    return _read_jsonl(p, _FIELDS, 1e-9), "JSON lines"
+
+
 def load_trace(path: str | Path) -> Workload:
     """Load a trace file, sorted by arrival, times relative to the first request (seconds)."""
     p = Path(path)
-    if not p.exists():
-        raise ApexError(f"trace file {p} does not exist")
-    if p.is_dir():
-        raise ApexError(f"trace file {p} is a directory")
-    g = _read_csv(p) if p.suffix.lower() == ".csv" else _read_jsonl(p)
+    try:
+        if not p.exists():
+            raise ApexError(f"trace file {p} does not exist")
+        if p.is_dir():
+            raise ApexError(f"trace file {p} is a directory")
+        g, kind = _read_any(p)
+    except OSError as err:
+        raise ApexError(f"cannot read trace file {p}: {err.strerror or err}") from None
     n = g.n
     if n == 0:
         raise ApexError(f"trace file {p} has no requests")
+    notes = list(g.notes)
     # build each output column, then drop its oversized input buffer (bounded peak memory)
     t, g.t = g.t[:n], None
-    order = None if bool(np.all(t[1:] >= t[:-1])) else np.argsort(t, kind="stable")
+    back = int(np.count_nonzero(t[1:] < t[:-1]))
+    order = None if back == 0 else np.argsort(t, kind="stable")
     if order is not None:
         t = t[order]
+        notes.append(
+            f"{p.name}: {back} of {n} rows are earlier than the row before them; requests "
+            "sorted by arrival time"
+        )
     arrival = t - t[0]
     del t
     pr, g.p = g.p[:n], None
@@ -229,4 +382,18 @@ def load_trace(path: str | Path) -> Workload:
     o, g.o = g.o[:n], None
     output = o[order] if order is not None else o.copy()
     del o
-    return Workload(arrival=arrival, prompt=prompt, output=output, name=p.name)
+    zeros = int(np.count_nonzero(output == 0))
+    if zeros:
+        output[output == 0] = 1
+        notes.append(
+            f"{p.name}: {zeros} requests with 0 output tokens are simulated as ending after "
+            "their first token"
+        )
+    return Workload(
+        arrival=arrival,
+        prompt=prompt,
+        output=output,
+        name=p.name if kind == "JSON lines" else f"{p.name} ({kind})",
+        notes=tuple(notes),
+        bench_settings=g.bench,
+    )

@@ -6,8 +6,10 @@ parameterisation of vLLM's `benchmarks/benchmark_serving.py --burstiness`, and g
 inter-arrival times are what BurstGPT (Wang et al., arXiv 2401.17644) fitted to real LLM
 service traffic.
 
-Lengths: bivariate log-normal (log prompt, log output, with correlation rho), clipped to the
-observed range. Parameters were fitted to the reference traces in ../shared/reference/traces/llama
+Lengths (`--kind`): `fixed` (`--prompt-len`/`--output-len` exactly), `uniform` (vLLM's random
+dataset: integers uniform in [floor(L(1-r)), ceil(L(1+r))] with r = `--random-range-ratio`),
+`lognormal` (mean L, spread of the lmsys fit below), or a fitted workload: bivariate log-normal
+(log prompt, log output, with correlation rho), clipped to the observed range. Parameters were fitted to the reference traces in ../shared/reference/traces/llama
 (Llama-3 tokenizer; statistics derived there, files not copied) and cross-checked against
 published figures: LMSYS-Chat-1M (Zheng et al., arXiv 2309.11998, Table 1) reports 69.5 prompt
 and 214.5 response tokens per turn on average; the reference lmsys trace has 61.7 and 162.1.
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 import typer
 
 from apex_fast.errors import ApexError
@@ -61,15 +62,26 @@ KINDS: dict[str, LengthModel] = {
 }  # fmt: skip
 
 
+MAX_SPAN_S = 1e9  # s (about 32 years): longest plausible span of arrival times
+
+
 def arrivals(n: int, rate: float, burstiness: float, rng: np.random.Generator) -> np.ndarray:
     """n arrival times in seconds, the first at 0: gamma gaps, shape = burstiness, mean 1/rate
-    (burstiness 1 = Poisson)."""
-    if rate <= 0 or not math.isfinite(rate):
+    (burstiness 1 = Poisson; rate inf = all at 0, as vLLM bench's default)."""
+    if not rate > 0:
         raise ApexError(f"--rate must be a positive number of requests/s, got {rate}")
+    if math.isinf(rate):
+        return np.zeros(n, np.float64)
     if burstiness <= 0 or not math.isfinite(burstiness):
         raise ApexError(f"--burstiness must be > 0 (1 = Poisson), got {burstiness}")
     gaps = rng.gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=max(n - 1, 0))
-    return np.concatenate([[0.0], np.cumsum(gaps)])
+    t = np.concatenate([[0.0], np.cumsum(gaps)])
+    if not (math.isfinite(t[-1]) and t[-1] <= MAX_SPAN_S):
+        raise ApexError(
+            f"{n} requests at {rate:g} req/s (burstiness {burstiness:g}) arrive over more than "
+            f"{MAX_SPAN_S:.0e} s; not a plausible workload"
+        )
+    return t
 
 
 def lengths(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -83,49 +95,154 @@ def lengths(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np
     return np.clip(p, *k.prompt_range), np.clip(o, *k.output_range)
 
 
+# Spread of the `lognormal` length distribution: the log-sd (and log correlation) of the lmsys
+# fit above (short chats; the reference trace's means are within 25% of LMSYS-Chat-1M's
+# published per-turn means), with the mean set to --prompt-len / --output-len.
+LOGNORMAL_SHAPE = KINDS["lmsys"]
+MAX_LENGTH = 100_000_000  # tokens; the trace reader's plausibility bound
+LENGTH_DISTS = ("fixed", "uniform", "lognormal", *KINDS)
+
+
+def uniform_bounds(length: int, ratio: float) -> tuple[int, int]:
+    """vLLM's random dataset (`vllm/benchmarks/datasets.py`, RandomDataset.sample, main branch
+    late 2025): lengths uniform over the integers [floor(L(1-r)), ceil(L(1+r))], r in [0, 1);
+    the lower bound is raised to 1 (vLLM does so for outputs; a prompt needs a token too).
+    Same floating-point expressions as vLLM, so e.g. L = 100, r = 0.1 gives [90, 111]."""
+    lo = max(math.floor(length * (1.0 - ratio)), 1)
+    hi = max(math.ceil(length * (1.0 + ratio)), lo)
+    return lo, hi
+
+
+def synthetic_lengths(
+    dist: str,
+    n: int,
+    prompt_len: int,
+    output_len: int,
+    range_ratio: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(prompt tokens, output tokens, a short description) of n synthetic requests."""
+    if dist not in LENGTH_DISTS:
+        raise ApexError(
+            f"unknown length distribution {dist!r}: use one of {', '.join(LENGTH_DISTS)}"
+        )
+    if dist in KINDS:
+        p, o = lengths(dist, n, rng)
+        return p, o, f"{dist} lengths ({n} requests)"
+    if prompt_len > MAX_LENGTH or output_len > MAX_LENGTH:
+        raise ApexError(f"lengths above {MAX_LENGTH} tokens are not plausible")
+    if dist == "fixed":
+        p = np.full(n, prompt_len, np.int64)
+        o = np.full(n, output_len, np.int64)
+        return p, o, f"fixed lengths {n} x ({prompt_len} in, {output_len} out)"
+    if dist == "uniform":
+        plo, phi = uniform_bounds(prompt_len, range_ratio)
+        olo, ohi = uniform_bounds(output_len, range_ratio)
+        p = rng.integers(plo, phi + 1, size=n, dtype=np.int64)
+        o = rng.integers(olo, ohi + 1, size=n, dtype=np.int64)
+        return p, o, f"uniform lengths {n} x ({plo}-{phi} in, {olo}-{ohi} out)"
+    k = LOGNORMAL_SHAPE
+    z1 = rng.standard_normal(n)
+    z2 = k.rho * z1 + math.sqrt(1.0 - k.rho**2) * rng.standard_normal(n)
+    mu_p = math.log(prompt_len) - k.sd_p**2 / 2.0
+    mu_o = math.log(output_len) - k.sd_o**2 / 2.0
+    p = np.clip(np.rint(np.exp(mu_p + k.sd_p * z1)), 1, MAX_LENGTH).astype(np.int64)
+    o = np.clip(np.rint(np.exp(mu_o + k.sd_o * z2)), 1, MAX_LENGTH).astype(np.int64)
+    return p, o, f"log-normal lengths {n} x (mean {prompt_len} in, {output_len} out)"
+
+
 def generate(
-    kind: str, rate: float, num_requests: int, seed: int = 0, burstiness: float = 1.0
+    kind: str,
+    rate: float,
+    num_requests: int,
+    seed: int = 0,
+    burstiness: float = 1.0,
+    prompt_len: int = 2048,
+    output_len: int = 128,
+    range_ratio: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(arrival seconds, prompt tokens, output tokens) of a synthetic trace."""
+    """(arrival seconds, prompt tokens, output tokens) of a synthetic trace. For the fitted
+    kinds the random stream is the same as before the other distributions existed."""
     if num_requests < 1:
         raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
+    if seed < 0:
+        raise ApexError(f"--seed must be >= 0, got {seed}")
+    if not (0.0 <= range_ratio < 1.0):
+        raise ApexError(f"--random-range-ratio must be in [0, 1), got {range_ratio}")
+    if kind not in LENGTH_DISTS:
+        raise ApexError(f"unknown --kind {kind!r}: use one of {', '.join(LENGTH_DISTS)}")
+    if prompt_len < 1 or output_len < 1:
+        raise ApexError("--prompt-len and --output-len must be at least 1")
     rng = np.random.default_rng(seed)
     t = arrivals(num_requests, rate, burstiness, rng)
-    p, o = lengths(kind, num_requests, rng)
+    p, o, _ = synthetic_lengths(kind, num_requests, prompt_len, output_len, range_ratio, rng)
     return t, p, o
 
 
+MAX_TRACE_REQUESTS = 100_000_000
+_WRITE_BLOCK = 16384  # lines formatted and written at a time (about 6 MB of Python objects)
+
+
 def write_trace(path: str | Path, t: np.ndarray, p: np.ndarray, o: np.ndarray) -> None:
-    """APEX+ JSON lines: StartTimeOffset (ns), ContextTokens, GeneratedTokens, RequestID."""
-    lines = [
-        orjson.dumps(
-            {
-                "StartTimeOffset": int(round(ti * 1e9)),
-                "ContextTokens": int(pi),
-                "GeneratedTokens": int(oi),
-                "RequestID": f"synthetic-{i:06d}",
-            }
-        )
-        for i, (ti, pi, oi) in enumerate(zip(t, p, o, strict=True))
-    ]
+    """APEX+ JSON lines: StartTimeOffset (ns), ContextTokens, GeneratedTokens, RequestID.
+    Streamed in blocks, so memory stays at the three columns plus one block of text."""
+    n = t.size
+    if p.size != n or o.size != n:
+        raise ApexError("trace columns differ in length")
     try:
-        Path(path).write_bytes(b"\n".join(lines) + b"\n")
+        with Path(path).open("wb") as f:
+            for a in range(0, n, _WRITE_BLOCK):
+                b = min(a + _WRITE_BLOCK, n)
+                ns = np.rint(t[a:b] * 1e9).astype(np.int64).tolist()
+                lines = [
+                    b'{"StartTimeOffset":%d,"ContextTokens":%d,"GeneratedTokens":%d,'
+                    b'"RequestID":"synthetic-%06d"}\n' % (ti, pi, oi, a + i)
+                    for i, (ti, pi, oi) in enumerate(
+                        zip(ns, p[a:b].tolist(), o[a:b].tolist(), strict=True)
+                    )
+                ]
+                f.write(b"".join(lines))
     except OSError as err:
-        raise ApexError(f"cannot write trace {path}: {err.strerror}") from None
+        raise ApexError(f"cannot write trace {path}: {err.strerror or err}") from None
 
 
 def command(
-    kind: str = typer.Option(..., help="Workload: lmsys (chat), creation, summarization."),
-    rate: float = typer.Option(..., help="Mean arrival rate, requests per second."),
+    kind: str = typer.Option(
+        ...,
+        help="Lengths: lmsys (chat), creation, summarization (fitted), or fixed, uniform, "
+        "lognormal around --prompt-len/--output-len.",
+    ),
+    rate: float = typer.Option(
+        ...,
+        "--rate",
+        "--request-rate",
+        help="Mean arrival rate, requests per second (inf: all at 0).",
+    ),
     num_requests: int = typer.Option(..., help="Number of requests."),
     seed: int = typer.Option(0, help="Random seed (same seed, same trace)."),
     burstiness: float = typer.Option(
         1.0, help="Gamma shape of the inter-arrival times: 1 = Poisson, < 1 = burstier."
     ),
+    prompt_len: int = typer.Option(2048, help="Prompt tokens (mean) for fixed/uniform/lognormal."),
+    output_len: int = typer.Option(128, help="Output tokens (mean) for fixed/uniform/lognormal."),
+    random_range_ratio: float = typer.Option(
+        0.0, help="uniform: lengths in [L(1-r), L(1+r)] as vLLM's random dataset, r in [0, 1)."
+    ),
     out: Path = typer.Option(..., help="Output .jsonl path."),
 ) -> None:
     """Generate a synthetic trace with Poisson or gamma arrivals and fitted length distributions."""
-    t, p, o = generate(kind, rate, num_requests, seed, burstiness)
+    if num_requests > MAX_TRACE_REQUESTS:
+        raise ApexError(
+            f"--num-requests {num_requests} is above the {MAX_TRACE_REQUESTS:,} requests a "
+            "trace may hold (24 bytes each in memory while it is written)"
+        )
+    if random_range_ratio and kind != "uniform":
+        raise ApexError(f"--random-range-ratio applies to --kind uniform, not {kind}")
+    if kind == "uniform" and random_range_ratio == 0.0:
+        kind = "fixed"
+    t, p, o = generate(
+        kind, rate, num_requests, seed, burstiness, prompt_len, output_len, random_range_ratio
+    )
     write_trace(out, t, p, o)
     typer.echo(
         f"wrote {out}: {num_requests} {kind} requests over {t[-1]:.1f} s "

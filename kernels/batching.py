@@ -50,6 +50,16 @@ def _gap_bin_safe_hi(b: int) -> float:
 
 
 @njit(cache=True, inline="always")
+def _launch_floor(n_pf_tok, n_dec, tokens, graph_max_seqs, eager, piecewise_tokens, piecewise):
+    """Launch floor of a step (0 when a decode-only batch replays a captured CUDA graph)."""
+    if n_pf_tok == 0 and n_dec <= graph_max_seqs:
+        return 0.0
+    if tokens <= piecewise_tokens:
+        return piecewise
+    return eager
+
+
+@njit(cache=True, inline="always")
 def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
@@ -114,15 +124,29 @@ def simulate_stream(
     rec_f,
     rec_i,
     gap_hist,
+    max_conc,
+    arr_eff,
     win_blocks=0,
     full_frac=1.0,
+    graph_max_seqs=1 << 62,
+    piecewise_tokens=0,
+    piecewise_floor=0.0,
 ):
     """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
     is too small (the caller retries with more room).
 
+    Closed loop (`max_conc` > 0): at most `max_conc` requests are in the system (queued or
+    running) at once, as behind a FIFO semaphore of that many slots (vLLM bench
+    `--max-concurrency`): request i enters at max(arrival[i], the time the slot it takes was
+    freed), a slot being freed when a request's last token is delivered or it is rejected.
+    `arr_eff` receives every request's entry time (= arrival when `max_conc` is 0).
+
     rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
     blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
     `win_blocks` / `full_frac`: sliding-window KV (blocks per sequence as in _kv_blocks).
+    Launch floors (sim/step_time.py): a decode-only step of at most `graph_max_seqs` sequences
+    replays a CUDA graph (no floor); any other step lasts at least host + `eager_floor`, or
+    host + `piecewise_floor` when it holds at most `piecewise_tokens` tokens (piecewise graphs).
     """
     n = arrival.shape[0]
     cap = rec_f.shape[0]
@@ -147,10 +171,16 @@ def simulate_stream(
     lag_idx = np.empty(max(n, 1), np.int64)
     lag_kind = np.empty(max(n, 1), np.int64)  # 1 = first token, 2 = finish, 3 = both
     nlag = 0
+    # closed loop: FIFO ring of the times free slots were released
+    nslot = max(max_conc, 1)
+    slot_t = np.full(nslot, -np.inf)
+    shead = 0
+    nfree = max_conc
     for i in range(n):
         first_token[i] = -1.0
         finish[i] = -1.0
         preemptions[i] = 0
+        arr_eff[i] = arrival[i]
     free = num_blocks
     now = 0.0
     next_arr = 0
@@ -158,16 +188,30 @@ def simulate_stream(
     while True:
         # 1. arrivals join the back of the waiting queue
         while next_arr < n and arrival[next_arr] <= now:
+            if max_conc > 0:
+                if nfree == 0:
+                    break
+                arr_eff[next_arr] = max(arrival[next_arr], slot_t[shead])
+                shead = (shead + 1) % nslot
+                nfree -= 1
             waitq[(whead + wsize) % n] = next_arr
             wsize += 1
             status[next_arr] = _WAITING
             next_arr += 1
         # 2. idle: jump to the next arrival
         if nrun == 0 and wsize == 0:
+            if max_conc > 0 and nlag > 0:
+                # pending outputs are processed at once: their finishes free slots now
+                for t in range(nlag):
+                    if lag_kind[t] & 2:
+                        slot_t[(shead + nfree) % nslot] = finish[lag_idx[t]]
+                        nfree += 1
+                nlag = 0
+                continue
             nlag = 0  # the engine goes idle: pending outputs are processed at once
             if next_arr >= n:
                 break
-            now = arrival[next_arr]
+            now = max(now, arrival[next_arr])
             continue
         n_sched = 0
         tokens = 0
@@ -188,6 +232,9 @@ def simulate_stream(
                     wsize -= 1
                     status[r] = _REJECTED
                     first_token[r] = -1.0
+                    if max_conc > 0:
+                        slot_t[(shead + nfree) % nslot] = now
+                        nfree += 1
                     continue
                 if tokens + tgt > budget or nrun + 1 > max_num_seqs or free - need_b < watermark:
                     break
@@ -302,6 +349,9 @@ def simulate_stream(
                     wsize -= 1
                     status[r] = _REJECTED
                     first_token[r] = -1.0
+                    if max_conc > 0:
+                        slot_t[(shead + nfree) % nslot] = now
+                        nfree += 1
                     continue
                 c = min(tgt, left)
                 if c == 0 or nrun + 1 > max_num_seqs or free - need_b < watermark:
@@ -340,10 +390,14 @@ def simulate_stream(
         host = overhead + host_seq * n_sched
         base = host + tok_table[tokens] + seq_table[n_samp] + c_attn * work
         d0 = base + c_ctx * ctx
-        if n_pf_tok > 0 and d0 - host < eager_floor:
-            # a step with prefill runs eagerly: its GPU work cannot end before the CPU has
-            # launched its kernels
-            d0 = host + eager_floor
+        # a step that does not replay a whole CUDA graph cannot end before the CPU has
+        # launched its kernels
+        floor = _launch_floor(
+            n_pf_tok, n_dec, tokens, graph_max_seqs, eager_floor, piecewise_tokens, piecewise_floor
+        )
+        floored = d0 - host < floor
+        if floored:
+            d0 = host + floor
         # outputs of the previous step are delivered when this step ends
         for t in range(nlag):
             r = lag_idx[t]
@@ -353,6 +407,9 @@ def simulate_stream(
                 first_token[r] += d0
             if lag_kind[t] & 2:
                 finish[r] += d0
+                if max_conc > 0:
+                    slot_t[(shead + nfree) % nslot] = finish[r]
+                    nfree += 1
         nlag = 0
         start = now
         now = start + d0
@@ -369,7 +426,7 @@ def simulate_stream(
             if kmax - 1 > ext_blk:
                 kmax = ext_blk + 1
             limit_t = np.inf
-            if wsize == 0 and next_arr < n:
+            if wsize == 0 and next_arr < n and (max_conc == 0 or nfree > 0):
                 limit_t = arrival[next_arr]
             # the gap of step k is d; consecutive d are (nearly always) in the same histogram
             # bin, so the bin is recomputed only when d leaves [d_lo, d_hi): same counts as
@@ -380,6 +437,10 @@ def simulate_stream(
             d_hi = -np.inf
             while k < kmax and now < limit_t:
                 d = base + c_ctx * (ctx + n_dec * k)
+                if floored:
+                    if d - host >= floor:
+                        break  # the GPU now outlasts the launches: a new record starts
+                    d = host + floor
                 if d < d_lo or d >= d_hi:
                     gap_hist[b] += cnt * n_dec
                     cnt = 0
@@ -392,7 +453,7 @@ def simulate_stream(
             gap_hist[b] += cnt * n_dec
         rec_f[nrec, 0] = start
         rec_f[nrec, 1] = d0
-        rec_f[nrec, 2] = c_ctx * n_dec
+        rec_f[nrec, 2] = 0.0 if floored else c_ctx * n_dec
         rec_f[nrec, 3] = work
         rec_i[nrec, 0] = k
         rec_i[nrec, 1] = n_pf_tok
@@ -438,6 +499,9 @@ def simulate_stream(
                 blocks[r] = 0
                 any_done = True
                 kind |= 2
+                if max_conc > 0 and not output_lag:
+                    slot_t[(shead + nfree) % nslot] = now
+                    nfree += 1
             if output_lag and kind:
                 lag_idx[nlag] = r
                 lag_kind[nlag] = kind

@@ -16,6 +16,11 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
 * with `output_lag`, only first-token and finish times are delayed (rule 7b); inter-token gaps
   are measured between the steps that produce the tokens;
 * the clock starts at the first arrival (rule 2 with nothing queued).
+* closed loop (`max_concurrency` > 0): a FIFO semaphore of that many slots in front of the
+  engine (vLLM bench `--max-concurrency`); a request is queued at the first step boundary where
+  it has arrived and a slot is free, and enters at max(arrival, time its slot was released);
+  slots are released when the finish is delivered (with `output_lag`, when the next step ends,
+  or at once when the engine goes idle) or when the request is rejected.
 """
 
 from __future__ import annotations
@@ -94,13 +99,14 @@ class OracleResult:
     blocks_used: list[int] = field(default_factory=list)  # after allocations, before frees
     blocks_after: list[int] = field(default_factory=list)  # after finished requests freed theirs
     gaps: list[float] = field(default_factory=list)
+    entry: list[float] = field(default_factory=list)  # time each request entered the system
 
     @property
     def num_steps(self) -> int:
         return len(self.start)
 
 
-def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
+def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0) -> OracleResult:
     """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
     objects with the same attributes). `prefix` (per request, default 0): KV tokens present at
     admission that need no compute and that every token attends to (run_stream's `prefix`):
@@ -127,6 +133,9 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     overhead = float(costs.overhead)
     eager_floor = float(getattr(costs, "eager_floor", 0.0))
     host_seq = float(getattr(costs, "host_seq", 0.0))
+    graph_max_seqs = int(getattr(costs, "graph_max_seqs", 1 << 62))
+    piecewise_tokens = int(getattr(costs, "piecewise_tokens", 0))
+    piecewise_floor = float(getattr(costs, "piecewise_floor", 0.0))
     output_lag = bool(getattr(cfg, "output_lag", False))
     win_blocks = int(getattr(cfg, "window_blocks", 0))
     full_frac = float(getattr(cfg, "full_kv_fraction", 1.0))
@@ -146,10 +155,17 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     nxt = 0  # next request (by index) not yet queued
     lagged: list[tuple[_Req, bool, bool]] = []  # (request, first token?, finish?) to deliver
     now = reqs[0].arrival if n else 0.0
+    entry = [float(a) for a in arrival]
+    slots: deque[float] = deque([float("-inf")] * max_concurrency)  # release times, FIFO
+
+    def release(t: float) -> None:
+        if max_concurrency > 0:
+            slots.append(t)
 
     def reject(r: _Req) -> None:
         # reported with first_token = finish = -1 whatever it was served before (rule 3)
         r.status = _REJECTED
+        release(now)
 
     preempted: list[_Req] = []  # preempted in this pass, in order
 
@@ -197,11 +213,21 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
     while True:
         # 1. arrivals
         while nxt < n and reqs[nxt].arrival <= now:
+            if max_concurrency > 0:
+                if not slots:
+                    break
+                entry[nxt] = max(reqs[nxt].arrival, slots.popleft())
             reqs[nxt].status = _WAITING
             waiting.append(reqs[nxt])
             nxt += 1
         # 2. idle: jump to the next arrival
         if not running and not waiting:
+            if max_concurrency > 0 and lagged:
+                for r, _, is_finish in lagged:
+                    if is_finish:
+                        release(r.finish)
+                lagged.clear()
+                continue
             lagged.clear()  # 7b: the engine goes idle, pending outputs stay where they are
             if nxt >= n:
                 break
@@ -312,13 +338,21 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
         assert 0 <= free <= num_blocks
         host = overhead + host_seq * len(sched)
         gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
-        duration = host + (max(gpu, eager_floor) if n_pf > 0 else gpu)
+        # launch floor: none when a decode-only batch replays a whole CUDA graph
+        if n_pf == 0 and n_dec <= graph_max_seqs:
+            floor = 0.0
+        elif n_tok <= piecewise_tokens:
+            floor = piecewise_floor
+        else:
+            floor = eager_floor
+        duration = host + max(gpu, floor)
         # 7b. outputs of the previous step are delivered when this one ends
         for r, is_first, is_finish in lagged:
             if is_first:
                 r.first += duration
             if is_finish:
                 r.finish += duration
+                release(r.finish)
         lagged.clear()
         start = now
         n_run = len(running)
@@ -342,6 +376,8 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
                 free += r.blocks
                 r.blocks = 0
                 running.remove(r)
+                if not output_lag:
+                    release(now)
             if output_lag and (is_first or is_finish):
                 lagged.append((r, is_first, is_finish))
 
@@ -366,4 +402,5 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None) -> OracleResult:
         res.preemptions.append(r.pre)
         res.tokens.append(r.tokens)
         res.rejected.append(not served)
+    res.entry = entry
     return res

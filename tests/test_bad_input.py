@@ -222,10 +222,18 @@ def test_trace_negative_length(capsys, tmp_path: Path) -> None:
     assert f"{path}:1: ContextTokens must be at least 1, got -7" in err
 
 
-def test_trace_zero_output_tokens(capsys, tmp_path: Path) -> None:
+def test_trace_zero_output_tokens_accepted_with_a_note(capsys, tmp_path: Path) -> None:
+    """An empty completion (real logs have them) ends after its first token, and says so."""
     path = _trace(tmp_path, [_req(0, 5, 5), _req(1, 5, 0)])
+    code, out, err = run(capsys, *BASE, "--model", "gpt2", "--trace-file", path)
+    assert code == 0, err
+    assert "1 requests with 0 output tokens are simulated as ending after their first token" in out
+
+
+def test_trace_negative_output_tokens(capsys, tmp_path: Path) -> None:
+    path = _trace(tmp_path, [_req(0, 5, 5), _req(1, 5, -1)])
     err = bad(capsys, "--model", "gpt2", "--trace-file", path)
-    assert f"{path}:2: GeneratedTokens must be at least 1, got 0" in err
+    assert f"{path}:2: GeneratedTokens must be at least 0, got -1" in err
 
 
 def test_trace_negative_time(capsys, tmp_path: Path) -> None:

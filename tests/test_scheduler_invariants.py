@@ -336,8 +336,10 @@ def check_invariants(arrival, prompt, output, cfg: SchedulerConfig, costs: StepC
         + costs.c_attn * s["work"]
         + costs.c_ctx * s["ctx"]
     )
-    # a step with prefill tokens runs eagerly: its GPU work cannot beat the launch floor
-    dur = host + np.where(s["n_prefill_tokens"] > 0, np.maximum(gpu, costs.eager_floor), gpu)
+    # a step that does not replay a whole CUDA graph cannot beat its launch floor
+    graphed = (s["n_prefill_tokens"] == 0) & (s["n_decode"] <= costs.graph_max_seqs)
+    floor = np.where(n_tok <= costs.piecewise_tokens, costs.piecewise_floor, costs.eager_floor)
+    dur = host + np.where(graphed, gpu, np.maximum(gpu, floor))
     assert (s["n_sched"] >= np.maximum(s["n_samp"], 1)).all()
     assert (s["n_sched"] <= cfg.max_num_seqs).all()
     assert (s["n_sched"] <= n_tok).all()

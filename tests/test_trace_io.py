@@ -44,7 +44,7 @@ def test_parses_and_sorts(tmp_path: Path) -> None:
         ('{"StartTimeOffset": 1, "ContextTokens": 3}', "line 2: missing field 'GeneratedTokens'"),
         ('{"StartTimeOffset": 1, "ContextTokens": "x", "GeneratedTokens": 3}', "must be a number"),
         ('{"StartTimeOffset": 1, "ContextTokens": -3, "GeneratedTokens": 3}', "at least 1"),
-        ('{"StartTimeOffset": 1, "ContextTokens": 3, "GeneratedTokens": 0}', "at least 1"),
+        ('{"StartTimeOffset": 1, "ContextTokens": 3, "GeneratedTokens": -1}', "at least 0"),
         ('{"StartTimeOffset": -1, "ContextTokens": 3, "GeneratedTokens": 2}', "negative"),
         ('{"StartTimeOffset": 1, "ContextTokens": 2.5, "GeneratedTokens": 2}', "whole number"),
         ('{"StartTimeOffset": 1, "ContextTokens": 1e30, "GeneratedTokens": 2}', "not plausible"),

@@ -138,3 +138,30 @@ def test_band_for_validated_and_unvalidated_configurations() -> None:
     assert b.validated and 0 < b.itl < 0.5 and "measured runs" in b.basis
     u = band_for("vllm-0.6", "A100-SXM-80GB", "half", "mixed")
     assert not u.validated and "not validated" in u.basis
+
+
+def test_published_measurements_replay_per_engine() -> None:
+    from apex_fast.validation.published import per_engine_summary, replay
+
+    rows = replay("trtllm")
+    summ = per_engine_summary(rows)
+    dense = summ["trtllm (dense)"]
+    assert dense["replayed"] >= 70 and dense["tpot_itl_n"] >= 70
+    assert 0.0 < dense["tpot_itl_mae"] < 1.0 and 0.0 < dense["ttft_mae"] < 1.0
+    # rows the tool cannot reproduce are counted with their reason, never dropped silently
+    assert sum(d["rows"] for d in summ.values()) == len(rows)
+    skipped = [r for r in rows if "skipped" in r]
+    assert all(r["skipped"] for r in skipped)
+
+
+def test_engine_graph_rules_change_step_floors() -> None:
+    from apex_fast.sim.costs import compile_costs
+
+    m, plan = _plan("llama3.1-70b", 8, "half")
+    cl = Cluster(get_device("H100-SXM-80GB"), 1, 8)
+    v06 = compile_costs(m, cl, plan, 512, 256, engine="vllm-0.6").costs
+    eager = compile_costs(m, cl, plan, 512, 256, engine="vllm-0.6", enforce_eager=True).costs
+    v1 = compile_costs(m, cl, plan, 512, 256, engine="vllm-v1").costs
+    assert v06.graph_max_seqs == 256 and eager.graph_max_seqs == 0
+    assert v1.piecewise_tokens == 512 and 0 < v1.piecewise_floor < v1.eager_floor
+    assert v06.piecewise_tokens == 0

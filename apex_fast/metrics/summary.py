@@ -61,13 +61,29 @@ class PlanMetrics:
     gpu_hours: float = 0.0
     gpu_hour_cost: float = 0.0
     cost_usd_per_mtok: float = float("nan")
+    # serving-benchmark metrics, as `vllm bench serve` defines them (docs/metrics.md): median
+    # and P99 of TTFT, TPOT (per request), ITL (per token gap) and end-to-end latency, plus the
+    # percentiles asked for (--request-percentiles for per-request metrics, --token-percentiles
+    # for ITL); token and request throughputs; goodput = requests/s meeting both SLOs
+    completed_requests: int = 0
+    ttft_p99_s: float = float("nan")
+    tpot_p50_s: float = float("nan")
+    tpot_p99_s: float = float("nan")
+    itl_p50_s: float = float("nan")
+    itl_p99_s: float = float("nan")
+    latency_p99_s: float = float("nan")
+    output_tokens_per_s: float = 0.0
+    total_tokens_per_s: float = 0.0
+    goodput_requests_per_s: float = 0.0
+    ttft_percentiles_s: dict[float, float] = field(default_factory=dict)
+    tpot_percentiles_s: dict[float, float] = field(default_factory=dict)
+    itl_percentiles_s: dict[float, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "breakdown"}
-        d["tbt_percentiles_s"] = {f"p{_fmt_p(k)}": v for k, v in self.tbt_percentiles_s.items()}
-        d["latency_percentiles_s"] = {
-            f"p{_fmt_p(k)}": v for k, v in self.latency_percentiles_s.items()
-        }
+        for k, v in d.items():
+            if k.endswith("_percentiles_s"):
+                d[k] = {f"p{_fmt_p(p)}": x for p, x in v.items()}
         d["breakdown"] = [
             {"name": n, "seconds": s, "ratio_pct": r, "source": src}
             for n, s, r, src in self.breakdown
@@ -129,16 +145,26 @@ def compute_metrics(
     dev = cluster.device
     req_ps = sorted({50.0, 95.0, *(request_percentiles or [])})
     tok_ps = sorted({50.0, 95.0, *(token_percentiles or [])})
+    # the benchmark table: median and P99 always, plus the percentiles asked for
+    bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
+    bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
 
     # ---- per request (Polars)
     ids = np.concatenate(res.stream_index)
     first = np.concatenate([s.first_token for s in res.streams])
     fin = np.concatenate([s.finish for s in res.streams])
     pre = np.concatenate([s.preemptions for s in res.streams])
+    # entry times: the arrival, or later when a concurrency limit held the request back
+    arrival = np.concatenate(
+        [
+            s.arrival if s.arrival is not None else workload.arrival[i]
+            for s, i in zip(res.streams, res.stream_index, strict=True)
+        ]
+    )
     df = pl.DataFrame(
         {
             "id": ids,
-            "arrival": workload.arrival[ids],
+            "arrival": arrival,
             "first": first,
             "finish": fin,
             "prompt": workload.prompt[ids],
@@ -174,7 +200,15 @@ def compute_metrics(
         .alias("slo_both"),
     ]
     aggs += [pl.col("latency").quantile(p / 100.0, "linear").alias(f"lat_p{p}") for p in req_ps]
+    for col in ("ttft", "tpot", "latency"):
+        aggs += [
+            pl.col(col).quantile(p / 100.0, "linear").alias(f"b_{col}_p{p}") for p in bench_req_ps
+        ]
     row = df.select(aggs).row(0, named=True)
+    bench = {
+        col: {p: _f(row[f"b_{col}_p{p}"]) for p in bench_req_ps}
+        for col in ("ttft", "tpot", "latency")
+    }
     makespan = float(row["end"])  # first arrival is t = 0
     lat_ps = {p: float(row[f"lat_p{p}"]) for p in req_ps}
 
@@ -250,6 +284,7 @@ def compute_metrics(
 
     hist = np.sum(np.stack([s.gap_hist for s in res.streams]), axis=0)
     tbt = hist_percentiles(hist, tok_ps)
+    itl = hist_percentiles(hist, bench_tok_ps)
     gen = float(row["gen"])
     steps = float(cnt.sum())
     m = res.memory
@@ -288,6 +323,21 @@ def compute_metrics(
         slo_both_pct=100.0 * float(row["slo_both"]),
         breakdown=breakdown,
         gpu_hours=cluster.num_gpus * makespan / 3600.0,
+        completed_requests=int(row["n"]),
+        ttft_p99_s=bench["ttft"][99.0],
+        tpot_p50_s=bench["tpot"][50.0],
+        tpot_p99_s=bench["tpot"][99.0],
+        itl_p50_s=itl[50.0],
+        itl_p99_s=itl[99.0],
+        latency_p99_s=bench["latency"][99.0],
+        output_tokens_per_s=gen / makespan if makespan > 0 else 0.0,
+        total_tokens_per_s=float(row["proc"]) / makespan if makespan > 0 else 0.0,
+        goodput_requests_per_s=(
+            float(row["slo_both"]) * float(row["n"]) / makespan if makespan > 0 else 0.0
+        ),
+        ttft_percentiles_s=bench["ttft"],
+        tpot_percentiles_s=bench["tpot"],
+        itl_percentiles_s=itl,
     )
 
 

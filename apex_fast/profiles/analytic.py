@@ -147,6 +147,33 @@ def weight_only_gemm_time(
     return np.maximum(t_compute, nbytes / (dm.mem_bw * dm.eta_mem)) + dm.t_launch
 
 
+def grouped_gemm_time(
+    dm: DeviceModel,
+    m: int,
+    k: int,
+    n_per_group: np.ndarray,
+    groups: np.ndarray,
+    weight_bytes: float,
+    act_bytes: float,
+    compute_dtype: str,
+) -> np.ndarray:
+    """Seconds for one grouped (fused MoE) GEMM: `groups` experts, each C[m x n] = W[m x k].X,
+    launched as one kernel (vLLM fused_moe, SGLang/TRT-LLM grouped GEMMs). Each expert's tokens
+    are padded to the kernel's 16-row tiles (PTX mma.m16n8k16) and run at the dense GEMM's
+    efficiency for that padded width; the kernel streams every active expert's weights once.
+    Zero where no expert is active."""
+    n = np.asarray(n_per_group, dtype=np.float64)
+    g = np.asarray(groups, dtype=np.float64)
+    n_pad = np.ceil(np.maximum(n, 1.0) / WEIGHT_ONLY_TILE_N) * WEIGHT_ONLY_TILE_N
+    eta_c = dm.eta_max * _sat(float(m), dm.sat_mn) * _sat(float(k), dm.sat_k)
+    eta_c = eta_c * _sat(n_pad, dm.sat_mn)
+    peak = dm.peak("half") if compute_dtype == "half" else dm.peak(compute_dtype)
+    t_compute = g * 2.0 * m * k * n_pad / (peak * eta_c)
+    nbytes = g * (m * k * weight_bytes + (k * n + m * n) * act_bytes)
+    t = np.maximum(t_compute, nbytes / (dm.mem_bw * dm.eta_mem)) + dm.t_launch
+    return np.where((g > 0) & (n > 0), t, 0.0)
+
+
 def gemm_time(
     dm: DeviceModel,
     m: int | np.ndarray,

@@ -43,7 +43,12 @@ def report_json(sr: SearchResult) -> dict:
                 "num_nodes": sr.cluster.num_nodes,
                 "num_gpus_per_node": sr.cluster.gpus_per_node,
             },
-            "workload": {"name": sr.workload.name, "num_requests": sr.workload.num_requests},
+            "workload": {
+                "name": sr.workload.name,
+                "num_requests": sr.workload.num_requests,
+                "max_concurrency": sr.workload.max_concurrency,
+                "notes": list(sr.workload.notes),
+            },
             "engine": {
                 **engine_json(o),
                 "chunked_prefill": o.chunked_prefill,

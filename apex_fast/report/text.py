@@ -135,6 +135,7 @@ def plan_section(
     out.append("* Performance Metrics:")
     rows = [r for r in rows if r[1] != "nan"]  # e.g. TPOT of an encoder, which emits no tokens
     out.append(table(["Name", "Value", "Units"], rows))
+    out.append(benchmark_section(m, slo_ms))
     out.append("* Latency SLO Metrics:")
     out.append(f"* Batch Size: {max_batch}")
     out.append(
@@ -156,6 +157,47 @@ def plan_section(
     out.append(table(["Name", "Time (sec)", "Ratio (%)", "Source"], brow))
     out.append(energy_line(m))
     return "\n".join(out)
+
+
+def benchmark_section(m: PlanMetrics, slo_ms: tuple[float, float]) -> str:
+    """The metrics as `vllm bench serve` names and defines them (docs/metrics.md): mean,
+    median, P99 and the asked-for percentiles, in ms; throughputs and goodput."""
+    lat = [
+        ("TTFT", m.ttft_mean_s, m.ttft_percentiles_s),
+        ("TPOT", m.tpot_mean_s, m.tpot_percentiles_s),
+        ("ITL", m.itl_mean_s, m.itl_percentiles_s),
+        ("E2E latency", m.latency_mean_s, {**m.latency_percentiles_s, 99.0: m.latency_p99_s}),
+    ]
+    req_ps = [p for p in m.ttft_percentiles_s if p != 50.0]
+    tok_ps = [p for p in m.itl_percentiles_s if p != 50.0]
+    cols = sorted(set(req_ps) | set(tok_ps))
+    rows = []
+    for name, mean, ps in lat:
+        if mean is None or not math.isfinite(mean):
+            continue  # e.g. TPOT and ITL of an encoder
+        rows.append(
+            [f"{name} (ms)", _v(mean, 1e3, "{:.2f}"), _v(ps.get(50.0, math.nan), 1e3, "{:.2f}")]
+            + [_v(ps[p], 1e3, "{:.2f}") if p in ps else "" for p in cols]
+        )
+    head = ["Metric", "Mean", "Median", *[f"P{_fmt_p(p)}" for p in cols]]
+    tput = [
+        ["Successful requests", f"{m.completed_requests}", ""],
+        ["Request throughput", _v(m.throughput_requests_per_s), "req/s"],
+        ["Output token throughput", _v(m.output_tokens_per_s, fmt="{:.2f}"), "tok/s"],
+        ["Total token throughput", _v(m.total_tokens_per_s, fmt="{:.2f}"), "tok/s"],
+        [
+            f"Goodput (TTFT <= {slo_ms[0]:g} ms and TPOT <= {slo_ms[1]:g} ms)",
+            _v(m.goodput_requests_per_s),
+            "req/s",
+        ],
+    ]
+    return "\n".join(
+        [
+            "* Serving benchmark metrics (vllm bench serve definitions, docs/metrics.md):",
+            table(head, rows),
+            table(["Name", "Value", "Units"], tput),
+        ]
+    )
 
 
 def energy_line(m: PlanMetrics) -> str:

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
+from apex_fast.engines import get_engine
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
 from apex_fast.models import mla
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import kv_bytes_per_token_per_device, kv_heads_per_device
+from apex_fast.plans.memory import (
+    expert_weight_bytes,
+    kv_bytes_per_token_per_device,
+    kv_heads_per_device,
+)
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import combine, cost_model
@@ -32,6 +37,7 @@ from apex_fast.sim.step_time import (
     host_params,
     launch_counts,
     launch_time,
+    piecewise_launch_time,
 )
 from apex_fast.sim.stream import StepCosts
 
@@ -111,6 +117,8 @@ def compile_costs(
     attention_backend: str = "auto",
     host: HostParams | None = None,
     frontend_in_process: bool = False,
+    engine: str = "vllm-0.6",
+    enforce_eager: bool = False,
 ) -> CompiledCosts:
     """Step-cost tables of `plan`. For an encoder (model.arch == "encoder") attention is
     bidirectional and there is no LM head; `cross_kv_layers` adds, per encoder token, the K/V
@@ -181,8 +189,12 @@ def compile_costs(
         with np.errstate(invalid="ignore", divide="ignore"):
             n_e = np.where(p_act > 0, capacity_factor * n * k / e_all / p_act, 0.0)
         n_e = np.minimum(np.maximum(n_e, 1.0), n)
-        one = gemm(gated * width, h, n_e) + gemm(h, width, n_e)
-        ffn = experts_dev * p_act * one + gemm(e_all, h, np.ceil(n / d))  # + router
+        # the device's active experts run as one grouped GEMM per projection (fused MoE)
+        active = _zero_first(experts_dev * p_act)
+        ewb = expert_weight_bytes(model, plan.weight_dtype)
+        one = analytic.grouped_gemm_time(dm, gated * width, h, n_e, active, ewb, ab, cdt)
+        one = one + analytic.grouped_gemm_time(dm, h, width, n_e, active, ewb, ab, cdt)
+        ffn = one + gemm(e_all, h, np.ceil(n / d))  # + router
         ffn = ffn + act_quant(h, np.ceil(n / d)) + act_quant(width, np.ceil(n * k / d))
         if model.num_shared_experts:
             sw = model.num_shared_experts * model.moe_intermediate_size // d
@@ -256,8 +268,16 @@ def compile_costs(
     if backend == "xformers":
         c_attn /= XFORMERS_REL_EFFICIENCY
     prov[attn_name] = combine([prov[attn_name], cm.take()])
-    host = host or host_params()
+    host = host or host_params(engine)
     launch = launch_counts(model, plan, backend, custom_all_reduce)
+    prof = get_engine(engine)
+    piecewise = prof.graphs_prefill and not enforce_eager
+    if enforce_eager or not prof.cuda_graphs_default:
+        graph_max = 0  # every step launches its kernels
+    elif piecewise:
+        graph_max = 0  # no whole-model graph: every step replays pieces around attention
+    else:
+        graph_max = prof.max_graphed_decode_batch
     costs = StepCosts(
         tok_table=tok_table,
         seq_table=seq_table,
@@ -268,6 +288,9 @@ def compile_costs(
         # only): their GPU work cannot end before the CPU has launched every kernel
         eager_floor=launch_time(launch, host),
         host_seq=host.seq_s(frontend_in_process),
+        graph_max_seqs=graph_max,
+        piecewise_tokens=prof.graphed_prefill_max_tokens if piecewise else 0,
+        piecewise_floor=piecewise_launch_time(launch, host, backend) if piecewise else 0.0,
     )
     layers = model.num_layers
     # model FLOPs (no replicated work) and bytes moved across the replica per step

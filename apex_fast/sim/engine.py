@@ -17,7 +17,7 @@ from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
 from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
-from apex_fast.sim.workload import Workload
+from apex_fast.sim.workload import Workload, closed_loop_split
 
 if TYPE_CHECKING:
     from apex_fast.sim.speculative import SpeculativeConfig
@@ -129,6 +129,8 @@ class PlanResult:
     rejected: np.ndarray | None = None  # ids of requests that can never be served
     budget: int = 0
     clock_factor: float = 1.0  # SM clock / boost clock
+    # stream number (replica * pp + pipeline engine) of each entry of `streams`
+    stream_numbers: list[int] = field(default_factory=list)
 
 
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
@@ -164,6 +166,8 @@ def _compiled_costs(
         attention_backend=opts.attention_backend,
         host=opts.host,
         frontend_in_process=opts.frontend_in_process,
+        engine=opts.engine,
+        enforce_eager=opts.enforce_eager,
     )
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))
@@ -230,8 +234,13 @@ def simulate_plan(
     cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
+    slots = [0] * len(index)
+    if workload.max_concurrency:  # closed loop: the clients' slots spread over the streams
+        index, slots = closed_loop_split(
+            workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
+        )
     rejected: list[np.ndarray] = []
-    for ids in index:
+    for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
         res = run_stream(
@@ -241,14 +250,17 @@ def simulate_plan(
             cfg,
             compiled.costs,
             None if workload.prefix is None else workload.prefix[ids],
+            max_concurrency=conc,
         )
         streams.append(res)
         bad = ids[res.finish < 0]
         if bad.size:
             rejected.append(bad)
+    numbers = [k for k, ids in enumerate(index) if ids.size]
     index = [ids for ids in index if ids.size]
     rej = np.sort(np.concatenate(rejected)) if rejected else np.empty(0, np.int64)
     result = PlanResult(plan, mem, True, "", compiled, streams, index, rej, budget)
+    result.stream_numbers = numbers
     if opts.clock_mhz:
         result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
     if rej.size:

@@ -345,6 +345,8 @@ def apply_to_plan(
                 attention_backend=opts.attention_backend,
                 host=opts.host,
                 frontend_in_process=opts.frontend_in_process,
+                engine=opts.engine,
+                enforce_eager=opts.enforce_eager,
             )
 
         big = compile_fn(model, plan, table_sizes(spec, budget, seqs), (k + 1) * seqs)

@@ -41,7 +41,9 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step duration = host + max(gpu, eager_floor if the step holds prefill tokens else 0), with
+    """Step duration = host + max(gpu, launch floor), the floor being 0 for a decode-only batch
+    that replays a CUDA graph, piecewise_floor for a step of <= piecewise_tokens tokens and
+    eager_floor otherwise, with
     host = overhead + host_seq * n_scheduled and
     gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn*work + c_ctx*ctx (sim/step_time.py)."""
 
@@ -54,6 +56,13 @@ class StepCosts:
     eager_floor: float = 0.0
     # CPU seconds per scheduled sequence per step
     host_seq: float = 0.0
+    # decode-only batches of at most this many sequences replay a CUDA graph (no launch
+    # floor); 0 = never (eager mode)
+    graph_max_seqs: int = 1 << 62
+    # steps of at most this many tokens replay piecewise graphs (attention launched eagerly)
+    # and last at least host + piecewise_floor (vLLM V1); 0 = none
+    piecewise_tokens: int = 0
+    piecewise_floor: float = 0.0
 
 
 @dataclass
@@ -75,6 +84,8 @@ class StreamResult:
     rec_blocks: np.ndarray
     rec_sched: np.ndarray
     gap_hist: np.ndarray
+    # time each request entered the system: its arrival, or later under a concurrency limit
+    arrival: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
         # the gap histogram is mostly zeros: ship it sparse between processes
@@ -123,11 +134,14 @@ def run_stream(
     cfg: SchedulerConfig,
     costs: StepCosts,
     prefix: np.ndarray | None = None,
+    max_concurrency: int = 0,
 ) -> StreamResult:
     """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1.
 
     `prefix` (optional, per request): KV tokens present at admission that need no compute and
     that every token attends to, e.g. the cross-attention KV of an encoder-decoder model.
+    `max_concurrency` > 0: closed loop, at most that many requests in the system at once; a
+    request enters when a slot frees (first come, first served); entry times in `arrival`.
     """
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     prompt = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -136,6 +150,8 @@ def run_stream(
     prefix = (
         np.zeros(n, np.int64) if prefix is None else np.ascontiguousarray(prefix, dtype=np.int64)
     )
+    if max_concurrency < 0:
+        raise ApexError(f"max_concurrency must be >= 0, got {max_concurrency}")
     if not (prompt.size == n and output.size == n and prefix.size == n):
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
@@ -149,6 +165,7 @@ def run_stream(
         rf = np.empty((cap, 4), np.float64)
         ri = np.empty((cap, 7), np.int64)
         hist = np.zeros(GAP_BINS, np.int64)
+        entry = np.empty(n, np.float64)
         nrec = simulate_stream(
             arrival,
             prompt,
@@ -174,8 +191,13 @@ def run_stream(
             rf,
             ri,
             hist,
+            int(min(max_concurrency, n)),
+            entry,
             int(cfg.window_blocks),
             float(cfg.full_kv_fraction),
+            int(costs.graph_max_seqs),
+            int(costs.piecewise_tokens),
+            float(costs.piecewise_floor),
         )
         if nrec >= 0:
             break
@@ -196,4 +218,5 @@ def run_stream(
         rec_blocks=ri[:nrec, 5].copy(),
         rec_sched=ri[:nrec, 6].copy(),
         gap_hist=hist,
+        arrival=entry,
     )

@@ -1,12 +1,23 @@
-"""A workload: arrival times and token lengths of the requests, sorted by arrival."""
+"""A workload: arrival times and token lengths of the requests, sorted by arrival, and how the
+clients send them (open loop at the arrival times, or closed loop behind a concurrency limit).
+
+`build_workload` turns the benchmark-style options (`--request-rate`, `--burstiness`,
+`--max-concurrency`, `--length-dist`, `--random-range-ratio`, a trace file) into a Workload;
+their definitions follow `vllm bench serve` (docs/metrics.md).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from apex_fast.errors import ApexError
+
+# Largest request count a synthetic workload may hold (24 bytes per request in memory: 2.4 GB).
+MAX_SYNTHETIC_REQUESTS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -17,6 +28,12 @@ class Workload:
     name: str = "static"
     # KV tokens each request brings without compute (cross-attention over its encoder output)
     prefix: np.ndarray | None = None
+    # closed loop: at most this many requests in the system at once (0 = open loop)
+    max_concurrency: int = 0
+    # facts about how the workload was built that the report should state
+    notes: tuple[str, ...] = field(default=())
+    # a benchmark result file's own settings (request_rate, burstiness, max_concurrency)
+    bench_settings: dict | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n = self.arrival.size
@@ -44,4 +61,159 @@ def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Work
         prompt=np.full(num_requests, prompt_len, np.int64),
         output=np.full(num_requests, output_len, np.int64),
         name=f"static {num_requests} x ({prompt_len} in, {output_len} out)",
+    )
+
+
+def closed_loop_split(
+    num_requests: int, dp: int, pp: int, max_concurrency: int
+) -> tuple[list[np.ndarray], list[int]]:
+    """Requests and concurrency slots per scheduler stream (DP replica x pipeline virtual
+    engine, stream index r*pp + v) for a closed loop of `max_concurrency` clients.
+
+    The clients are spread evenly over the streams (a balanced router: each client keeps its
+    connection to one engine; with fewer clients than streams, the streams used are spread over
+    the replicas first), and request i goes to the stream of client i mod N, so every stream
+    gets requests in proportion to its clients. Approximation: a global FIFO semaphore in front
+    of a router that balances by load would move a freed slot to any engine; here a slot stays
+    with its engine.
+    """
+    streams = dp * pp
+    used = min(streams, max_concurrency)
+    order = np.array([(k % dp) * pp + (k // dp) % pp for k in range(used)], np.int64)
+    client_stream = order[np.arange(max_concurrency) % used]
+    slots = np.bincount(client_stream, minlength=streams)
+    req_stream = client_stream[np.arange(num_requests) % max_concurrency]
+    sort = np.argsort(req_stream, kind="stable")
+    bounds = np.searchsorted(req_stream[sort], np.arange(streams + 1))
+    index = [sort[bounds[s] : bounds[s + 1]] for s in range(streams)]
+    return index, [int(x) for x in slots]
+
+
+@dataclass(frozen=True)
+class WorkloadOptions:
+    """Benchmark-style workload options (names as `vllm bench serve` spells them)."""
+
+    trace_file: Path | None = None
+    num_requests: int = 1024
+    prompt_len: int = 2048
+    output_len: int = 128
+    request_rate: float | None = None  # None: the trace's own times, or all at t = 0
+    burstiness: float = 1.0
+    max_concurrency: int = 0  # 0 = no limit (open loop)
+    length_dist: str | None = None  # None = fixed, or uniform when a range ratio is given
+    random_range_ratio: float = 0.0
+    seed: int = 0
+
+
+def check_options(o: WorkloadOptions) -> None:
+    """Refuse bad values and conflicting options (one line each)."""
+    from apex_fast.tracegen import LENGTH_DISTS
+
+    if o.request_rate is not None and not (o.request_rate > 0):
+        raise ApexError(
+            f"--request-rate must be a positive number of requests/s or inf, got {o.request_rate}"
+        )
+    if not (o.burstiness > 0 and math.isfinite(o.burstiness)):
+        raise ApexError(f"--burstiness must be > 0 (1 = Poisson), got {o.burstiness}")
+    if o.max_concurrency < 0:
+        raise ApexError(f"--max-concurrency must be >= 1 (0 = no limit), got {o.max_concurrency}")
+    if not (0.0 <= o.random_range_ratio < 1.0):
+        raise ApexError(f"--random-range-ratio must be in [0, 1), got {o.random_range_ratio}")
+    if o.length_dist is not None and o.length_dist not in LENGTH_DISTS:
+        raise ApexError(
+            f"unknown --length-dist {o.length_dist!r}: use one of {', '.join(LENGTH_DISTS)}"
+        )
+    if o.random_range_ratio and o.length_dist not in (None, "uniform"):
+        raise ApexError(
+            f"--random-range-ratio applies to uniform lengths, not --length-dist {o.length_dist}"
+        )
+    if o.seed < 0:
+        raise ApexError(f"--seed must be >= 0, got {o.seed}")
+    if o.burstiness != 1.0 and (o.request_rate is None or math.isinf(o.request_rate)):
+        raise ApexError("--burstiness needs a finite --request-rate (it shapes the arrival gaps)")
+    if o.trace_file is not None:
+        if o.length_dist is not None:
+            raise ApexError("--length-dist and --trace-file both set the lengths; give one")
+        if o.random_range_ratio:
+            raise ApexError("--random-range-ratio and --trace-file both set the lengths; give one")
+    elif o.num_requests > MAX_SYNTHETIC_REQUESTS:
+        raise ApexError(
+            f"--num-requests {o.num_requests} is above the {MAX_SYNTHETIC_REQUESTS:,} requests "
+            "a synthetic workload may hold"
+        )
+
+
+def _rate_words(rate: float, burstiness: float) -> str:
+    if math.isinf(rate):
+        return "all at t = 0"
+    shape = "Poisson" if burstiness == 1.0 else f"gamma arrivals (burstiness {burstiness:g})"
+    return f"{shape} at {rate:g} req/s"
+
+
+def build_workload(o: WorkloadOptions) -> Workload:
+    """The workload the options describe (trace or synthetic lengths; trace times, synthetic
+    arrivals or a closed loop)."""
+    from apex_fast.trace_io import load_trace
+    from apex_fast.tracegen import arrivals, synthetic_lengths
+
+    check_options(o)
+    rng = np.random.default_rng(o.seed)
+    notes: list[str] = []
+    rate = o.request_rate
+    burst = o.burstiness
+    conc = o.max_concurrency
+    if o.trace_file is not None:
+        wl = load_trace(o.trace_file)
+        notes += list(wl.notes)
+        prompt, output, arrival = wl.prompt, wl.output, wl.arrival
+        n = wl.num_requests
+        meta = wl.bench_settings
+        base = wl.name
+        if meta is not None and rate is None:
+            # a benchmark result file: replay it as it was run
+            rate = meta.get("request_rate")
+            burst = meta.get("burstiness", 1.0) if o.burstiness == 1.0 else o.burstiness
+            if not conc and meta.get("max_concurrency"):
+                conc = int(meta["max_concurrency"])
+            notes.append(
+                f"{wl.name}: per-request lengths from the benchmark result; arrivals as it was "
+                f"run ({_rate_words(rate, burst)}"
+                + (f", max concurrency {conc}" if conc else "")
+                + f"), drawn with seed {o.seed}"
+            )
+        if rate is not None:
+            arrival = arrivals(n, rate, burst, rng)
+            base += f", {_rate_words(rate, burst)}"
+            if meta is None:
+                notes.append(
+                    f"the trace's arrival times are replaced by {_rate_words(rate, burst)} "
+                    f"(--request-rate, seed {o.seed}); its lengths are kept"
+                )
+    else:
+        n = o.num_requests
+        if n < 1:
+            raise ApexError(f"--num-requests must be at least 1, got {n}")
+        if o.prompt_len < 1:
+            raise ApexError(f"--prompt-len must be at least 1, got {o.prompt_len}")
+        if o.output_len < 1:
+            raise ApexError(f"--output-len must be at least 1, got {o.output_len}")
+        dist = o.length_dist or ("uniform" if o.random_range_ratio > 0 else "fixed")
+        if dist == "fixed" and rate is None and not conc:
+            return static_workload(n, o.prompt_len, o.output_len)
+        r = rate if rate is not None else math.inf
+        arrival = arrivals(n, r, burst, rng)
+        prompt, output, base = synthetic_lengths(
+            dist, n, o.prompt_len, o.output_len, o.random_range_ratio, rng
+        )
+        base = f"{base}, {_rate_words(r, burst)}"
+    if conc:
+        base += f", max concurrency {conc} (closed loop)"
+        conc = min(conc, n)  # more clients than requests: the same as one client per request
+    return Workload(
+        arrival=np.ascontiguousarray(arrival, np.float64),
+        prompt=np.ascontiguousarray(prompt, np.int64),
+        output=np.ascontiguousarray(output, np.int64),
+        name=base,
+        max_concurrency=conc,
+        notes=tuple(notes),
     )

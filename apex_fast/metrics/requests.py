@@ -1,0 +1,107 @@
+"""Per-request timelines of a simulated plan (`--requests-out FILE.parquet`) and their CDFs
+(`--plot-cdf FILE.png`). Column meanings: docs/metrics.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from apex_fast.errors import ApexError
+from apex_fast.sim.engine import PlanResult
+from apex_fast.sim.workload import Workload
+
+
+def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:
+    """One row per request, in arrival order: times in seconds from the first arrival; -1 for
+    first token and finish of a request the plan can never serve."""
+    pp = res.plan.pp
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("id", "arrival", "entry", "first", "finish", "pre", "replica", "stream")
+    }
+    for k, (s, ids) in enumerate(zip(res.streams, res.stream_index, strict=True)):
+        sid = _stream_number(res, k)
+        cols["id"].append(ids)
+        cols["arrival"].append(workload.arrival[ids])
+        cols["entry"].append(s.arrival if s.arrival is not None else workload.arrival[ids])
+        cols["first"].append(s.first_token)
+        cols["finish"].append(s.finish)
+        cols["pre"].append(s.preemptions)
+        cols["replica"].append(np.full(ids.size, sid // pp, np.int64))
+        cols["stream"].append(np.full(ids.size, sid % pp, np.int64))
+    c = {k: np.concatenate(v) for k, v in cols.items()}
+    ids = c["id"]
+    served = c["finish"] >= 0
+    out = workload.output[ids]
+    ttft = np.where(served, c["first"] - c["entry"], np.nan)
+    latency = np.where(served, c["finish"] - c["entry"], np.nan)
+    tpot = np.where(served & (out > 1), (latency - ttft) / np.maximum(out - 1, 1), np.nan)
+    df = pl.DataFrame(
+        {
+            "request": ids.astype(np.int64),
+            "arrival_s": c["arrival"],
+            "sent_s": c["entry"],
+            "first_token_s": c["first"],
+            "finish_s": c["finish"],
+            "prompt_tokens": workload.prompt[ids].astype(np.int64),
+            "output_tokens": out.astype(np.int64),
+            "replica": c["replica"],
+            "pipeline_engine": c["stream"],
+            "preemptions": c["pre"].astype(np.int64),
+            "cached_prompt_tokens": np.zeros(ids.size, np.int64),
+            "ttft_s": ttft,
+            "tpot_s": tpot,
+            "latency_s": latency,
+        }
+    )
+    return df.with_columns(
+        [pl.col(k).fill_nan(None) for k in ("ttft_s", "tpot_s", "latency_s")]
+    ).sort("request")
+
+
+def _stream_number(res: PlanResult, k: int) -> int:
+    """Stream index (replica * pp + pipeline engine) of the k-th simulated stream: streams
+    with no requests are not simulated, so count the non-empty ones of the full split."""
+    return res.stream_numbers[k] if res.stream_numbers else k
+
+
+def check_plot_available(flag: str = "--plot-cdf") -> None:
+    """Fail before the search when matplotlib (the `plot` extra) is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ApexError(
+            f"{flag} needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
+        ) from None
+
+
+def plot_cdfs(df: pl.DataFrame, path: Path, title: str) -> None:
+    """Empirical CDFs of TTFT, TPOT and end-to-end latency (one panel each)."""
+    check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (col, name) in zip(
+        axes,
+        (("ttft_s", "TTFT (ms)"), ("tpot_s", "TPOT (ms)"), ("latency_s", "End-to-end latency (s)")),
+        strict=True,
+    ):
+        v = np.sort(df[col].drop_nulls().to_numpy())
+        scale = 1.0 if col == "latency_s" else 1e3
+        if v.size:
+            ax.step(v * scale, np.arange(1, v.size + 1) / v.size, where="post")
+        ax.set_xlabel(name)
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise ApexError(f"cannot write --plot-cdf file {path}: {err.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,196 @@
+"""Replay published serving measurements (apex_fast/data/published_measurements.csv).
+
+Each row with fixed input/output lengths becomes a workload of `num_prompts` requests: Poisson
+arrivals at the row's request rate (fixed seed), all at t = 0 for an infinite rate, behind a
+closed loop of `max_concurrency` clients where the row has one (8 requests per client when the
+source gives no prompt count). The plan is the row's TP/EP on its GPU and dtypes, the engine its profile
+with defaults. Rows the tool cannot reproduce (dataset-driven lengths, fixed-concurrency clients)
+are counted and skipped with the reason. Nothing here is fitted: the errors are out-of-sample
+for every engine (vLLM 0.6's host parameters come from other runs; the other engines' are
+derived, see docs/engines.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from apex_fast.data import published_measurements
+from apex_fast.engines.options import LaunchSettings, engine_option_fields
+from apex_fast.errors import ApexError
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.hardware.devices import get_device
+from apex_fast.metrics.summary import compute_metrics
+from apex_fast.models import load_model
+from apex_fast.plans.enumerate import Pins, enumerate_plans
+from apex_fast.sim.engine import EngineOptions, simulate_plan
+from apex_fast.sim.workload import Workload
+
+SEED = 0
+# measured column -> (predicted metric attribute, scale from seconds to the column's unit)
+COMPARED = {
+    "ttft_mean_ms": ("ttft_mean_s", 1e3),
+    "ttft_median_ms": ("ttft_p50_s", 1e3),
+    "tpot_mean_ms": ("tpot_mean_s", 1e3),
+    "itl_mean_ms": ("itl_mean_s", 1e3),
+    "output_tok_s": ("throughput_tokens_per_s", 1.0),
+}
+_DTYPE = {"bf16": "half", "fp16": "half", "fp8": "float8"}
+
+
+def _base_model_id(hf_id: str) -> str:
+    """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
+    checkpoints are meta-llama's models with FP8 weights; the row's dtype says so)."""
+    if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
+        return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
+    return hf_id
+
+
+def _workload(row: dict) -> Workload | str:
+    if row["input_len"] is None or row["output_len"] is None:
+        return "lengths come from a dataset"
+    conc = int(row["max_concurrency"] or 0)
+    n = int(row["num_prompts"] or 0)
+    if conc and not n:
+        n = 8 * conc  # a closed-loop sweep without a prompt count: 8 requests per client
+    if n < 1:
+        return "number of prompts not given"
+    rate = row["request_rate"].strip().lower() if row["request_rate"] else "inf"
+    if rate in ("inf", ""):
+        arrival = np.zeros(n)
+    else:
+        rng = np.random.default_rng(SEED)
+        gaps = rng.exponential(1.0 / float(rate), n)
+        arrival = np.cumsum(gaps) - gaps[0]
+    return Workload(
+        arrival=arrival,
+        prompt=np.full(n, int(row["input_len"]), np.int64),
+        output=np.full(n, int(row["output_len"]), np.int64),
+        name=f"{int(row['input_len'])}/{int(row['output_len'])} at {rate}",
+        max_concurrency=conc,
+    )
+
+
+def replay_row(row: dict) -> dict:
+    """Prediction and errors for one published row (or the reason it is skipped)."""
+    out = {
+        "engine": row["engine_profile"],
+        "model": row["model_hf_id"],
+        "gpu": row["gpu"],
+        "tp": row["tp"],
+        "source": row["source_url"],
+    }
+    wl = _workload(row)
+    if isinstance(wl, str):
+        return {**out, "skipped": wl}
+    try:
+        model = load_model(_base_model_id(row["model_hf_id"]))
+        device = get_device(row["gpu"])
+    except ApexError:
+        return {**out, "skipped": "model or GPU not bundled"}
+    out["class"] = "MoE" if model.is_moe else "dense"
+    tp = int(row["tp"] or 1)
+    ep = int(row["ep"]) if row["ep"] else None
+    wdt = _DTYPE.get(row["weight_dtype"], "half")
+    kvdt = _DTYPE.get(row["kv_dtype"], "half")
+    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+        # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
+        # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
+        kvdt = "float8"
+    cluster = Cluster(device, 1, tp)
+    plans, _ = enumerate_plans(
+        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
+    )
+    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    if not plans:
+        return {**out, "skipped": "no plan with this TP/EP"}
+    fields = engine_option_fields(
+        LaunchSettings(engine=row["engine_profile"]),
+        device.name,
+        device.hbm_gb * 1e9 / 2**30,
+        model.max_position_embeddings or None,
+        tp,
+    )
+    opts = EngineOptions(**fields)
+    res = simulate_plan(model, cluster, plans[0], wl, opts)
+    if not res.feasible:
+        return {**out, "skipped": f"infeasible: {res.reason}"}
+    m = compute_metrics(res, wl, cluster)
+    for col, (attr, scale) in COMPARED.items():
+        meas = row[col]
+        if meas is None:
+            continue
+        pred = getattr(m, attr) * scale
+        out[f"{col}_meas"] = meas
+        out[f"{col}_pred"] = pred
+        out[f"{col}_err"] = pred / meas - 1.0
+    return out
+
+
+def replay(engine: str | None = None) -> list[dict]:
+    return [replay_row(r) for r in published_measurements(engine)]
+
+
+def per_engine_summary(rows: list[dict]) -> dict[str, dict]:
+    """Per engine and model class (dense / MoE): rows used and skipped, MAE of TTFT, of
+    TPOT/ITL and of output throughput."""
+    out: dict[str, dict] = {}
+    keys = sorted({(r["engine"], r.get("class", "not replayed")) for r in rows})
+    for eng, cls in keys:
+        rs = [r for r in rows if r["engine"] == eng and r.get("class", "not replayed") == cls]
+        used = [r for r in rs if "skipped" not in r]
+
+        def mae(cols: tuple[str, ...], used: list[dict] = used) -> tuple[float, int]:
+            errs = []
+            for r in used:
+                for c in cols:
+                    if f"{c}_err" in r:
+                        errs.append(abs(r[f"{c}_err"]))
+                        break
+            return (float(np.mean(errs)) if errs else math.nan), len(errs)
+
+        ttft, n_ttft = mae(("ttft_mean_ms", "ttft_median_ms"))
+        tpot, n_tpot = mae(("itl_mean_ms", "tpot_mean_ms"))
+        thr, n_thr = mae(("output_tok_s",))
+        reasons: dict[str, int] = {}
+        for r in rs:
+            if "skipped" in r:
+                key = r["skipped"].split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        out[f"{eng} ({cls})"] = {
+            "rows": len(rs),
+            "replayed": len(used),
+            "ttft_mae": ttft,
+            "ttft_n": n_ttft,
+            "tpot_itl_mae": tpot,
+            "tpot_itl_n": n_tpot,
+            "throughput_mae": thr,
+            "throughput_n": n_thr,
+            "skipped": reasons,
+        }
+    return out
+
+
+def render_published(summ: dict[str, dict]) -> str:
+    from apex_fast.report.text import table
+
+    def f(x: float, n: int) -> str:
+        return "-" if n == 0 else f"{100 * x:.1f}% ({n})"
+
+    body = [
+        [
+            eng,
+            str(d["rows"]),
+            str(d["replayed"]),
+            f(d["ttft_mae"], d["ttft_n"]),
+            f(d["tpot_itl_mae"], d["tpot_itl_n"]),
+            f(d["throughput_mae"], d["throughput_n"]),
+            "; ".join(f"{k} {v}" for k, v in d["skipped"].items()) or "-",
+        ]
+        for eng, d in summ.items()
+    ]
+    head = ["Engine", "Rows", "Replayed", "TTFT MAE", "ITL/TPOT MAE", "Output tok/s MAE"]
+    return "Published measurements (apex_fast/data), out of sample for every engine:\n" + table(
+        [*head, "Skipped"], body
+    )
