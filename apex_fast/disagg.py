@@ -400,10 +400,6 @@ def instance_plans(
     return out
 
 
-# Search effort: the prefill pools kept per pool size, and the decode plans tried against each
-PREFILL_KEEP_PER_SIZE = 1
-
-
 def search_disagg(
     model: ModelSpec,
     cluster: Cluster,
@@ -489,13 +485,6 @@ def search_disagg(
         raise ApexError(f"no disaggregated deployment of {model.name} is feasible ({why})")
     cands.sort(key=lambda c: goodput_key(c.metrics))
     return DisaggSearch(cands, infeasible, len(jobs) + len(djobs), latency_s)
-
-
-def aggregated_goodput(e, ttft_slo_ms: float, tpot_slo_ms: float, gpus: int) -> float:
-    """Goodput per GPU of an aggregated plan (requests meeting both SLOs / s / GPU)."""
-    m = e.metrics
-    n = m.throughput_requests_per_s * m.makespan_s
-    return m.slo_both_pct / 100.0 * n / m.makespan_s / gpus if m.makespan_s > 0 else 0.0
 
 
 # DistServe's goodput: the highest request rate at which at least this share of the requests
