@@ -154,6 +154,11 @@ def plan(
         "--disable-custom-all-reduce",
         help="Use NCCL instead of the engine's own NVLink all-reduce kernel.",
     ),
+    disable_frontend_multiprocessing: bool = typer.Option(
+        False,
+        "--disable-frontend-multiprocessing",
+        help="HTTP server in the engine's process (vLLM): its per-token work delays every step.",
+    ),
     max_model_len: int | None = typer.Option(
         None, help="Longest request (prompt + output) the engine accepts (default: the model's)."
     ),
@@ -298,6 +303,7 @@ def plan(
         engine=engine,
         enforce_eager=enforce_eager or None,
         disable_custom_all_reduce=disable_custom_all_reduce,
+        disable_frontend_multiprocessing=disable_frontend_multiprocessing,
         max_model_len=max_model_len,
         num_scheduler_steps=num_scheduler_steps,
         prefix_caching=enable_prefix_caching,

@@ -64,6 +64,7 @@ class PlanRequest:
     engine: str = "vllm-0.6"  # serving-engine profile (--engine)
     enforce_eager: bool | None = None
     disable_custom_all_reduce: bool = False
+    disable_frontend_multiprocessing: bool = False
     max_model_len: int | None = None
     num_scheduler_steps: int | None = None
     prefix_caching: bool | None = None
@@ -94,6 +95,7 @@ def launch_settings(req: PlanRequest) -> LaunchSettings:
         engine=req.engine,
         enforce_eager=req.enforce_eager,
         disable_custom_all_reduce=req.disable_custom_all_reduce,
+        disable_frontend_multiprocessing=req.disable_frontend_multiprocessing,
         max_model_len=req.max_model_len,
         num_scheduler_steps=req.num_scheduler_steps,
         prefix_caching=req.prefix_caching,

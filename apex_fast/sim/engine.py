@@ -168,6 +168,7 @@ def _compiled_costs(
         frontend_in_process=opts.frontend_in_process,
         engine=opts.engine,
         enforce_eager=opts.enforce_eager,
+        num_scheduler_steps=max(opts.num_scheduler_steps, 1),
     )
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))
