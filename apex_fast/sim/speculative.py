@@ -347,6 +347,7 @@ def apply_to_plan(
                 frontend_in_process=opts.frontend_in_process,
                 engine=opts.engine,
                 enforce_eager=opts.enforce_eager,
+                num_scheduler_steps=max(opts.num_scheduler_steps, 1),
             )
 
         big = compile_fn(model, plan, table_sizes(spec, budget, seqs), (k + 1) * seqs)
