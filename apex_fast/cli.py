@@ -201,6 +201,25 @@ def plan(
         help="Evaluate plans on a Ray cluster: an address, `auto` (the running cluster) or "
         "`local` (needs the extra: pip install -e '.[ray]').",
     ),
+    mode: str = typer.Option(
+        "agg",
+        help="Deployment: agg (every replica prefills and decodes), disagg (separate prefill "
+        "and decode pools, docs/disaggregation.md) or both (compare the best of each).",
+    ),
+    speculative_method: str | None = typer.Option(
+        None, help="Speculative decoding: draft, eagle, ngram or mtp (docs/speculative.md)."
+    ),
+    num_speculative_tokens: int = typer.Option(3, help="Draft tokens proposed per step (K)."),
+    acceptance_rate: str = typer.Option(
+        "0.7",
+        help="Acceptance rate of a draft token, or one per position (e.g. 0.8,0.6,0.4).",
+    ),
+    draft_model: str | None = typer.Option(
+        None, help="Draft model for --speculative-method draft."
+    ),
+    kv_transfer_latency: float | None = typer.Option(
+        None, help="Disaggregated: fixed latency per KV transfer in ms (default: docs)."
+    ),
     quiet: bool = typer.Option(False, help="No progress output."),
     debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
     request_rate: float | None = typer.Option(
@@ -295,6 +314,11 @@ def plan(
         plot_png=plot,
         workers=workers,
         ray_address=ray,
+        mode=mode,
+        speculative=_speculative(
+            speculative_method, num_speculative_tokens, acceptance_rate, draft_model
+        ),
+        kv_transfer_latency_ms=kv_transfer_latency,
         request_rate=request_rate,
         burstiness=burstiness,
         max_concurrency=max_concurrency,
@@ -316,6 +340,23 @@ def plan(
             raise ApexError(f"--json: cannot write {json_path}: {e.strerror or e}") from None
         if not quiet:
             typer.echo(f"JSON report written to {json_path}", err=True)
+
+
+def _speculative(method: str | None, k: int, acceptance: str, draft: str | None):
+    """The speculative-decoding settings of `plan` (None without --speculative-method)."""
+    from apex_fast.sim.speculative import SpeculativeConfig, parse_acceptance
+
+    if method is None:
+        if draft is not None:
+            raise ApexError("--draft-model needs --speculative-method draft")
+        return None
+    spec = SpeculativeConfig(method, k, parse_acceptance(acceptance), draft)
+    spec.validate()
+    if draft is not None:  # fail before the search on an unknown draft model
+        from apex_fast.models import load_model
+
+        load_model(draft)
+    return spec
 
 
 def _echo_json(records: object) -> None:

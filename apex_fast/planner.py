@@ -24,6 +24,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
+from apex_fast.sim.speculative import SpeculativeConfig
 from apex_fast.sim.workload import Workload, WorkloadOptions
 from apex_fast.sim.workload import build_workload as workload_from_options
 
@@ -74,6 +75,9 @@ class PlanRequest:
     plot_png: Path | None = None
     workers: int | None = None  # plan evaluation processes (None = automatic)
     ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
+    mode: str = "agg"  # agg | disagg | both (apex_fast.disagg)
+    speculative: SpeculativeConfig | None = None
+    kv_transfer_latency_ms: float | None = None  # disaggregated: None = the documented default
     # benchmark-style workload (vLLM bench serve names) and per-request outputs
     request_rate: float | None = None  # None: the trace's own times, or all at t = 0
     burstiness: float = 1.0
@@ -172,6 +176,7 @@ def run_plan(
         clock_mhz=clock,
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
         capacity_factor=req.capacity_factor,
+        speculative=req.speculative,
     )
     mopts = MetricOptions(
         request_percentiles=req.request_percentiles,
@@ -196,6 +201,8 @@ def run_plan(
             ray_address=req.ray_address,
         )
 
+    if req.mode != "agg":  # disaggregated prefill/decode (apex_fast.disagg)
+        return _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins)
     encoder_sr = None
     if model.arch in ("encoder", "encoder-decoder") and workload.max_concurrency:
         raise ApexError(
@@ -232,6 +239,42 @@ def run_plan(
     notes = [f"Note: {n}" for n in wl_notes] + [context_note(model, workload)]
     note = "\n".join(n for n in notes if n)
     return (f"{note}\n{text}" if note else text), sr
+
+
+def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins):
+    """`--mode disagg` (the disaggregated search alone) or `--mode both` (the aggregated report
+    followed by the comparison)."""
+    from apex_fast.disagg import MODES, plan_deployment
+    from apex_fast.report.deployment import render_deployment
+    from apex_fast.report.text import render, speculative_lines
+
+    if req.mode not in MODES:
+        raise ApexError(f"--mode must be one of {', '.join(MODES)}, got {req.mode!r}")
+    sr = run(model, workload, opts, pins) if req.mode == "both" else None
+    dep = plan_deployment(
+        req.mode,
+        model,
+        cluster,
+        workload,
+        opts,
+        mopts.ttft_slo_ms,
+        mopts.tpot_slo_ms,
+        dtypes,
+        latency_ms=req.kv_transfer_latency_ms,
+        agg_search=sr,
+    )
+    if sr is None:
+        head = [
+            f"Model: {model.name}",
+            f"Cluster: {cluster.num_nodes} node(s) x {cluster.gpus_per_node} {cluster.device.name}",
+            f"Workload: {workload.name}: {workload.num_requests} requests",
+            *speculative_lines(opts),
+        ]
+        return "\n".join([*head, render_deployment(dep)]), dep
+    _energy_cost_outputs(req, sr)
+    text = render(sr, False, req.ttft_slo_ms, req.tpot_slo_ms, opts.max_num_seqs)
+    sr.deployment = dep
+    return f"{text}\n{render_deployment(dep)}", sr
 
 
 def _request_outputs(req: PlanRequest, sr: SearchResult) -> None:

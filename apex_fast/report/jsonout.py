@@ -57,6 +57,8 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu_memory_utilization": o.gpu_memory_utilization,
             },
             "objective": sr.objective,
+            "deployment": {"mode": "agg"},
+            "speculative": None if o.speculative is None else o.speculative.to_json(),
             "op_cost_source": getattr(sr.best.result.compiled, "cost_source", "analytic"),
             "accuracy": band_json(
                 search_band(sr),
@@ -74,13 +76,23 @@ def report_json(sr: SearchResult) -> dict:
 def report_json_all(sr: SearchResult) -> dict:
     """The report; for encoder-decoder models the encoder's search sits under "encoder"."""
     data = report_json(sr)
+    if getattr(sr, "deployment", None) is not None:  # --mode both
+        from apex_fast.report.deployment import deployment_json
+
+        data["deployment"] = deployment_json(sr.deployment)
     if getattr(sr, "encoder", None) is not None:
         data["encoder"] = report_json(sr.encoder)
     return data
 
 
 def write_json(sr: SearchResult, path: str | Path) -> None:
-    data = orjson.dumps(
-        report_json_all(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-    )
+    if not isinstance(sr, SearchResult):  # --mode disagg: a disaggregated deployment only
+        from apex_fast.report.deployment import deployment_json
+
+        rec = _clean({"model": sr.model.name, "deployment": deployment_json(sr)})
+        if sr.options.speculative is not None:
+            rec["speculative"] = sr.options.speculative.to_json()
+    else:
+        rec = report_json_all(sr)
+    data = orjson.dumps(rec, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     Path(path).write_bytes(data + b"\n")

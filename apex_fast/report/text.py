@@ -259,6 +259,17 @@ def _cost_source(sr: SearchResult) -> str:
     )
 
 
+def speculative_lines(o: object) -> list[str]:
+    """One line on speculative decoding when it is on (apex_fast.sim.speculative)."""
+    spec = getattr(o, "speculative", None)
+    if spec is None:
+        return []
+    return [
+        f"Speculative decoding: {spec.describe()}; mean accepted tokens per step "
+        f"{spec.expected_tokens:.2f} (docs/speculative.md)"
+    ]
+
+
 def render(
     sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int
 ) -> str:
@@ -288,6 +299,7 @@ def render(
         f"Workload: {w.name}: {w.num_requests} requests, mean prompt {w.prompt.mean():.1f}, "
         f"mean output {w.output.mean():.1f} tokens, over {float(w.arrival[-1]):.1f} s",
         f"Engine: {engine_summary(o, sr.best.result.budget)}",
+        *speculative_lines(o),
         f"Op costs: {_cost_source(sr)}",
         f"Generated {sr.num_candidates} {stage} candidate plans: {len(sr.ranked)} feasible, "
         f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from apex_fast.sim.costs import CompiledCosts, compile_costs
 from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
 from apex_fast.sim.workload import Workload, closed_loop_split
+
+if TYPE_CHECKING:
+    from apex_fast.sim.speculative import SpeculativeConfig
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class EngineOptions:
     # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
     # steps (apex_fast.engines.options)
     unchunked_budget_floor: int = 2048
+    # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
+    speculative: SpeculativeConfig | None = None
+    # a disaggregated decode instance: requests arrive with their prompt's KV and their first
+    # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
+    decode_pool: bool = False
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -104,6 +113,8 @@ class EngineOptions:
         cf = getattr(self, "capacity_factor", 1.0)
         if not (0.0 < cf < float("inf")):
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
+        if self.speculative is not None:
+            self.speculative.validate()
 
 
 @dataclass
@@ -206,7 +217,21 @@ def simulate_plan(
         return PlanResult(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
-    compiled = _compiled_costs(model, cluster, plan, budget, opts)
+    if opts.speculative is None:
+        compiled = _compiled_costs(model, cluster, plan, budget, opts)
+    else:  # verification + proposals, one step per E tokens (docs/speculative.md)
+        from apex_fast.sim.speculative import apply_to_plan
+
+        compiled, blocks, workload = apply_to_plan(
+            model, cluster, plan, workload, opts, mem.kv_available, mem.kv_bytes_per_token, budget
+        )
+        if blocks < 1:
+            reason = "no room for the KV cache next to the speculative proposer"
+            return PlanResult(plan, mem, False, reason, budget=budget)
+    if opts.decode_pool:
+        from apex_fast.disagg import decode_pool_costs
+
+        compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
     index = stream_split(workload, plan.dp, plan.pp)
