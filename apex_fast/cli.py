@@ -30,13 +30,48 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _check_output_path(path: Path, flag: str) -> None:
-    """Fail before the search, not after it, when an output file cannot be written."""
-    if path.is_dir():
-        raise ApexError(f"{flag} {path} is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ApexError(f"{flag} {path}: folder {parent} does not exist")
+def _short_path(path: Path | str) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else text[:60] + "..." + text[-40:]
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """Fail before the search, not after it, when an output file cannot be written (folder
+    missing or not writable, name too long, a directory in its place)."""
+    import errno
+    import os
+
+    shown = _short_path(path)
+    try:
+        if path.is_dir():
+            raise ApexError(f"{flag} {shown} is a directory; give a file name")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ApexError(f"{flag} {shown}: folder {_short_path(parent)} does not exist")
+        name_max = os.pathconf(parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        if len(os.fsencode(path.name)) > name_max:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        if not os.access(parent, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        if path.exists() and not os.access(path, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise ApexError(f"{flag} {shown}: cannot write there: {e.strerror or e}") from None
+
+
+_check_output_path = check_output_path
+
+
+def check_input_dir(path: Path, flag: str) -> None:
+    """A folder the user named must exist and be a folder."""
+    shown = _short_path(path)
+    try:
+        if path.is_file():
+            raise ApexError(f"{flag} {shown} is a file; give the folder that holds the tables")
+        if not path.is_dir():
+            raise ApexError(f"{flag} {shown} does not exist")
+    except OSError as e:
+        raise ApexError(f"{flag} {shown}: {e.strerror or e}") from None
 
 
 def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
@@ -51,6 +86,55 @@ def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
                 raise ApexError(f"{flag}: percentile {part} is outside [0, 100]")
             out.append(p)
     return tuple(out)
+
+
+def _given(name: str) -> bool:
+    """Whether the user typed option `name` (a parameter name) on the command line."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
+
+
+def _check_plan_inputs(
+    json_path: Path | None,
+    pareto: Path | None,
+    plot: Path | None,
+    profile_dir: Path | None,
+    trace_file: Path | None,
+) -> None:
+    """Everything that can be checked before a search that may take a while."""
+    for path, flag in ((json_path, "--json"), (pareto, "--pareto"), (plot, "--plot")):
+        if path is not None:
+            check_output_path(path, flag)
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ApexError(
+                "--plot needs matplotlib: pip install 'apex-fast[plot]' (or pip install "
+                "matplotlib)"
+            )
+    if profile_dir is not None:
+        check_input_dir(profile_dir, "--profile-dir")
+    if trace_file is not None:
+        given = [f for f, n in _WORKLOAD_FLAGS if _given(n)]
+        if given:
+            raise ApexError(
+                f"--trace-file gives every request's lengths and arrival time; "
+                f"{', '.join(given)} would be ignored: give one or the other"
+            )
+
+
+# options that describe the workload when there is no trace file
+_WORKLOAD_FLAGS = (
+    ("--prompt-len", "prompt_len"),
+    ("--output-len", "output_len"),
+    ("--num-requests", "num_requests"),
+)
 
 
 @app.command()
@@ -159,8 +243,11 @@ def plan(
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
         if not v >= 0:  # also NaN
             raise ApexError(f"{name} must be >= 0 ms, got {v}")
-    if json_path is not None:
-        _check_output_path(json_path, "--json")
+    _check_plan_inputs(json_path, pareto, plot, profile_dir, trace_file)
+    if trace_file is None and num_requests > 0:
+        from apex_fast.limits import check_request_memory
+
+        check_request_memory(num_requests, "--num-requests")
     req = PlanRequest(
         model=model,
         num_experts=num_experts,
@@ -277,7 +364,67 @@ def _register_command_modules() -> None:
             if e.name == modname:
                 continue  # command not built yet
             raise
-        app.command(name)(mod.command)
+        cmd = mod.command
+        if name == "trace":
+            cmd = _checked_trace_command(cmd)
+        app.command(name)(cmd)
+
+
+# StartTimeOffset is an int64 of nanoseconds: a trace may span at most this many seconds
+TRACE_MAX_SPAN_S = (2**63 - 1) / 1e9
+
+
+def check_trace_args(
+    rate: float, num_requests: int, seed: int, out: Path, burstiness: float = 1.0
+) -> None:
+    """The `trace` options, checked before anything is generated or written."""
+    import math
+
+    from apex_fast.limits import (
+        BYTES_PER_GENERATED_REQUEST,
+        BYTES_PER_TRACE_LINE,
+        check_disk_space,
+        check_request_memory,
+    )
+
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ApexError(f"--rate must be a positive number of requests/s, got {rate}")
+    if not (burstiness > 0 and math.isfinite(burstiness)):
+        raise ApexError(f"--burstiness must be > 0 (1 = Poisson), got {burstiness}")
+    if num_requests < 1:
+        raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
+    if seed < 0:
+        raise ApexError(f"--seed must be a non-negative integer, got {seed}")
+    span = (num_requests - 1) / rate
+    # gamma gaps: the span exceeds its mean by many standard deviations only with a tiny
+    # probability; 2x the mean plus 10 gaps leaves room for bursty (burstiness < 1) traces
+    if 2.0 * span + 10.0 / rate > TRACE_MAX_SPAN_S:
+        raise ApexError(
+            f"--rate {rate:g} with {num_requests} requests spans about {span:.3g} s, beyond the "
+            f"{TRACE_MAX_SPAN_S:.3g} s (292 years) that nanosecond StartTimeOffset values can "
+            "hold; raise --rate"
+        )
+    check_output_path(out, "--out")
+    check_request_memory(num_requests, "--num-requests", BYTES_PER_GENERATED_REQUEST)
+    parent = str(out.parent) if str(out.parent) else "."
+    check_disk_space(float(num_requests) * BYTES_PER_TRACE_LINE, parent, "--out")
+
+
+def _checked_trace_command(cmd):  # noqa: ANN001, ANN202 - wraps a Typer command as is
+    import functools
+
+    @functools.wraps(cmd)
+    def checked(**kwargs):  # noqa: ANN003, ANN202
+        check_trace_args(
+            kwargs["rate"],
+            kwargs["num_requests"],
+            kwargs["seed"],
+            kwargs["out"],
+            kwargs.get("burstiness", 1.0),
+        )
+        return cmd(**kwargs)
+
+    return checked
 
 
 _register_command_modules()
@@ -318,23 +465,48 @@ def _is_usage_error(e: BaseException) -> bool:
     return isinstance(e, click.exceptions.ClickException)
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for a file the user named that cannot be read or written (name too long,
+    permission denied, no space left, ...)."""
+    what = f" {e.filename}" if e.filename is not None else ""
+    name = str(what)
+    if len(name) > 120:  # an over-long file name is the error; do not print all of it
+        name = name[:60] + "..." + name[-40:]
+    return f"cannot access{name}: {e.strerror or e}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
         app(args=args, standalone_mode=False)
     except ApexError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {' '.join(str(e).split()) or 'invalid input'}", err=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        # Ctrl-C (Click turns it into Abort): not a success, nothing half-written
+        typer.echo("interrupted", err=True)
         return 130
+    except MemoryError:
+        typer.echo(
+            "error: out of memory: the input is too large for this machine "
+            "(see docs/limits.md for the bounds the tool enforces)",
+            err=True,
+        )
+        return 2
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {_os_error_line(e)}", err=True)
+        return 2
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
             # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
             msg = " ".join(str(e.format_message()).split())
+            if not msg:
+                msg = "no command given; run `apex.py --help` for the commands"
             typer.echo(f"error: {msg}", err=True)
             return 2
         if debug:
