@@ -254,9 +254,12 @@ def command(
 
     if top < 1:
         raise ApexError(f"--top must be at least 1, got {top}")
+    from apex_fast.cli import check_output_path, check_slo
+
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
-        if v <= 0:
-            raise ApexError(f"{name} must be > 0 ms, got {v}")
+        check_slo(v, name, allow_zero=False)
+    if json_path is not None:
+        check_output_path(json_path, "--json")
     t0 = time.perf_counter()
     req = PlanRequest(
         model=model,

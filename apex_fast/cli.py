@@ -6,6 +6,7 @@ kernels. Errors in the input end with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -88,11 +89,25 @@ def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _given(name: str) -> bool:
-    """Whether the user typed option `name` (a parameter name) on the command line."""
-    import click
+# Longest SLO accepted, in ms (one hour): a larger value is a typing mistake, and the capacity
+# search would have to simulate traffic over many times that span to see overload.
+MAX_SLO_MS = 3_600_000.0
 
-    ctx = click.get_current_context(silent=True)
+
+def check_slo(value: float | None, flag: str, allow_zero: bool = True) -> None:
+    """An SLO in ms: a number in [0, MAX_SLO_MS] ((0, MAX_SLO_MS] for capacity)."""
+    if value is None:
+        return
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= MAX_SLO_MS):  # also NaN
+        low = ">= 0" if allow_zero else "> 0"
+        raise ApexError(
+            f"{flag} must be {low} and at most {MAX_SLO_MS:.0f} ms (one hour), got {value:g}"
+        )
+
+
+def _given(ctx: typer.Context | None, name: str) -> bool:
+    """Whether the user typed option `name` (a parameter name) on the command line."""
     if ctx is None:
         return False
     src = ctx.get_parameter_source(name)
@@ -105,6 +120,7 @@ def _check_plan_inputs(
     plot: Path | None,
     profile_dir: Path | None,
     trace_file: Path | None,
+    ctx: typer.Context | None = None,
 ) -> None:
     """Everything that can be checked before a search that may take a while."""
     for path, flag in ((json_path, "--json"), (pareto, "--pareto"), (plot, "--plot")):
@@ -121,7 +137,7 @@ def _check_plan_inputs(
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
     if trace_file is not None:
-        given = [f for f, n in _WORKLOAD_FLAGS if _given(n)]
+        given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]
         if given:
             raise ApexError(
                 f"--trace-file gives every request's lengths and arrival time; "
@@ -139,6 +155,7 @@ _WORKLOAD_FLAGS = (
 
 @app.command()
 def plan(
+    ctx: typer.Context,
     model: str = typer.Option(
         ...,
         "--model",
@@ -173,8 +190,12 @@ def plan(
     token_percentiles: list[str] = typer.Option(
         None, help="Extra time-between-tokens percentiles (50 and 95 always shown)."
     ),
-    ttft_slo: float = typer.Option(10.0, help="TTFT SLO in ms."),
-    tpot_slo: float = typer.Option(10.0, help="TPOT SLO in ms."),
+    ttft_slo: float | None = typer.Option(
+        None, help="TTFT SLO in ms; the report shows the share of requests that meet it (default: none)."
+    ),
+    tpot_slo: float | None = typer.Option(
+        None, help="TPOT SLO in ms; the report shows the share of requests that meet it (default: none)."
+    ),
     max_batch_size: int = typer.Option(
         0,
         "--max-batch-size",
@@ -241,9 +262,8 @@ def plan(
     if gpu_hour_cost < 0:
         raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {gpu_hour_cost}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
-        if not v >= 0:  # also NaN
-            raise ApexError(f"{name} must be >= 0 ms, got {v}")
-    _check_plan_inputs(json_path, pareto, plot, profile_dir, trace_file)
+        check_slo(v, name)
+    _check_plan_inputs(json_path, pareto, plot, profile_dir, trace_file, ctx)
     if trace_file is None and num_requests > 0:
         from apex_fast.limits import check_request_memory
 
@@ -266,8 +286,8 @@ def plan(
         activation_dtype=activation_dtype,
         request_percentiles=_percentiles(request_percentiles, "--request-percentiles"),
         token_percentiles=_percentiles(token_percentiles, "--token-percentiles"),
-        ttft_slo_ms=ttft_slo,
-        tpot_slo_ms=tpot_slo,
+        ttft_slo_ms=math.inf if ttft_slo is None else ttft_slo,  # inf = no SLO set
+        tpot_slo_ms=math.inf if tpot_slo is None else tpot_slo,
         tp=tp,
         pp=pp,
         dp=dp,
