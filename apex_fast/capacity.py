@@ -324,7 +324,9 @@ def command(
                 for x in caps
             ],
         }
+        from apex_fast.report.jsonout import write_atomic
+
         try:
-            json_path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+            write_atomic(json_path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         except OSError as err:
             raise ApexError(f"cannot write {json_path}: {err.strerror}") from None

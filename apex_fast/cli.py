@@ -131,8 +131,7 @@ def _check_plan_inputs(
 
         if importlib.util.find_spec("matplotlib") is None:
             raise ApexError(
-                "--plot needs matplotlib: pip install 'apex-fast[plot]' (or pip install "
-                "matplotlib)"
+                "--plot needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
             )
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
@@ -191,10 +190,12 @@ def plan(
         None, help="Extra time-between-tokens percentiles (50 and 95 always shown)."
     ),
     ttft_slo: float | None = typer.Option(
-        None, help="TTFT SLO in ms; the report shows the share of requests that meet it (default: none)."
+        None,
+        help="TTFT SLO in ms; the report shows the share of requests that meet it (default: none).",
     ),
     tpot_slo: float | None = typer.Option(
-        None, help="TPOT SLO in ms; the report shows the share of requests that meet it (default: none)."
+        None,
+        help="TPOT SLO in ms; the report shows the share of requests that meet it (default: none).",
     ),
     max_batch_size: int = typer.Option(
         0,

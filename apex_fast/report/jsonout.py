@@ -26,6 +26,7 @@ def plan_json(e: Evaluated) -> dict:
     d = {"plan": e.result.plan.to_json(), "label": e.result.plan.label}
     d.update(e.metrics.to_json())
     d["kv_blocks_per_replica"] = e.result.memory.kv_blocks_per_replica
+    d["kv_blocks_per_attention_copy"] = e.result.memory.kv_blocks_per_copy
     d["max_num_batched_tokens"] = e.result.budget
     return d
 
@@ -40,6 +41,7 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu": sr.cluster.device.name,
                 "num_nodes": sr.cluster.num_nodes,
                 "num_gpus_per_node": sr.cluster.gpus_per_node,
+                "sm_clock_mhz": o.clock_mhz or sr.cluster.device.boost_clock_mhz,
             },
             "workload": {"name": sr.workload.name, "num_requests": sr.workload.num_requests},
             "engine": {
@@ -69,4 +71,26 @@ def write_json(sr: SearchResult, path: str | Path) -> None:
     data = orjson.dumps(
         report_json_all(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
     )
-    Path(path).write_bytes(data + b"\n")
+    write_atomic(Path(path), data + b"\n")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it into place, so that an
+    interrupted run never leaves a partial report behind."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # the mode a plain open() would give
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
