@@ -21,6 +21,9 @@ app = typer.Typer(
     help="apex-fast: plan how to serve an LLM on a GPU cluster (parallelism, batching, "
     "latency, throughput, energy, SLOs).",
     pretty_exceptions_enable=False,
+    # plain Click help: option names are never cut at 80 columns, and text in square brackets
+    # (`[ray]`) is printed as written instead of being read as Rich markup
+    rich_markup_mode=None,
 )
 
 _DEBUG = {"on": False}
@@ -103,6 +106,37 @@ def check_slo(value: float | None, flag: str, allow_zero: bool = True) -> None:
         low = ">= 0" if allow_zero else "> 0"
         raise ApexError(
             f"{flag} must be {low} and at most {MAX_SLO_MS:.0f} ms (one hour), got {value:g}"
+        )
+
+
+def kernel_cache_present() -> bool:
+    """Whether Numba has a compiled copy of the batching kernel on disk (cache=True writes it
+    to __pycache__ beside the source, or under NUMBA_CACHE_DIR)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("apex_fast.kernels.batching")
+    if spec is None or spec.origin is None:
+        return True
+    src = Path(spec.origin)
+    folders = [src.parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        folders.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    for folder in folders:
+        try:
+            if any(folder.rglob(f"{src.stem}.*.nbi")):
+                return True
+        except OSError:
+            continue
+    return not os.access(src.parent, os.W_OK)  # cache elsewhere: we cannot tell
+
+
+def compile_note() -> None:
+    """Say once, on the first run, why it takes a few seconds before anything happens."""
+    if not kernel_cache_present():
+        typer.echo(
+            "note: first run: compiling the simulation kernel (about 5 s; later runs reuse it)",
+            err=True,
         )
 
 
@@ -201,7 +235,7 @@ def plan(
         0,
         "--max-batch-size",
         "--max-batch",
-        help="Seed name of --max-num-seqs (0 = engine default).",
+        help="Same as --max-num-seqs (the APEX+ name; 0 = engine default).",
     ),
     tp: int | None = typer.Option(None, help="Pin tensor parallelism."),
     pp: int | None = typer.Option(None, help="Pin pipeline stages."),
@@ -307,6 +341,8 @@ def plan(
         ray_address=ray,
     )
     show_progress = not quiet and sys.stderr.isatty()
+    if not quiet:
+        compile_note()
     text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)
     typer.echo(text)
     if json_path is not None:
@@ -500,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rv = app(args=args, standalone_mode=False)
+        if rv == 130:  # Typer turns Ctrl-C inside a command into this exit code
+            raise KeyboardInterrupt
     except ApexError as e:
         typer.echo(f"error: {' '.join(str(e).split()) or 'invalid input'}", err=True)
         return 2

@@ -84,6 +84,21 @@ def objective_key(objective: str) -> Callable[[Evaluated], tuple[float, ...]]:
     return key
 
 
+def check_capacity_factor(model: ModelSpec, cf: float) -> None:
+    """The MoE capacity factor bounds the most loaded expert's tokens at cf x the mean share
+    (n k / E); above E / k that bound exceeds every token of the step and means nothing."""
+    if not model.is_moe or not (0.0 < cf < math.inf):
+        return  # not positive: EngineOptions.validate says so
+    top = model.num_experts / max(model.topk, 1)
+    if cf > top:
+        raise ApexError(
+            f"--capacity-factor {cf:g} is above {top:g} (experts / top-k = "
+            f"{model.num_experts} / {model.topk}), where the most loaded expert would get more "
+            "than every token of a step; use a value in (0, "
+            f"{top:g}] (Switch Transformer used 1.0-1.25, GShard 2.0)"
+        )
+
+
 def search(
     model: ModelSpec,
     cluster: Cluster,
@@ -106,6 +121,7 @@ def search(
     if objective not in OBJECTIVES:
         raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     options.validate()
+    check_capacity_factor(model, options.capacity_factor)
     weight, act, kv = dtypes
     plans, skipped = enumerate_plans(
         model, cluster, pins, weight, act, kv, capacity_factor=options.capacity_factor
@@ -426,12 +442,21 @@ def simulate_plans(
 def _stop_pool(ex: ProcessPoolExecutor) -> None:
     """Cancel the queued plans and end the worker processes at once."""
     procs = list((getattr(ex, "_processes", None) or {}).values())
+    writer = getattr(getattr(ex, "_result_queue", None), "_writer", None)
     ex.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
             p.terminate()
     for p in procs:
         p.join(timeout=5)
+    # a worker ended in the middle of sending a result leaves the pool's manager thread
+    # waiting for the rest of the message; with every worker gone, closing our end of the
+    # result pipe turns that wait into end-of-file, and the thread winds the pool down
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
 
 
 def _simulate_ray(
