@@ -169,13 +169,20 @@ def _check_plan_inputs(
             )
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
-    if trace_file is not None:
+    if trace_file is not None and _is_file(trace_file):  # a missing trace is said first
         given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]
         if given:
             raise ApexError(
                 f"--trace-file gives every request's lengths and arrival time; "
                 f"{', '.join(given)} would be ignored: give one or the other"
             )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 # options that describe the workload when there is no trace file

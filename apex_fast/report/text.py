@@ -97,7 +97,7 @@ def plan_section(
         if copies > 1:
             stats.append(
                 [
-                    "KV cache capacity per attention copy (tokens; one sequence's limit)",
+                    "KV cache capacity per attention copy (tokens)",
                     f"{m.kv_tokens_per_copy}",
                 ]
             )
