@@ -170,12 +170,28 @@ def _check_plan_inputs(
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
     if trace_file is not None and _is_file(trace_file):  # a missing trace is said first
+        _check_no_bom(trace_file, "--trace-file")
         given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]
         if given:
             raise ApexError(
                 f"--trace-file gives every request's lengths and arrival time; "
                 f"{', '.join(given)} would be ignored: give one or the other"
             )
+
+
+def _check_no_bom(path: Path, flag: str) -> None:
+    """A UTF-8 byte order mark (some Windows editors add one) is named as such, instead of the
+    first line being reported as not valid JSON or a CSV header as lacking its columns."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # the trace loader reports unreadable files
+    if head.startswith(b"\xef\xbb\xbf") or head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ApexError(
+            f"{flag} {_short_path(path)} starts with a byte order mark (BOM); save it as UTF-8 "
+            "without a BOM"
+        )
 
 
 def _is_file(path: Path) -> bool:
