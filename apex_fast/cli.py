@@ -322,10 +322,16 @@ def plan(
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
         check_slo(v, name)
     _check_plan_inputs(json_path, pareto, plot, profile_dir, trace_file, ctx)
-    if trace_file is None and num_requests > 0:
-        from apex_fast.limits import check_request_memory
+    from apex_fast.limits import check_cluster_size, check_request_memory, static_request_bytes
 
-        check_request_memory(num_requests, "--num-requests")
+    check_cluster_size(num_nodes, num_gpus_per_node)
+    if trace_file is None and num_requests > 0:
+        chunk = (max_num_batched_tokens or 2048) if chunked_prefill else max(prompt_len, 1)
+        per_request = static_request_bytes(prompt_len, chunk)
+        flag = "--num-requests"
+        if chunked_prefill and prompt_len > chunk:
+            flag = f"--prompt-len {prompt_len:,} (prefilled {chunk} tokens a step) with {flag}"
+        check_request_memory(num_requests, flag, per_request)
     req = PlanRequest(
         model=model,
         num_experts=num_experts,

@@ -50,10 +50,11 @@ def check_request_memory(
     avail = available_memory_bytes()
     if need > MEMORY_FRACTION * avail:
         most = int(MEMORY_FRACTION * avail // bytes_per_request)
+        fit = f"at most about {most:,} requests fit" if most else "not even one request fits"
         raise ApexError(
             f"{flag} {num_requests:,} would need about {_gib(need)} of memory "
-            f"({bytes_per_request} B per request), more than the {_gib(avail)} available "
-            f"here; at most about {most:,} requests fit"
+            f"({bytes_per_request:,} B per request), more than the {_gib(avail)} available "
+            f"here; {fit}"
         )
 
 
@@ -70,3 +71,50 @@ def check_disk_space(num_bytes: float, folder: str, flag: str) -> None:
             f"{flag} would write about {_gib(num_bytes)}, more than the {_gib(free)} free on "
             f"that disk"
         )
+
+
+# Largest cluster planned: the plan space grows with the divisors of the GPU count and the
+# data-parallel degrees; 8192 nodes x 8 GPUs enumerate and simulate in about 11 s on one core,
+# 1M GPUs in about 50 s (measured on this project's CI machine).
+MAX_GPUS = 65_536
+MAX_GPUS_PER_NODE = 1024
+# Largest token budget of one step (--max-num-batched-tokens; without chunked prefill, the
+# longest request): the step-cost tables hold one float64 per token count for every operator
+# (about 16 tables), 1M tokens = about 128 MiB.
+MAX_STEP_TOKENS = 1 << 20
+# Step records per request: a prompt is prefilled in chunks of the step budget, one record each
+BYTES_PER_STEP_RECORD = 88  # 4 float64 + 7 int64
+
+
+def check_cluster_size(num_nodes: int, gpus_per_node: int) -> None:
+    if gpus_per_node > MAX_GPUS_PER_NODE:
+        raise ApexError(
+            f"--num-gpus-per-node {gpus_per_node} is above the {MAX_GPUS_PER_NODE} GPUs per node "
+            "the planner accepts"
+        )
+    if num_nodes >= 1 and gpus_per_node >= 1 and num_nodes * gpus_per_node > MAX_GPUS:
+        raise ApexError(
+            f"{num_nodes} nodes x {gpus_per_node} GPUs = {num_nodes * gpus_per_node:,} GPUs is "
+            f"above the {MAX_GPUS:,} GPUs the planner enumerates in reasonable time"
+        )
+
+
+def check_step_tokens(budget: int, chunked: bool) -> None:
+    if budget > MAX_STEP_TOKENS:
+        why = (
+            "--max-num-batched-tokens"
+            if chunked
+            else "without chunked prefill a step holds a whole request, here"
+        )
+        raise ApexError(
+            f"a step of {budget:,} tokens ({why}) is above the {MAX_STEP_TOKENS:,}-token bound "
+            "on one step's token budget; "
+            + ("give a smaller value" if chunked else "use --chunked-prefill or shorter requests")
+        )
+
+
+def static_request_bytes(prompt_len: int, chunk: int) -> int:
+    """Estimated simulation memory of one request of `prompt_len` tokens prefilled in chunks
+    of `chunk` tokens (one step record per chunk)."""
+    chunks = -(-max(prompt_len, 0) // max(chunk, 1))
+    return BYTES_PER_SIMULATED_REQUEST + BYTES_PER_STEP_RECORD * chunks

@@ -15,6 +15,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.limits import check_step_tokens
 from apex_fast.metrics.summary import PlanMetrics, compute_metrics
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
@@ -121,6 +122,7 @@ def search(
     if objective not in OBJECTIVES:
         raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     options.validate()
+    check_step_tokens(options.budget(workload), options.chunked_prefill)
     check_capacity_factor(model, options.capacity_factor)
     weight, act, kv = dtypes
     plans, skipped = enumerate_plans(
