@@ -317,7 +317,7 @@ def plan(
     if max_num_seqs is not None and max_batch_size and max_num_seqs != max_batch_size:
         raise ApexError("--max-num-seqs and --max-batch-size disagree; give one")
     seqs = max_num_seqs if max_num_seqs is not None else (max_batch_size or None)
-    if gpu_hour_cost < 0:
+    if not (0 <= gpu_hour_cost < math.inf):  # also NaN
         raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {gpu_hour_cost}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
         check_slo(v, name)

@@ -78,8 +78,19 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename it into place, so that an
     interrupted run never leaves a partial report behind."""
     import os
+    import stat
     import tempfile
 
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # a device (/dev/stdout, /dev/full), a pipe or a symlink: write through it as given,
+        # never replace it with a file
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
     try:
         mask = os.umask(0)
