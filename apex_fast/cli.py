@@ -563,6 +563,8 @@ def _os_error_line(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
+    if not args:
+        args = ["--help"]  # no arguments at all: the help is the answer (exit 0)
     debug = "--debug" in args
     try:
         rv = app(args=args, standalone_mode=False)
@@ -593,9 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         if _is_usage_error(e):
             # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
             msg = " ".join(str(e.format_message()).split())
-            if not msg:
-                msg = "no command given; run `apex.py --help` for the commands"
-            typer.echo(f"error: {msg}", err=True)
+            typer.echo(f"error: {msg or 'incomplete command; see --help'}", err=True)
             return 2
         if debug:
             traceback.print_exc()
