@@ -325,6 +325,15 @@ def plan(
     from apex_fast.limits import check_cluster_size, check_request_memory, static_request_bytes
 
     check_cluster_size(num_nodes, num_gpus_per_node)
+    if trace_file is None:
+        from apex_fast.trace_io import MAX_TOKENS
+
+        for flag, v in (("--prompt-len", prompt_len), ("--output-len", output_len)):
+            if v > MAX_TOKENS:
+                raise ApexError(
+                    f"{flag} {v:,} is above {MAX_TOKENS:,} tokens, the bound on one request "
+                    "(as for trace files)"
+                )
     if trace_file is None and num_requests > 0:
         chunk = (max_num_batched_tokens or 2048) if chunked_prefill else max(prompt_len, 1)
         per_request = static_request_bytes(prompt_len, chunk)
