@@ -104,6 +104,11 @@ def test_sigint_during_capacity(tmp_path: Path) -> None:
         "traces/lmsys_r2_n300.jsonl",
         "--top",
         "1",
+        # generous SLOs: the rate search runs for a while (about 20 s) before the signal ends it
+        "--ttft-slo",
+        "3600000",
+        "--tpot-slo",
+        "3600000",
         "--json",
         str(out_json),
     ]
