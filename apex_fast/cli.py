@@ -63,9 +63,6 @@ def check_output_path(path: Path, flag: str) -> None:
         raise ApexError(f"{flag} {shown}: cannot write there: {e.strerror or e}") from None
 
 
-_check_output_path = check_output_path
-
-
 def check_input_dir(path: Path, flag: str) -> None:
     """A folder the user named must exist and be a folder."""
     shown = _short_path(path)
@@ -437,7 +434,7 @@ def gpus() -> None:
         )
     typer.echo(
         table(
-            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
+            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GiB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
             rows,
         )
     )
