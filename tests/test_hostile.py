@@ -655,3 +655,30 @@ def test_help_names_every_option_in_full_at_80_columns(capsys, monkeypatch) -> N
         assert flag in out
     assert "'.[ray]'" in out  # not eaten as markup
     assert "Seed name" not in out
+
+
+# ------------------------------------------------------------------------ paths the OS refuses
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*PLAN, *STATIC, "--json", "a\x00b.json"],
+        [*PLAN, *STATIC, "--pareto", "a\x00b.csv"],
+        [*PLAN, *STATIC, "--profile-dir", "a\x00b"],
+        [*PLAN, "--trace-file", "a\x00b.jsonl"],
+        ["plan", "--model", "a\x00b", "--num-gpus", "1", *STATIC],
+        ["trace", "--kind", "lmsys", "--rate", "1", "--num-requests", "2", "--out", "a\x00b"],
+        [*CAP, "--trace-file", "a\x00b.jsonl"],
+    ],
+)
+def test_nul_byte_in_a_path(capsys, args: list[str]) -> None:
+    code, out, err = run(capsys, args)
+    check(code, out, err, ERR)
+
+
+def test_profile_out_under_a_file(capsys, tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for out_dir in (f, f / "sub"):
+        args = ["profile", "--backend", "cpu", "--out", str(out_dir), "--quick"]
+        code, out, err = run(capsys, args)
+        check(code, out, err, ERR, "Not a directory")
