@@ -166,8 +166,8 @@ def _check_plan_inputs(
             )
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
-    if trace_file is not None and _is_file(trace_file):  # a missing trace is said first
-        _check_no_bom(trace_file, "--trace-file")
+    if trace_file is not None and is_file(trace_file):  # a missing trace is said first
+        check_no_bom(trace_file, "--trace-file")
         given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]
         if given:
             raise ApexError(
@@ -176,7 +176,7 @@ def _check_plan_inputs(
             )
 
 
-def _check_no_bom(path: Path, flag: str) -> None:
+def check_no_bom(path: Path, flag: str) -> None:
     """A UTF-8 byte order mark (some Windows editors add one) is named as such, instead of the
     first line being reported as not valid JSON or a CSV header as lacking its columns."""
     try:
@@ -191,7 +191,7 @@ def _check_no_bom(path: Path, flag: str) -> None:
         )
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except OSError:
