@@ -258,10 +258,17 @@ def command(
 
     if top < 1:
         raise ApexError(f"--top must be at least 1, got {top}")
-    from apex_fast.cli import check_no_bom, check_output_path, check_slo, is_file
+    from apex_fast.cli import (
+        check_input_file,
+        check_no_bom,
+        check_output_path,
+        check_slo,
+        is_file,
+    )
     from apex_fast.limits import check_cluster_size
 
     check_cluster_size(num_nodes, num_gpus_per_node)
+    check_input_file(trace_file, "--trace-file")
     if is_file(trace_file):
         check_no_bom(trace_file, "--trace-file")
 

@@ -63,6 +63,17 @@ def check_output_path(path: Path, flag: str) -> None:
         raise ApexError(f"{flag} {shown}: cannot write there: {e.strerror or e}") from None
 
 
+def check_input_file(path: Path, flag: str) -> None:
+    """A file name the operating system refuses (too long, a file in place of a folder on the
+    way, no permission) is said with the flag; a missing file is left to its loader."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ApexError(f"{flag} {_short_path(path)}: {e.strerror or e}") from None
+
+
 def check_input_dir(path: Path, flag: str) -> None:
     """A folder the user named must exist and be a folder."""
     shown = _short_path(path)
@@ -166,6 +177,8 @@ def _check_plan_inputs(
             )
     if profile_dir is not None:
         check_input_dir(profile_dir, "--profile-dir")
+    if trace_file is not None:
+        check_input_file(trace_file, "--trace-file")
     if trace_file is not None and is_file(trace_file):  # a missing trace is said first
         check_no_bom(trace_file, "--trace-file")
         given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]

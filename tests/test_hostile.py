@@ -410,12 +410,24 @@ def test_bad_csv_trace(capsys, tmp_path: Path, body: bytes | str, needle: str) -
 
 
 @pytest.mark.parametrize(
-    "path",
-    ["/nonexistent/trace.jsonl", "/tmp", "/dev/null", "x" * 5000 + ".jsonl"],
+    ("path", "needle"),
+    [
+        ("/nonexistent/trace.jsonl", "does not exist"),
+        ("/tmp", ""),
+        ("/dev/null", ""),
+        ("x" * 5000 + ".jsonl", "--trace-file"),
+        ("/tmp/" + "x" * 300 + ".jsonl", "File name too long"),
+    ],
 )
-def test_trace_path_not_a_trace(capsys, path: str) -> None:
+def test_trace_path_not_a_trace(capsys, path: str, needle: str) -> None:
     code, out, err = run(capsys, [*PLAN, "--trace-file", path])
-    check(code, out, err, ERR)
+    check(code, out, err, ERR, needle)
+
+
+def test_trace_path_through_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    code, out, err = run(capsys, [*PLAN, "--trace-file", str(tmp_path / "afile" / "t.jsonl")])
+    check(code, out, err, ERR, "Not a directory")
 
 
 @pytest.mark.parametrize("flag", ["--prompt-len", "--output-len", "--num-requests"])
