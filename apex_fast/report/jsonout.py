@@ -28,6 +28,7 @@ def plan_json(e: Evaluated) -> dict:
     d = {"plan": e.result.plan.to_json(), "label": e.result.plan.label}
     d.update(e.metrics.to_json())
     d["kv_blocks_per_replica"] = e.result.memory.kv_blocks_per_replica
+    d["kv_blocks_per_attention_copy"] = e.result.memory.kv_blocks_per_copy
     d["max_num_batched_tokens"] = e.result.budget
     return d
 
@@ -42,6 +43,7 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu": sr.cluster.device.name,
                 "num_nodes": sr.cluster.num_nodes,
                 "num_gpus_per_node": sr.cluster.gpus_per_node,
+                "sm_clock_mhz": o.clock_mhz or sr.cluster.device.boost_clock_mhz,
             },
             "workload": {
                 "name": sr.workload.name,
@@ -95,4 +97,37 @@ def write_json(sr: SearchResult, path: str | Path) -> None:
     else:
         rec = report_json_all(sr)
     data = orjson.dumps(rec, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    Path(path).write_bytes(data + b"\n")
+    write_atomic(Path(path), data + b"\n")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it into place, so that an
+    interrupted run never leaves a partial report behind."""
+    import os
+    import stat
+    import tempfile
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # a device (/dev/stdout, /dev/full), a pipe or a symlink: write through it as given,
+        # never replace it with a file
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # the mode a plain open() would give
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -11,7 +11,7 @@ import numpy as np
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import MemoryReport, memory_report
+from apex_fast.plans.memory import MemoryReport, copy_seq_blocks, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
@@ -133,6 +133,24 @@ class PlanResult:
     stream_numbers: list[int] = field(default_factory=list)
 
 
+def _reject_beyond_copy(
+    workload: Workload, index: list[np.ndarray], mem: MemoryReport, pp: int, block_size: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Take out of every stream the requests whose full KV cache (prefix + prompt + output)
+    exceeds one attention copy's blocks; they are what the kernel would reject once their KV
+    outgrew the copy (its own rejection test, applied to the copy instead of the pool)."""
+    limit = copy_seq_blocks(mem, pp, ep.WATERMARK_FRACTION)
+    need = workload.prompt + workload.output
+    if workload.prefix is not None:
+        need = need + workload.prefix
+    blocks = -(-need // block_size)
+    bad = np.flatnonzero(blocks > limit)
+    if bad.size == 0:
+        return index, bad
+    keep = blocks <= limit
+    return [ids[keep[ids]] for ids in index], bad
+
+
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
     """Round-robin over DP replicas, then over the pipeline virtual engines of each replica."""
     ids = np.arange(workload.num_requests)
@@ -241,6 +259,13 @@ def simulate_plan(
             workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
         )
     rejected: list[np.ndarray] = []
+    too_long = np.empty(0, np.int64)
+    if plan.attn_replicas > 1:
+        # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
+        # outgrows one copy can never be served (the kernel pools the copies' blocks)
+        index, too_long = _reject_beyond_copy(workload, index, mem, plan.pp, opts.block_size)
+        if too_long.size:
+            rejected.append(too_long)
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
@@ -264,7 +289,18 @@ def simulate_plan(
     result.stream_numbers = numbers
     if opts.clock_mhz:
         result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
-    if rej.size:
+    if too_long.size:
+        copy_tok = copy_seq_blocks(mem, plan.pp, ep.WATERMARK_FRACTION) * opts.block_size
+        ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
+        total = int(np.max(workload.prompt[rej] + workload.output[rej]))
+        result.feasible = False
+        result.reason = (
+            f"{rej.size} request(s) (#{ids}; numbered from 0 in arrival order) have prompts plus "
+            f"outputs up to {total} tokens, beyond the KV capacity of one attention copy of this "
+            f"plan ({copy_tok} KV tokens per copy and stream; a sequence's KV cache must fit in "
+            "the copy that serves it)"
+        )
+    elif rej.size:
         longest = int(np.max(workload.prompt[rej]))
         cap_tokens = (blocks - cfg.watermark) * opts.block_size
         why = "KV capacity" if opts.chunked_prefill or longest <= budget else "token budget"

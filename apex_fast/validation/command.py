@@ -146,9 +146,9 @@ def command(
     in-sample and leave-one-family-out errors; then the published measurements of every
     engine (out of sample)."""
     if json_path is not None:
-        from apex_fast.cli import _check_output_path
+        from apex_fast.cli import check_output_path
 
-        _check_output_path(json_path, "--json")
+        check_output_path(json_path, "--json")
     if reference_dir is not None:
         if not reference_dir.exists():
             raise ApexError(f"reference folder {reference_dir} does not exist")
