@@ -41,9 +41,12 @@ _DTYPE = {"bf16": "half", "fp16": "half", "fp8": "float8"}
 
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
-    checkpoints are meta-llama's models with FP8 weights; the row's dtype says so)."""
+    checkpoints are meta-llama's models with FP8 weights, Qwen's '-FP8' checkpoints its own
+    models; the row's dtype says so)."""
     if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
         return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
+    if hf_id.startswith("Qwen/") and hf_id.endswith("-FP8"):
+        return hf_id[: -len("-FP8")]
     return hf_id
 
 
