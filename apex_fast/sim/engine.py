@@ -163,24 +163,27 @@ _COST_CACHE: dict[tuple, CompiledCosts] = {}
 _COST_CACHE_MAX = 64
 
 
-def _compiled_costs(
-    model: ModelSpec, cluster: Cluster, plan: Plan, budget: int, opts: EngineOptions
+def costs_for_options(
+    model: ModelSpec,
+    cluster: Cluster,
+    plan: Plan,
+    max_tokens: int,
+    max_seqs: int,
+    opts: EngineOptions,
+    cross_kv_layers: int | None = None,
 ) -> CompiledCosts:
-    key = (model, cluster, dataclasses.replace(plan, dp=1), budget, opts)
-    hit = _COST_CACHE.get(key)
-    if hit is not None:
-        return hit
-    compiled = compile_costs(
+    """compile_costs with the engine settings of `opts` (the one place that maps them)."""
+    return compile_costs(
         model,
         cluster,
         plan,
-        budget,
-        opts.max_num_seqs,
+        max_tokens,
+        max_seqs,
         clock_mhz=opts.clock_mhz,
         custom_all_reduce=opts.custom_all_reduce,
         profile_dir=opts.profile_dir,
         capacity_factor=opts.capacity_factor,
-        cross_kv_layers=opts.cross_kv_layers,
+        cross_kv_layers=opts.cross_kv_layers if cross_kv_layers is None else cross_kv_layers,
         attention_backend=opts.attention_backend,
         host=opts.host,
         frontend_in_process=opts.frontend_in_process,
@@ -188,6 +191,16 @@ def _compiled_costs(
         enforce_eager=opts.enforce_eager,
         num_scheduler_steps=max(opts.num_scheduler_steps, 1),
     )
+
+
+def _compiled_costs(
+    model: ModelSpec, cluster: Cluster, plan: Plan, budget: int, opts: EngineOptions
+) -> CompiledCosts:
+    key = (model, cluster, dataclasses.replace(plan, dp=1), budget, opts)
+    hit = _COST_CACHE.get(key)
+    if hit is not None:
+        return hit
+    compiled = costs_for_options(model, cluster, plan, budget, opts.max_num_seqs, opts)
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))
     _COST_CACHE[key] = compiled

@@ -322,7 +322,7 @@ def apply_to_plan(
 ):
     """(compiled costs, KV blocks per replica, simulated workload) of `plan` with speculative
     decoding `opts.speculative` (an EngineOptions)."""
-    from apex_fast.sim.costs import compile_costs
+    from apex_fast.sim.engine import costs_for_options
 
     spec: SpeculativeConfig = opts.speculative
     seqs = opts.max_num_seqs
@@ -332,23 +332,7 @@ def apply_to_plan(
     if hit is None:
 
         def compile_fn(m: ModelSpec, p: Plan, max_tokens: int, max_seqs: int):
-            return compile_costs(
-                m,
-                cluster,
-                p,
-                max_tokens,
-                max_seqs,
-                clock_mhz=opts.clock_mhz,
-                custom_all_reduce=opts.custom_all_reduce,
-                profile_dir=opts.profile_dir,
-                capacity_factor=opts.capacity_factor,
-                attention_backend=opts.attention_backend,
-                host=opts.host,
-                frontend_in_process=opts.frontend_in_process,
-                engine=opts.engine,
-                enforce_eager=opts.enforce_eager,
-                num_scheduler_steps=max(opts.num_scheduler_steps, 1),
-            )
+            return costs_for_options(m, cluster, p, max_tokens, max_seqs, opts, cross_kv_layers=0)
 
         big = compile_fn(model, plan, table_sizes(spec, budget, seqs), (k + 1) * seqs)
         prop = proposer(spec, model, cluster, plan, big.costs, seqs, compile_fn)
