@@ -110,7 +110,8 @@ VLLM_06 = EngineProfile(
         "--scheduler-delay-factor",
         "multi-step scheduling: the flag is accepted and recorded; the step-time model, not "
         "the scheduler, accounts for it",
-        "prefix caching: the flag is accepted and recorded; the cache is not simulated",
+        "prefix caching: simulated as vLLM V1's block pool (hashed full prompt blocks, LRU "
+        "free queue); V0's evictor orders evictions by last access instead",
     ),
     kernel_mode_note=(
         "chunked prefill off -> kernel prefill-first mode (exact rule); on -> chunked-mixed "

@@ -17,6 +17,7 @@ from apex_fast.hardware.devices import peak_flops
 from apex_fast.metrics.energy import step_power_w
 from apex_fast.plans.memory import GIB
 from apex_fast.sim.engine import PlanResult
+from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
 from apex_fast.sim.workload import Workload
 
@@ -78,6 +79,12 @@ class PlanMetrics:
     ttft_percentiles_s: dict[float, float] = field(default_factory=dict)
     tpot_percentiles_s: dict[float, float] = field(default_factory=dict)
     itl_percentiles_s: dict[float, float] = field(default_factory=dict)
+    # automatic prefix caching (docs/metrics.md): prompt tokens found cached at admission over
+    # all prompt tokens of the served requests, and their number; prefix_cache = "on", "off"
+    # or "on, <why it is not simulated>"
+    prefix_cache: str = "off"
+    prefix_cache_hit_rate: float = 0.0
+    cached_prompt_tokens: int = 0
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "breakdown"}
@@ -338,7 +345,19 @@ def compute_metrics(
         ttft_percentiles_s=bench["ttft"],
         tpot_percentiles_s=bench["tpot"],
         itl_percentiles_s=itl,
+        **_prefix_cache_metrics(res, workload),
     )
+
+
+def _prefix_cache_metrics(res: PlanResult, workload: Workload) -> dict:
+    if not res.prefix_cache_on:
+        note = res.prefix_cache_note
+        return {"prefix_cache": f"on, {note}" if note else "off"}
+    ids = np.concatenate(res.stream_index)
+    cached = np.concatenate([s.cached for s in res.streams])
+    served = np.concatenate([s.finish for s in res.streams]) >= 0
+    rate, tokens = cache_stats(cached, workload.prompt[ids], served)
+    return {"prefix_cache": "on", "prefix_cache_hit_rate": rate, "cached_prompt_tokens": tokens}
 
 
 def _f(v: object) -> float:

@@ -1,0 +1,98 @@
+"""Prefix caching outside the kernel: the engine's block keys from a workload's prompt hashes,
+and the data-parallel routers (docs/scheduler.md, "Prefix cache").
+
+A workload's `hash_ids` give one id per prompt block of `hash_block` tokens (Mooncake: 512), an
+id naming the prompt prefix that ends with its block. The engine caches blocks of its own size
+`bs`: its block j holds tokens [j*bs, (j+1)*bs) and is identified by the prefix that ends with it,
+i.e. by the hash block holding its last token e - 1 (e = (j+1)*bs) and the offset of that token
+in it: key = hash_ids[(e-1) // H] * H + (e-1) % H. Two requests with the same id at that
+position have the same tokens up to the end of that hash block, hence up to e. Only full engine
+blocks inside the prompt that some id covers get a key (vLLM caches full blocks only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apex_fast.errors import ApexError
+from apex_fast.sim.workload import Workload
+
+ROUTERS = ("round-robin", "prefix")
+
+
+def prefix_cache_blocker(workload: Workload, window_blocks: int) -> str:
+    """Why prefix caching cannot be simulated for this workload and model ("" if it can)."""
+    if workload.prefix is not None:
+        return "not simulated for encoder-decoder models (cross-attention KV per request)"
+    if window_blocks > 0:
+        return "not simulated for sliding-window attention (per-layer block groups)"
+    return ""
+
+
+def block_keys(workload: Workload, ids: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, offsets) of the requests `ids` for run_stream: request ids[i] has the keys
+    keys[offsets[i]:offsets[i+1]] for its first full prompt blocks (module docstring)."""
+    n = ids.size
+    if not workload.has_hash_ids:
+        return np.zeros(0, np.int64), np.zeros(n + 1, np.int64)
+    H = int(workload.hash_block)
+    bs = int(block_size)
+    hoff = workload.hash_offsets
+    start = hoff[ids]
+    m = hoff[ids + 1] - start  # hash ids per request
+    nk = np.minimum(workload.prompt[ids] // bs, m * H // bs)
+    off = np.zeros(n + 1, np.int64)
+    np.cumsum(nk, out=off[1:])
+    j = np.arange(off[-1], dtype=np.int64) - np.repeat(off[:-1], nk)
+    last = (j + 1) * bs - 1  # last token of engine block j
+    hid = workload.hash_ids[np.repeat(start, nk) + last // H]
+    return hid * H + last % H, off
+
+
+def prefix_split(workload: Workload, dp: int, pp: int, block_size: int) -> list[np.ndarray]:
+    """Prefix-aware routing over the dp x pp scheduler streams (each has its own cache): a
+    request goes to the stream that already holds the longest run of its leading block keys,
+    ties (including no hit anywhere) to the stream with the fewest requests so far, then the
+    lowest number. The router's view of a cache is every block key it has sent there (no
+    eviction): an approximation of a router that tracks each engine's cached prefixes (vLLM
+    production stack / SGLang router), made before the simulation, not from its state."""
+    n = workload.num_requests
+    streams = dp * pp
+    if streams == 1:
+        return [np.arange(n)]
+    keys, off = block_keys(workload, np.arange(n), block_size)
+    seen: list[set[int]] = [set() for _ in range(streams)]
+    load = np.zeros(streams, np.int64)
+    where = np.empty(n, np.int64)
+    kl = keys.tolist()
+    for i in range(n):
+        mine = kl[off[i] : off[i + 1]]
+        best, best_len = 0, -1
+        for s in range(streams):
+            h = 0
+            cache = seen[s]
+            for k in mine:
+                if k not in cache:
+                    break
+                h += 1
+            if h > best_len or (h == best_len and load[s] < load[best]):
+                best, best_len = s, h
+        where[i] = best
+        load[best] += 1
+        seen[best].update(mine)
+    order = np.argsort(where, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(streams + 1))
+    return [order[bounds[s] : bounds[s + 1]] for s in range(streams)]
+
+
+def check_router(router: str) -> None:
+    if router not in ROUTERS:
+        raise ApexError(f"unknown --router {router!r}: use one of {', '.join(ROUTERS)}")
+
+
+def cache_stats(cached: np.ndarray, prompt: np.ndarray, served: np.ndarray) -> tuple[float, int]:
+    """(hit rate, cached prompt tokens) over the served requests: the prompt tokens found in
+    the cache at each request's first admission over all their prompt tokens."""
+    tot = int(prompt[served].sum())
+    hit = int(cached[served].sum())
+    return (hit / tot if tot else 0.0), hit
