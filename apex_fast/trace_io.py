@@ -45,7 +45,8 @@ MAX_JSON_BYTES = 1 << 30  # 1 GiB: a benchmark result with every generated text 
 _FIELDS = ("StartTimeOffset", "ContextTokens", "GeneratedTokens")
 _MOONCAKE = ("timestamp", "input_length", "output_length")
 MOONCAKE_HASH_BLOCK = 512  # tokens per Mooncake hash id (kvcache-ai/Mooncake trace README)
-MAX_HASH_ID = 1 << 40  # ids are kept below this so that id x block offset fits in an int64
+MAX_HASH_ID = 1 << 40  # ids are kept below this so that id x block size fits in an int64
+MAX_HASH_BLOCK = 1 << 20  # tokens per hash id, at most
 
 
 class _Grow:
@@ -153,8 +154,11 @@ def _hash_ids(obj: dict, where: str, g: _Grow) -> list[int]:
             f"{str(h)[:60]}"
         )
     bsz = obj.get("hash_block_size", MOONCAKE_HASH_BLOCK)
-    if type(bsz) is not int or not (1 <= bsz <= MAX_TOKENS):
-        raise ApexError(f"{where}: field 'hash_block_size' must be a positive whole number")
+    if type(bsz) is not int or not (1 <= bsz <= MAX_HASH_BLOCK):
+        raise ApexError(
+            f"{where}: field 'hash_block_size' must be a positive whole number up to "
+            f"{MAX_HASH_BLOCK}, got {bsz!r}"
+        )
     if g.hash_block is None:
         g.hash_block = bsz
     elif bsz != g.hash_block:
