@@ -507,5 +507,7 @@ def simulate(
         res.tokens.append(r.tokens)
         res.rejected.append(not served)
     res.entry = entry
-    res.cached = [c if not rej and c > 0 else 0 for c, rej in zip(cached, res.rejected, strict=True)]
+    res.cached = [
+        c if not rej and c > 0 else 0 for c, rej in zip(cached, res.rejected, strict=True)
+    ]
     return res

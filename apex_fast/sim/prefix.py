@@ -29,7 +29,9 @@ def prefix_cache_blocker(workload: Workload, window_blocks: int) -> str:
     return ""
 
 
-def block_keys(workload: Workload, ids: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def block_keys(
+    workload: Workload, ids: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(keys, offsets) of the requests `ids` for run_stream: request ids[i] has the keys
     keys[offsets[i]:offsets[i+1]] for its first full prompt blocks (module docstring)."""
     n = ids.size
