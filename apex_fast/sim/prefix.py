@@ -62,6 +62,23 @@ def prefix_split(workload: Workload, dp: int, pp: int, block_size: int) -> list[
     streams = dp * pp
     if streams == 1:
         return [np.arange(n)]
+    # plans of one search share the workload: route it once per (streams, block size)
+    memo = (id(workload), streams, block_size)
+    hit = _SPLITS.get(memo)
+    if hit is not None and hit[0] is workload:
+        return [ids.copy() for ids in hit[1]]
+    split = _prefix_split(workload, streams, block_size)
+    if len(_SPLITS) >= 8:
+        _SPLITS.pop(next(iter(_SPLITS)))
+    _SPLITS[memo] = (workload, split)
+    return [ids.copy() for ids in split]
+
+
+_SPLITS: dict[tuple[int, int, int], tuple[Workload, list[np.ndarray]]] = {}
+
+
+def _prefix_split(workload: Workload, streams: int, block_size: int) -> list[np.ndarray]:
+    n = workload.num_requests
     keys, off = block_keys(workload, np.arange(n), block_size)
     seen: list[set[int]] = [set() for _ in range(streams)]
     load = np.zeros(streams, np.int64)
