@@ -108,7 +108,7 @@ def _q_append(x, q, S):
     q[0, S] = x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_push_anon(m, q, rstk, pcs):
     """Append m anonymous blocks to the tail of the free queue (merged into a tail run)."""
     if m <= 0:
@@ -125,7 +125,7 @@ def _pc_push_anon(m, q, rstk, pcs):
     _q_append(x, q, S)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_take(m, kref, q, rstk, pcs):
     """Allocate m blocks from the head of the free queue, evicting the cached keys met."""
     K = pcs[0]
@@ -146,7 +146,7 @@ def _pc_take(m, kref, q, rstk, pcs):
             m -= 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_lookup(r, tgt, bs, pc_key, pc_off, kref):
     """Longest cached prefix of r: (hit blocks h, of them already referenced). At most
     (tgt - 1) // bs blocks, so the last token is always computed."""
@@ -164,7 +164,7 @@ def _pc_lookup(r, tgt, bs, pc_key, pc_off, kref):
     return h, shared
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_admit(r, h, new, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
     """Give r its h hit blocks and `new` fresh ones; returns the free blocks consumed."""
     base = pc_off[r]
@@ -181,7 +181,7 @@ def _pc_admit(r, h, new, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
     return used
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_register(r, done, bs, pc_key, pc_off, kref, held, nreg):
     """Cache r's blocks that `done` computed (or scheduled) tokens fill, unless another block
     already holds the key (r's copy then stays anonymous)."""
@@ -196,7 +196,7 @@ def _pc_register(r, done, bs, pc_key, pc_off, kref, held, nreg):
         nreg[r] += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pc_release(r, nblocks, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
     """Free r's `nblocks` blocks, last first; returns the blocks that became free."""
     base = pc_off[r]
@@ -220,21 +220,14 @@ def _pc_release(r, nblocks, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
 
 
 @njit(cache=True, inline="always")
-def _make_room(
-    r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions,
-    pc, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
-):  # fmt: skip
+def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions):
     """Give running request `r` the `deficit` blocks its next token needs, preempting the most
     recently admitted running requests (recompute) while blocks are short. Returns the new
-    (nrun, free, npre, r_itself_preempted); on success the blocks are allocated to `r`.
-    `pc`: prefix caching on (a victim frees only the blocks no other request references)."""
+    (nrun, free, npre, r_itself_preempted); on success the blocks are allocated to `r`."""
     while free < deficit:
         v = run[nrun - 1]
         nrun -= 1
-        if pc:
-            free += _pc_release(v, blocks[v], pc_key, pc_off, kref, held, nreg, q, rstk, pcs)
-        else:
-            free += blocks[v]
+        free += blocks[v]
         blocks[v] = 0
         computed[v] = 0
         status[v] = _WAITING
@@ -246,8 +239,33 @@ def _make_room(
     if deficit > 0:
         blocks[r] += deficit
         free -= deficit
-        if pc:
-            _pc_take(deficit, kref, q, rstk, pcs)
+    return nrun, free, npre, False
+
+
+@njit(cache=True)
+def _make_room_pc(
+    r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions,
+    pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+):  # fmt: skip
+    """_make_room with the prefix cache: a victim frees only the blocks no other running
+    request references, and new blocks come from the free queue's head. (A separate function:
+    the cache's arrays are not touched at all when it is off.)"""
+    while free < deficit:
+        v = run[nrun - 1]
+        nrun -= 1
+        free += _pc_release(v, blocks[v], pc_key, pc_off, kref, held, nreg, q, rstk, pcs)
+        blocks[v] = 0
+        computed[v] = 0
+        status[v] = _WAITING
+        pre_buf[npre] = v
+        npre += 1
+        preemptions[v] += 1
+        if v == r:
+            return nrun, free, npre, True
+    if deficit > 0:
+        blocks[r] += deficit
+        free -= deficit
+        _pc_take(deficit, kref, q, rstk, pcs)
     return nrun, free, npre, False
 
 
@@ -460,20 +478,17 @@ def simulate_stream(
                         break
                     r = run[i]
                     L = prefix[r] + prompt[r] + gen[r]
-                    nrun, free, npre, self_pre = _make_room(
-                        r,
-                        _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
-                        run,
-                        nrun,
-                        free,
-                        blocks,
-                        computed,
-                        status,
-                        pre_buf,
-                        npre,
-                        preemptions,
-                        pc, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
-                    )  # fmt: skip
+                    deficit = _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r]
+                    if pc:
+                        nrun, free, npre, self_pre = _make_room_pc(
+                            r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                            npre, preemptions, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+                        )  # fmt: skip
+                    else:
+                        nrun, free, npre, self_pre = _make_room(
+                            r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                            npre, preemptions,
+                        )  # fmt: skip
                     if self_pre:
                         break
                     s_idx[n_sched] = r
@@ -514,20 +529,17 @@ def simulate_stream(
                 if left == 0:
                     break
                 L = prefix[r] + prompt[r] + gen[r]
-                nrun, free, npre, self_pre = _make_room(
-                    r,
-                    _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
-                    run,
-                    nrun,
-                    free,
-                    blocks,
-                    computed,
-                    status,
-                    pre_buf,
-                    npre,
-                    preemptions,
-                    pc, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
-                )  # fmt: skip
+                deficit = _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r]
+                if pc:
+                    nrun, free, npre, self_pre = _make_room_pc(
+                        r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                        npre, preemptions, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+                    )  # fmt: skip
+                else:
+                    nrun, free, npre, self_pre = _make_room(
+                        r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                        npre, preemptions,
+                    )  # fmt: skip
                 if self_pre:
                     break
                 left -= 1

@@ -172,10 +172,11 @@ def simulate(
         ks, off = [int(x) for x in block_keys[0]], [int(x) for x in block_keys[1]]
         pkeys = [ks[off[i] : off[i + 1]] for i in range(n)]
     pc = any(pkeys)
-    free_q: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
-    block_key: list[int | None] = [None] * num_blocks
+    nb_pc = num_blocks if pc else 0  # physical blocks are tracked only with the cache on
+    free_q: OrderedDict[int, None] = OrderedDict((b, None) for b in range(nb_pc))
+    block_key: list[int | None] = [None] * nb_pc
     key_block: dict[int, int] = {}
-    ref = [0] * num_blocks
+    ref = [0] * nb_pc
     cached = [-1] * n
 
     def take_block() -> int:
@@ -496,7 +497,7 @@ def simulate(
         res.work.append(work)
         res.blocks_used.append(peak)
         res.blocks_after.append(num_blocks - free)
-        res.cached_free.append(sum(1 for b in free_q if block_key[b] is not None))
+        res.cached_free.append(sum(1 for b in free_q if block_key[b] is not None) if pc else 0)
 
     for r in reqs:
         assert r.status in (_FINISHED, _REJECTED), r.status
