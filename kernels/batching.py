@@ -89,6 +89,9 @@ def _kv_blocks(tokens: int, bs: int, win_blocks: int, full_frac: float) -> int:
 #   rstk     stack of unused run nodes; pcs = (K, S, stack top)
 # The queue holds exactly `free` blocks; allocation takes blocks from its head (a cached key
 # there is evicted), a request's freed blocks join its tail in reverse order.
+# The helpers with loops are plain calls, not inlined, and simulate_stream touches the cache's
+# arrays only behind `if pc`: passing arrays costs reference counting on every call, which on
+# the decode path (_make_room vs _make_room_pc) doubled the kernel's time with the cache off.
 
 
 @njit(cache=True, inline="always")
