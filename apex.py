@@ -2,7 +2,12 @@
 
 import sys
 
-from apex_fast.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from apex_fast.cli import main
+
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while the modules load
+        sys.stderr.write("interrupted\n")
+        code = 130
+    sys.exit(code)

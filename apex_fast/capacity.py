@@ -36,6 +36,9 @@ class SloOutcome:
     ttft_mean_s: float
     tpot_mean_s: float
     throughput_tokens_per_s: float
+    # requests that met both SLOs per second of the run (first arrival to last finish): what
+    # the plan delivers, which an offered rate above its capacity does not raise
+    goodput_req_s: float = 0.0
 
 
 MAX_REQUESTS = 200_000  # cap on the repeated trace
@@ -94,6 +97,7 @@ def slo_outcome(
         ttft_mean_s=float(ttft[ok].mean()) if ok.any() else math.nan,
         tpot_mean_s=float(tpot[multi].mean()) if multi.any() else math.nan,
         throughput_tokens_per_s=float(out[ok].sum()) / makespan if makespan > 0 else 0.0,
+        goodput_req_s=float(met.sum()) / makespan if makespan > 0 else 0.0,
     )
 
 
@@ -206,7 +210,7 @@ def format_table(caps: list[PlanCapacity], target: float) -> str:
                 rate,
                 f"{c.scale:.3g}x" if c.scale else "-",
                 f"{100 * o.attainment:.1f}" if o else "-",
-                f"{o.attainment * c.max_rate:.3f}" if o else "-",
+                f"{o.goodput_req_s:.3f}" if o else "-",
                 f"{o.ttft_mean_s * 1e3:.1f}" if o else "-",
                 f"{o.tpot_mean_s * 1e3:.2f}" if o else "-",
                 f"{o.throughput_tokens_per_s:.0f}" if o else "-",
@@ -284,9 +288,28 @@ def command(
 
     if top < 1:
         raise ApexError(f"--top must be at least 1, got {top}")
+    from apex_fast.cli import (
+        check_input_file,
+        check_no_bom,
+        check_output_path,
+        check_slo,
+        is_file,
+    )
+    from apex_fast.limits import check_cluster_size
+
+    check_cluster_size(num_nodes, num_gpus_per_node)
+    if trace_file is not None:
+        check_input_file(trace_file, "--trace-file")
+    if trace_file is not None and is_file(trace_file):
+        check_no_bom(trace_file, "--trace-file")
+
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
-        if v <= 0:
-            raise ApexError(f"{name} must be > 0 ms, got {v}")
+        check_slo(v, name, allow_zero=False)
+    if json_path is not None:
+        check_output_path(json_path, "--json")
+    from apex_fast.cli import compile_note
+
+    compile_note()
     t0 = time.perf_counter()
     req = PlanRequest(
         model=model,
@@ -315,6 +338,8 @@ def command(
         chunked_prefill=chunked_prefill,
         objective=objective,
     )
+    from apex_fast.validation.bands import band_line, band_rel_json, search_band
+
     _, sr = run_plan(req)  # ranks the plans at the trace's own rate (one simulation each)
     chosen = sr.ranked if all_plans else sr.ranked[:top]
     cs = CapacitySearch(
@@ -328,12 +353,14 @@ def command(
         f"Model: {sr.model.name}; cluster: {c.num_nodes} node(s) x {c.gpus_per_node} "
         f"{c.device.name}" + (f" at {frequency} MHz" if frequency else ""),
         f"Trace: {w.name}: {w.num_requests} requests at {cs.base_rate:.3f} req/s on average "
-        f"(arrival times scaled to change the rate; the trace is repeated to span at least "
-        f"{cs.horizon_s:.0f} s = {HORIZON_LIFETIMES:g} request lifetimes, so overload shows)",
+        f"(arrival times scaled to change the rate; the trace is repeated back to back, up to "
+        f"{MAX_REQUESTS:,} requests, aiming to span {cs.horizon_s:.0f} s = "
+        f"{HORIZON_LIFETIMES:g} request lifetimes at the SLOs, so overload shows)",
         f"SLOs: TTFT <= {ttft_slo:g} ms and TPOT <= {tpot_slo:g} ms for at least "
         f"{100 * attainment:g}% of requests; evaluated {len(chosen)} of {len(sr.ranked)} "
         f"feasible plans (best by {sr.objective} at the trace's rate)",
         format_table(caps, attainment),
+        band_line(search_band(sr)),
         f"{cs.total_simulations} simulations in {time.perf_counter() - t0:.2f} s "
         f"(bracketing x2 then bisection to {100 * rel_tol:g}%; '>=' = still met at "
         f"{2**MAX_SCALE_STEPS}x the start rate, the plan was never saturated)",
@@ -349,6 +376,7 @@ def command(
             "ttft_slo_ms": ttft_slo,
             "tpot_slo_ms": tpot_slo,
             "attainment": attainment,
+            "accuracy": band_rel_json(search_band(sr)),
             "plans": [
                 {
                     "plan": x.plan.label,
@@ -356,12 +384,15 @@ def command(
                     "scale": x.scale,
                     "bounded": x.bounded,
                     "attainment_at_max": x.outcome.attainment if x.outcome else None,
+                    "goodput_req_s": x.outcome.goodput_req_s if x.outcome else None,
                     "simulations": x.simulations,
                 }
                 for x in caps
             ],
         }
+        from apex_fast.report.jsonout import write_atomic
+
         try:
-            json_path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+            write_atomic(json_path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         except OSError as err:
             raise ApexError(f"cannot write {json_path}: {err.strerror}") from None

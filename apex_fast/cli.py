@@ -6,6 +6,7 @@ kernels. Errors in the input end with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -20,6 +21,9 @@ app = typer.Typer(
     help="apex-fast: plan how to serve an LLM on a GPU cluster (parallelism, batching, "
     "latency, throughput, energy, SLOs).",
     pretty_exceptions_enable=False,
+    # plain Click help: option names are never cut at 80 columns, and text in square brackets
+    # (`[ray]`) is printed as written instead of being read as Rich markup
+    rich_markup_mode=None,
 )
 
 _DEBUG = {"on": False}
@@ -36,13 +40,56 @@ def _engine_names() -> tuple[str, ...]:
     return ENGINE_NAMES
 
 
-def _check_output_path(path: Path, flag: str) -> None:
-    """Fail before the search, not after it, when an output file cannot be written."""
-    if path.is_dir():
-        raise ApexError(f"{flag} {path} is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ApexError(f"{flag} {path}: folder {parent} does not exist")
+def _short_path(path: Path | str) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else text[:60] + "..." + text[-40:]
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """Fail before the search, not after it, when an output file cannot be written (folder
+    missing or not writable, name too long, a directory in its place)."""
+    import errno
+    import os
+
+    shown = _short_path(path)
+    try:
+        if path.is_dir():
+            raise ApexError(f"{flag} {shown} is a directory; give a file name")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ApexError(f"{flag} {shown}: folder {_short_path(parent)} does not exist")
+        name_max = os.pathconf(parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        if len(os.fsencode(path.name)) > name_max:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        if not os.access(parent, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        if path.exists() and not os.access(path, os.W_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise ApexError(f"{flag} {shown}: cannot write there: {e.strerror or e}") from None
+
+
+def check_input_file(path: Path, flag: str) -> None:
+    """A file name the operating system refuses (too long, a file in place of a folder on the
+    way, no permission) is said with the flag; a missing file is left to its loader."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ApexError(f"{flag} {_short_path(path)}: {e.strerror or e}") from None
+
+
+def check_input_dir(path: Path, flag: str) -> None:
+    """A folder the user named must exist and be a folder."""
+    shown = _short_path(path)
+    try:
+        if path.is_file():
+            raise ApexError(f"{flag} {shown} is a file; give the folder that holds the tables")
+        if not path.is_dir():
+            raise ApexError(f"{flag} {shown} does not exist")
+    except OSError as e:
+        raise ApexError(f"{flag} {shown}: {e.strerror or e}") from None
 
 
 def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
@@ -62,16 +109,138 @@ def _percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
 def _check_workload_outputs(requests_out: Path | None, plot_cdf: Path | None) -> None:
     """--requests-out / --plot-cdf: writable paths, and matplotlib present, before the search."""
     if requests_out is not None:
-        _check_output_path(requests_out, "--requests-out")
+        check_output_path(requests_out, "--requests-out")
     if plot_cdf is not None:
         from apex_fast.metrics.requests import check_plot_available
 
-        _check_output_path(plot_cdf, "--plot-cdf")
+        check_output_path(plot_cdf, "--plot-cdf")
         check_plot_available()
+
+
+# Longest SLO accepted, in ms (one hour): a larger value is a typing mistake, and the capacity
+# search would have to simulate traffic over many times that span to see overload.
+MAX_SLO_MS = 3_600_000.0
+
+
+def check_slo(value: float | None, flag: str, allow_zero: bool = True) -> None:
+    """An SLO in ms: a number in [0, MAX_SLO_MS] ((0, MAX_SLO_MS] for capacity)."""
+    if value is None:
+        return
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= MAX_SLO_MS):  # also NaN
+        low = ">= 0" if allow_zero else "> 0"
+        raise ApexError(
+            f"{flag} must be {low} and at most {MAX_SLO_MS:.0f} ms (one hour), got {value:g}"
+        )
+
+
+def kernel_cache_present() -> bool:
+    """Whether Numba has a compiled copy of the batching kernel on disk (cache=True writes it
+    to __pycache__ beside the source, or under NUMBA_CACHE_DIR)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("apex_fast.kernels.batching")
+    if spec is None or spec.origin is None:
+        return True
+    src = Path(spec.origin)
+    folders = [src.parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        folders.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    for folder in folders:
+        try:
+            if any(folder.rglob(f"{src.stem}.*.nbi")):
+                return True
+        except OSError:
+            continue
+    return not os.access(src.parent, os.W_OK)  # cache elsewhere: we cannot tell
+
+
+def compile_note() -> None:
+    """Say once, on the first run, why it takes a few seconds before anything happens."""
+    if not kernel_cache_present():
+        typer.echo(
+            "note: first run: compiling the simulation kernel (about 5 s; later runs reuse it)",
+            err=True,
+        )
+
+
+def _given(ctx: typer.Context | None, name: str) -> bool:
+    """Whether the user typed option `name` (a parameter name) on the command line."""
+    if ctx is None:
+        return False
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
+
+
+def _check_plan_inputs(
+    json_path: Path | None,
+    pareto: Path | None,
+    plot: Path | None,
+    profile_dir: Path | None,
+    trace_file: Path | None,
+    ctx: typer.Context | None = None,
+) -> None:
+    """Everything that can be checked before a search that may take a while."""
+    for path, flag in ((json_path, "--json"), (pareto, "--pareto"), (plot, "--plot")):
+        if path is not None:
+            check_output_path(path, flag)
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ApexError(
+                "--plot needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
+            )
+    if profile_dir is not None:
+        check_input_dir(profile_dir, "--profile-dir")
+    if trace_file is not None:
+        check_input_file(trace_file, "--trace-file")
+    if trace_file is not None and is_file(trace_file):  # a missing trace is said first
+        check_no_bom(trace_file, "--trace-file")
+        given = [f for f, n in _WORKLOAD_FLAGS if _given(ctx, n)]
+        if given:
+            raise ApexError(
+                f"--trace-file gives every request's lengths and arrival time; "
+                f"{', '.join(given)} would be ignored: give one or the other"
+            )
+
+
+def check_no_bom(path: Path, flag: str) -> None:
+    """A UTF-8 byte order mark (some Windows editors add one) is named as such, instead of the
+    first line being reported as not valid JSON or a CSV header as lacking its columns."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # the trace loader reports unreadable files
+    if head.startswith(b"\xef\xbb\xbf") or head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ApexError(
+            f"{flag} {_short_path(path)} starts with a byte order mark (BOM); save it as UTF-8 "
+            "without a BOM"
+        )
+
+
+def is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+# options that describe the workload when there is no trace file
+_WORKLOAD_FLAGS = (
+    ("--prompt-len", "prompt_len"),
+    ("--output-len", "output_len"),
+    ("--num-requests", "num_requests"),
+    ("--length-dist", "length_dist"),
+    ("--random-range-ratio", "random_range_ratio"),
+)
 
 
 @app.command()
 def plan(
+    ctx: typer.Context,
     model: str = typer.Option(
         ...,
         "--model",
@@ -111,13 +280,19 @@ def plan(
     token_percentiles: list[str] = typer.Option(
         None, help="Extra time-between-tokens percentiles (50 and 95 always shown)."
     ),
-    ttft_slo: float = typer.Option(10.0, help="TTFT SLO in ms."),
-    tpot_slo: float = typer.Option(10.0, help="TPOT SLO in ms."),
+    ttft_slo: float | None = typer.Option(
+        None,
+        help="TTFT SLO in ms; the report shows the share of requests that meet it (default: none).",
+    ),
+    tpot_slo: float | None = typer.Option(
+        None,
+        help="TPOT SLO in ms; the report shows the share of requests that meet it (default: none).",
+    ),
     max_batch_size: int = typer.Option(
         0,
         "--max-batch-size",
         "--max-batch",
-        help="Seed name of --max-num-seqs (0 = engine default).",
+        help="Same as --max-num-seqs (the APEX+ name; 0 = engine default).",
     ),
     tp: int | None = typer.Option(None, help="Pin tensor parallelism."),
     pp: int | None = typer.Option(None, help="Pin pipeline stages."),
@@ -153,6 +328,11 @@ def plan(
         False,
         "--disable-custom-all-reduce",
         help="Use NCCL instead of the engine's own NVLink all-reduce kernel.",
+    ),
+    disable_frontend_multiprocessing: bool = typer.Option(
+        False,
+        "--disable-frontend-multiprocessing",
+        help="HTTP server in the engine's process (vLLM): its per-token work delays every step.",
     ),
     max_model_len: int | None = typer.Option(
         None, help="Longest request (prompt + output) the engine accepts (default: the model's)."
@@ -202,6 +382,25 @@ def plan(
         help="Evaluate plans on a Ray cluster: an address, `auto` (the running cluster) or "
         "`local` (needs the extra: pip install -e '.[ray]').",
     ),
+    mode: str = typer.Option(
+        "agg",
+        help="Deployment: agg (every replica prefills and decodes), disagg (separate prefill "
+        "and decode pools, docs/disaggregation.md) or both (compare the best of each).",
+    ),
+    speculative_method: str | None = typer.Option(
+        None, help="Speculative decoding: draft, eagle, ngram or mtp (docs/speculative.md)."
+    ),
+    num_speculative_tokens: int = typer.Option(3, help="Draft tokens proposed per step (K)."),
+    acceptance_rate: str = typer.Option(
+        "0.7",
+        help="Acceptance rate of a draft token, or one per position (e.g. 0.8,0.6,0.4).",
+    ),
+    draft_model: str | None = typer.Option(
+        None, help="Draft model for --speculative-method draft."
+    ),
+    kv_transfer_latency: float | None = typer.Option(
+        None, help="Disaggregated: fixed latency per KV transfer in ms (default: docs)."
+    ),
     quiet: bool = typer.Option(False, help="No progress output."),
     debug: bool = typer.Option(False, help="Show tracebacks of internal errors."),
     request_rate: float | None = typer.Option(
@@ -244,14 +443,31 @@ def plan(
     if max_num_seqs is not None and max_batch_size and max_num_seqs != max_batch_size:
         raise ApexError("--max-num-seqs and --max-batch-size disagree; give one")
     seqs = max_num_seqs if max_num_seqs is not None else (max_batch_size or None)
-    if gpu_hour_cost < 0:
+    if not (0 <= gpu_hour_cost < math.inf):  # also NaN
         raise ApexError(f"--gpu-hour-cost must be >= 0 $/GPU-hour, got {gpu_hour_cost}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
-        if not v >= 0:  # also NaN
-            raise ApexError(f"{name} must be >= 0 ms, got {v}")
-    if json_path is not None:
-        _check_output_path(json_path, "--json")
+        check_slo(v, name)
+    _check_plan_inputs(json_path, pareto, plot, profile_dir, trace_file, ctx)
     _check_workload_outputs(requests_out, plot_cdf)
+    from apex_fast.limits import check_cluster_size, check_request_memory, static_request_bytes
+
+    check_cluster_size(num_nodes, num_gpus_per_node)
+    if trace_file is None:
+        from apex_fast.trace_io import MAX_TOKENS
+
+        for flag, v in (("--prompt-len", prompt_len), ("--output-len", output_len)):
+            if v > MAX_TOKENS:
+                raise ApexError(
+                    f"{flag} {v:,} is above {MAX_TOKENS:,} tokens, the bound on one request "
+                    "(as for trace files)"
+                )
+    if trace_file is None and num_requests > 0:
+        chunk = (max_num_batched_tokens or 2048) if chunked_prefill else max(prompt_len, 1)
+        per_request = static_request_bytes(prompt_len, chunk)
+        flag = "--num-requests"
+        if chunked_prefill and prompt_len > chunk:
+            flag = f"--prompt-len {prompt_len:,} (prefilled {chunk} tokens a step) with {flag}"
+        check_request_memory(num_requests, flag, per_request)
     req = PlanRequest(
         model=model,
         num_experts=num_experts,
@@ -271,8 +487,8 @@ def plan(
         activation_dtype=activation_dtype,
         request_percentiles=_percentiles(request_percentiles, "--request-percentiles"),
         token_percentiles=_percentiles(token_percentiles, "--token-percentiles"),
-        ttft_slo_ms=ttft_slo,
-        tpot_slo_ms=tpot_slo,
+        ttft_slo_ms=math.inf if ttft_slo is None else ttft_slo,  # inf = no SLO set
+        tpot_slo_ms=math.inf if tpot_slo is None else tpot_slo,
         tp=tp,
         pp=pp,
         dp=dp,
@@ -285,6 +501,7 @@ def plan(
         engine=engine,
         enforce_eager=enforce_eager or None,
         disable_custom_all_reduce=disable_custom_all_reduce,
+        disable_frontend_multiprocessing=disable_frontend_multiprocessing,
         max_model_len=max_model_len,
         num_scheduler_steps=num_scheduler_steps,
         prefix_caching=enable_prefix_caching,
@@ -296,6 +513,11 @@ def plan(
         plot_png=plot,
         workers=workers,
         ray_address=ray,
+        mode=mode,
+        speculative=_speculative(
+            speculative_method, num_speculative_tokens, acceptance_rate, draft_model
+        ),
+        kv_transfer_latency_ms=kv_transfer_latency,
         request_rate=request_rate,
         burstiness=burstiness,
         max_concurrency=max_concurrency,
@@ -306,6 +528,8 @@ def plan(
         plot_cdf=plot_cdf,
     )
     show_progress = not quiet and sys.stderr.isatty()
+    if not quiet:
+        compile_note()
     text, sr = run_plan(req, show_all=all_plans, progress=show_progress, max_batch=max_batch_size)
     typer.echo(text)
     if json_path is not None:
@@ -317,6 +541,23 @@ def plan(
             raise ApexError(f"--json: cannot write {json_path}: {e.strerror or e}") from None
         if not quiet:
             typer.echo(f"JSON report written to {json_path}", err=True)
+
+
+def _speculative(method: str | None, k: int, acceptance: str, draft: str | None):
+    """The speculative-decoding settings of `plan` (None without --speculative-method)."""
+    from apex_fast.sim.speculative import SpeculativeConfig, parse_acceptance
+
+    if method is None:
+        if draft is not None:
+            raise ApexError("--draft-model needs --speculative-method draft")
+        return None
+    spec = SpeculativeConfig(method, k, parse_acceptance(acceptance), draft)
+    spec.validate()
+    if draft is not None:  # fail before the search on an unknown draft model
+        from apex_fast.models import load_model
+
+        load_model(draft)
+    return spec
 
 
 def _echo_json(records: object) -> None:
@@ -380,7 +621,7 @@ def gpus(
         )
     typer.echo(
         table(
-            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
+            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GiB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
             rows,
         )
     )
@@ -402,7 +643,67 @@ def _register_command_modules() -> None:
             if e.name == modname:
                 continue  # command not built yet
             raise
-        app.command(name)(mod.command)
+        cmd = mod.command
+        if name == "trace":
+            cmd = _checked_trace_command(cmd)
+        app.command(name)(cmd)
+
+
+# StartTimeOffset is an int64 of nanoseconds: a trace may span at most this many seconds
+TRACE_MAX_SPAN_S = (2**63 - 1) / 1e9
+
+
+def check_trace_args(
+    rate: float, num_requests: int, seed: int, out: Path, burstiness: float = 1.0
+) -> None:
+    """The `trace` options, checked before anything is generated or written."""
+    import math
+
+    from apex_fast.limits import (
+        BYTES_PER_GENERATED_REQUEST,
+        BYTES_PER_TRACE_LINE,
+        check_disk_space,
+        check_request_memory,
+    )
+
+    if not rate > 0:  # also NaN; inf = every request at t = 0
+        raise ApexError(f"--rate must be a positive number of requests/s (or inf), got {rate}")
+    if not (burstiness > 0 and math.isfinite(burstiness)):
+        raise ApexError(f"--burstiness must be > 0 (1 = Poisson), got {burstiness}")
+    if num_requests < 1:
+        raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
+    if seed < 0:
+        raise ApexError(f"--seed must be a non-negative integer, got {seed}")
+    span = (num_requests - 1) / rate if math.isfinite(rate) else 0.0
+    # gamma gaps: the span exceeds its mean by many standard deviations only with a tiny
+    # probability; 2x the mean plus 10 gaps leaves room for bursty (burstiness < 1) traces
+    if 2.0 * span + 10.0 / rate > TRACE_MAX_SPAN_S:
+        raise ApexError(
+            f"--rate {rate:g} with {num_requests} requests spans about {span:.3g} s, beyond the "
+            f"{TRACE_MAX_SPAN_S:.3g} s (292 years) that nanosecond StartTimeOffset values can "
+            "hold; raise --rate"
+        )
+    check_output_path(out, "--out")
+    check_request_memory(num_requests, "--num-requests", BYTES_PER_GENERATED_REQUEST)
+    parent = str(out.parent) if str(out.parent) else "."
+    check_disk_space(float(num_requests) * BYTES_PER_TRACE_LINE, parent, "--out")
+
+
+def _checked_trace_command(cmd):  # noqa: ANN001, ANN202 - wraps a Typer command as is
+    import functools
+
+    @functools.wraps(cmd)
+    def checked(**kwargs):  # noqa: ANN003, ANN202
+        check_trace_args(
+            kwargs["rate"],
+            kwargs["num_requests"],
+            kwargs["seed"],
+            kwargs["out"],
+            kwargs.get("burstiness", 1.0),
+        )
+        return cmd(**kwargs)
+
+    return checked
 
 
 _register_command_modules()
@@ -443,24 +744,51 @@ def _is_usage_error(e: BaseException) -> bool:
     return isinstance(e, click.exceptions.ClickException)
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for a file the user named that cannot be read or written (name too long,
+    permission denied, no space left, ...)."""
+    what = f" {e.filename}" if e.filename is not None else ""
+    name = str(what)
+    if len(name) > 120:  # an over-long file name is the error; do not print all of it
+        name = name[:60] + "..." + name[-40:]
+    return f"cannot access{name}: {e.strerror or e}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
+    if not args:
+        args = ["--help"]  # no arguments at all: the help is the answer (exit 0)
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rv = app(args=args, standalone_mode=False)
+        if rv == 130:  # Typer turns Ctrl-C inside a command into this exit code
+            raise KeyboardInterrupt
     except ApexError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {' '.join(str(e).split()) or 'invalid input'}", err=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        # Ctrl-C (Click turns it into Abort): not a success, nothing half-written
+        typer.echo("interrupted", err=True)
         return 130
+    except MemoryError:
+        typer.echo(
+            "error: out of memory: the input is too large for this machine "
+            "(see docs/limits.md for the bounds the tool enforces)",
+            err=True,
+        )
+        return 2
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {_os_error_line(e)}", err=True)
+        return 2
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
             # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
             msg = " ".join(str(e.format_message()).split())
-            typer.echo(f"error: {msg}", err=True)
+            typer.echo(f"error: {msg or 'incomplete command; see --help'}", err=True)
             return 2
         if debug:
             traceback.print_exc()

@@ -48,10 +48,6 @@ def canonical_dtype(name: str, what: str = "dtype", allow_int: bool = False) -> 
     return key
 
 
-def dtype_bytes(name: str) -> float:
-    return DTYPE_BYTES[canonical_dtype(name, allow_int=True)]
-
-
 def compute_dtype(weight: str, activation: str) -> str:
     """GEMMs run in the wider of the weight and activation types (int weights are dequantised)."""
     w = canonical_dtype(weight, allow_int=True)

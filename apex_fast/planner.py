@@ -25,6 +25,7 @@ from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
 from apex_fast.sim.prefix import check_router
+from apex_fast.sim.speculative import SpeculativeConfig
 from apex_fast.sim.workload import Workload, WorkloadOptions
 from apex_fast.sim.workload import build_workload as workload_from_options
 
@@ -64,6 +65,7 @@ class PlanRequest:
     engine: str = "vllm-0.6"  # serving-engine profile (--engine)
     enforce_eager: bool | None = None
     disable_custom_all_reduce: bool = False
+    disable_frontend_multiprocessing: bool = False
     max_model_len: int | None = None
     num_scheduler_steps: int | None = None
     prefix_caching: bool | None = None
@@ -75,6 +77,9 @@ class PlanRequest:
     plot_png: Path | None = None
     workers: int | None = None  # plan evaluation processes (None = automatic)
     ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
+    mode: str = "agg"  # agg | disagg | both (apex_fast.disagg)
+    speculative: SpeculativeConfig | None = None
+    kv_transfer_latency_ms: float | None = None  # disaggregated: None = the documented default
     # benchmark-style workload (vLLM bench serve names) and per-request outputs
     request_rate: float | None = None  # None: the trace's own times, or all at t = 0
     burstiness: float = 1.0
@@ -92,6 +97,7 @@ def launch_settings(req: PlanRequest) -> LaunchSettings:
         engine=req.engine,
         enforce_eager=req.enforce_eager,
         disable_custom_all_reduce=req.disable_custom_all_reduce,
+        disable_frontend_multiprocessing=req.disable_frontend_multiprocessing,
         max_model_len=req.max_model_len,
         num_scheduler_steps=req.num_scheduler_steps,
         prefix_caching=req.prefix_caching,
@@ -173,6 +179,7 @@ def run_plan(
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
         capacity_factor=req.capacity_factor,
         router=req.router,
+        speculative=req.speculative,
     )
     check_router(req.router)
     if req.router == "prefix" and workload.max_concurrency:
@@ -203,6 +210,8 @@ def run_plan(
             ray_address=req.ray_address,
         )
 
+    if req.mode != "agg":  # disaggregated prefill/decode (apex_fast.disagg)
+        return _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins)
     encoder_sr = None
     if model.arch in ("encoder", "encoder-decoder") and workload.max_concurrency:
         raise ApexError(
@@ -239,6 +248,42 @@ def run_plan(
     notes = [f"Note: {n}" for n in wl_notes] + [context_note(model, workload)]
     note = "\n".join(n for n in notes if n)
     return (f"{note}\n{text}" if note else text), sr
+
+
+def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins):
+    """`--mode disagg` (the disaggregated search alone) or `--mode both` (the aggregated report
+    followed by the comparison)."""
+    from apex_fast.disagg import MODES, plan_deployment
+    from apex_fast.report.deployment import render_deployment
+    from apex_fast.report.text import render, speculative_lines
+
+    if req.mode not in MODES:
+        raise ApexError(f"--mode must be one of {', '.join(MODES)}, got {req.mode!r}")
+    sr = run(model, workload, opts, pins) if req.mode == "both" else None
+    dep = plan_deployment(
+        req.mode,
+        model,
+        cluster,
+        workload,
+        opts,
+        mopts.ttft_slo_ms,
+        mopts.tpot_slo_ms,
+        dtypes,
+        latency_ms=req.kv_transfer_latency_ms,
+        agg_search=sr,
+    )
+    if sr is None:
+        head = [
+            f"Model: {model.name}",
+            f"Cluster: {cluster.num_nodes} node(s) x {cluster.gpus_per_node} {cluster.device.name}",
+            f"Workload: {workload.name}: {workload.num_requests} requests",
+            *speculative_lines(opts),
+        ]
+        return "\n".join([*head, render_deployment(dep)]), dep
+    _energy_cost_outputs(req, sr)
+    text = render(sr, False, req.ttft_slo_ms, req.tpot_slo_ms, opts.max_num_seqs)
+    sr.deployment = dep
+    return f"{text}\n{render_deployment(dep)}", sr
 
 
 def _request_outputs(req: PlanRequest, sr: SearchResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -14,10 +15,11 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.limits import check_step_tokens
 from apex_fast.metrics.summary import PlanMetrics, compute_metrics
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
-from apex_fast.plans.memory import GIB, USABLE_FRACTION, memory_report
+from apex_fast.plans.memory import GIB, USABLE_FRACTION, copy_seq_blocks, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.sim.engine_params import WATERMARK_FRACTION
@@ -30,8 +32,8 @@ OBJECTIVES = ("latency", "throughput", "energy", "cost")
 class MetricOptions:
     request_percentiles: tuple[float, ...] = ()
     token_percentiles: tuple[float, ...] = ()
-    ttft_slo_ms: float = 10.0
-    tpot_slo_ms: float = 10.0
+    ttft_slo_ms: float = math.inf  # inf = no SLO set
+    tpot_slo_ms: float = math.inf
 
 
 @dataclass
@@ -83,6 +85,21 @@ def objective_key(objective: str) -> Callable[[Evaluated], tuple[float, ...]]:
     return key
 
 
+def check_capacity_factor(model: ModelSpec, cf: float) -> None:
+    """The MoE capacity factor bounds the most loaded expert's tokens at cf x the mean share
+    (n k / E); above E / k that bound exceeds every token of the step and means nothing."""
+    if not model.is_moe or not (0.0 < cf < math.inf):
+        return  # not positive: EngineOptions.validate says so
+    top = model.num_experts / max(model.topk, 1)
+    if cf > top:
+        raise ApexError(
+            f"--capacity-factor {cf:g} is above {top:g} (experts / top-k = "
+            f"{model.num_experts} / {model.topk}), where the most loaded expert would get more "
+            "than every token of a step; use a value in (0, "
+            f"{top:g}] (Switch Transformer used 1.0-1.25, GShard 2.0)"
+        )
+
+
 def search(
     model: ModelSpec,
     cluster: Cluster,
@@ -105,6 +122,8 @@ def search(
     if objective not in OBJECTIVES:
         raise ApexError(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     options.validate()
+    check_step_tokens(options.budget(workload), options.chunked_prefill)
+    check_capacity_factor(model, options.capacity_factor)
     weight, act, kv = dtypes
     plans, skipped = enumerate_plans(
         model, cluster, pins, weight, act, kv, capacity_factor=options.capacity_factor
@@ -134,6 +153,7 @@ def search(
                 list(metric_options.token_percentiles),
                 metric_options.ttft_slo_ms,
                 metric_options.tpot_slo_ms,
+                model=model,
             )
 
     results = simulate_plans(
@@ -219,8 +239,8 @@ def no_plan_message(
         )
         if not mem.fits:
             return 0, mem
-        blocks = mem.kv_blocks_per_replica // plan.pp
-        return (blocks - int(WATERMARK_FRACTION * blocks)) * bs, mem
+        # one sequence's KV cache lives in one attention copy of one pipeline stream
+        return copy_seq_blocks(mem, plan.pp, WATERMARK_FRACTION) * bs, mem
 
     def plans_of(c: Cluster, p: Pins | None) -> list[Plan]:
         try:
@@ -254,6 +274,12 @@ def no_plan_message(
     sizes = [g for g in range(lo, gpn + 1)] + [
         k * gpn for k in range(max(2, math.ceil(lo / gpn)), 4097)
     ]
+    if not sizes or lo > sizes[-1]:
+        return (
+            f"{head}: its weights alone are {weights / GIB:,.1f} GiB ({weight}), more than "
+            f"{4096 * gpn:,} {dev.name} GPUs ({usable / GIB:.1f} GiB usable each; the largest "
+            f"cluster considered) can hold{here}"
+        )
     found = None
     for g in [x for x in sizes if x >= lo][:400]:
         c = cluster if g == cluster.num_gpus else Cluster(dev, max(1, g // gpn), min(g, gpn))
@@ -265,12 +291,12 @@ def no_plan_message(
         if found:
             break
     if found is None:
-        where = f"no {dev.name} cluster of up to {sizes[min(len(sizes), 400) - 1]} GPUs holds it"
+        tried = [x for x in sizes if x >= lo][:400]
+        where = f"no {dev.name} cluster of up to {tried[-1]} GPUs holds it"
     else:
         g, c, pl, mem = found
         blocks_req = math.ceil(longest / bs)
         kv_dev = pl.pp * blocks_req / (1 - WATERMARK_FRACTION) * bs * mem.kv_bytes_per_token
-        kv_dev /= max(1, getattr(pl, "attn_replicas", 1))
         per_dev = mem.weights + mem.activation + mem.runtime + kv_dev
         devs = max(1, g // pl.dp)
         shape = f"{c.num_nodes} nodes x {c.gpus_per_node}, " if c.num_nodes > 1 < gpn else ""
@@ -332,6 +358,9 @@ _WORKER_JOB: SimJob | None = None
 def _worker_init(job: SimJob) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
+    # Ctrl-C reaches the whole process group: the parent stops the workers, which must not
+    # print tracebacks of their own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _worker_run(i: int, plan: Plan) -> tuple[int, PlanResult]:
@@ -397,13 +426,39 @@ def simulate_plans(
         # automatic: leave one core to this process, which computes the metrics of the results
         # as they arrive (simulation and metrics then overlap)
         nproc = min(workers or max(cores - 1, 1), n - i)
-        with ProcessPoolExecutor(
+        ex = ProcessPoolExecutor(
             nproc, mp_context=_pool_context(), initializer=_worker_init, initargs=(job,)
-        ) as ex:
+        )
+        try:
             futures = [ex.submit(_worker_run, j, plans[j]) for j in range(i, n)]
             for f in as_completed(futures):
                 finished(*f.result())
+        except BaseException:
+            # Ctrl-C or an error: stop the workers now instead of waiting for their plans
+            _stop_pool(ex)
+            raise
+        ex.shutdown(wait=True)
     return [r for r in out if r is not None]
+
+
+def _stop_pool(ex: ProcessPoolExecutor) -> None:
+    """Cancel the queued plans and end the worker processes at once."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    writer = getattr(getattr(ex, "_result_queue", None), "_writer", None)
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+    # a worker ended in the middle of sending a result leaves the pool's manager thread
+    # waiting for the rest of the message; with every worker gone, closing our end of the
+    # result pipe turns that wait into end-of-file, and the thread winds the pool down
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
 
 
 def _simulate_ray(

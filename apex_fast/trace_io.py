@@ -45,7 +45,7 @@ MAX_JSON_BYTES = 1 << 30  # 1 GiB: a benchmark result with every generated text 
 _FIELDS = ("StartTimeOffset", "ContextTokens", "GeneratedTokens")
 _MOONCAKE = ("timestamp", "input_length", "output_length")
 MOONCAKE_HASH_BLOCK = 512  # tokens per Mooncake hash id (kvcache-ai/Mooncake trace README)
-MAX_HASH_ID = 1 << 40  # ids are kept below this so that id x block size fits in an int64
+MAX_HASH_ID = 1 << 32  # ids below this: id x block size x attention copies fits in an int64
 MAX_HASH_BLOCK = 1 << 20  # tokens per hash id, at most
 
 
@@ -150,7 +150,7 @@ def _hash_ids(obj: dict, where: str, g: _Grow) -> list[int]:
         return []
     if type(h) is not list or not all(type(x) is int and 0 <= x < MAX_HASH_ID for x in h):
         raise ApexError(
-            f"{where}: field 'hash_ids' must be a list of whole numbers in [0, 2^40), got "
+            f"{where}: field 'hash_ids' must be a list of whole numbers in [0, 2^32), got "
             f"{str(h)[:60]}"
         )
     bsz = obj.get("hash_block_size", MOONCAKE_HASH_BLOCK)

@@ -29,8 +29,15 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
         assert n in err, (n, err)
 
 
+def base(*args: str) -> list[str]:
+    """BASE, without the request count when a trace gives the requests."""
+    if "--trace-file" in args:
+        return ["plan", "--num-gpus-per-node", "1", "--quiet"]
+    return list(BASE)
+
+
 def bad(capsys, *args: str) -> str:
-    code, _, err = run(capsys, *BASE, *args)
+    code, _, err = run(capsys, *base(*args), *args)
     assert_one_line(code, err)
     return err
 
@@ -225,7 +232,8 @@ def test_trace_negative_length(capsys, tmp_path: Path) -> None:
 def test_trace_zero_output_tokens_accepted_with_a_note(capsys, tmp_path: Path) -> None:
     """An empty completion (real logs have them) ends after its first token, and says so."""
     path = _trace(tmp_path, [_req(0, 5, 5), _req(1, 5, 0)])
-    code, out, err = run(capsys, *BASE, "--model", "gpt2", "--trace-file", path)
+    base = [a for a in BASE if a not in ("--num-requests", "4")]
+    code, out, err = run(capsys, *base, "--model", "gpt2", "--trace-file", path)
     assert code == 0, err
     assert "1 requests with 0 output tokens are simulated as ending after their first token" in out
 
@@ -285,11 +293,13 @@ def test_bad_weight_dtype(capsys) -> None:
 
 @pytest.mark.parametrize("flag", ["--ttft-slo", "--tpot-slo"])
 def test_negative_slo(capsys, flag: str) -> None:
-    assert f"{flag} must be >= 0 ms, got -1.0" in bad(capsys, "--model", "llama-7b", flag, "-1")
+    assert f"{flag} must be >= 0 and at most 3600000 ms (one hour), got -1" in bad(
+        capsys, "--model", "llama-7b", flag, "-1"
+    )
 
 
 def test_nan_slo(capsys) -> None:
-    assert "--tpot-slo must be >= 0 ms, got nan" in bad(
+    assert "--tpot-slo must be >= 0 and at most 3600000 ms (one hour), got nan" in bad(
         capsys, "--model", "llama-7b", "--tpot-slo", "nan"
     )
 

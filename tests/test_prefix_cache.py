@@ -115,7 +115,7 @@ def test_trace_reader_reorders_hash_ids_with_the_rows(tmp_path: Path) -> None:
         ({"hash_ids": [1, -2]}, "'hash_ids' must be a list of whole numbers"),
         ({"hash_ids": "abc"}, "'hash_ids' must be a list of whole numbers"),
         ({"hash_ids": [1, 2.5]}, "'hash_ids' must be a list of whole numbers"),
-        ({"hash_ids": [1 << 41]}, "'hash_ids' must be a list of whole numbers"),
+        ({"hash_ids": [1 << 32]}, "'hash_ids' must be a list of whole numbers"),
         ({"hash_ids": [1], "hash_block_size": 0}, "'hash_block_size' must be a positive"),
         ({"hash_ids": [1], "hash_block_size": 1 << 21}, "'hash_block_size' must be a positive"),
     ],
@@ -203,7 +203,8 @@ def test_prefix_router_keeps_conversations_together() -> None:
         tr.arrival, tr.prompt, tr.output, hash_ids=tr.hash_ids,
         hash_offsets=tr.hash_offsets, hash_block=tr.hash_block,
     )  # fmt: skip
-    streams = prefix_split(wl, 4, 1, 16)
+    streams, tags = prefix_split(wl, 4, 1, 16)
+    assert (tags == 0).all()
     assert sorted(np.concatenate(streams).tolist()) == list(range(300))
     where = np.empty(300, np.int64)
     for s, ids in enumerate(streams):
@@ -297,3 +298,25 @@ def test_router_bad_input(capsys, tmp_path: Path) -> None:
                needle="unknown --router 'random'")  # fmt: skip
     assert_bad(capsys, *BASE, "--num-requests", "4", "--router", "prefix",
                "--max-concurrency", "2", needle="--router prefix is not modelled with")  # fmt: skip
+
+
+def test_attention_copies_keep_caches_of_their_own() -> None:
+    """Keys are tagged with the attention copy: two requests with the same prompt share keys
+    only on the same copy; the prefix router spreads over streams x copies."""
+    wl = _wl([64, 64, 64], [[1, 2, 3, 4]] * 3, 16)
+    copy = np.array([0, 1, 0])
+    keys, off = block_keys(wl, np.arange(3), 16, copy, 2)
+    k = [keys[off[i] : off[i + 1]] for i in range(3)]
+    assert np.array_equal(k[0], k[2]) and not set(k[0]) & set(k[1])
+    tr = multiturn_trace(4.0, 200, seed=2, turns=4.0, think_time=5.0)
+    wl = Workload(
+        tr.arrival, tr.prompt, tr.output, hash_ids=tr.hash_ids,
+        hash_offsets=tr.hash_offsets, hash_block=tr.hash_block,
+    )  # fmt: skip
+    streams, tags = prefix_split(wl, 2, 1, 16, copies=2)
+    assert len(streams) == 2 and set(tags.tolist()) == {0, 1}
+    for c in np.unique(tr.conversation):  # a conversation stays on one stream and copy
+        idx = np.flatnonzero(tr.conversation == c)
+        if tr.prompt[idx[0]] >= 16:
+            unit = {(int(np.flatnonzero([i in s for s in streams])[0]), int(tags[i])) for i in idx}
+            assert len(unit) == 1

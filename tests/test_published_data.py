@@ -92,3 +92,17 @@ def test_loader_parses_numbers_and_filters_by_engine():
         and "DGX" in r["notes"]
     ]
     assert len(hit) == 1 and hit[0]["output_tok_s"] == 1145.36
+
+
+def test_every_row_model_and_gpu_are_bundled(rows):
+    """The replay loads each row's model (quantised checkpoints through their base model) and
+    GPU; a row naming one the tool does not bundle could not be replayed."""
+    from apex_fast.hardware.devices import get_device
+    from apex_fast.models import load_model
+    from apex_fast.validation.published import _base_model_id
+
+    for r in rows:
+        load_model(_base_model_id(r["model_hf_id"]))
+        get_device(r["gpu"])
+    assert _base_model_id("Qwen/Qwen3-32B-FP8") == "Qwen/Qwen3-32B"
+    assert _base_model_id("nvidia/Llama-3.1-8B-Instruct-FP8") == "meta-llama/Llama-3.1-8B-Instruct"

@@ -165,3 +165,41 @@ def test_engine_graph_rules_change_step_floors() -> None:
     assert v06.graph_max_seqs == 256 and eager.graph_max_seqs == 0
     assert v1.piecewise_tokens == 512 and 0 < v1.piecewise_floor < v1.eager_floor
     assert v06.piecewise_tokens == 0
+
+
+def test_frontend_in_process_and_multi_step_change_host_time() -> None:
+    from apex_fast.engines.options import LaunchSettings, engine_option_fields
+    from apex_fast.sim.costs import compile_costs
+
+    d = get_device("H100-SXM-80GB")
+    gib = d.hbm_gb * 1e9 / 2**30
+    base = engine_option_fields(LaunchSettings(engine="vllm-0.6"), d.name, gib)
+    inproc = engine_option_fields(
+        LaunchSettings(engine="vllm-0.6", disable_frontend_multiprocessing=True), d.name, gib
+    )
+    assert base["frontend_in_process"] is False and inproc["frontend_in_process"] is True
+    m, plan = _plan("llama3.1-70b", 8, "half")
+    cl = Cluster(d, 1, 8)
+    h = host_params("vllm-0.6")
+    sep = compile_costs(m, cl, plan, 512, 256).costs
+    same = compile_costs(m, cl, plan, 512, 256, frontend_in_process=True).costs
+    assert sep.host_seq == pytest.approx(h.host_engine_seq_s)
+    assert same.host_seq == pytest.approx(h.host_engine_seq_s + h.host_frontend_seq_s)
+    multi = compile_costs(m, cl, plan, 512, 256, num_scheduler_steps=8).costs
+    assert multi.overhead == pytest.approx(sep.overhead / 8)
+
+
+def test_validate_refuses_an_unwritable_json_path_first(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "missing" / "out.json"
+    r = subprocess.run(
+        [sys.executable, "apex.py", "validate", "--json", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    assert r.stdout == ""

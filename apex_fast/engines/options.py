@@ -27,6 +27,7 @@ class LaunchSettings:
     engine: str = DEFAULT_ENGINE
     enforce_eager: bool | None = None
     disable_custom_all_reduce: bool = False
+    disable_frontend_multiprocessing: bool = False
     max_model_len: int | None = None
     num_scheduler_steps: int | None = None
     prefix_caching: bool | None = None
@@ -43,6 +44,8 @@ class LaunchSettings:
             out.append("--enforce-eager")
         if self.disable_custom_all_reduce:
             out.append("--disable-custom-all-reduce")
+        if self.disable_frontend_multiprocessing:
+            out.append("--disable-frontend-multiprocessing")
         if self.max_model_len is not None:
             out.append("--max-model-len")
         if self.num_scheduler_steps is not None:
@@ -92,6 +95,9 @@ def engine_option_fields(
         "engine": p.name,
         "enforce_eager": bool(s.enforce_eager) if s.enforce_eager is not None else False,
         "custom_all_reduce": p.custom_all_reduce_default and not s.disable_custom_all_reduce,
+        # the HTTP front end shares the engine's process: its per-token work is on the step's
+        # critical path (sim/step_time.py)
+        "frontend_in_process": (not p.separate_api_process) or s.disable_frontend_multiprocessing,
         "num_scheduler_steps": s.num_scheduler_steps or 1,
         "max_model_len": s.max_model_len,
         "prefix_caching": (

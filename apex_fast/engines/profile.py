@@ -40,6 +40,7 @@ KNOWN_FLAGS = frozenset(
     {
         "--enforce-eager",
         "--disable-custom-all-reduce",
+        "--disable-frontend-multiprocessing",
         "--max-model-len",
         "--num-scheduler-steps",
         "--enable-prefix-caching",

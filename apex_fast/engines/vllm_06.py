@@ -89,6 +89,8 @@ VLLM_06 = EngineProfile(
         {
             "--enforce-eager",
             "--disable-custom-all-reduce",
+            # API server in the engine's process (the default process split is 0.5.4+)
+            "--disable-frontend-multiprocessing",
             "--max-model-len",
             "--num-scheduler-steps",
             "--enable-prefix-caching",

@@ -64,14 +64,6 @@ class DeviceSpec:
         return hash(self.name)
 
     @property
-    def hbm_bytes(self) -> float:
-        return self.hbm_gb * 1e9
-
-    @property
-    def hbm_bytes_per_s(self) -> float:
-        return self.hbm_tbps * 1e12
-
-    @property
     def multi_node_fabric(self) -> bool:
         """Whether the NVLink domain can span several nodes (GB200 NVL72 trays)."""
         return self.fabric == "nvswitch" and self.fabric_gpus > 8

@@ -109,11 +109,6 @@ def step_power_w(
     return np.minimum(p, k.tdp_w)
 
 
-def idle_power_w(dev: DeviceSpec) -> float:
-    """Power of a GPU that waits (pipeline bubbles, gaps between requests)."""
-    return float(dev.idle_w)
-
-
 def generated_tokens(m) -> float:  # m: PlanMetrics (duck-typed to avoid an import cycle)
     return float(m.throughput_tokens_per_s) * float(m.makespan_s)
 

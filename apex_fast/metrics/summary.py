@@ -6,6 +6,7 @@ same shape) give busy time, FLOPs, bytes, the per-operator breakdown and energy 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,8 @@ from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
 from apex_fast.metrics.energy import step_power_w
-from apex_fast.plans.memory import GIB
+from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.memory import GIB, moe_step_weight_bytes
 from apex_fast.sim.engine import PlanResult
 from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
@@ -79,6 +81,9 @@ class PlanMetrics:
     ttft_percentiles_s: dict[float, float] = field(default_factory=dict)
     tpot_percentiles_s: dict[float, float] = field(default_factory=dict)
     itl_percentiles_s: dict[float, float] = field(default_factory=dict)
+    # KV tokens one attention copy holds (a sequence must fit in one copy); copies per stage
+    kv_tokens_per_copy: int = 0
+    attn_copies: int = 1
     # automatic prefix caching (docs/metrics.md): prompt tokens found cached at admission over
     # all prompt tokens of the served requests, and their number; prefix_cache = "on", "off"
     # or "on, <why it is not simulated>"
@@ -143,8 +148,9 @@ def compute_metrics(
     cluster: Cluster,
     request_percentiles: list[float] | None = None,
     token_percentiles: list[float] | None = None,
-    ttft_slo_ms: float = 10.0,
-    tpot_slo_ms: float = 10.0,
+    ttft_slo_ms: float = math.inf,
+    tpot_slo_ms: float = math.inf,
+    model: ModelSpec | None = None,
 ) -> PlanMetrics:
     assert res.compiled is not None
     cc = res.compiled
@@ -257,9 +263,13 @@ def compute_metrics(
         + cc.flops_per_pair * r["work"] * cnt
         + cc.flops_per_ctx * ctx_total
     )
-    nbytes = (
-        cc.bytes_per_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
+    # weights read per step: a MoE step reads only the experts its tokens are routed to
+    w_step = (
+        moe_step_weight_bytes(model, plan, cc.bytes_per_step, ntok)
+        if model is not None and model.is_moe
+        else cc.bytes_per_step
     )
+    nbytes = w_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     peak, _ = peak_flops(dev, cdt)
     bw = dev.hbm_tbps * 1e12
@@ -318,16 +328,23 @@ def compute_metrics(
         param_gb_per_device=m.weights / GIB,
         activation_gb_per_device=m.activation / GIB,
         kv_cache_gb_per_device=m.kv_available / GIB,
-        kv_tokens_per_replica=m.kv_tokens,
+        kv_tokens_per_replica=m.kv_tokens_per_replica,
+        kv_tokens_per_copy=m.kv_tokens_per_copy,
+        attn_copies=m.attn_copies,
         avg_requests_per_iteration=float(np.sum(cnt * r["nsched"]) / steps) if steps else 0.0,
         avg_tokens_per_iteration=float(np.sum(cnt * ntok) / steps) if steps else 0.0,
         makespan_s=makespan,
         busy_s=busy / nstreams,
         num_steps=int(steps),
         preemptions=int(pre.sum()),
-        slo_ttft_pct=100.0 * float(row["slo_ttft"]),
-        slo_tpot_pct=100.0 * float(row["slo_tpot"]),
-        slo_both_pct=100.0 * float(row["slo_both"]),
+        # an SLO not set (infinite) has no attainment to report
+        slo_ttft_pct=100.0 * float(row["slo_ttft"]) if math.isfinite(ttft_slo_ms) else math.nan,
+        slo_tpot_pct=100.0 * float(row["slo_tpot"]) if math.isfinite(tpot_slo_ms) else math.nan,
+        slo_both_pct=(
+            100.0 * float(row["slo_both"])
+            if math.isfinite(ttft_slo_ms) or math.isfinite(tpot_slo_ms)
+            else math.nan
+        ),
         breakdown=breakdown,
         gpu_hours=cluster.num_gpus * makespan / 3600.0,
         completed_requests=int(row["n"]),

@@ -168,6 +168,9 @@ def _heads(c: _Cfg, h: int, heads: int, head_dim: int | None) -> int:
 
 
 # ---------------------------------------------------------------------- families
+_MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+
+
 def _llama_like(c: _Cfg, mt: str) -> dict:
     """llama, mistral, mixtral, qwen2/3(+moe), deepseek v2/v3 and unknown llama-like configs."""
     h = c.int("hidden_size")
@@ -205,6 +208,12 @@ def _llama_like(c: _Cfg, mt: str) -> dict:
     if mt == "gemma3_text":  # pre/post attention and pre/post FFN RMSNorms, tied embeddings
         out["norms_per_block"] = 4
     experts = c.int("num_local_experts", "n_routed_experts", "num_experts", default=0, minimum=0)
+    moe_keys = [k for k in ("num_local_experts", "n_routed_experts", "num_experts") if c.has(k)]
+    if experts == 0 and moe_keys and (c.has("num_experts_per_tok") or mt in _MOE_TYPES):
+        raise c.fail(
+            f"{moe_keys[0]} = 0: a mixture-of-experts config needs at least one expert "
+            "(remove the key for a dense model)"
+        )
     dense = 0
     if experts:
         topk = c.data.get("num_experts_per_tok", c.data.get("experts_per_token"))

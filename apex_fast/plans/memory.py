@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from apex_fast.dtypes import DTYPE_BYTES
 from apex_fast.models.mla import mla_weights_per_device
 from apex_fast.models.spec import ModelSpec
@@ -46,10 +48,27 @@ class MemoryReport:
     kv_blocks_per_replica: int  # blocks of one DP replica (all its pipeline streams together)
     fits: bool
     reason: str
+    # attention copies of a stage: each keeps the KV cache of the sequences it serves, so one
+    # sequence's cache must fit in one copy (kv_blocks_per_replica counts all copies)
+    attn_copies: int = 1
 
     @property
     def kv_tokens(self) -> int:
+        """KV tokens one device holds: the capacity of one attention copy (all its layers)."""
         return int(self.kv_available // self.kv_bytes_per_token) if self.kv_bytes_per_token else 0
+
+    @property
+    def kv_tokens_per_copy(self) -> int:
+        return self.kv_tokens
+
+    @property
+    def kv_tokens_per_replica(self) -> int:
+        """KV tokens of one DP replica: every attention copy's cache together."""
+        return self.kv_tokens * self.attn_copies
+
+    @property
+    def kv_blocks_per_copy(self) -> int:
+        return self.kv_blocks_per_replica // max(self.attn_copies, 1)
 
 
 def kv_heads_per_device(model: ModelSpec, tp: int) -> int:
@@ -199,4 +218,40 @@ def memory_report(
         kv_blocks_per_replica=max(blocks, 0),
         fits=fits,
         reason=reason,
+        attn_copies=plan.attn_replicas,
     )
+
+
+def copy_seq_blocks(mem: MemoryReport, pp: int, watermark_fraction: float) -> int:
+    """KV blocks one sequence may hold in one pipeline stream: one attention copy's share of
+    the stream's blocks, less the copy's watermark (vLLM keeps a watermark per cache)."""
+    per_copy = mem.kv_blocks_per_copy // max(pp, 1)
+    return per_copy - int(watermark_fraction * per_copy)
+
+
+def expected_experts_touched(num_experts: int, topk: int, tokens: np.ndarray) -> np.ndarray:
+    """Expected number of distinct experts that a step of `tokens` tokens routes to, when each
+    token picks `topk` distinct experts of `num_experts` uniformly and independently: a given
+    expert is missed by one token with probability 1 - k/E, so it is touched with probability
+    1 - (1 - k/E)^n and E x that many experts are touched on average."""
+    n = np.asarray(tokens, dtype=np.float64)
+    if num_experts <= 0:
+        return np.zeros_like(n)
+    miss = 1.0 - min(max(topk, 0), num_experts) / num_experts
+    return num_experts * (1.0 - miss**n)
+
+
+def moe_step_weight_bytes(
+    model: ModelSpec, plan: Plan, all_weight_bytes: float, tokens: np.ndarray
+) -> np.ndarray:
+    """Weight bytes one step of `tokens` tokens reads from HBM: `all_weight_bytes` (every
+    weight of the replica) less the routed experts that no token of the step uses. Expert
+    parallelism and expert splitting change who reads an expert, not the total."""
+    n = np.asarray(tokens, dtype=np.float64)
+    if not model.is_moe:
+        return np.full_like(n, all_weight_bytes)
+    wb = DTYPE_BYTES[plan.weight_dtype]
+    layers = model.num_layers - model.num_dense_layers
+    per_expert = model.expert_params() * wb * layers
+    idle = model.num_experts - expected_experts_touched(model.num_experts, model.topk, n)
+    return all_weight_bytes - idle * per_expert

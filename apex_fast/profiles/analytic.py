@@ -15,7 +15,6 @@ The compute peak scales with clock / boost clock; memory and link bandwidths do 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +104,6 @@ def device_model(device: DeviceSpec | str, clock_mhz: int | None = None) -> Devi
         )
     params, note = calibration_for(dev.name)
     return DeviceModel(device=dev, clock_mhz=clock, calibration=note, **params)
-
-
-def with_params(dm: DeviceModel, **params: float) -> DeviceModel:
-    """A copy with some parameters replaced (used by the calibration script)."""
-    return dataclasses.replace(dm, **params)
 
 
 def _sat(x: np.ndarray | float, c: float) -> np.ndarray:

@@ -38,9 +38,6 @@ from apex_fast.errors import ApexError
 MEASURED, INTERPOLATED, CLAMPED = 0, 1, 2
 TAG_NAMES = {MEASURED: "measured", INTERPOLATED: "interpolated", CLAMPED: "clamped"}
 
-GEMM_COLUMNS = ("gpu", "dtype", "m", "k", "n", "time(us)")
-ATTN_COLUMNS = ("gpu", "dtype", "num_heads", "head_size", "batch_size", "seq_len", "time(us)")
-COMM_COLUMNS = ("gpu", "num_nodes", "num_gpus_per_node", "dtype", "size(kb)", "time(us)")
 COLLECTIVE_FILES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
 _DTYPES = ("half", "float", "float8", "bfloat16", "float16", "float32", "int8")
 _CACHE_VERSION = "1"

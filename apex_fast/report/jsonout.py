@@ -28,6 +28,7 @@ def plan_json(e: Evaluated) -> dict:
     d = {"plan": e.result.plan.to_json(), "label": e.result.plan.label}
     d.update(e.metrics.to_json())
     d["kv_blocks_per_replica"] = e.result.memory.kv_blocks_per_replica
+    d["kv_blocks_per_attention_copy"] = e.result.memory.kv_blocks_per_copy
     d["max_num_batched_tokens"] = e.result.budget
     return d
 
@@ -42,6 +43,7 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu": sr.cluster.device.name,
                 "num_nodes": sr.cluster.num_nodes,
                 "num_gpus_per_node": sr.cluster.gpus_per_node,
+                "sm_clock_mhz": o.clock_mhz or sr.cluster.device.boost_clock_mhz,
             },
             "workload": {
                 "name": sr.workload.name,
@@ -57,6 +59,8 @@ def report_json(sr: SearchResult) -> dict:
                 "gpu_memory_utilization": o.gpu_memory_utilization,
             },
             "objective": sr.objective,
+            "deployment": {"mode": "agg"},
+            "speculative": None if o.speculative is None else o.speculative.to_json(),
             "op_cost_source": getattr(sr.best.result.compiled, "cost_source", "analytic"),
             "accuracy": band_json(
                 search_band(sr),
@@ -74,13 +78,56 @@ def report_json(sr: SearchResult) -> dict:
 def report_json_all(sr: SearchResult) -> dict:
     """The report; for encoder-decoder models the encoder's search sits under "encoder"."""
     data = report_json(sr)
+    if getattr(sr, "deployment", None) is not None:  # --mode both
+        from apex_fast.report.deployment import deployment_json
+
+        data["deployment"] = deployment_json(sr.deployment)
     if getattr(sr, "encoder", None) is not None:
         data["encoder"] = report_json(sr.encoder)
     return data
 
 
 def write_json(sr: SearchResult, path: str | Path) -> None:
-    data = orjson.dumps(
-        report_json_all(sr), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-    )
-    Path(path).write_bytes(data + b"\n")
+    if not isinstance(sr, SearchResult):  # --mode disagg: a disaggregated deployment only
+        from apex_fast.report.deployment import deployment_json
+
+        rec = _clean({"model": sr.model.name, "deployment": deployment_json(sr)})
+        if sr.options.speculative is not None:
+            rec["speculative"] = sr.options.speculative.to_json()
+    else:
+        rec = report_json_all(sr)
+    data = orjson.dumps(rec, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    write_atomic(Path(path), data + b"\n")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it into place, so that an
+    interrupted run never leaves a partial report behind."""
+    import os
+    import stat
+    import tempfile
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # a device (/dev/stdout, /dev/full), a pipe or a symlink: write through it as given,
+        # never replace it with a file
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # the mode a plain open() would give
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

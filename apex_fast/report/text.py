@@ -88,30 +88,49 @@ def plan_section(
     )
     out.append(table(["Name", "Value"], _cell_rows(model, p)))
     out.append("* Statistics:")
-    out.append(
-        table(
-            ["Name", "Value"],
-            [
-                ["Parameter size per device (GB)", f"{m.param_gb_per_device:.1f}"],
-                ["Activation memory per device (GB)", f"{m.activation_gb_per_device:.1f}"],
-                ["KV cache per device (GB)", f"{m.kv_cache_gb_per_device:.1f}"],
-                ["KV cache capacity per replica (tokens)", f"{m.kv_tokens_per_replica}"],
+    encoder = model.arch == "encoder"
+    stats = [
+        ["Parameter size per device (GiB)", f"{m.param_gb_per_device:.1f}"],
+        ["Activation memory per device (GiB)", f"{m.activation_gb_per_device:.1f}"],
+    ]
+    if not encoder:  # an encoder keeps no KV cache between steps
+        stats.append(["KV cache per device (GiB)", f"{m.kv_cache_gb_per_device:.1f}"])
+        copies = getattr(m, "attn_copies", 1)
+        if copies > 1:
+            stats.append(
                 [
-                    "Avg. requests per iteration (per microbatch)",
-                    f"{m.avg_requests_per_iteration:.1f}",
-                ],
-                ["Avg. tokens per iteration (per microbatch)", f"{m.avg_tokens_per_iteration:.1f}"],
-                ["Simulated iterations", f"{m.num_steps}"],
-                ["Preemptions (recompute)", f"{m.preemptions}"],
+                    "KV cache capacity per attention copy (tokens)",
+                    f"{m.kv_tokens_per_copy}",
+                ]
+            )
+            stats.append(
+                [
+                    f"KV cache capacity per replica (tokens, {copies} copies)",
+                    f"{m.kv_tokens_per_replica}",
+                ]
+            )
+        else:
+            stats.append(["KV cache capacity per replica (tokens)", f"{m.kv_tokens_per_replica}"])
+    stats += [
+        ["Avg. requests per iteration (per microbatch)", f"{m.avg_requests_per_iteration:.1f}"],
+        ["Avg. tokens per iteration (per microbatch)", f"{m.avg_tokens_per_iteration:.1f}"],
+        ["Simulated iterations", f"{m.num_steps}"],
+    ]
+    if not encoder:
+        stats.append(["Preemptions (recompute)", f"{m.preemptions}"])
+    out.append(table(["Name", "Value"], stats))
+    rows = (
+        []
+        if encoder
+        else [
+            [
+                "Throughput: Avg. Tokens generated per second",
+                _v(m.throughput_tokens_per_s),
+                "tokens/sec",
             ],
-        )
+        ]
     )
-    rows = [
-        [
-            "Throughput: Avg. Tokens generated per second",
-            _v(m.throughput_tokens_per_s),
-            "tokens/sec",
-        ],
+    rows += [
         [
             "Throughput: Avg. Tokens processed per second",
             _v(m.processed_tokens_per_s),
@@ -136,26 +155,13 @@ def plan_section(
     rows = [r for r in rows if r[1] != "nan"]  # e.g. TPOT of an encoder, which emits no tokens
     out.append(table(["Name", "Value", "Units"], rows))
     out.append(benchmark_section(m, slo_ms))
-    out.append("* Latency SLO Metrics:")
-    out.append(f"* Batch Size: {max_batch}")
-    out.append(
-        table(
-            ["Name", "Target SLO(msec)", "SLOs Met(%)"],
-            [
-                ["TTFT", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"],
-                ["TPOT", f"{slo_ms[1]:g}", f"{m.slo_tpot_pct:.3f} %"],
-                ["Both", "", f"{m.slo_both_pct:.3f} %"],
-            ]
-            if model.arch != "encoder"
-            else [["Encoder latency (TTFT)", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"]],
-        )
-    )
+    out.append(slo_section(model, m, max_batch, slo_ms))
     out.append("* Time breakdown:")
     brow = []
     for name, sec, ratio, src in m.breakdown:
         brow.append([name, f"{sec:.2f}", f"{ratio:.1f}", src])
     out.append(table(["Name", "Time (sec)", "Ratio (%)", "Source"], brow))
-    out.append(energy_line(m))
+    out.append(energy_line(m, "request" if encoder else "generated token"))
     return "\n".join(out)
 
 
@@ -185,12 +191,15 @@ def benchmark_section(m: PlanMetrics, slo_ms: tuple[float, float]) -> str:
         ["Request throughput", _v(m.throughput_requests_per_s), "req/s"],
         ["Output token throughput", _v(m.output_tokens_per_s, fmt="{:.2f}"), "tok/s"],
         ["Total token throughput", _v(m.total_tokens_per_s, fmt="{:.2f}"), "tok/s"],
-        [
-            f"Goodput (TTFT <= {slo_ms[0]:g} ms and TPOT <= {slo_ms[1]:g} ms)",
-            _v(m.goodput_requests_per_s),
-            "req/s",
-        ],
     ]
+    if any(math.isfinite(x) for x in slo_ms):
+        tput.append(
+            [
+                f"Goodput (TTFT <= {slo_ms[0]:g} ms and TPOT <= {slo_ms[1]:g} ms)",
+                _v(m.goodput_requests_per_s),
+                "req/s",
+            ]
+        )
     if m.prefix_cache == "on":
         tput.append(["Prefix cache hit rate", f"{100 * m.prefix_cache_hit_rate:.2f}", "%"])
         tput.append(["Cached prompt tokens", f"{m.cached_prompt_tokens}", "tokens"])
@@ -205,9 +214,35 @@ def benchmark_section(m: PlanMetrics, slo_ms: tuple[float, float]) -> str:
     )
 
 
-def energy_line(m: PlanMetrics) -> str:
+def slo_section(
+    model: ModelSpec, m: PlanMetrics, max_batch: int, slo_ms: tuple[float, float]
+) -> str:
+    """Attainment of the SLOs the user set (none by default)."""
+    head = [
+        "* Latency SLO Metrics:",
+        f"* Max running sequences per engine (--max-num-seqs): {max_batch}",
+    ]
+    ttft, tpot = (math.isfinite(x) for x in slo_ms)
+    if model.arch == "encoder":
+        rows = [["Encoder latency (TTFT)", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"]]
+        rows = rows if ttft else []
+    else:
+        rows = []
+        if ttft:
+            rows.append(["TTFT", f"{slo_ms[0]:g}", f"{m.slo_ttft_pct:.3f} %"])
+        if tpot:
+            rows.append(["TPOT", f"{slo_ms[1]:g}", f"{m.slo_tpot_pct:.3f} %"])
+        if ttft and tpot:
+            rows.append(["Both", "", f"{m.slo_both_pct:.3f} %"])
+    if not rows:
+        head.append("  No SLO set (give --ttft-slo and/or --tpot-slo in ms to see attainment)")
+        return "\n".join(head)
+    return "\n".join([*head, table(["Name", "Target SLO(msec)", "SLOs Met(%)"], rows)])
+
+
+def energy_line(m: PlanMetrics, per: str = "generated token") -> str:
     """kJ with J/token beside it, and $/Mtok when a GPU-hour price was given."""
-    line = f"Energy Consumption: {m.energy_kj:.2f} KJ ({m.energy_j_per_token:.3f} J per generated token"
+    line = f"Energy Consumption: {m.energy_kj:.2f} KJ ({m.energy_j_per_token:.3f} J per {per}"
     gpus_s = m.gpu_hours * 3600.0
     if gpus_s > 0:
         line += f", avg. {m.energy_kj * 1e3 / gpus_s:.0f} W per GPU"
@@ -264,6 +299,17 @@ def _cost_source(sr: SearchResult) -> str:
     )
 
 
+def speculative_lines(o: object) -> list[str]:
+    """One line on speculative decoding when it is on (apex_fast.sim.speculative)."""
+    spec = getattr(o, "speculative", None)
+    if spec is None:
+        return []
+    return [
+        f"Speculative decoding: {spec.describe()}; mean accepted tokens per step "
+        f"{spec.expected_tokens:.2f} (docs/speculative.md)"
+    ]
+
+
 def render(
     sr: SearchResult, show_all: bool, ttft_slo_ms: float, tpot_slo_ms: float, max_batch: int
 ) -> str:
@@ -289,13 +335,19 @@ def render(
             if model.is_moe
             else f"FFN {model.intermediate_size} {'SwiGLU' if model.gated_ffn else 'MLP'})"
         ),
-        f"Cluster: {c.num_nodes} node(s) x {c.gpus_per_node} {c.device.name}",
+        f"Cluster: {c.num_nodes} node(s) x {c.gpus_per_node} {c.device.name}, SM clock "
+        + (
+            f"{o.clock_mhz} MHz (--frequency)"
+            if o.clock_mhz
+            else f"{c.device.boost_clock_mhz} MHz (boost, the default)"
+        ),
         f"Workload: {w.name}: {w.num_requests} requests, mean prompt {w.prompt.mean():.1f}, "
         f"mean output {w.output.mean():.1f} tokens, over {float(w.arrival[-1]):.1f} s",
         f"Engine: {engine_summary(o, sr.best.result.budget)}",
+        *speculative_lines(o),
         f"Op costs: {_cost_source(sr)}",
-        f"Generated {sr.num_candidates} {stage} candidate plans: {len(sr.ranked)} feasible, "
-        f"{len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
+        f"Generated {len(sr.ranked) + len(sr.infeasible)} {stage} candidate plans: "
+        f"{len(sr.ranked)} feasible, {len(sr.infeasible)} infeasible. Ranked by {sr.objective}.",
     ]
     lines.append(band_line(search_band(sr)))
     notes = sr.best.result.compiled.notes if sr.best.result.compiled else []

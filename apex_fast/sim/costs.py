@@ -119,6 +119,7 @@ def compile_costs(
     frontend_in_process: bool = False,
     engine: str = "vllm-0.6",
     enforce_eager: bool = False,
+    num_scheduler_steps: int = 1,
 ) -> CompiledCosts:
     """Step-cost tables of `plan`. For an encoder (model.arch == "encoder") attention is
     bidirectional and there is no LM head; `cross_kv_layers` adds, per encoder token, the K/V
@@ -283,11 +284,14 @@ def compile_costs(
         seq_table=seq_table,
         c_attn=float(c_attn),
         c_ctx=float(c_ctx),
-        overhead=host.host_step_s,
+        # multi-step scheduling (vLLM --num-scheduler-steps N): the scheduler, input preparation
+        # and output processing run once per N decode steps (an approximation that also
+        # amortises them over prefill steps, which run single-step)
+        overhead=host.host_step_s / num_scheduler_steps,
         # steps with prefill tokens run eagerly (vLLM captures CUDA graphs for decode batches
         # only): their GPU work cannot end before the CPU has launched every kernel
         eager_floor=launch_time(launch, host),
-        host_seq=host.seq_s(frontend_in_process),
+        host_seq=host.seq_s(frontend_in_process) / num_scheduler_steps,
         graph_max_seqs=graph_max,
         piecewise_tokens=prof.graphed_prefill_max_tokens if piecewise else 0,
         piecewise_floor=piecewise_launch_time(launch, host, backend) if piecewise else 0.0,

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import MemoryReport, memory_report
+from apex_fast.plans.memory import MemoryReport, copy_seq_blocks, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
-from apex_fast.sim.prefix import block_keys, check_router, prefix_cache_blocker, prefix_split
+from apex_fast.sim.prefix import (
+    block_keys,
+    check_router,
+    copy_tags,
+    prefix_cache_blocker,
+    prefix_split,
+)
 from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
 from apex_fast.sim.workload import Workload, closed_loop_split
+
+if TYPE_CHECKING:
+    from apex_fast.sim.speculative import SpeculativeConfig
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,11 @@ class EngineOptions:
     # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
     # steps (apex_fast.engines.options)
     unchunked_budget_floor: int = 2048
+    # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
+    speculative: SpeculativeConfig | None = None
+    # a disaggregated decode instance: requests arrive with their prompt's KV and their first
+    # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
+    decode_pool: bool = False
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -110,6 +125,8 @@ class EngineOptions:
         cf = getattr(self, "capacity_factor", 1.0)
         if not (0.0 < cf < float("inf")):
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
+        if self.speculative is not None:
+            self.speculative.validate()
 
 
 @dataclass
@@ -129,6 +146,24 @@ class PlanResult:
     # prefix caching: simulated for this run, or why not ("" = simulated or off)
     prefix_cache_on: bool = False
     prefix_cache_note: str = ""
+
+
+def _reject_beyond_copy(
+    workload: Workload, index: list[np.ndarray], mem: MemoryReport, pp: int, block_size: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Take out of every stream the requests whose full KV cache (prefix + prompt + output)
+    exceeds one attention copy's blocks; they are what the kernel would reject once their KV
+    outgrew the copy (its own rejection test, applied to the copy instead of the pool)."""
+    limit = copy_seq_blocks(mem, pp, ep.WATERMARK_FRACTION)
+    need = workload.prompt + workload.output
+    if workload.prefix is not None:
+        need = need + workload.prefix
+    blocks = -(-need // block_size)
+    bad = np.flatnonzero(blocks > limit)
+    if bad.size == 0:
+        return index, bad
+    keep = blocks <= limit
+    return [ids[keep[ids]] for ids in index], bad
 
 
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
@@ -166,6 +201,7 @@ def _compiled_costs(
         frontend_in_process=opts.frontend_in_process,
         engine=opts.engine,
         enforce_eager=opts.enforce_eager,
+        num_scheduler_steps=max(opts.num_scheduler_steps, 1),
     )
     if len(_COST_CACHE) >= _COST_CACHE_MAX:
         _COST_CACHE.pop(next(iter(_COST_CACHE)))
@@ -214,13 +250,29 @@ def simulate_plan(
         return PlanResult(
             plan, mem, False, "KV cache smaller than one block per stream", budget=budget
         )
-    compiled = _compiled_costs(model, cluster, plan, budget, opts)
+    if opts.speculative is None:
+        compiled = _compiled_costs(model, cluster, plan, budget, opts)
+    else:  # verification + proposals, one step per E tokens (docs/speculative.md)
+        from apex_fast.sim.speculative import apply_to_plan
+
+        compiled, blocks, workload = apply_to_plan(
+            model, cluster, plan, workload, opts, mem.kv_available, mem.kv_bytes_per_token, budget
+        )
+        if blocks < 1:
+            reason = "no room for the KV cache next to the speculative proposer"
+            return PlanResult(plan, mem, False, reason, budget=budget)
+    if opts.decode_pool:
+        from apex_fast.disagg import decode_pool_costs
+
+        compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
     pc_note = prefix_cache_blocker(workload, cfg.window_blocks) if opts.prefix_caching else ""
     pc_on = opts.prefix_caching and not pc_note
+    copies = plan.attn_replicas  # each attention copy has a cache of its own
+    tags = None
     if getattr(opts, "router", "round-robin") == "prefix" and not workload.max_concurrency:
-        index = prefix_split(workload, plan.dp, plan.pp, opts.block_size)
+        index, tags = prefix_split(workload, plan.dp, plan.pp, opts.block_size, copies)
     else:
         index = stream_split(workload, plan.dp, plan.pp)
     slots = [0] * len(index)
@@ -228,7 +280,16 @@ def simulate_plan(
         index, slots = closed_loop_split(
             workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
         )
+    if pc_on and copies > 1 and tags is None:
+        tags = copy_tags(workload.num_requests, index, copies)
     rejected: list[np.ndarray] = []
+    too_long = np.empty(0, np.int64)
+    if plan.attn_replicas > 1:
+        # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
+        # outgrows one copy can never be served (the kernel pools the copies' blocks)
+        index, too_long = _reject_beyond_copy(workload, index, mem, plan.pp, opts.block_size)
+        if too_long.size:
+            rejected.append(too_long)
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
@@ -240,7 +301,9 @@ def simulate_plan(
             compiled.costs,
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
-            block_keys=block_keys(workload, ids, opts.block_size) if pc_on else None,
+            block_keys=(
+                block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
+            ),
         )
         streams.append(res)
         bad = ids[res.finish < 0]
@@ -255,7 +318,18 @@ def simulate_plan(
     result.prefix_cache_note = pc_note
     if opts.clock_mhz:
         result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
-    if rej.size:
+    if too_long.size:
+        copy_tok = copy_seq_blocks(mem, plan.pp, ep.WATERMARK_FRACTION) * opts.block_size
+        ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
+        total = int(np.max(workload.prompt[rej] + workload.output[rej]))
+        result.feasible = False
+        result.reason = (
+            f"{rej.size} request(s) (#{ids}; numbered from 0 in arrival order) have prompts plus "
+            f"outputs up to {total} tokens, beyond the KV capacity of one attention copy of this "
+            f"plan ({copy_tok} KV tokens per copy and stream; a sequence's KV cache must fit in "
+            "the copy that serves it)"
+        )
+    elif rej.size:
         longest = int(np.max(workload.prompt[rej]))
         cap_tokens = (blocks - cfg.watermark) * opts.block_size
         why = "KV capacity" if opts.chunked_prefill or longest <= budget else "token budget"

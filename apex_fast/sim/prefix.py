@@ -23,17 +23,26 @@ ROUTERS = ("round-robin", "prefix")
 def prefix_cache_blocker(workload: Workload, window_blocks: int) -> str:
     """Why prefix caching cannot be simulated for this workload and model ("" if it can)."""
     if workload.prefix is not None:
-        return "not simulated for encoder-decoder models (cross-attention KV per request)"
+        return (
+            "not simulated with extra KV per request (encoder-decoder cross-attention, "
+            "speculative decoding, disaggregated decode)"
+        )
     if window_blocks > 0:
         return "not simulated for sliding-window attention (per-layer block groups)"
     return ""
 
 
 def block_keys(
-    workload: Workload, ids: np.ndarray, block_size: int
+    workload: Workload,
+    ids: np.ndarray,
+    block_size: int,
+    copy: np.ndarray | None = None,
+    copies: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(keys, offsets) of the requests `ids` for run_stream: request ids[i] has the keys
-    keys[offsets[i]:offsets[i+1]] for its first full prompt blocks (module docstring)."""
+    keys[offsets[i]:offsets[i+1]] for its first full prompt blocks (module docstring). With
+    attention copies (`copies` > 1, `copy[i]` = the copy serving request i) every copy keeps
+    its own cache: keys are tagged with the copy, so only requests of one copy share blocks."""
     n = ids.size
     if not workload.has_hash_ids:
         return np.zeros(0, np.int64), np.zeros(n + 1, np.int64)
@@ -48,36 +57,57 @@ def block_keys(
     j = np.arange(off[-1], dtype=np.int64) - np.repeat(off[:-1], nk)
     last = (j + 1) * bs - 1  # last token of engine block j
     hid = workload.hash_ids[np.repeat(start, nk) + last // H]
-    return hid * H + last % H, off
+    keys = hid * H + last % H
+    if copies > 1 and copy is not None:
+        keys = keys * copies + np.repeat(copy[ids], nk)
+    return keys, off
 
 
-def prefix_split(workload: Workload, dp: int, pp: int, block_size: int) -> list[np.ndarray]:
-    """Prefix-aware routing over the dp x pp scheduler streams (each has its own cache): a
-    request goes to the stream that already holds the longest run of its leading block keys,
+def copy_tags(n: int, index: list[np.ndarray], copies: int) -> np.ndarray:
+    """Attention copy of every request when requests are dealt to the copies of their stream in
+    turn (the batch split evenly, docs/scheduler.md "Prefix cache")."""
+    tag = np.zeros(n, np.int64)
+    for ids in index:
+        tag[ids] = np.arange(ids.size) % copies
+    return tag
+
+
+def prefix_split(
+    workload: Workload, dp: int, pp: int, block_size: int, copies: int = 1
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Prefix-aware routing over the dp x pp scheduler streams x `copies` attention copies
+    (each has its own cache); (requests per stream, attention copy per request). A request goes
+    to the cache that already holds the longest run of its leading block keys,
     ties (including no hit anywhere) to the stream with the fewest requests so far, then the
     lowest number. The router's view of a cache is every block key it has sent there (no
     eviction): an approximation of a router that tracks each engine's cached prefixes (vLLM
     production stack / SGLang router), made before the simulation, not from its state."""
     n = workload.num_requests
     streams = dp * pp
-    if streams == 1:
-        return [np.arange(n)]
-    # plans of one search share the workload: route it once per (streams, block size)
-    memo = (id(workload), streams, block_size)
+    units = streams * copies
+    if units == 1:
+        return [np.arange(n)], np.zeros(n, np.int64)
+    # plans of one search share the workload: route it once per (caches, block size)
+    memo = (id(workload), units, block_size)
     hit = _SPLITS.get(memo)
     if hit is not None and hit[0] is workload:
-        return [ids.copy() for ids in hit[1]]
-    split = _prefix_split(workload, streams, block_size)
-    if len(_SPLITS) >= 8:
-        _SPLITS.pop(next(iter(_SPLITS)))
-    _SPLITS[memo] = (workload, split)
-    return [ids.copy() for ids in split]
+        where = hit[1]
+    else:
+        where = _prefix_route(workload, units, block_size)
+        if len(_SPLITS) >= 8:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[memo] = (workload, where)
+    stream = where // copies
+    order = np.argsort(stream, kind="stable")
+    bounds = np.searchsorted(stream[order], np.arange(streams + 1))
+    return [order[bounds[s] : bounds[s + 1]] for s in range(streams)], where % copies
 
 
-_SPLITS: dict[tuple[int, int, int], tuple[Workload, list[np.ndarray]]] = {}
+_SPLITS: dict[tuple[int, int, int], tuple[Workload, np.ndarray]] = {}
 
 
-def _prefix_split(workload: Workload, streams: int, block_size: int) -> list[np.ndarray]:
+def _prefix_route(workload: Workload, streams: int, block_size: int) -> np.ndarray:
+    """The cache (0..streams-1) each request is sent to."""
     n = workload.num_requests
     keys, off = block_keys(workload, np.arange(n), block_size)
     seen: list[set[int]] = [set() for _ in range(streams)]
@@ -99,9 +129,7 @@ def _prefix_split(workload: Workload, streams: int, block_size: int) -> list[np.
         where[i] = best
         load[best] += 1
         seen[best].update(mine)
-    order = np.argsort(where, kind="stable")
-    bounds = np.searchsorted(where[order], np.arange(streams + 1))
-    return [order[bounds[s] : bounds[s + 1]] for s in range(streams)]
+    return where
 
 
 def check_router(router: str) -> None:

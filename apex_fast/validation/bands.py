@@ -3,8 +3,9 @@
 Each measured run belongs to a class (engine, GPU, weight dtype family, load regime). Its
 residual is taken from the leave-one-family-out replay, i.e. with host parameters fitted without
 that run's model family, so a band says how well the model transfers, not how well it was fitted.
-A band is the 90th percentile of the absolute relative errors of the runs in the class (with the
-mean signed error as the bias). A configuration matches a class when engine, GPU and dtype family
+Published measurements of other engines (apex_fast/data, replayed with nothing fitted to them)
+add classes of their own for dense models. A band is the 90th percentile of the absolute
+relative errors of the runs in the class (with the mean signed error as the bias). A configuration matches a class when engine, GPU and dtype family
 match; the regime narrows it when that regime was measured. Anything else is "not validated".
 """
 
@@ -31,8 +32,43 @@ def class_key(engine: str, gpu: str, weight_dtype: str, regime: str | None = Non
     return key if regime is None else f"{key}|{regime}"
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What band_table needs to know of a measured configuration."""
+
+    engine: str
+    gpu: str
+    weight_dtype: str
+    regime: str
+
+
+def published_band_rows(rows: list[dict], published: list[dict]) -> list[dict]:
+    """Replayed published measurements (validation.published) in band_table's row format."""
+    from apex_fast.validation.runs import regime_of
+
+    out = []
+    for src, r in zip(published, rows, strict=True):
+        if "skipped" in r or r.get("class") != "dense":
+            continue
+        wdt = {"bf16": "half", "fp16": "half", "fp8": "float8"}.get(src["weight_dtype"], "half")
+        regime = regime_of(float(src["input_len"]), float(src["output_len"]))
+        row = {"run": _Source(src["engine_profile"], src["gpu"], wdt, regime)}
+        for key, cols in (
+            ("ttft", ("ttft_mean_ms", "ttft_median_ms")),
+            ("itl", ("itl_mean_ms", "tpot_mean_ms")),
+        ):
+            for c in cols:
+                if f"{c}_err" in r:
+                    row[f"{key}_s_err"] = r[f"{c}_err"]
+                    break
+        if "itl_s_err" in row and "ttft_s_err" in row:
+            out.append(row)
+    return out
+
+
 def band_table(rows: list[dict]) -> dict[str, dict]:
-    """Bands per class and per class+regime from replay rows (validation.fit.errors)."""
+    """Bands per class and per class+regime from replay rows (validation.fit.errors, or
+    published_band_rows, which carry no latency)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         run = r["run"]
@@ -45,7 +81,11 @@ def band_table(rows: list[dict]) -> dict[str, dict]:
     for key, rs in sorted(groups.items()):
         entry: dict[str, float | int] = {"runs": len(rs)}
         for k in KEYS:
-            e = np.array([x[f"{k}_s_err"] for x in rs])
+            e = np.array([x[f"{k}_s_err"] for x in rs if f"{k}_s_err" in x])
+            if e.size == 0:
+                entry[f"{k}_abs_p90"] = None
+                entry[f"{k}_bias"] = None
+                continue
             entry[f"{k}_abs_p90"] = round(float(np.quantile(np.abs(e), BAND_QUANTILE)), 4)
             entry[f"{k}_bias"] = round(float(np.mean(e)), 4)
         out[key] = entry
@@ -82,7 +122,7 @@ def band_for(engine: str, gpu: str, weight_dtype: str, regime: str) -> Band:
         class_key(engine, gpu, weight_dtype),
     ):
         e = table.get(key)
-        if e:
+        if e and e.get("itl_abs_p90") is not None:
             what = key.replace("|", ", ")
             return Band(
                 ttft=e["ttft_abs_p90"],
@@ -141,14 +181,25 @@ def band_json(band: Band, ttft_s: float, itl_s: float, latency_s: float) -> dict
     }
 
 
+def band_rel_json(band: Band) -> dict:
+    """The band as relative errors only (for answers that are rates, not latencies)."""
+    return {
+        "validated": band.validated,
+        "basis": band.basis,
+        "ttft_rel": band.ttft,
+        "itl_rel": band.itl,
+        "latency_rel": band.latency,
+    }
+
+
 def band_line(band: Band) -> str:
     """One report line."""
     if not band.validated:
         return f"Accuracy: {band.basis}"
-    return (
-        f"Accuracy: TTFT +/-{100 * band.ttft:.0f}%, ITL +/-{100 * band.itl:.0f}%, "
-        f"latency +/-{100 * band.latency:.0f}% ({band.basis})"
-    )
+    parts = [f"TTFT +/-{100 * band.ttft:.0f}%", f"ITL +/-{100 * band.itl:.0f}%"]
+    if band.latency is not None:
+        parts.append(f"latency +/-{100 * band.latency:.0f}%")
+    return f"Accuracy: {', '.join(parts)} ({band.basis})"
 
 
 def search_band(sr) -> Band:  # noqa: ANN001 - a search.SearchResult (imported lazily)

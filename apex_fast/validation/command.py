@@ -145,6 +145,10 @@ def command(
     """Replay the measured vLLM 0.6 runs (8x H100; Llama-3.1-70B bf16, Mistral-Large FP8):
     in-sample and leave-one-family-out errors; then the published measurements of every
     engine (out of sample)."""
+    if json_path is not None:
+        from apex_fast.cli import check_output_path
+
+        check_output_path(json_path, "--json")
     if reference_dir is not None:
         if not reference_dir.exists():
             raise ApexError(f"reference folder {reference_dir} does not exist")

@@ -1,8 +1,9 @@
 """Replay published serving measurements (apex_fast/data/published_measurements.csv).
 
-Each row with fixed input/output lengths and a request rate (or all requests at once) becomes a
-workload of `num_prompts` requests: Poisson arrivals at the rate (fixed seed) or all at t = 0
-for an infinite rate. The plan is the row's TP/EP on its GPU and dtypes, the engine its profile
+Each row with fixed input/output lengths becomes a workload of `num_prompts` requests: Poisson
+arrivals at the row's request rate (fixed seed), all at t = 0 for an infinite rate, behind a
+closed loop of `max_concurrency` clients where the row has one (8 requests per client when the
+source gives no prompt count). The plan is the row's TP/EP on its GPU and dtypes, the engine its profile
 with defaults. Rows the tool cannot reproduce (dataset-driven lengths, fixed-concurrency clients)
 are counted and skipped with the reason. Nothing here is fitted: the errors are out-of-sample
 for every engine (vLLM 0.6's host parameters come from other runs; the other engines' are
@@ -40,18 +41,22 @@ _DTYPE = {"bf16": "half", "fp16": "half", "fp8": "float8"}
 
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
-    checkpoints are meta-llama's models with FP8 weights; the row's dtype says so)."""
+    checkpoints are meta-llama's models with FP8 weights, Qwen's '-FP8' checkpoints its own
+    models; the row's dtype says so)."""
     if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
         return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
+    if hf_id.startswith("Qwen/") and hf_id.endswith("-FP8"):
+        return hf_id[: -len("-FP8")]
     return hf_id
 
 
 def _workload(row: dict) -> Workload | str:
     if row["input_len"] is None or row["output_len"] is None:
         return "lengths come from a dataset"
-    if row["max_concurrency"] is not None:
-        return "fixed-concurrency clients"
+    conc = int(row["max_concurrency"] or 0)
     n = int(row["num_prompts"] or 0)
+    if conc and not n:
+        n = 8 * conc  # a closed-loop sweep without a prompt count: 8 requests per client
     if n < 1:
         return "number of prompts not given"
     rate = row["request_rate"].strip().lower() if row["request_rate"] else "inf"
@@ -66,6 +71,7 @@ def _workload(row: dict) -> Workload | str:
         prompt=np.full(n, int(row["input_len"]), np.int64),
         output=np.full(n, int(row["output_len"]), np.int64),
         name=f"{int(row['input_len'])}/{int(row['output_len'])} at {rate}",
+        max_concurrency=conc,
     )
 
 
@@ -91,6 +97,10 @@ def replay_row(row: dict) -> dict:
     ep = int(row["ep"]) if row["ep"] else None
     wdt = _DTYPE.get(row["weight_dtype"], "half")
     kvdt = _DTYPE.get(row["kv_dtype"], "half")
+    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+        # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
+        # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
+        kvdt = "float8"
     cluster = Cluster(device, 1, tp)
     plans, _ = enumerate_plans(
         model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt

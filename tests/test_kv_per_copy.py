@@ -1,0 +1,116 @@
+"""KV cache per attention copy: plans that copy attention and split the batch keep one KV cache
+per copy; a sequence must fit in the copy that serves it, and the report names both capacities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.hardware.devices import get_device
+from apex_fast.models import load_model
+from apex_fast.plans.enumerate import enumerate_plans
+from apex_fast.plans.memory import copy_seq_blocks, memory_report
+from apex_fast.sim.engine import EngineOptions, simulate_plan
+from apex_fast.sim.engine_params import WATERMARK_FRACTION
+from apex_fast.sim.workload import Workload, static_workload
+
+H100 = get_device("H100-SXM-80GB")
+MODEL = load_model("llama3-70b")
+CLUSTER = Cluster(H100, 1, 8)
+
+
+def _plan(label: str):
+    plans, _ = enumerate_plans(MODEL, CLUSTER)
+    return next(p for p in plans if p.label.startswith(label))
+
+
+def _mem(plan, opts: EngineOptions, wl: Workload):
+    return memory_report(
+        MODEL,
+        plan,
+        H100.hbm_gb,
+        opts.gpu_memory_utilization,
+        opts.budget(wl),
+        opts.max_num_seqs,
+        opts.block_size,
+    )
+
+
+def test_replica_capacity_is_copies_times_one_copy() -> None:
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    assert plan.attn_replicas == 8
+    opts = EngineOptions()
+    mem = _mem(plan, opts, static_workload(4, 2048, 16))
+    assert mem.attn_copies == 8
+    assert mem.kv_tokens_per_replica == 8 * mem.kv_tokens_per_copy
+    assert mem.kv_blocks_per_copy * 8 == mem.kv_blocks_per_replica
+
+
+def test_sequence_longer_than_one_copy_is_rejected() -> None:
+    # the issue's case: 200k-token prompts on ATTN-TP1x8 were served from the pooled KV of all
+    # 8 copies (0 preemptions); one copy holds about 110k tokens
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    wl = static_workload(4, 200_000, 16)
+    opts = EngineOptions()
+    mem = _mem(plan, opts, wl)
+    copy_tokens = copy_seq_blocks(mem, plan.pp, WATERMARK_FRACTION) * opts.block_size
+    assert copy_tokens < 200_016 < mem.kv_tokens_per_replica  # fits the pool, not one copy
+    res = simulate_plan(MODEL, CLUSTER, plan, wl, opts)
+    assert not res.feasible
+    assert res.rejected is not None and res.rejected.tolist() == [0, 1, 2, 3]
+    assert "one attention copy" in res.reason and f"{copy_tokens} KV tokens" in res.reason
+
+
+def test_only_the_too_long_requests_are_rejected() -> None:
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    opts = EngineOptions()
+    prompt = np.array([1000, 200_000, 500, 1500], np.int64)
+    wl = Workload(np.zeros(4), prompt, np.full(4, 16, np.int64), "mixed")
+    res = simulate_plan(MODEL, CLUSTER, plan, wl, opts)
+    assert res.rejected.tolist() == [1]
+    served = np.concatenate(res.stream_index)
+    assert sorted(served.tolist()) == [0, 2, 3]
+    assert all((s.finish >= 0).all() for s in res.streams)
+
+
+def test_sequence_within_one_copy_is_served() -> None:
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    res = simulate_plan(MODEL, CLUSTER, plan, static_workload(4, 50_000, 16), EngineOptions())
+    assert res.feasible, res.reason
+
+
+def test_plan_without_copies_keeps_its_pool() -> None:
+    plan = _plan("DP1 PP1 TP8")
+    assert plan.attn_replicas == 1
+    opts = EngineOptions()
+    mem = _mem(plan, opts, static_workload(4, 2048, 16))
+    assert mem.kv_tokens_per_replica == mem.kv_tokens_per_copy
+    blocks = mem.kv_blocks_per_replica
+    assert copy_seq_blocks(mem, 1, WATERMARK_FRACTION) == blocks - int(WATERMARK_FRACTION * blocks)
+
+
+def test_cli_does_not_pick_a_plan_whose_copy_cannot_hold_the_request(capsys) -> None:
+    from apex_fast.cli import main
+
+    code = main(
+        [
+            "plan",
+            "--model",
+            "llama3-70b",
+            "--num-gpus-per-node",
+            "8",
+            "--prompt-len",
+            "200000",
+            "--output-len",
+            "16",
+            "--num-requests",
+            "4",
+            "--quiet",
+            "--all",
+        ]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0
+    ranked = out.split("* Infeasible plans:")[0]
+    assert "ATTN-TP1x8" not in ranked.split("Ranked by latency.")[1]
+    assert "one attention copy" in out
