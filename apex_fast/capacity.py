@@ -63,7 +63,16 @@ def scaled(workload: Workload, scale: float, horizon_s: float = 0.0) -> Workload
     else:
         prompt, output = workload.prompt, workload.output
     name = f"{workload.name} x{scale:.3g}" + (f" (repeated {copies}x)" if copies > 1 else "")
-    return Workload(np.ascontiguousarray(arr), prompt, output, name)
+    hashes = {}
+    if workload.hash_ids is not None:  # a repeated copy carries the same prompt prefixes
+        ids, off = workload.hash_ids, workload.hash_offsets
+        lens = np.tile(np.diff(off), copies)
+        hashes = {
+            "hash_ids": np.tile(ids, copies),
+            "hash_offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            "hash_block": workload.hash_block,
+        }
+    return Workload(np.ascontiguousarray(arr), prompt, output, name, **hashes)
 
 
 def slo_outcome(

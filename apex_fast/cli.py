@@ -343,7 +343,13 @@ def plan(
     enable_prefix_caching: bool | None = typer.Option(
         None,
         "--enable-prefix-caching/--no-enable-prefix-caching",
-        help="Prefix caching (default: the engine's); recorded only, the cache is not simulated.",
+        help="Automatic prefix caching (default: the engine's): prompt blocks whose hashes "
+        "(trace hash_ids) are cached are reused; LRU eviction.",
+    ),
+    router: str = typer.Option(
+        "round-robin",
+        help="Data-parallel routing: round-robin, or prefix (the replica holding the longest "
+        "cached prefix of the request, ties to the least loaded).",
     ),
     objective: str = typer.Option(
         "latency", help="Rank plans by: latency, throughput, energy, cost ($ per token)."
@@ -499,6 +505,7 @@ def plan(
         max_model_len=max_model_len,
         num_scheduler_steps=num_scheduler_steps,
         prefix_caching=enable_prefix_caching,
+        router=router,
         objective=objective,
         profile_dir=profile_dir,
         gpu_hour_cost=gpu_hour_cost,

@@ -24,6 +24,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
+from apex_fast.sim.prefix import check_router
 from apex_fast.sim.speculative import SpeculativeConfig
 from apex_fast.sim.workload import Workload, WorkloadOptions
 from apex_fast.sim.workload import build_workload as workload_from_options
@@ -68,6 +69,7 @@ class PlanRequest:
     max_model_len: int | None = None
     num_scheduler_steps: int | None = None
     prefix_caching: bool | None = None
+    router: str = "round-robin"  # data-parallel routing (--router)
     objective: str = "latency"
     profile_dir: Path | None = None  # measured tables root (default profile_data/)
     gpu_hour_cost: float = 0.0  # $ per GPU-hour (0 = no $ figures)
@@ -176,8 +178,15 @@ def run_plan(
         clock_mhz=clock,
         profile_dir=str(req.profile_dir) if req.profile_dir is not None else None,
         capacity_factor=req.capacity_factor,
+        router=req.router,
         speculative=req.speculative,
     )
+    check_router(req.router)
+    if req.router == "prefix" and workload.max_concurrency:
+        raise ApexError(
+            "--router prefix is not modelled with --max-concurrency (each closed-loop client "
+            "keeps its engine); use --request-rate or the trace's times"
+        )
     mopts = MetricOptions(
         request_percentiles=req.request_percentiles,
         token_percentiles=req.token_percentiles,

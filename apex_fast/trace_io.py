@@ -4,7 +4,10 @@
   (prompt tokens), `GeneratedTokens` (output tokens).
 * JSON lines, Mooncake format (kvcache-ai/Mooncake `mooncake_trace.jsonl`, also read by
   AIPerf and Dynamo): `timestamp` (ms since the first request), `input_length`,
-  `output_length`, `hash_ids` (prefix-block hashes; read past: prefix caching is not modelled).
+  `output_length`, `hash_ids` (one id per 512-token prompt block; equal ids at a position mean
+  equal prompt prefixes up to the end of that block: the prefix cache's keys).
+* Any JSON-lines trace may carry `hash_ids` the same way, with `hash_block_size` (tokens per id,
+  512 if absent, one value per file): `apex.py trace --kind multiturn` writes them.
 * A `vllm bench serve` / `benchmarks/benchmark_serving.py --save-result` JSON file: the
   per-request `input_lens` and `output_lens` (requests with an `errors` entry are left out);
   its `request_rate`, `burstiness` and `max_concurrency` are kept as `bench_settings` (the file
@@ -41,6 +44,9 @@ MAX_LINE_BYTES = 1 << 20  # 1 MiB: a Mooncake line with 100k-token prompts is ~2
 MAX_JSON_BYTES = 1 << 30  # 1 GiB: a benchmark result with every generated text kept
 _FIELDS = ("StartTimeOffset", "ContextTokens", "GeneratedTokens")
 _MOONCAKE = ("timestamp", "input_length", "output_length")
+MOONCAKE_HASH_BLOCK = 512  # tokens per Mooncake hash id (kvcache-ai/Mooncake trace README)
+MAX_HASH_ID = 1 << 32  # ids below this: id x block size x attention copies fits in an int64
+MAX_HASH_BLOCK = 1 << 20  # tokens per hash id, at most
 
 
 class _Grow:
@@ -53,6 +59,27 @@ class _Grow:
         self.o = np.empty(1024, np.int64)
         self.notes: list[str] = []
         self.bench: dict | None = None
+        # prefix hashes: flat ids, and per request how many (only once a line had some)
+        self.hid: np.ndarray | None = None
+        self.nh = 0
+        self.hlen: np.ndarray | None = None
+        self.hash_block: int | None = None
+
+    def add_hashes(self, lens: list[int], ids: list[int]) -> None:
+        """Hash ids of the block of requests just added by `extend` (lens aligned with it)."""
+        if self.hid is None:
+            if not ids:
+                return
+            self.hid = np.empty(max(1024, len(ids)), np.int64)
+            self.hlen = np.zeros(self.t.size, np.int64)
+        if self.hlen.size < self.t.size:
+            self.hlen = np.resize(self.hlen, self.t.size)
+        k = len(lens)
+        self.hlen[self.n - k : self.n] = lens
+        if self.nh + len(ids) > self.hid.size:
+            self.hid = np.resize(self.hid, max(2 * self.hid.size, self.nh + len(ids)))
+        self.hid[self.nh : self.nh + len(ids)] = ids
+        self.nh += len(ids)
 
     def extend(self, t: list, p: list, o: list) -> None:
         """Append a block of values (times already in seconds)."""
@@ -116,6 +143,31 @@ def _parse_line(
     return t * scale, int(p), int(o)
 
 
+def _hash_ids(obj: dict, where: str, g: _Grow) -> list[int]:
+    """The line's `hash_ids` (empty if absent), checked; records `hash_block_size`."""
+    h = obj.get("hash_ids")
+    if h is None:
+        return []
+    if type(h) is not list or not all(type(x) is int and 0 <= x < MAX_HASH_ID for x in h):
+        raise ApexError(
+            f"{where}: field 'hash_ids' must be a list of whole numbers in [0, 2^32), got "
+            f"{str(h)[:60]}"
+        )
+    bsz = obj.get("hash_block_size", MOONCAKE_HASH_BLOCK)
+    if type(bsz) is not int or not (1 <= bsz <= MAX_HASH_BLOCK):
+        raise ApexError(
+            f"{where}: field 'hash_block_size' must be a positive whole number up to "
+            f"{MAX_HASH_BLOCK}, got {bsz!r}"
+        )
+    if g.hash_block is None:
+        g.hash_block = bsz
+    elif bsz != g.hash_block:
+        raise ApexError(
+            f"{where}: hash_block_size {bsz} differs from {g.hash_block} earlier in the file"
+        )
+    return h
+
+
 _BLOCK = 65536  # lines parsed into Python lists before they are copied into the NumPy columns
 
 
@@ -165,6 +217,8 @@ def _read_jsonl(path: Path, names: tuple[str, str, str], scale: float) -> _Grow:
     ts: list[float] = []
     ps: list[int] = []
     os_: list[int] = []
+    hl: list[int] = []
+    hs: list[int] = []
     with path.open("rb") as f:
         for lineno, raw in _lines(f, path):
             try:
@@ -192,18 +246,20 @@ def _read_jsonl(path: Path, names: tuple[str, str, str], scale: float) -> _Grow:
                 ts.append(t)
             ps.append(p)
             os_.append(o)
+            h = _hash_ids(obj, f"{path}:{lineno}", g) if "hash_ids" in obj else []
+            hl.append(len(h))
+            hs.extend(h)
             if len(ts) == _BLOCK:
                 g.extend(ts, ps, os_)
+                g.add_hashes(hl, hs)
                 ts.clear()
                 ps.clear()
                 os_.clear()
+                hl.clear()
+                hs.clear()
     if ts:
         g.extend(ts, ps, os_)
-    if names == _MOONCAKE:
-        g.notes.append(
-            f"{path.name}: Mooncake trace; its hash_ids (shared prompt prefixes) are not used, "
-            "prefix caching is not modelled"
-        )
+        g.add_hashes(hl, hs)
     return g
 
 
@@ -382,6 +438,11 @@ def load_trace(path: str | Path) -> Workload:
     o, g.o = g.o[:n], None
     output = o[order] if order is not None else o.copy()
     del o
+    hashes: dict = {}
+    if g.hid is not None:
+        hashes = _ordered_hashes(g.hid[: g.nh], g.hlen[:n], order)
+        hashes["hash_block"] = g.hash_block
+        g.hid = None
     zeros = int(np.count_nonzero(output == 0))
     if zeros:
         output[output == 0] = 1
@@ -396,4 +457,18 @@ def load_trace(path: str | Path) -> Workload:
         name=p.name if kind == "JSON lines" else f"{p.name} ({kind})",
         notes=tuple(notes),
         bench_settings=g.bench,
+        **hashes,
     )
+
+
+def _ordered_hashes(ids: np.ndarray, lens: np.ndarray, order: np.ndarray | None) -> dict:
+    """Flat ids and offsets with the requests in `order` (None: as read)."""
+    off = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    if order is None:
+        return {"hash_ids": ids.copy(), "hash_offsets": off}
+    new_lens = lens[order]
+    new_off = np.zeros(lens.size + 1, np.int64)
+    np.cumsum(new_lens, out=new_off[1:])
+    src = np.repeat(off[:-1][order] - new_off[:-1], new_lens) + np.arange(new_off[-1])
+    return {"hash_ids": ids[src], "hash_offsets": new_off}

@@ -14,6 +14,11 @@ dataset: integers uniform in [floor(L(1-r)), ceil(L(1+r))] with r = `--random-ra
 published figures: LMSYS-Chat-1M (Zheng et al., arXiv 2309.11998, Table 1) reports 69.5 prompt
 and 214.5 response tokens per turn on average; the reference lmsys trace has 61.7 and 162.1.
 See traces/README.md for the full table.
+
+Multi-turn chat (`--kind multiturn`, `multiturn_trace`): conversations whose every turn sends the
+whole conversation so far (earlier messages and answers) plus a new message, so consecutive turns
+share a growing prompt prefix; each line carries Mooncake-style `hash_ids` (one id per
+`--hash-block-size` tokens of the prompt) that the prefix cache uses.
 """
 
 from __future__ import annotations
@@ -179,6 +184,143 @@ def generate(
     return t, p, o
 
 
+# --- multi-turn conversations
+# Mean turns per conversation: LMSYS-Chat-1M (Zheng et al., arXiv 2309.11998, Table 1) reports
+# 2.0 turns per conversation on average; turns = 1 + geometric, mean MULTITURN_TURNS.
+MULTITURN_TURNS = 2.0
+# Mean time (s) from one turn's arrival to the next turn of the same conversation (the answer
+# plus the user's reading and typing). An assumption, not a measurement: no public figure for
+# chat think time is used; exponential, set with --think-time.
+MULTITURN_THINK_S = 60.0
+# Tokens per hash id in the written trace: vLLM's default KV block size (16), so the cache sees
+# the shared prefix to the block; Mooncake's own traces use 512.
+MULTITURN_HASH_BLOCK = 16
+
+
+@dataclass(frozen=True)
+class MultiTurnTrace:
+    arrival: np.ndarray  # s, sorted
+    prompt: np.ndarray  # tokens: the conversation so far plus the new message
+    output: np.ndarray  # tokens of the answer
+    hash_ids: np.ndarray  # flat; request i: hash_ids[hash_offsets[i]:hash_offsets[i+1]]
+    hash_offsets: np.ndarray
+    conversation: np.ndarray  # conversation number of each request
+    hash_block: int
+
+
+def multiturn_trace(
+    rate: float,
+    num_requests: int,
+    seed: int = 0,
+    burstiness: float = 1.0,
+    turns: float = MULTITURN_TURNS,
+    think_time: float = MULTITURN_THINK_S,
+    hash_block: int = MULTITURN_HASH_BLOCK,
+) -> MultiTurnTrace:
+    """Multi-turn chat: conversations start with gamma gaps (shape `burstiness`) at
+    rate / turns per second, so requests arrive at about `rate` per second; a conversation has
+    1 + Geometric turns (mean `turns`); turn k + 1 arrives an exponential `think_time` (mean)
+    after turn k. Every turn's new message and answer lengths are drawn from the lmsys fit (one
+    chat turn); turn k's prompt is all earlier messages and answers plus its message.
+
+    Hash ids: a conversation's token stream (message 1, answer 1, message 2, ...) is cut into
+    blocks of `hash_block` tokens; full block b of conversation c has one id shared by all
+    its turns, a prompt's partial last block an id of its own (its content differs from the
+    full block later turns see)."""
+    if num_requests < 1:
+        raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
+    if seed < 0:
+        raise ApexError(f"--seed must be >= 0, got {seed}")
+    if not (turns >= 1.0 and math.isfinite(turns)):
+        raise ApexError(f"--turns must be a mean number of turns >= 1, got {turns}")
+    if not (think_time >= 0.0 and math.isfinite(think_time)):
+        raise ApexError(f"--think-time must be >= 0 seconds, got {think_time}")
+    if not (1 <= hash_block <= 1 << 20):
+        raise ApexError(f"--hash-block-size must be in [1, 1048576] tokens, got {hash_block}")
+    rng = np.random.default_rng(seed)
+    # conversations until the turns cover num_requests (the last one cut short)
+    nturn = rng.geometric(1.0 / turns, num_requests)
+    ends = np.cumsum(nturn)
+    nconv = int(np.searchsorted(ends, num_requests)) + 1
+    nturn = nturn[:nconv]
+    nturn[-1] -= int(ends[nconv - 1]) - num_requests
+    starts = arrivals(nconv, rate / turns, burstiness, rng)
+    conv = np.repeat(np.arange(nconv), nturn)
+    first = np.concatenate([[0], np.cumsum(nturn)[:-1]])
+    k = np.arange(num_requests) - first[conv]  # turn number in its conversation
+    gaps = rng.exponential(think_time, num_requests) if think_time > 0 else np.zeros(num_requests)
+    gaps[k == 0] = 0.0
+    t = starts[conv] + _segment_cumsum(gaps, first, nturn)
+    msg, ans = lengths("lmsys", num_requests, rng)
+    # conversation so far before turn k: all earlier messages and answers
+    history = _segment_cumsum(msg + ans, first, nturn) - (msg + ans)
+    prompt = history + msg
+    # hash ids: full blocks of the conversation stream, then the partial last block
+    full = prompt // hash_block
+    part = (prompt % hash_block > 0).astype(np.int64)
+    most = np.zeros(nconv, np.int64)
+    np.maximum.at(most, conv, full)
+    base = np.concatenate([[0], np.cumsum(most)[:-1]])  # first id of each conversation
+    lens = full + part
+    off = np.zeros(num_requests + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    j = np.arange(off[-1], dtype=np.int64) - np.repeat(off[:-1], lens)
+    ids = np.repeat(base[conv], lens) + j
+    tail = off[1:][part == 1] - 1  # partial last blocks: fresh ids after all full ones
+    ids[tail] = int(most.sum()) + np.arange(tail.size)
+    order = np.argsort(t, kind="stable")
+    new_lens = lens[order]
+    new_off = np.zeros(num_requests + 1, np.int64)
+    np.cumsum(new_lens, out=new_off[1:])
+    src = np.repeat(off[:-1][order] - new_off[:-1], new_lens) + np.arange(new_off[-1])
+    return MultiTurnTrace(
+        t[order] - t[order][0],
+        prompt[order],
+        ans[order],
+        ids[src],
+        new_off,
+        conv[order],
+        hash_block,
+    )
+
+
+def _segment_cumsum(x: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Cumulative sums of x restarting at every segment (first index, length)."""
+    c = np.cumsum(x)
+    before = np.concatenate([[0], c])[first]
+    return c - np.repeat(before, count)
+
+
+def write_multiturn(path: str | Path, tr: MultiTurnTrace) -> None:
+    """APEX+ JSON lines plus `hash_ids`, `hash_block_size` and `ConversationID`."""
+    try:
+        with Path(path).open("wb") as f:
+            ns = np.rint(tr.arrival * 1e9).astype(np.int64).tolist()
+            ids = tr.hash_ids.tolist()
+            off = tr.hash_offsets.tolist()
+            for a in range(0, len(ns), _WRITE_BLOCK):
+                lines = []
+                for i in range(a, min(a + _WRITE_BLOCK, len(ns))):
+                    h = ",".join(map(str, ids[off[i] : off[i + 1]]))
+                    lines.append(
+                        b'{"StartTimeOffset":%d,"ContextTokens":%d,"GeneratedTokens":%d,'
+                        b'"RequestID":"multiturn-%06d","ConversationID":%d,'
+                        b'"hash_block_size":%d,"hash_ids":[%s]}\n'
+                        % (
+                            ns[i],
+                            int(tr.prompt[i]),
+                            int(tr.output[i]),
+                            i,
+                            int(tr.conversation[i]),
+                            tr.hash_block,
+                            h.encode(),
+                        )
+                    )
+                f.write(b"".join(lines))
+    except OSError as err:
+        raise ApexError(f"cannot write trace {path}: {err.strerror or err}") from None
+
+
 MAX_TRACE_REQUESTS = 100_000_000
 _WRITE_BLOCK = 16384  # lines formatted and written at a time (about 6 MB of Python objects)
 
@@ -210,7 +352,8 @@ def command(
     kind: str = typer.Option(
         ...,
         help="Lengths: lmsys (chat), creation, summarization (fitted), or fixed, uniform, "
-        "lognormal around --prompt-len/--output-len.",
+        "lognormal around --prompt-len/--output-len; multiturn: chat conversations whose "
+        "turns carry the earlier turns as a shared prefix (hash_ids written).",
     ),
     rate: float = typer.Option(
         ...,
@@ -228,6 +371,17 @@ def command(
     random_range_ratio: float = typer.Option(
         0.0, help="uniform: lengths in [L(1-r), L(1+r)] as vLLM's random dataset, r in [0, 1)."
     ),
+    turns: float = typer.Option(
+        MULTITURN_TURNS,
+        help="multiturn: mean turns per conversation (default: LMSYS-Chat-1M's 2.0).",
+    ),
+    think_time: float = typer.Option(
+        MULTITURN_THINK_S,
+        help="multiturn: mean seconds from one turn's arrival to the next (an assumption).",
+    ),
+    hash_block_size: int = typer.Option(
+        MULTITURN_HASH_BLOCK, help="multiturn: prompt tokens per hash id written."
+    ),
     out: Path = typer.Option(..., help="Output .jsonl path."),
 ) -> None:
     """Generate a synthetic trace with Poisson or gamma arrivals and fitted length distributions."""
@@ -236,6 +390,29 @@ def command(
             f"--num-requests {num_requests} is above the {MAX_TRACE_REQUESTS:,} requests a "
             "trace may hold (24 bytes each in memory while it is written)"
         )
+    multi_only = {
+        "--turns": turns != MULTITURN_TURNS,
+        "--think-time": think_time != MULTITURN_THINK_S,
+        "--hash-block-size": hash_block_size != MULTITURN_HASH_BLOCK,
+    }
+    given = [k for k, v in multi_only.items() if v]
+    if given and kind != "multiturn":
+        raise ApexError(f"{given[0]} applies to --kind multiturn, not {kind}")
+    if kind == "multiturn":
+        if random_range_ratio:
+            raise ApexError("--random-range-ratio applies to --kind uniform, not multiturn")
+        tr = multiturn_trace(
+            rate, num_requests, seed, burstiness, turns, think_time, hash_block_size
+        )
+        write_multiturn(out, tr)
+        nconv = int(tr.conversation.max()) + 1
+        typer.echo(
+            f"wrote {out}: {num_requests} multiturn requests in {nconv} conversations over "
+            f"{tr.arrival[-1]:.1f} s (rate {rate:g}/s, {turns:g} turns and {think_time:g} s "
+            f"think time on average, seed {seed}); mean prompt {tr.prompt.mean():.1f}, "
+            f"mean output {tr.output.mean():.1f} tokens"
+        )
+        return
     if random_range_ratio and kind != "uniform":
         raise ApexError(f"--random-range-ratio applies to --kind uniform, not {kind}")
     if kind == "uniform" and random_range_ratio == 0.0:

@@ -75,6 +75,153 @@ def _kv_blocks(tokens: int, bs: int, win_blocks: int, full_frac: float) -> int:
     return int(np.ceil(full_frac * c + (1.0 - full_frac) * win_blocks))
 
 
+# --------------------------------------------------------------------------- prefix cache
+# Automatic prefix caching (vLLM V1 KVCacheManager / BlockPool semantics; docs/scheduler.md,
+# "Prefix cache"). Requests carry dense block keys: request r's hashed blocks are positions
+# 0..nk-1 with keys pc_key[pc_off[r] + j] in 0..K-1 (a key names the prompt prefix that ends with
+# that block). State, all typed arrays:
+#   kref[k]  -1: no cached block holds key k; 0: a cached block, unreferenced (in the free
+#            queue, evictable); m > 0: a cached block referenced by m running requests
+#   held[p]  request position p holds the cached block of its key (else an anonymous block)
+#   nreg[r]  positions of r already looked up or registered
+#   q[0|1|2, x]  the free queue as a doubly linked list (prev, next, count): node x < K is the
+#            cached block of key x, K <= x < S an anonymous run of q[2, x] blocks, S the sentinel
+#   rstk     stack of unused run nodes; pcs = (K, S, stack top)
+# The queue holds exactly `free` blocks; allocation takes blocks from its head (a cached key
+# there is evicted), a request's freed blocks join its tail in reverse order.
+# The helpers with loops are plain calls, not inlined, and simulate_stream touches the cache's
+# arrays only behind `if pc`: passing arrays costs reference counting on every call, which on
+# the decode path (_make_room vs _make_room_pc) doubled the kernel's time with the cache off.
+
+
+@njit(cache=True, inline="always")
+def _q_unlink(x, q):
+    p = q[0, x]
+    nx = q[1, x]
+    q[1, p] = nx
+    q[0, nx] = p
+
+
+@njit(cache=True, inline="always")
+def _q_append(x, q, S):
+    t = q[0, S]
+    q[1, t] = x
+    q[0, x] = t
+    q[1, x] = S
+    q[0, S] = x
+
+
+@njit(cache=True)
+def _pc_push_anon(m, q, rstk, pcs):
+    """Append m anonymous blocks to the tail of the free queue (merged into a tail run)."""
+    if m <= 0:
+        return
+    K = pcs[0]
+    S = pcs[1]
+    t = q[0, S]
+    if t >= K and t != S:
+        q[2, t] += m
+        return
+    pcs[2] -= 1
+    x = rstk[pcs[2]]
+    q[2, x] = m
+    _q_append(x, q, S)
+
+
+@njit(cache=True)
+def _pc_take(m, kref, q, rstk, pcs):
+    """Allocate m blocks from the head of the free queue, evicting the cached keys met."""
+    K = pcs[0]
+    S = pcs[1]
+    while m > 0:
+        x = q[1, S]
+        if x >= K:
+            take = min(q[2, x], m)
+            q[2, x] -= take
+            m -= take
+            if q[2, x] == 0:
+                _q_unlink(x, q)
+                rstk[pcs[2]] = x
+                pcs[2] += 1
+        else:
+            kref[x] = -1  # the block is reused: its hash is dropped
+            _q_unlink(x, q)
+            m -= 1
+
+
+@njit(cache=True)
+def _pc_lookup(r, tgt, bs, pc_key, pc_off, kref):
+    """Longest cached prefix of r: (hit blocks h, of them already referenced). At most
+    (tgt - 1) // bs blocks, so the last token is always computed."""
+    base = pc_off[r]
+    lim = min(pc_off[r + 1] - base, (tgt - 1) // bs)
+    h = 0
+    shared = 0
+    while h < lim:
+        k = pc_key[base + h]
+        if kref[k] < 0:
+            break
+        if kref[k] > 0:
+            shared += 1
+        h += 1
+    return h, shared
+
+
+@njit(cache=True)
+def _pc_admit(r, h, new, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
+    """Give r its h hit blocks and `new` fresh ones; returns the free blocks consumed."""
+    base = pc_off[r]
+    used = new
+    for j in range(h):
+        k = pc_key[base + j]
+        if kref[k] == 0:
+            _q_unlink(k, q)  # touched: out of the free queue
+            used += 1
+        kref[k] += 1
+        held[base + j] = True
+    nreg[r] = h
+    _pc_take(new, kref, q, rstk, pcs)
+    return used
+
+
+@njit(cache=True)
+def _pc_register(r, done, bs, pc_key, pc_off, kref, held, nreg):
+    """Cache r's blocks that `done` computed (or scheduled) tokens fill, unless another block
+    already holds the key (r's copy then stays anonymous)."""
+    base = pc_off[r]
+    lim = min(pc_off[r + 1] - base, done // bs)
+    while nreg[r] < lim:
+        p = base + nreg[r]
+        k = pc_key[p]
+        if kref[k] < 0:
+            kref[k] = 1
+            held[p] = True
+        nreg[r] += 1
+
+
+@njit(cache=True)
+def _pc_release(r, nblocks, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
+    """Free r's `nblocks` blocks, last first; returns the blocks that became free."""
+    base = pc_off[r]
+    npos = min(pc_off[r + 1] - base, nblocks)
+    freed = nblocks - npos
+    _pc_push_anon(freed, q, rstk, pcs)
+    for j in range(npos - 1, -1, -1):
+        p = base + j
+        if held[p]:
+            held[p] = False
+            k = pc_key[p]
+            kref[k] -= 1
+            if kref[k] == 0:
+                _q_append(k, q, pcs[1])
+                freed += 1
+        else:
+            _pc_push_anon(1, q, rstk, pcs)
+            freed += 1
+    nreg[r] = 0
+    return freed
+
+
 @njit(cache=True, inline="always")
 def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions):
     """Give running request `r` the `deficit` blocks its next token needs, preempting the most
@@ -95,6 +242,33 @@ def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, n
     if deficit > 0:
         blocks[r] += deficit
         free -= deficit
+    return nrun, free, npre, False
+
+
+@njit(cache=True)
+def _make_room_pc(
+    r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions,
+    pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+):  # fmt: skip
+    """_make_room with the prefix cache: a victim frees only the blocks no other running
+    request references, and new blocks come from the free queue's head. (A separate function:
+    the cache's arrays are not touched at all when it is off.)"""
+    while free < deficit:
+        v = run[nrun - 1]
+        nrun -= 1
+        free += _pc_release(v, blocks[v], pc_key, pc_off, kref, held, nreg, q, rstk, pcs)
+        blocks[v] = 0
+        computed[v] = 0
+        status[v] = _WAITING
+        pre_buf[npre] = v
+        npre += 1
+        preemptions[v] += 1
+        if v == r:
+            return nrun, free, npre, True
+    if deficit > 0:
+        blocks[r] += deficit
+        free -= deficit
+        _pc_take(deficit, kref, q, rstk, pcs)
     return nrun, free, npre, False
 
 
@@ -126,6 +300,10 @@ def simulate_stream(
     gap_hist,
     max_conc,
     arr_eff,
+    pc_key,
+    pc_off,
+    pc_nkeys,
+    cached_out,
     win_blocks=0,
     full_frac=1.0,
     graph_max_seqs=1 << 62,
@@ -140,6 +318,11 @@ def simulate_stream(
     `--max-concurrency`): request i enters at max(arrival[i], the time the slot it takes was
     freed), a slot being freed when a request's last token is delivered or it is rejected.
     `arr_eff` receives every request's entry time (= arrival when `max_conc` is 0).
+
+    Prefix caching (`pc_nkeys` > 0; docs/scheduler.md "Prefix cache"): request r's first
+    pc_off[r+1] - pc_off[r] prompt blocks have the keys pc_key[pc_off[r]:pc_off[r+1]] (dense,
+    0..pc_nkeys-1); cached blocks are reused across the requests of this stream and evicted
+    LRU from the free queue. `cached_out[r]`: prompt tokens found cached at r's first admission.
 
     rec_f[r] = (start, d0, dd, work); rec_i[r] = (count, prefill_tokens, n_decode, n_samp, ctx0,
     blocks_used, n_sched). Step j of a record lasts d0 + dd*j.
@@ -182,6 +365,23 @@ def simulate_stream(
         preemptions[i] = 0
         arr_eff[i] = arrival[i]
     free = num_blocks
+    # prefix cache state (helpers above); tiny arrays when off
+    pc = pc_nkeys > 0
+    pcK = pc_nkeys if pc else 0
+    pcR = num_blocks + 1 if pc else 1
+    pcS = pcK + pcR
+    q = np.zeros((3, pcS + 1), np.int64)
+    q[0, pcS] = pcS
+    q[1, pcS] = pcS
+    rstk = np.arange(pcK, pcK + pcR)
+    pcs = np.array([pcK, pcS, pcR])
+    kref = np.full(max(pcK, 1), -1, np.int64)
+    held = np.zeros(max(pc_key.shape[0], 1), np.bool_)
+    nreg = np.zeros(max(n, 1), np.int64)
+    if pc:
+        _pc_push_anon(num_blocks, q, rstk, pcs)
+    for i in range(n):
+        cached_out[i] = -1
     now = 0.0
     next_arr = 0
     nrec = 0
@@ -236,25 +436,43 @@ def simulate_stream(
                         slot_t[(shead + nfree) % nslot] = now
                         nfree += 1
                     continue
-                if tokens + tgt > budget or nrun + 1 > max_num_seqs or free - need_b < watermark:
+                hit = 0
+                shared = 0
+                if pc:
+                    hit, shared = _pc_lookup(r, tgt, bs, pc_key, pc_off, kref)
+                cached = hit * bs
+                u = tgt - cached  # tokens to compute
+                if (
+                    tokens + u > budget
+                    or nrun + 1 > max_num_seqs
+                    or free - (need_b - shared) < watermark
+                ):
                     break
                 whead = (whead + 1) % n
                 wsize -= 1
                 blocks[r] = need_b
-                free -= need_b
+                if pc:
+                    free -= _pc_admit(
+                        r, hit, need_b - hit, pc_key, pc_off, kref, held, nreg, q, rstk, pcs
+                    )
+                    _pc_register(r, tgt, bs, pc_key, pc_off, kref, held, nreg)
+                else:
+                    free -= need_b
+                if cached_out[r] < 0:
+                    cached_out[r] = cached
                 target[r] = tgt
                 computed[r] = tgt
                 status[r] = _RUNNING
                 run[nrun] = r
                 nrun += 1
                 s_idx[n_sched] = r
-                s_tok[n_sched] = tgt
+                s_tok[n_sched] = u
                 s_pf[n_sched] = True
                 n_sched += 1
-                tokens += tgt
-                n_pf_tok += tgt
+                tokens += u
+                n_pf_tok += u
                 n_samp += 1
-                work += tgt * (prefix[r] + (tgt + 1) / 2.0)
+                work += u * (prefix[r] + cached + (u + 1) / 2.0)
             if n_sched == 0:
                 # 4c. decodes
                 i = 0
@@ -263,19 +481,17 @@ def simulate_stream(
                         break
                     r = run[i]
                     L = prefix[r] + prompt[r] + gen[r]
-                    nrun, free, npre, self_pre = _make_room(
-                        r,
-                        _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
-                        run,
-                        nrun,
-                        free,
-                        blocks,
-                        computed,
-                        status,
-                        pre_buf,
-                        npre,
-                        preemptions,
-                    )
+                    deficit = _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r]
+                    if pc:
+                        nrun, free, npre, self_pre = _make_room_pc(
+                            r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                            npre, preemptions, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+                        )  # fmt: skip
+                    else:
+                        nrun, free, npre, self_pre = _make_room(
+                            r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                            npre, preemptions,
+                        )  # fmt: skip
                     if self_pre:
                         break
                     s_idx[n_sched] = r
@@ -300,6 +516,8 @@ def simulate_stream(
                     cb = computed[r]
                     computed[r] += c
                     left -= c
+                    if pc:
+                        _pc_register(r, computed[r], bs, pc_key, pc_off, kref, held, nreg)
                     s_idx[n_sched] = r
                     s_tok[n_sched] = c
                     s_pf[n_sched] = True
@@ -314,19 +532,17 @@ def simulate_stream(
                 if left == 0:
                     break
                 L = prefix[r] + prompt[r] + gen[r]
-                nrun, free, npre, self_pre = _make_room(
-                    r,
-                    _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r],
-                    run,
-                    nrun,
-                    free,
-                    blocks,
-                    computed,
-                    status,
-                    pre_buf,
-                    npre,
-                    preemptions,
-                )
+                deficit = _kv_blocks(L, bs, win_blocks, full_frac) - blocks[r]
+                if pc:
+                    nrun, free, npre, self_pre = _make_room_pc(
+                        r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                        npre, preemptions, pc_key, pc_off, kref, held, nreg, q, rstk, pcs,
+                    )  # fmt: skip
+                else:
+                    nrun, free, npre, self_pre = _make_room(
+                        r, deficit, run, nrun, free, blocks, computed, status, pre_buf,
+                        npre, preemptions,
+                    )  # fmt: skip
                 if self_pre:
                     break
                 left -= 1
@@ -353,15 +569,28 @@ def simulate_stream(
                         slot_t[(shead + nfree) % nslot] = now
                         nfree += 1
                     continue
-                c = min(tgt, left)
-                if c == 0 or nrun + 1 > max_num_seqs or free - need_b < watermark:
+                hit = 0
+                shared = 0
+                if pc:
+                    hit, shared = _pc_lookup(r, tgt, bs, pc_key, pc_off, kref)
+                cached = hit * bs
+                c = min(tgt - cached, left)
+                if c == 0 or nrun + 1 > max_num_seqs or free - (need_b - shared) < watermark:
                     break
                 whead = (whead + 1) % n
                 wsize -= 1
                 blocks[r] = need_b
-                free -= need_b
+                if pc:
+                    free -= _pc_admit(
+                        r, hit, need_b - hit, pc_key, pc_off, kref, held, nreg, q, rstk, pcs
+                    )
+                    _pc_register(r, cached + c, bs, pc_key, pc_off, kref, held, nreg)
+                else:
+                    free -= need_b
+                if cached_out[r] < 0:
+                    cached_out[r] = cached
                 target[r] = tgt
-                computed[r] = c
+                computed[r] = cached + c
                 status[r] = _RUNNING
                 run[nrun] = r
                 nrun += 1
@@ -372,8 +601,8 @@ def simulate_stream(
                 n_sched += 1
                 tokens += c
                 n_pf_tok += c
-                work += c * (prefix[r] + (c + 1) / 2.0)
-                if c == tgt:
+                work += c * (prefix[r] + cached + (c + 1) / 2.0)
+                if cached + c == tgt:
                     n_samp += 1
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
         # extendleft), so they are not re-admitted in the step that preempted them
@@ -470,6 +699,8 @@ def simulate_stream(
                 L = prefix[r] + prompt[r] + gen[r]
                 nb = _kv_blocks(L + k - 1, bs, win_blocks, full_frac)
                 free -= nb - blocks[r]
+                if pc:
+                    _pc_take(nb - blocks[r], kref, q, rstk, pcs)
                 blocks[r] = nb
         rec_i[nrec, 5] = num_blocks - free
         nrec += 1
@@ -495,7 +726,12 @@ def simulate_stream(
             if gen[r] >= output[r]:
                 finish[r] = now
                 status[r] = _FINISHED
-                free += blocks[r]
+                if pc:
+                    free += _pc_release(
+                        r, blocks[r], pc_key, pc_off, kref, held, nreg, q, rstk, pcs
+                    )
+                else:
+                    free += blocks[r]
                 blocks[r] = 0
                 any_done = True
                 kind |= 2
@@ -514,4 +750,7 @@ def simulate_stream(
                     run[m] = r
                     m += 1
             nrun = m
+    for i in range(n):
+        if cached_out[i] < 0 or status[i] == _REJECTED:
+            cached_out[i] = 0
     return nrec

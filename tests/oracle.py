@@ -21,12 +21,20 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   it has arrived and a slot is free, and enters at max(arrival, time its slot was released);
   slots are released when the finish is delivered (with `output_lag`, when the next step ends,
   or at once when the engine goes idle) or when the request is rejected.
+* prefix caching (`block_keys`): physical blocks 0..num_blocks-1 and the free queue of vLLM V1's
+  BlockPool, literally (an ordered dict of block ids, all blocks in id order at the start):
+  allocation pops the head and drops the hash of the block it reuses, a hit on a free cached
+  block takes it out of the queue ("touch"), a request's blocks are freed last block first and
+  join the tail when no other request references them. `free` is always the queue's length.
+  A block is cached (its key registered) once the tokens computed or scheduled fill it, unless
+  another block already holds the key; lookup is the longest run of cached keys from block 0,
+  at most (target - 1) // block_size blocks.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 __all__ = ["OracleResult", "simulate"]
@@ -58,6 +66,8 @@ class _Req:
         "pre",
         "last_tok",
         "tokens",
+        "block_ids",
+        "nreg",
     )
 
     def __init__(self, idx: int, arrival: float, prompt: int, output: int) -> None:
@@ -75,6 +85,8 @@ class _Req:
         self.pre = 0
         self.last_tok = 0.0
         self.tokens = 0  # tokens emitted (a recompute prefill emits the next token)
+        self.block_ids: list[int] = []  # physical blocks held, in order (prefix caching)
+        self.nreg = 0  # hashed positions looked up or registered
 
 
 @dataclass
@@ -100,17 +112,22 @@ class OracleResult:
     blocks_after: list[int] = field(default_factory=list)  # after finished requests freed theirs
     gaps: list[float] = field(default_factory=list)
     entry: list[float] = field(default_factory=list)  # time each request entered the system
+    cached: list[int] = field(default_factory=list)  # cached prompt tokens at first admission
+    cached_free: list[int] = field(default_factory=list)  # free blocks holding a key, per step
 
     @property
     def num_steps(self) -> int:
         return len(self.start)
 
 
-def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0) -> OracleResult:
+def simulate(
+    arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0, block_keys=None
+) -> OracleResult:
     """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
     objects with the same attributes). `prefix` (per request, default 0): KV tokens present at
     admission that need no compute and that every token attends to (run_stream's `prefix`):
-    they take blocks, add `prefix` keys to every prefill query and to every decode's context."""
+    they take blocks, add `prefix` keys to every prefill query and to every decode's context.
+    `block_keys` (keys, offsets): prefix caching, as run_stream's."""
     n = len(arrival)
     reqs = [_Req(i, float(arrival[i]), int(prompt[i]), int(output[i])) for i in range(n)]
     pre_kv = [0] * n if prefix is None else [int(x) for x in prefix]
@@ -148,6 +165,61 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
             return c
         return math.ceil(full_frac * c + (1.0 - full_frac) * win_blocks)
 
+    # prefix cache: request i's hashed prompt blocks have keys[off[i]:off[i+1]]
+    if block_keys is None:
+        pkeys: list[list[int]] = [[] for _ in range(n)]
+    else:
+        ks, off = [int(x) for x in block_keys[0]], [int(x) for x in block_keys[1]]
+        pkeys = [ks[off[i] : off[i + 1]] for i in range(n)]
+    pc = any(pkeys)
+    nb_pc = num_blocks if pc else 0  # physical blocks are tracked only with the cache on
+    free_q: OrderedDict[int, None] = OrderedDict((b, None) for b in range(nb_pc))
+    block_key: list[int | None] = [None] * nb_pc
+    key_block: dict[int, int] = {}
+    ref = [0] * nb_pc
+    cached = [-1] * n
+
+    def take_block() -> int:
+        b, _ = free_q.popitem(last=False)
+        if block_key[b] is not None:
+            del key_block[block_key[b]]  # reused: its hash is dropped
+            block_key[b] = None
+        ref[b] = 1
+        return b
+
+    def release_blocks(r: _Req) -> int:
+        """Free r's blocks, last first; the number that joined the free queue."""
+        freed = 0
+        for b in reversed(r.block_ids):
+            ref[b] -= 1
+            if ref[b] == 0:
+                free_q[b] = None
+                freed += 1
+        r.block_ids = []
+        r.nreg = 0
+        return freed
+
+    def lookup(r: _Req) -> tuple[int, int]:
+        """(hit blocks, hit blocks referenced by running requests)."""
+        h = shared = 0
+        for k in pkeys[r.idx][: (r.target - 1) // bs]:
+            b = key_block.get(k)
+            if b is None:
+                break
+            h += 1
+            shared += ref[b] > 0
+        return h, shared
+
+    def register(r: _Req, done: int) -> None:
+        keys = pkeys[r.idx]
+        while r.nreg < min(len(keys), done // bs):
+            k = keys[r.nreg]
+            if k not in key_block:
+                b = r.block_ids[r.nreg]
+                key_block[k] = b
+                block_key[b] = k
+            r.nreg += 1
+
     res = OracleResult([], [], [], [], [])
     waiting: deque[_Req] = deque()
     running: list[_Req] = []
@@ -172,7 +244,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
     def preempt(victim: _Req) -> None:
         nonlocal free
         running.remove(victim)
-        free += victim.blocks
+        free += release_blocks(victim) if pc else victim.blocks
         victim.blocks = 0
         victim.computed = 0
         victim.status = _WAITING
@@ -185,15 +257,31 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
         need = kv_blocks(pre_kv[r.idx] + r.target)
         return need > num_blocks - watermark or (not chunked and r.target > budget)
 
-    def admit(r: _Req) -> None:
+    def admit(r: _Req, hit: int) -> int:
+        """Admit the head r with `hit` cached blocks; returns the cached tokens."""
         nonlocal free
         need = kv_blocks(pre_kv[r.idx] + r.target)
         waiting.popleft()
         r.blocks = need
-        free -= need
-        r.computed = 0
+        if pc:
+            r.block_ids = []
+            for k in pkeys[r.idx][:hit]:
+                b = key_block[k]
+                if ref[b] == 0:
+                    del free_q[b]  # touch
+                ref[b] += 1
+                r.block_ids.append(b)
+            r.nreg = hit
+            r.block_ids += [take_block() for _ in range(need - hit)]
+            free = len(free_q)
+        else:
+            free -= need
+        if cached[r.idx] < 0:
+            cached[r.idx] = hit * bs
+        r.computed = hit * bs
         r.status = _RUNNING
         running.append(r)
+        return hit * bs
 
     def decode_slot(r: _Req) -> bool:
         """Make room for the KV of r's newest token (rule 4c). False if r preempted itself."""
@@ -208,6 +296,8 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
                     return False
             r.blocks += 1
             free -= 1
+            if pc:
+                r.block_ids.append(take_block())
         return True
 
     while True:
@@ -247,16 +337,20 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
                     reject(r)
                     continue
                 need = kv_blocks(pre_kv[r.idx] + r.target)
+                hit, shared = lookup(r) if pc else (0, 0)
+                u = r.target - hit * bs  # tokens to compute
                 if (
-                    tokens + r.target > budget
+                    tokens + u > budget
                     or len(running) + 1 > max_num_seqs
-                    or free - need < watermark
+                    or free - (need - shared) < watermark
                 ):
                     break
-                admit(r)
-                sched.append((r, True, r.target, 0))
+                cb = admit(r, hit)
+                sched.append((r, True, u, cb))
                 r.computed = r.target
-                tokens += r.target
+                if pc:
+                    register(r, r.computed)
+                tokens += u
             # 4b/4c. decodes only if no prefill was scheduled
             if not sched:
                 i = 0
@@ -281,6 +375,8 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
                 sched.append((r, prefill, c, r.computed))
                 if prefill:
                     r.computed += c
+                    if pc:
+                        register(r, r.computed)
                 left -= c
                 i += 1
             # 5b. new prefills
@@ -291,12 +387,15 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
                     reject(r)
                     continue
                 need = kv_blocks(pre_kv[r.idx] + r.target)
-                c = min(r.target, left)
-                if c == 0 or len(running) + 1 > max_num_seqs or free - need < watermark:
+                hit, shared = lookup(r) if pc else (0, 0)
+                c = min(r.target - hit * bs, left)
+                if c == 0 or len(running) + 1 > max_num_seqs or free - (need - shared) < watermark:
                     break
-                admit(r)
-                sched.append((r, True, c, 0))
-                r.computed = c
+                cb = admit(r, hit)
+                sched.append((r, True, c, cb))
+                r.computed = cb + c
+                if pc:
+                    register(r, r.computed)
                 left -= c
 
         # preempted requests go to the front of `waiting` once the pass is over (vLLM
@@ -336,6 +435,11 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
         assert n_tok <= budget
         assert n_samp <= max_num_seqs
         assert 0 <= free <= num_blocks
+        if pc:
+            assert free == len(free_q)
+            held = {b for q in running for b in q.block_ids}
+            assert len(held) == num_blocks - free  # referenced blocks + free queue = capacity
+            assert all(ref[b] == sum(q.block_ids.count(b) for q in running) for b in held)
         host = overhead + host_seq * len(sched)
         gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
         # launch floor: none when a decode-only batch replays a whole CUDA graph
@@ -373,7 +477,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
             if is_finish:
                 r.finish = now
                 r.status = _FINISHED
-                free += r.blocks
+                free += release_blocks(r) if pc else r.blocks
                 r.blocks = 0
                 running.remove(r)
                 if not output_lag:
@@ -393,6 +497,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
         res.work.append(work)
         res.blocks_used.append(peak)
         res.blocks_after.append(num_blocks - free)
+        res.cached_free.append(sum(1 for b in free_q if block_key[b] is not None) if pc else 0)
 
     for r in reqs:
         assert r.status in (_FINISHED, _REJECTED), r.status
@@ -403,4 +508,7 @@ def simulate(arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0
         res.tokens.append(r.tokens)
         res.rejected.append(not served)
     res.entry = entry
+    res.cached = [
+        c if not rej and c > 0 else 0 for c, rej in zip(cached, res.rejected, strict=True)
+    ]
     return res

@@ -291,7 +291,7 @@ def test_cli_json_names_engine_and_records_flags(tmp_path, capsys):
     eng = orjson.loads(js.read_bytes())["engine"]
     assert eng["name"] == "vllm-0.6" and eng["version"] == "0.6.0"
     assert eng["enforce_eager"] is True and eng["num_scheduler_steps"] == 8
-    assert eng["prefix_caching"] is True and eng["prefix_caching_simulated"] is False
+    assert eng["prefix_caching"] is True and eng["prefix_caching_simulated"] is True
     assert eng["chunked_prefill"] is False  # multi-step runs without chunked prefill in 0.6.0
     assert "vLLM 0.6" in capsys.readouterr().out
 

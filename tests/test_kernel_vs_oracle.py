@@ -133,23 +133,31 @@ def orc_col(orc: OracleResult, key: str):
     return getattr(orc, key)
 
 
-def run_both(arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts, prefix=None, conc=0):
+def run_both(
+    arrival, prompt, output, cfg: SchedulerConfig, costs: StepCosts, prefix=None, conc=0, keys=None
+):
     arrival = np.asarray(arrival, np.float64)
     prompt = np.asarray(prompt, np.int64)
     output = np.asarray(output, np.int64)
+    kw = {} if keys is None else {"block_keys": keys}
     if prefix is None:
-        res = run_stream(arrival, prompt, output, cfg, costs, max_concurrency=conc)
+        res = run_stream(arrival, prompt, output, cfg, costs, max_concurrency=conc, **kw)
     else:
         prefix = np.asarray(prefix, np.int64)
-        res = run_stream(arrival, prompt, output, cfg, costs, prefix=prefix, max_concurrency=conc)
-    orc = simulate(arrival, prompt, output, cfg, costs, prefix=prefix, max_concurrency=conc)
+        res = run_stream(
+            arrival, prompt, output, cfg, costs, prefix=prefix, max_concurrency=conc, **kw
+        )
+    orc = simulate(
+        arrival, prompt, output, cfg, costs, prefix=prefix, max_concurrency=conc, block_keys=keys
+    )
     return res, orc
 
 
-def check(arrival, prompt, output, cfg, costs, label="", prefix=None, conc=0):
-    res, orc = run_both(arrival, prompt, output, cfg, costs, prefix, conc)
+def check(arrival, prompt, output, cfg, costs, label="", prefix=None, conc=0, keys=None):
+    res, orc = run_both(arrival, prompt, output, cfg, costs, prefix, conc, keys)
     assert_same(res, orc, label)
     np.testing.assert_allclose(res.arrival, orc.entry, rtol=RTOL, atol=ATOL, err_msg="entry")
+    np.testing.assert_array_equal(res.cached, orc.cached, err_msg=label + " cached tokens")
     return res, orc
 
 
@@ -574,3 +582,159 @@ def test_sliding_window_caps_blocks_of_a_long_sequence(chunked):
     )
     assert full.finish[0] < 0 and half.finish[0] < 0
     assert slide.finish[0] > 0 and slide.rec_blocks.max() == 3
+
+
+# --------------------------------------------------------------------------- prefix caching
+
+
+@st.composite
+def shared_prefix_keys(draw, prompt, bs: int):
+    """Block keys with shared prefixes: request i belongs to one of a few groups (documents,
+    conversations) and shares the first s_i blocks of its group's chain; its other hashed
+    blocks are its own. Some requests hash fewer blocks than they have (a short hash list)."""
+    groups = draw(st.integers(1, 4))
+    keys: list[int] = []
+    off = [0]
+    for i, p in enumerate(prompt):
+        full = int(p) // bs
+        nk = draw(st.one_of(st.just(full), st.integers(0, full)))
+        g = draw(st.integers(0, groups - 1))
+        s = draw(st.one_of(st.just(nk), st.integers(0, nk)))
+        keys += [g * 100_000 + j for j in range(s)]
+        keys += [(i + 1) * 10_000_000 + j for j in range(s, nk)]
+        off.append(len(keys))
+    return np.asarray(keys, np.int64), np.asarray(off, np.int64)
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases(max_requests=30), st.data())
+def test_kernel_matches_oracle_with_prefix_cache(case, data):
+    """Prefix caching: hits, touches of free cached blocks, LRU eviction, shared blocks."""
+    arrival, prompt, output, cfg, costs = case
+    if cfg.window_blocks:  # the stream layer does not cache with sliding windows
+        cfg = SchedulerConfig(**{**cfg.__dict__, "window_blocks": 0, "full_kv_fraction": 1.0})
+    keys = data.draw(shared_prefix_keys(prompt, cfg.block_size), label="keys")
+    conc = data.draw(st.one_of(st.just(0), st.integers(1, arrival.size + 1)), label="conc")
+    res, orc = check(arrival, prompt, output, cfg, costs, conc=conc, keys=keys)
+    _prefix_cache_invariants(res, orc, prompt, cfg)
+
+
+@st.composite
+def repeated_prompt_cases(draw):
+    """Few requests of a few repeated prompts under KV pressure: evictions and preemptions."""
+    arrival, prompt, output = draw(traces(max_requests=14))
+    bs = draw(st.sampled_from([1, 4, 16]))
+    kinds = draw(st.integers(1, 3))
+    kind = [draw(st.integers(0, kinds - 1)) for _ in range(prompt.size)]
+    base = [int(prompt[i % prompt.size]) for i in range(kinds)]
+    prompt = np.asarray([base[k] for k in kind], np.int64)
+    keys: list[int] = []
+    off = [0]
+    for k, p in zip(kind, prompt, strict=True):
+        keys += [k * 1000 + j for j in range(int(p) // bs)]
+        off.append(len(keys))
+    big = max(-(-(int(p) + int(o)) // bs) for p, o in zip(prompt, output, strict=True))
+    need = max(-(-int(p) // bs) for p in prompt)
+    cfg = SchedulerConfig(
+        num_blocks=draw(st.integers(need, max(need, big) + 6)),
+        block_size=bs,
+        watermark=draw(st.sampled_from([0, 0, 1])),
+        max_num_seqs=draw(st.integers(1, 8)),
+        budget=draw(st.integers(int(prompt.max() + output.max()), 512)),
+        chunked=draw(st.booleans()),
+        output_lag=draw(st.booleans()),
+    )
+    keys_ = (np.asarray(keys, np.int64), np.asarray(off, np.int64))
+    return arrival, prompt, output, cfg, draw(step_costs(cfg)), keys_
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(repeated_prompt_cases())
+def test_kernel_matches_oracle_prefix_cache_under_kv_pressure(case):
+    arrival, prompt, output, cfg, costs, keys = case
+    res, orc = check(arrival, prompt, output, cfg, costs, keys=keys)
+    _prefix_cache_invariants(res, orc, prompt, cfg)
+
+
+def _prefix_cache_invariants(res, orc, prompt, cfg) -> None:
+    """Cached tokens are whole blocks and leave at least the last prompt token to compute;
+    referenced blocks plus free blocks still holding a key never exceed the capacity."""
+    cached = np.asarray(res.cached)
+    assert (cached >= 0).all() and (cached % cfg.block_size == 0).all()
+    assert (cached <= np.asarray(prompt) - 1).all()
+    used = np.asarray(orc.blocks_after)
+    cached_free = np.asarray(orc.cached_free)
+    assert (used + cached_free <= cfg.num_blocks).all()
+    assert (np.asarray(orc.blocks_used) <= cfg.num_blocks).all()
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases(max_requests=30), st.data())
+def test_prefix_cache_without_shared_prefixes_is_bit_identical(case, data):
+    """Unique keys (no request shares a block with another) or none at all: the kernel with
+    prefix caching gives exactly the results without it, to the last bit. (A preempted request
+    finds its own freed blocks when it is recomputed, as in vLLM V1: with unique keys that is
+    the only possible hit, so runs with preemptions may differ and are checked without keys.)"""
+    arrival, prompt, output, cfg, costs = case
+    if cfg.window_blocks:
+        cfg = SchedulerConfig(**{**cfg.__dict__, "window_blocks": 0, "full_kv_fraction": 1.0})
+    bs = cfg.block_size
+    off = np.concatenate([[0], np.cumsum(prompt // bs)]).astype(np.int64)
+    keys = np.arange(off[-1], dtype=np.int64) * 7 + 3
+    conc = data.draw(st.one_of(st.just(0), st.integers(1, arrival.size + 1)), label="conc")
+    a = run_stream(arrival, prompt, output, cfg, costs, max_concurrency=conc)
+    variants = [{"block_keys": (keys[:0], off * 0)}]
+    if a.preemptions.sum() == 0:
+        variants.append({"block_keys": (keys, off)})
+    for kw in variants:
+        b = run_stream(arrival, prompt, output, cfg, costs, max_concurrency=conc, **kw)
+        for name, x in a.__dict__.items():
+            if isinstance(x, np.ndarray):
+                np.testing.assert_array_equal(x, getattr(b, name), err_msg=name)
+        assert (b.cached == 0).all()
+
+
+def test_prefix_cache_hit_skips_prefill_compute_but_not_attention():
+    """Two requests with the same 64-token prompt (block 16), the second after the first has
+    finished: it finds 3 blocks cached (48 tokens: the last token is always computed, so the
+    fourth block is not a hit), computes 16 tokens, and its prefill attends to all 64 keys."""
+    cfg = _cfg(chunked=True, budget=256)
+    costs = make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8)
+    keys = (np.array([1, 2, 3, 4, 1, 2, 3, 4]), np.array([0, 4, 8]))
+    res, orc = check([0.0, 5.0], [64, 64], [3, 3], cfg, costs, keys=keys)
+    assert list(res.cached) == [0, 48]
+    st_ = res.steps()
+    pf = st_["n_prefill_tokens"] > 0
+    assert list(st_["n_prefill_tokens"][pf]) == [64, 16]
+    # causal pairs of the second prefill: 16 queries after 48 cached keys
+    assert math.isclose(st_["work"][pf][1], 16 * (48 + 17 / 2), rel_tol=1e-12)
+    off_res = run_stream(np.array([0.0, 5.0]), np.array([64, 64]), np.array([3, 3]), cfg, costs)
+    ttft = res.first_token - np.array([0.0, 5.0])
+    ttft_off = off_res.first_token - np.array([0.0, 5.0])
+    assert ttft[1] < ttft_off[1] and ttft[0] == ttft_off[0]
+
+
+def test_prefix_cache_lru_evicts_the_oldest_free_blocks_first():
+    """3 blocks of 4 tokens. A (keys 1,2) runs and frees; B (keys 3,4) runs and frees, taking
+    the two never-used blocks first and then A's last block... the free queue decides: after
+    B, A's first block is still cached, so C = A's prompt hits it (vLLM V1 free-queue order,
+    a request's blocks freed last first)."""
+    cfg = _cfg(chunked=True, num_blocks=4, block_size=4, budget=64)
+    costs = make_costs(cfg.budget, cfg.max_num_seqs, **COSTS8)
+    keys = (np.array([1, 2, 3, 4, 1, 2]), np.array([0, 2, 4, 6]))
+    res, orc = check([0.0, 1.0, 2.0], [9, 9, 9], [1, 1, 1], cfg, costs, keys=keys)
+    # A holds 3 blocks (0,1,2), frees 2,1,0 -> queue [3, 2, 1, 0]; B takes 3,2,1: A's key 2
+    # (block 1) is evicted, key 1 (block 0) survives; C hits one block
+    assert list(res.cached) == [0, 0, 4]

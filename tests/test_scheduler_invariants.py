@@ -382,3 +382,37 @@ def check_invariants(arrival, prompt, output, cfg: SchedulerConfig, costs: StepC
 @given(cases())
 def test_invariants_random_traces(case):
     check_invariants(*case)
+
+
+# --------------------------------------------------------------------------- prefix cache
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases(max_requests=30), st.data())
+def test_prefix_cache_invariants(case, data):
+    """With shared prefixes: blocks in use never exceed the capacity, cached tokens are whole
+    blocks below the prompt length, a request whose KV fits is served, and a hit never delays the prefill work: total prefill tokens = prompt tokens
+    (+ recomputes) - cached tokens."""
+    from test_kernel_vs_oracle import shared_prefix_keys
+
+    arrival, prompt, output, cfg, costs = case
+    if cfg.window_blocks:
+        cfg = SchedulerConfig(**{**cfg.__dict__, "window_blocks": 0, "full_kv_fraction": 1.0})
+    keys = data.draw(shared_prefix_keys(prompt, cfg.block_size), label="keys")
+    res = run_stream(arrival, prompt, output, cfg, costs, block_keys=keys)
+    plain = run_stream(arrival, prompt, output, cfg, costs)
+    assert (res.rec_blocks <= cfg.num_blocks).all() and (res.rec_blocks >= 0).all()
+    assert (res.cached % cfg.block_size == 0).all() and (res.cached >= 0).all()
+    assert (res.cached <= prompt - 1).all()
+    # a request whose whole KV fits is always served (rule 3 ignores hits), with or without
+    fits = -(-(prompt + output) // cfg.block_size) <= cfg.num_blocks - cfg.watermark
+    if cfg.chunked:
+        assert (res.finish[fits] >= 0).all() and (plain.finish[fits] >= 0).all()
+    if res.preemptions.sum() == 0:
+        served = res.finish >= 0
+        pf = int(np.sum(res.rec_count * res.rec_pf_tok))
+        assert pf == int(prompt[served].sum() - res.cached[served].sum())

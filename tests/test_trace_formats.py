@@ -37,7 +37,9 @@ def test_mooncake_trace(tmp_path: Path) -> None:
     assert list(w.prompt) == [655, 672, 655]
     assert list(w.output) == [52, 26, 1]  # an empty completion ends after its first token
     assert "Mooncake" in w.name
-    assert any("hash_ids" in n and "not modelled" in n for n in w.notes)
+    # the hash ids are kept (one per 512-token block) for the prefix cache
+    assert w.hash_block == 512
+    assert list(w.hash_ids) == [46, 47, 46, 47, 46] and list(w.hash_offsets) == [0, 2, 4, 5]
     assert any("1 requests with 0 output tokens" in n for n in w.notes)
 
 

@@ -60,5 +60,6 @@ def engine_json(opts: Any) -> dict:
         "num_scheduler_steps": int(getattr(opts, "num_scheduler_steps", 1)),
         "max_model_len": getattr(opts, "max_model_len", None),
         "prefix_caching": bool(getattr(opts, "prefix_caching", False)),
-        "prefix_caching_simulated": False,
+        "prefix_caching_simulated": bool(getattr(opts, "prefix_caching", False)),
+        "router": getattr(opts, "router", "round-robin"),
     }

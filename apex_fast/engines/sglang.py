@@ -123,7 +123,8 @@ SGLANG = EngineProfile(
         "prefill-only chunks (same tokens, decodes paused in both)",
         "max_running_requests derived from KV capacity: the tool bounds running sequences "
         "only by KV blocks unless --max-num-seqs is given",
-        "radix (prefix) cache: the flag is accepted and recorded; the cache is not simulated",
+        "radix (prefix) cache: simulated as a block cache of --block-size tokens with LRU "
+        "eviction (vLLM V1's rules), not as a token-level radix tree",
         "larger mem_fraction_static and CUDA-graph sizes (to 256) on GPUs above 96 GiB",
         "mem_fraction_static covers weights + KV pool; it is passed as the tool's "
         "gpu_memory_utilization",

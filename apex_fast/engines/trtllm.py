@@ -117,7 +117,8 @@ TRTLLM = EngineProfile(
         "one when decodes already use part of the budget",
         "kv_cache_free_gpu_mem_fraction applies to memory left after weights; it is passed "
         "as the tool's gpu_memory_utilization of the whole GPU",
-        "KV block reuse: the flag is accepted and recorded; the cache is not simulated",
+        "KV block reuse: simulated with vLLM V1's block-pool rules (hashed full prompt "
+        "blocks, LRU eviction), not TensorRT-LLM's own priority-based eviction",
         "the TensorRT (engine-build) backend, NIM and Triton front-ends",
     ),
     kernel_mode_note=(

@@ -47,8 +47,7 @@ VLLM_05 = dataclasses.replace(
     separate_api_process=False,
     flags=VLLM_06.flags - {"--num-scheduler-steps"},  # A: no num_scheduler_steps in 0.5.3
     sources=(_A, _C, _S, _MR, _SEL, _BLOG),
-    not_modelled=VLLM_06.not_modelled[:2]
-    + ("prefix caching: the flag is accepted and recorded; the cache is not simulated",),
+    not_modelled=VLLM_06.not_modelled[:2] + VLLM_06.not_modelled[-1:],
     kernel_mode_note=(
         "chunked prefill off -> kernel prefill-first mode (exact rule); on -> chunked-mixed "
         "mode (exact rule). Defaults are the engine's: chunked prefill only when "

@@ -112,7 +112,8 @@ VLLM_06 = EngineProfile(
         "--scheduler-delay-factor",
         "multi-step scheduling: the flag is accepted and recorded; the step-time model, not "
         "the scheduler, accounts for it",
-        "prefix caching: the flag is accepted and recorded; the cache is not simulated",
+        "prefix caching with V0's own evictor (by last access time): the cache follows vLLM "
+        "V1's block pool (hashed full prompt blocks, LRU free queue)",
     ),
     kernel_mode_note=(
         "chunked prefill off -> kernel prefill-first mode (exact rule); on -> chunked-mixed "

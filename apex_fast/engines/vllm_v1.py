@@ -92,7 +92,7 @@ VLLM_V1 = EngineProfile(
     flag_spelling=(("--chunked-prefill", "--enable-chunked-prefill"),),
     sources=(_A, _C, _SCH, _CU, _BLOG),
     not_modelled=(
-        "prefix caching: the flag is accepted and recorded; the cache is not simulated",
+        "prefix caching of generated tokens (only full prompt blocks are cached)",
         "priority scheduling, speculative decoding, KV-transfer connectors",
         "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
     ),

@@ -18,7 +18,8 @@ def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:
     first token and finish of a request the plan can never serve."""
     pp = res.plan.pp
     cols: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("id", "arrival", "entry", "first", "finish", "pre", "replica", "stream")
+        k: []
+        for k in ("id", "arrival", "entry", "first", "finish", "pre", "replica", "stream", "hit")
     }
     for k, (s, ids) in enumerate(zip(res.streams, res.stream_index, strict=True)):
         sid = _stream_number(res, k)
@@ -28,6 +29,7 @@ def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:
         cols["first"].append(s.first_token)
         cols["finish"].append(s.finish)
         cols["pre"].append(s.preemptions)
+        cols["hit"].append(s.cached if s.cached is not None else np.zeros(ids.size, np.int64))
         cols["replica"].append(np.full(ids.size, sid // pp, np.int64))
         cols["stream"].append(np.full(ids.size, sid % pp, np.int64))
     c = {k: np.concatenate(v) for k, v in cols.items()}
@@ -49,7 +51,7 @@ def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:
             "replica": c["replica"],
             "pipeline_engine": c["stream"],
             "preemptions": c["pre"].astype(np.int64),
-            "cached_prompt_tokens": np.zeros(ids.size, np.int64),
+            "cached_prompt_tokens": c["hit"].astype(np.int64),
             "ttft_s": ttft,
             "tpot_s": tpot,
             "latency_s": latency,

@@ -19,6 +19,7 @@ from apex_fast.metrics.energy import step_power_w
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import GIB, moe_step_weight_bytes
 from apex_fast.sim.engine import PlanResult
+from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
 from apex_fast.sim.workload import Workload
 
@@ -83,6 +84,12 @@ class PlanMetrics:
     # KV tokens one attention copy holds (a sequence must fit in one copy); copies per stage
     kv_tokens_per_copy: int = 0
     attn_copies: int = 1
+    # automatic prefix caching (docs/metrics.md): prompt tokens found cached at admission over
+    # all prompt tokens of the served requests, and their number; prefix_cache = "on", "off"
+    # or "on, <why it is not simulated>"
+    prefix_cache: str = "off"
+    prefix_cache_hit_rate: float = 0.0
+    cached_prompt_tokens: int = 0
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "breakdown"}
@@ -355,7 +362,19 @@ def compute_metrics(
         ttft_percentiles_s=bench["ttft"],
         tpot_percentiles_s=bench["tpot"],
         itl_percentiles_s=itl,
+        **_prefix_cache_metrics(res, workload),
     )
+
+
+def _prefix_cache_metrics(res: PlanResult, workload: Workload) -> dict:
+    if not res.prefix_cache_on:
+        note = res.prefix_cache_note
+        return {"prefix_cache": f"on, {note}" if note else "off"}
+    ids = np.concatenate(res.stream_index)
+    cached = np.concatenate([s.cached for s in res.streams])
+    served = np.concatenate([s.finish for s in res.streams]) >= 0
+    rate, tokens = cache_stats(cached, workload.prompt[ids], served)
+    return {"prefix_cache": "on", "prefix_cache_hit_rate": rate, "cached_prompt_tokens": tokens}
 
 
 def _f(v: object) -> float:

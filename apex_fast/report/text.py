@@ -200,6 +200,11 @@ def benchmark_section(m: PlanMetrics, slo_ms: tuple[float, float]) -> str:
                 "req/s",
             ]
         )
+    if m.prefix_cache == "on":
+        tput.append(["Prefix cache hit rate", f"{100 * m.prefix_cache_hit_rate:.2f}", "%"])
+        tput.append(["Cached prompt tokens", f"{m.cached_prompt_tokens}", "tokens"])
+    elif m.prefix_cache != "off":
+        tput.append(["Prefix cache", m.prefix_cache, ""])
     return "\n".join(
         [
             "* Serving benchmark metrics (vllm bench serve definitions, docs/metrics.md):",

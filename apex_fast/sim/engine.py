@@ -15,6 +15,13 @@ from apex_fast.plans.memory import MemoryReport, copy_seq_blocks, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
+from apex_fast.sim.prefix import (
+    block_keys,
+    check_router,
+    copy_tags,
+    prefix_cache_blocker,
+    prefix_split,
+)
 from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
 from apex_fast.sim.workload import Workload, closed_loop_split
@@ -58,7 +65,11 @@ class EngineOptions:
     enforce_eager: bool = False  # CUDA graphs off (--enforce-eager / --disable-cuda-graph)
     num_scheduler_steps: int = 1  # vLLM multi-step scheduling (--num-scheduler-steps)
     max_model_len: int | None = None  # --max-model-len (None: the model's own)
-    prefix_caching: bool = False  # recorded only: the prefix cache is not simulated
+    # automatic prefix caching (--enable-prefix-caching): simulated in the kernel from the
+    # workload's prompt hashes (apex_fast.sim.prefix, docs/scheduler.md "Prefix cache")
+    prefix_caching: bool = False
+    # data-parallel routing of requests to replicas: "round-robin" or "prefix" (--router)
+    router: str = "round-robin"
     # the engine's own chunked-prefill setting where its step formation maps onto a kernel
     # mode of another name (SGLang chunks in prefill-first mode, TensorRT-LLM mixes steps
     # without chunking); None = same as chunked_prefill
@@ -110,6 +121,7 @@ class EngineOptions:
             )
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ApexError(f"--max-model-len must be at least 1, got {self.max_model_len}")
+        check_router(getattr(self, "router", "round-robin"))
         cf = getattr(self, "capacity_factor", 1.0)
         if not (0.0 < cf < float("inf")):
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
@@ -131,6 +143,9 @@ class PlanResult:
     clock_factor: float = 1.0  # SM clock / boost clock
     # stream number (replica * pp + pipeline engine) of each entry of `streams`
     stream_numbers: list[int] = field(default_factory=list)
+    # prefix caching: simulated for this run, or why not ("" = simulated or off)
+    prefix_cache_on: bool = False
+    prefix_cache_note: str = ""
 
 
 def _reject_beyond_copy(
@@ -265,12 +280,21 @@ def simulate_plan(
         compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
     streams: list[StreamResult] = []
-    index = stream_split(workload, plan.dp, plan.pp)
+    pc_note = prefix_cache_blocker(workload, cfg.window_blocks) if opts.prefix_caching else ""
+    pc_on = opts.prefix_caching and not pc_note
+    copies = plan.attn_replicas  # each attention copy has a cache of its own
+    tags = None
+    if getattr(opts, "router", "round-robin") == "prefix" and not workload.max_concurrency:
+        index, tags = prefix_split(workload, plan.dp, plan.pp, opts.block_size, copies)
+    else:
+        index = stream_split(workload, plan.dp, plan.pp)
     slots = [0] * len(index)
     if workload.max_concurrency:  # closed loop: the clients' slots spread over the streams
         index, slots = closed_loop_split(
             workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
         )
+    if pc_on and copies > 1 and tags is None:
+        tags = copy_tags(workload.num_requests, index, copies)
     rejected: list[np.ndarray] = []
     too_long = np.empty(0, np.int64)
     if plan.attn_replicas > 1:
@@ -290,6 +314,9 @@ def simulate_plan(
             compiled.costs,
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
+            block_keys=(
+                block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
+            ),
         )
         streams.append(res)
         bad = ids[res.finish < 0]
@@ -300,6 +327,8 @@ def simulate_plan(
     rej = np.sort(np.concatenate(rejected)) if rejected else np.empty(0, np.int64)
     result = PlanResult(plan, mem, True, "", compiled, streams, index, rej, budget)
     result.stream_numbers = numbers
+    result.prefix_cache_on = pc_on
+    result.prefix_cache_note = pc_note
     if opts.clock_mhz:
         result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
     if too_long.size:

@@ -86,6 +86,8 @@ class StreamResult:
     gap_hist: np.ndarray
     # time each request entered the system: its arrival, or later under a concurrency limit
     arrival: np.ndarray | None = None
+    # prompt tokens found in the prefix cache at each request's first admission (0 when off)
+    cached: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
         # the gap histogram is mostly zeros: ship it sparse between processes
@@ -135,6 +137,7 @@ def run_stream(
     costs: StepCosts,
     prefix: np.ndarray | None = None,
     max_concurrency: int = 0,
+    block_keys: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StreamResult:
     """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1.
 
@@ -142,6 +145,10 @@ def run_stream(
     that every token attends to, e.g. the cross-attention KV of an encoder-decoder model.
     `max_concurrency` > 0: closed loop, at most that many requests in the system at once; a
     request enters when a slot frees (first come, first served); entry times in `arrival`.
+    `block_keys` (optional): prefix caching on, (keys, offsets): request i's first
+    offsets[i+1] - offsets[i] prompt blocks (of cfg.block_size tokens) have the int64 keys
+    keys[offsets[i]:offsets[i+1]]; equal keys mean equal prompt prefixes up to the end of that
+    block (docs/scheduler.md, "Prefix cache"). None or no keys: no prefix cache.
     """
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     prompt = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -156,6 +163,7 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
+    pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
     cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024
     while True:
@@ -166,6 +174,7 @@ def run_stream(
         ri = np.empty((cap, 7), np.int64)
         hist = np.zeros(GAP_BINS, np.int64)
         entry = np.empty(n, np.float64)
+        cached = np.empty(n, np.int64)
         nrec = simulate_stream(
             arrival,
             prompt,
@@ -193,6 +202,10 @@ def run_stream(
             hist,
             int(min(max_concurrency, n)),
             entry,
+            pc_key,
+            pc_off,
+            nkeys,
+            cached,
             int(cfg.window_blocks),
             float(cfg.full_kv_fraction),
             int(costs.graph_max_seqs),
@@ -219,4 +232,24 @@ def run_stream(
         rec_sched=ri[:nrec, 6].copy(),
         gap_hist=hist,
         arrival=entry,
+        cached=cached,
     )
+
+
+def _dense_keys(
+    block_keys: tuple[np.ndarray, np.ndarray] | None, prompt: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Keys renumbered 0..K-1 for the kernel, (keys, offsets, K); no keys: K = 0."""
+    n = prompt.size
+    if block_keys is None:
+        return np.zeros(0, np.int64), np.zeros(n + 1, np.int64), 0
+    keys = np.ascontiguousarray(block_keys[0], dtype=np.int64)
+    off = np.ascontiguousarray(block_keys[1], dtype=np.int64)
+    if off.size != n + 1 or off[0] != 0 or off[-1] != keys.size or np.any(np.diff(off) < 0):
+        raise ApexError("block_keys offsets must run from 0 to the number of keys, one per request")
+    if np.any(np.diff(off) > prompt // block_size):
+        raise ApexError("a request has more block keys than full prompt blocks")
+    if keys.size == 0:
+        return keys, off, 0
+    uniq, dense = np.unique(keys, return_inverse=True)
+    return np.ascontiguousarray(dense, dtype=np.int64), off, int(uniq.size)

@@ -34,6 +34,12 @@ class Workload:
     notes: tuple[str, ...] = field(default=())
     # a benchmark result file's own settings (request_rate, burstiness, max_concurrency)
     bench_settings: dict | None = field(default=None, compare=False)
+    # prompt prefix hashes (Mooncake `hash_ids`): request i's prompt blocks of `hash_block`
+    # tokens have the ids hash_ids[hash_offsets[i]:hash_offsets[i+1]]; an id names the prompt
+    # prefix that ends with its block (equal ids at a position: equal tokens up to there)
+    hash_ids: np.ndarray | None = field(default=None, compare=False)
+    hash_offsets: np.ndarray | None = field(default=None, compare=False)
+    hash_block: int = 512
 
     def __post_init__(self) -> None:
         n = self.arrival.size
@@ -42,6 +48,14 @@ class Workload:
             raise ApexError("workload arrays differ in length")
         if n == 0:
             raise ApexError("the workload has no requests")
+        if (self.hash_ids is None) != (self.hash_offsets is None):
+            raise ApexError("hash ids need their per-request offsets")
+        if self.hash_offsets is not None and self.hash_offsets.size != n + 1:
+            raise ApexError("workload arrays differ in length")
+
+    @property
+    def has_hash_ids(self) -> bool:
+        return self.hash_ids is not None and self.hash_ids.size > 0
 
     @property
     def num_requests(self) -> int:
@@ -162,8 +176,15 @@ def build_workload(o: WorkloadOptions) -> Workload:
     rate = o.request_rate
     burst = o.burstiness
     conc = o.max_concurrency
+    hashes: dict = {}
     if o.trace_file is not None:
         wl = load_trace(o.trace_file)
+        if wl.hash_ids is not None:
+            hashes = {
+                "hash_ids": wl.hash_ids,
+                "hash_offsets": wl.hash_offsets,
+                "hash_block": wl.hash_block,
+            }
         notes += list(wl.notes)
         prompt, output, arrival = wl.prompt, wl.output, wl.arrival
         n = wl.num_requests
@@ -216,4 +237,5 @@ def build_workload(o: WorkloadOptions) -> Workload:
         name=base,
         max_concurrency=conc,
         notes=tuple(notes),
+        **hashes,
     )
