@@ -20,7 +20,7 @@ import json
 import sys
 
 from apex_fast.data import published_measurements
-from apex_fast.sim.step_time import FIT_FILE, HostParams, _fit_file
+from apex_fast.sim.step_time import FIT_FILE, HostParams, fit_data
 from apex_fast.validation.bands import band_table, published_band_rows
 from apex_fast.validation.fit import errors, fit
 from apex_fast.validation.published import replay_row
@@ -87,7 +87,7 @@ def main() -> None:
         "bands": {},
     }
     FIT_FILE.write_text(json.dumps(data, indent=2) + "\n")
-    _fit_file.cache_clear()  # the published replay below uses the new joint fit
+    fit_data.cache_clear()  # the published replay below uses the new joint fit
     published = published_measurements()
     pub_rows = published_band_rows([replay_row(r) for r in published], published)
     data["bands"] = band_table(lofo_rows + pub_rows)

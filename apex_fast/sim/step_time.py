@@ -77,7 +77,8 @@ class HostParams:
 
 
 @lru_cache(maxsize=4)
-def _fit_file() -> dict:
+def fit_data() -> dict:
+    """The contents of profile_data/step_time_fit.json (cached)."""
     try:
         return json.loads(FIT_FILE.read_text())
     except (OSError, ValueError) as e:  # pragma: no cover - shipped with the package
@@ -112,7 +113,7 @@ _DERIVED = {
 
 def host_params(engine: str = "vllm-0.6") -> HostParams:
     """Host parameters of `engine`: fitted (profile_data/step_time_fit.json) or derived."""
-    data = _fit_file()
+    data = fit_data()
     entry = data.get("engines", {}).get(engine)
     if entry is not None:
         return HostParams(

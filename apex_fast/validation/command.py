@@ -16,7 +16,7 @@ import orjson
 import typer
 
 from apex_fast.errors import ApexError
-from apex_fast.sim.step_time import HostParams, _fit_file, host_params
+from apex_fast.sim.step_time import HostParams, fit_data, host_params
 from apex_fast.validation.fit import METRICS, errors
 from apex_fast.validation.published import per_engine_summary, render_published, replay
 from apex_fast.validation.replay import prepare
@@ -28,7 +28,7 @@ _SHORT = {"ttft_s": "ttft", "itl_s": "itl", "latency_s": "latency"}
 
 def lofo_params(family: str) -> HostParams | None:
     """Host parameters fitted without `family` (None if the fit file has none)."""
-    entry = _fit_file().get("leave_one_family_out", {}).get(family)
+    entry = fit_data().get("leave_one_family_out", {}).get(family)
     if entry is None:
         return None
     return HostParams(**{k: float(v) for k, v in entry["params"].items()})
