@@ -2,7 +2,7 @@
 
 import sys
 
-from apex_fast.cli import main
+from apex_fast.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -312,38 +312,14 @@ def plan(
             typer.echo(f"JSON report written to {json_path}", err=True)
 
 
-def _echo_json(records: object) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
-
-
 @app.command()
 def models(
     json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
 ) -> None:
     """List the bundled models with their parameter counts."""
-    if json_out:
-        from apex_fast.models.catalog import model_records
+    from apex_fast.listing import models_text
 
-        return _echo_json(model_records())
-    from apex_fast.models import list_models
-    from apex_fast.models.loader import model_aliases
-
-    aliases: dict[str, list[str]] = {}
-    for alias, name in model_aliases().items():
-        if alias != name:
-            aliases.setdefault(name, []).append(alias)
-    rows = []
-    for m in list_models():
-        kind = m.arch + (", MoE" if m.is_moe else "")
-        total = m.params_total() / 1e9
-        active = m.params_active() / 1e9
-        size = f"{total:.2f} B" + (f" ({active:.2f} B active)" if m.is_moe else "")
-        rows.append([m.name, kind, size, ", ".join(sorted(aliases.get(m.name, []))[:3])])
-    from apex_fast.report.text import table
-
-    typer.echo(table(["Model", "Kind", "Parameters", "Also known as"], rows))
+    typer.echo(models_text(json_out))
 
 
 @app.command()
@@ -351,44 +327,32 @@ def gpus(
     json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
 ) -> None:
     """List the known devices with their datasheet numbers."""
-    if json_out:
-        from apex_fast.hardware.catalog import device_records
+    from apex_fast.listing import gpus_text
 
-        return _echo_json(device_records())
-    from apex_fast.hardware.devices import list_devices
-    from apex_fast.report.text import table
-
-    rows = []
-    for d in list_devices():
-        rows.append(
-            [
-                d.name,
-                f"{d.peak_tflops.get('fp16', 0):g}",
-                f"{d.peak_tflops.get('fp8', 0):g}" if d.peak_tflops.get("fp8") else "-",
-                f"{d.hbm_gb:g}",
-                f"{d.hbm_tbps:g}",
-                f"{d.intra_node_gbps:g} ({d.intra_node_link})",
-                f"{d.tdp_w:g}",
-            ]
-        )
-    typer.echo(
-        table(
-            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
-            rows,
-        )
-    )
+    typer.echo(gpus_text(json_out))
 
 
-def _register_command_modules() -> None:
-    """Commands that live in their own modules (each module defines `command`)."""
+# Commands that live in their own modules (each module defines `command`). They are imported
+# only when asked for (or for the command list of `--help`), so `models` or `plan` do not pay
+# for the imports of `validate` or `profile`.
+_COMMAND_MODULES = {
+    "validate": "apex_fast.validation.command",
+    "trace": "apex_fast.tracegen",
+    "capacity": "apex_fast.capacity",
+    "profile": "apex_fast.profiler",
+}
+_REGISTERED: set[str] = set()
+
+
+def _register_command_modules(only: str | None = None) -> None:
+    """Register the module commands: just `only` when it names one, else all of them."""
     import importlib
 
-    for modname, name in (
-        ("apex_fast.validation.command", "validate"),
-        ("apex_fast.tracegen", "trace"),
-        ("apex_fast.capacity", "capacity"),
-        ("apex_fast.profiler", "profile"),
-    ):
+    names = [only] if only in _COMMAND_MODULES else list(_COMMAND_MODULES)
+    for name in names:
+        if name in _REGISTERED:
+            continue
+        modname = _COMMAND_MODULES[name]
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:
@@ -396,10 +360,15 @@ def _register_command_modules() -> None:
                 continue  # command not built yet
             raise
         app.command(name)(mod.command)
+        _REGISTERED.add(name)
 
 
-_register_command_modules()
+def _command_name(args: list[str]) -> str | None:
+    """The command a command line runs (its first word), None for `--help` and the like."""
+    return args[0] if args and not args[0].startswith("-") else None
 
+
+_BUILTIN_COMMANDS = ("plan", "models", "gpus")
 _NARGS = ("--request-percentiles", "--token-percentiles")
 
 
@@ -439,7 +408,10 @@ def _is_usage_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = _expand_nargs(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    name = _command_name(args)
     try:
+        if name not in _BUILTIN_COMMANDS:
+            _register_command_modules(name)
         app(args=args, standalone_mode=False)
     except ApexError as e:
         typer.echo(f"error: {e}", err=True)
