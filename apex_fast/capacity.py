@@ -3,10 +3,18 @@
 The trace's arrival times are divided by a scale factor s (rate = s x the trace's mean rate; the
 shape of the arrival process, bursts included, is kept). For each plan the largest s whose
 SLO attainment (TTFT and TPOT both met) is at least `--attainment` is found by bracketing
-(doubling or halving from a start point) and then bisection in log space until the bracket is
-narrower than `--rel-tol`. Work is reused: every simulated (plan, s) is cached, the plans are
-first ranked at the trace's own rate by one ordinary search, and each plan's bracket starts from
-the previous plan's answer, so a plan typically costs 6-9 simulations (~0.1 s each at most).
+(stepping up or down from a start point, the step squaring after each step that does not
+bracket it, up to x2) and then bisection in log space until the bracket is narrower than
+`--rel-tol`; s stays within [2**-MAX_SCALE_STEPS, 2**MAX_SCALE_STEPS].
+
+Work is shared across plans: every simulated (plan, s) is cached, the scaled workloads are built
+once per s and shared by all plans, plans that differ only in DP share their cost tables
+(apex_fast/sim/engine.py), the plans are first ranked at the trace's own rate by one ordinary
+search, and each plan's bracket starts from an earlier answer: that of a plan with the same
+stage mapping, number of streams (DP x PP) and similar KV cache per stream, which nearly always
+sustains the same rate, with a first step of `--rel-tol` (2 simulations when the rates agree),
+else the previous plan's answer with a first step of NEXT_PLAN_STEP. A plan that misses the SLOs even at the lowest rate is
+recognised by one simulation at that rate.
 Attainment is assumed to fall as the rate rises (true for FCFS queueing up to simulation noise).
 """
 
@@ -22,11 +30,21 @@ import typer
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
+from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.sim.workload import Workload
 
-MAX_SCALE_STEPS = 12  # at most 2**12 x up or down from the start point
+MAX_SCALE_STEPS = 12  # rates from 2**-12 to 2**12 x the trace's own rate
+MIN_SCALE = 2.0**-MAX_SCALE_STEPS
+MAX_SCALE = 2.0**MAX_SCALE_STEPS
+# first bracket step from the previous plan's answer: plans ranked next to each other at the
+# trace's rate mostly sustain rates within 25% of each other; the step squares after each miss
+NEXT_PLAN_STEP = 1.25
+# plans with the same stage mapping and stream count sustain the same rate unless one of them
+# is short of KV cache: their KV blocks per stream must be within this ratio
+SIBLING_KV_RATIO = 0.5
+MAX_CACHED_WORKLOADS = 256
 HORIZON_LIFETIMES = 20.0  # the scaled trace spans at least this many request lifetimes
 
 
@@ -136,49 +154,100 @@ class CapacitySearch:
         self.horizon_s = HORIZON_LIFETIMES * lifetime
         self.hint = 1.0
         self.total_simulations = 0
+        self._workloads: dict[float, Workload] = {}
+        self._answers: dict[tuple, list[tuple[float, float]]] = {}
+
+    def _workload(self, scale: float) -> Workload:
+        """The scaled workload, built once per scale and shared by every plan."""
+        w = self._workloads.get(scale)
+        if w is None:
+            if len(self._workloads) >= MAX_CACHED_WORKLOADS:
+                self._workloads.pop(next(iter(self._workloads)))
+            w = self._workloads[scale] = scaled(self.workload, scale, self.horizon_s)
+        return w
 
     def _eval(self, plan: Plan, scale: float, cache: dict[float, SloOutcome]) -> SloOutcome:
         if scale not in cache:
-            w = scaled(self.workload, scale, self.horizon_s)
+            w = self._workload(scale)
             res = simulate_plan(self.model, self.cluster, plan, w, self.options)
             cache[scale] = slo_outcome(res, w, self.ttft, self.tpot)
             self.total_simulations += 1
         return cache[scale]
 
+    def _kv_per_stream(self, plan: Plan) -> float:
+        """KV cache blocks of one stream (a pipeline engine of one DP replica)."""
+        o = self.options
+        mem = memory_report(
+            self.model,
+            plan,
+            self.cluster.device.hbm_gb,
+            o.gpu_memory_utilization,
+            o.budget(self.workload),
+            o.max_num_seqs,
+            o.block_size,
+        )
+        return mem.kv_blocks_per_replica / plan.pp
+
+    def _start(self, plan: Plan, kv: float) -> tuple[float, float]:
+        """Start point and first step of the bracket: the answer of a plan with the same stage
+        mapping, number of streams and KV cache per stream within SIBLING_KV_RATIO (one step of
+        --rel-tol), else the previous plan's answer (a step of NEXT_PLAN_STEP; 2 at first)."""
+        for kv_other, scale in self._answers.get(_stage_key(plan), []):
+            if scale > 0 and min(kv, kv_other) >= SIBLING_KV_RATIO * max(kv, kv_other):
+                return scale, 1.0 + self.rel_tol
+        return self.hint, (NEXT_PLAN_STEP if self.total_simulations else 2.0)
+
     def run(self, plan: Plan) -> PlanCapacity:
+        """Capacity of one plan; its answer is the start point of the plans evaluated later."""
         cache: dict[float, SloOutcome] = {}
 
         def good(s: float) -> bool:
             return self._eval(plan, s, cache).attainment >= self.target
 
-        s = self.hint
+        def done(scale: float, bounded: bool) -> PlanCapacity:
+            if scale > 0:
+                self.hint = scale
+            self._answers.setdefault(_stage_key(plan), []).append((kv, scale))
+            out = cache.get(scale)
+            return PlanCapacity(plan, self.base_rate, scale, bounded, out, len(cache), cache)
+
+        kv = self._kv_per_stream(plan)
+        s, step = self._start(plan, kv)
+        s = min(max(s, MIN_SCALE), MAX_SCALE)
         if good(s):
             lo, hi = s, None
-            for _ in range(MAX_SCALE_STEPS):
-                if good(lo * 2.0):
-                    lo *= 2.0
-                else:
-                    hi = lo * 2.0
+            while lo < MAX_SCALE:
+                t = min(lo * step, MAX_SCALE)
+                if not good(t):
+                    hi = t
                     break
+                lo, step = t, min(step * step, 2.0)
             if hi is None:
-                return PlanCapacity(plan, self.base_rate, lo, False, cache[lo], len(cache), cache)
+                return done(lo, False)
         else:
+            if s <= MIN_SCALE or not good(MIN_SCALE):
+                return done(0.0, True)  # the SLOs are missed even with requests far apart
             lo, hi = None, s
-            for _ in range(MAX_SCALE_STEPS):
-                if good(hi / 2.0):
-                    lo = hi / 2.0
-                    break
-                hi /= 2.0
-            if lo is None:
-                return PlanCapacity(plan, self.base_rate, 0.0, True, None, len(cache), cache)
+            while lo is None:
+                t = max(hi / step, MIN_SCALE)
+                if good(t):
+                    lo = t
+                else:
+                    hi, step = t, min(step * step, 2.0)
         while hi / lo > 1.0 + self.rel_tol:
             mid = math.sqrt(lo * hi)
             if good(mid):
                 lo = mid
             else:
                 hi = mid
-        self.hint = lo
-        return PlanCapacity(plan, self.base_rate, lo, True, cache[lo], len(cache), cache)
+        return done(lo, True)
+
+
+def _stage_key(plan: Plan) -> tuple:
+    """Plans with equal keys differ only in how DP and PP split the same number of streams."""
+    mapping = plan.label.split(" ", 2)[2:]  # the label without DPn PPn
+    dtypes = (plan.weight_dtype, plan.activation_dtype, plan.kv_dtype)
+    return (tuple(mapping), dtypes, plan.dp * plan.pp)
 
 
 def format_table(caps: list[PlanCapacity], target: float) -> str:
@@ -243,8 +312,13 @@ def command(
     attainment: float = typer.Option(
         0.9, help="Fraction of requests that must meet both SLOs (0-1]."
     ),
-    top: int = typer.Option(3, help="Evaluate the best K plans (ranked at the trace's rate)."),
-    all_plans: bool = typer.Option(False, "--all", help="Evaluate every feasible plan."),
+    top: int | None = typer.Option(
+        None,
+        help="Evaluate the best N plans (ranked at the trace's rate); default: every feasible plan.",
+    ),
+    all_plans: bool = typer.Option(
+        False, "--all", help="Evaluate every feasible plan (the default; overrides --top)."
+    ),
     objective: str = typer.Option("latency", help="Ranking that picks the top plans."),
     rel_tol: float = typer.Option(0.02, help="Relative width of the final rate bracket."),
     tp: int | None = typer.Option(None, help="Pin tensor parallelism."),
@@ -273,7 +347,7 @@ def command(
 
     from apex_fast.planner import PlanRequest, run_plan
 
-    if top < 1:
+    if top is not None and top < 1:
         raise ApexError(f"--top must be at least 1, got {top}")
     for name, v in (("--ttft-slo", ttft_slo), ("--tpot-slo", tpot_slo)):
         if v <= 0:
@@ -307,7 +381,7 @@ def command(
         objective=objective,
     )
     _, sr = run_plan(req)  # ranks the plans at the trace's own rate (one simulation each)
-    chosen = sr.ranked if all_plans else sr.ranked[:top]
+    chosen = sr.ranked if all_plans or top is None else sr.ranked[:top]
     cs = CapacitySearch(
         sr.model, sr.cluster, sr.workload, sr.options, ttft_slo, tpot_slo, attainment, rel_tol
     )
@@ -326,8 +400,9 @@ def command(
         f"feasible plans (best by {sr.objective} at the trace's rate)",
         format_table(caps, attainment),
         f"{cs.total_simulations} simulations in {time.perf_counter() - t0:.2f} s "
-        f"(bracketing x2 then bisection to {100 * rel_tol:g}%; '>=' = still met at "
-        f"{2**MAX_SCALE_STEPS}x the start rate, the plan was never saturated)",
+        f"(bracketing from earlier plans' answers, then bisection to {100 * rel_tol:g}%; "
+        f"'>=' = still met at {2**MAX_SCALE_STEPS}x the trace's rate, the plan was never "
+        "saturated)",
     ]
     typer.echo("\n".join(lines))
     if json_path is not None:
