@@ -9,6 +9,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import MemoryReport, memory_report
 from apex_fast.plans.plan import Plan
@@ -215,6 +216,7 @@ def simulate_plan(
             workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
         )
     rejected: list[np.ndarray] = []
+    clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
@@ -227,7 +229,7 @@ def simulate_plan(
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
         )
-        streams.append(res)
+        streams.append(compact_stream(res, compiled, cluster, plan, clock_factor))
         bad = ids[res.finish < 0]
         if bad.size:
             rejected.append(bad)
@@ -236,8 +238,7 @@ def simulate_plan(
     rej = np.sort(np.concatenate(rejected)) if rejected else np.empty(0, np.int64)
     result = PlanResult(plan, mem, True, "", compiled, streams, index, rej, budget)
     result.stream_numbers = numbers
-    if opts.clock_mhz:
-        result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
+    result.clock_factor = clock_factor
     if rej.size:
         longest = int(np.max(workload.prompt[rej]))
         cap_tokens = (blocks - cfg.watermark) * opts.block_size

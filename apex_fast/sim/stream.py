@@ -86,6 +86,9 @@ class StreamResult:
     gap_hist: np.ndarray
     # time each request entered the system: its arrival, or later under a concurrency limit
     arrival: np.ndarray | None = None
+    # huge streams: the sums of apex_fast.metrics.records replace the record arrays (emptied)
+    rec_sums: dict[str, float] | None = None
+    rec_steps: int | None = None
 
     def __getstate__(self) -> dict:
         # the gap histogram is mostly zeros: ship it sparse between processes
@@ -103,7 +106,7 @@ class StreamResult:
 
     @property
     def num_steps(self) -> int:
-        return int(self.rec_count.sum())
+        return self.rec_steps if self.rec_steps is not None else int(self.rec_count.sum())
 
     def steps(self) -> dict[str, np.ndarray]:
         """Expand records into one row per step (for tests and small traces)."""
