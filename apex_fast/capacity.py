@@ -54,6 +54,10 @@ class SloOutcome:
     ttft_mean_s: float
     tpot_mean_s: float
     throughput_tokens_per_s: float
+    # the target-quantile of max(TTFT / TTFT SLO, TPOT / TPOT SLO) over requests (inf for an
+    # unserved one): <= 1 where the target is met. It grows smoothly with the rate (TPOT with
+    # the batch, then TTFT with the queue), so it locates the capacity between simulations.
+    slo_ratio: float = math.inf
 
 
 MAX_REQUESTS = 200_000  # cap on the repeated trace
@@ -82,7 +86,11 @@ def scaled(workload: Workload, scale: float, horizon_s: float = 0.0) -> Workload
 
 
 def slo_outcome(
-    res: PlanResult, workload: Workload, ttft_slo_ms: float, tpot_slo_ms: float
+    res: PlanResult,
+    workload: Workload,
+    ttft_slo_ms: float,
+    tpot_slo_ms: float,
+    target: float = 0.9,
 ) -> SloOutcome:
     n = workload.num_requests
     if not res.streams:
@@ -98,11 +106,14 @@ def slo_outcome(
     met = ok & (ttft <= ttft_slo_ms / 1e3) & (tpot <= tpot_slo_ms / 1e3)
     makespan = float(fin[ok].max()) if ok.any() else 0.0
     multi = ok & (out > 1)
+    ratio = np.where(ok, np.maximum(ttft / (ttft_slo_ms / 1e3), tpot / (tpot_slo_ms / 1e3)), np.inf)
+    k = min(max(math.ceil(target * n), 1), ratio.size)
     return SloOutcome(
         attainment=float(met.sum()) / n,
         ttft_mean_s=float(ttft[ok].mean()) if ok.any() else math.nan,
         tpot_mean_s=float(tpot[multi].mean()) if multi.any() else math.nan,
         throughput_tokens_per_s=float(out[ok].sum()) / makespan if makespan > 0 else 0.0,
+        slo_ratio=float(np.partition(ratio, k - 1)[k - 1]) if ratio.size else math.inf,
     )
 
 
@@ -154,6 +165,7 @@ class CapacitySearch:
         self.horizon_s = HORIZON_LIFETIMES * lifetime
         self.hint = 1.0
         self.total_simulations = 0
+        self.mean_output = float(workload.output.mean())
         self._workloads: dict[float, Workload] = {}
         self._answers: dict[tuple, list[tuple[float, float]]] = {}
 
@@ -170,7 +182,7 @@ class CapacitySearch:
         if scale not in cache:
             w = self._workload(scale)
             res = simulate_plan(self.model, self.cluster, plan, w, self.options)
-            cache[scale] = slo_outcome(res, w, self.ttft, self.tpot)
+            cache[scale] = slo_outcome(res, w, self.ttft, self.tpot, self.target)
             self.total_simulations += 1
         return cache[scale]
 
@@ -187,6 +199,13 @@ class CapacitySearch:
             o.block_size,
         )
         return mem.kv_blocks_per_replica / plan.pp
+
+    def _saturation(self, o: SloOutcome) -> float | None:
+        """The scale whose offered token rate equals the rate this overloaded run delivered."""
+        per_scale = self.base_rate * self.mean_output  # offered tokens/s at scale 1
+        if o.slo_ratio < 2.0 or not o.throughput_tokens_per_s > 0 or not per_scale > 0:
+            return None  # not clearly overloaded: its token rate is the offered one
+        return o.throughput_tokens_per_s / per_scale
 
     def _start(self, plan: Plan, kv: float) -> tuple[float, float]:
         """Start point and first step of the bracket: the answer of a plan with the same stage
@@ -214,10 +233,15 @@ class CapacitySearch:
         kv = self._kv_per_stream(plan)
         s, step = self._start(plan, kv)
         s = min(max(s, MIN_SCALE), MAX_SCALE)
+        tol = self.rel_tol
         if good(s):
             lo, hi = s, None
             while lo < MAX_SCALE:
-                t = min(lo * step, MAX_SCALE)
+                t = lo * step
+                pred = _extrapolate(cache)
+                if pred is not None:  # just beyond the predicted capacity, at most x step
+                    t = min(max(pred * (1.0 + tol / 2), lo * (1.0 + tol)), t)
+                t = min(t, MAX_SCALE)
                 if not good(t):
                     hi = t
                     break
@@ -230,17 +254,78 @@ class CapacitySearch:
             lo, hi = None, s
             while lo is None:
                 t = max(hi / step, MIN_SCALE)
+                pred = _extrapolate_down(cache)
+                if pred is not None:  # just below the predicted capacity, at most / 8
+                    t = max(min(pred / (1.0 + tol / 2), hi / (1.0 + tol)), hi / 8.0, MIN_SCALE)
+                # an overloaded run delivers the plan's saturated token rate: no higher rate
+                # can be sustained, so the next probe is at most just below it
+                sat = self._saturation(cache[hi])
+                if sat is not None and MIN_SCALE < sat / (1.0 + tol / 2) < t:
+                    t = sat / (1.0 + tol / 2)
                 if good(t):
                     lo = t
                 else:
                     hi, step = t, min(step * step, 2.0)
-        while hi / lo > 1.0 + self.rel_tol:
-            mid = math.sqrt(lo * hi)
-            if good(mid):
-                lo = mid
+        # narrow [lo, hi]: probe just past the root of the secant of 1/slo_ratio (linear in
+        # the rate while TPOT grows with the batch), alternately on either side of it; when two
+        # probes in a row have not halved the bracket, the next one bisects it
+        widths = [math.log(hi / lo)]
+        last_good = False
+        while hi / lo > 1.0 + tol:
+            t = math.sqrt(lo * hi)
+            stalled = len(widths) >= 3 and widths[-1] > 0.5 * widths[-3]
+            pred = None if stalled else _secant(cache, lo, hi)
+            if pred is not None:
+                t = pred * (1.0 + tol / 2) if last_good else pred / (1.0 + tol / 2)
+                t = min(max(t, lo * (1.0 + tol / 4)), hi / (1.0 + tol / 4))
+            last_good = good(t)
+            if last_good:
+                lo = t
             else:
-                hi = mid
+                hi = t
+            widths = [] if stalled else widths
+            widths.append(math.log(hi / lo))
         return done(lo, True)
+
+
+def _y(o: SloOutcome) -> float:
+    """1 / slo_ratio: falls roughly linearly with the rate, 1 at the capacity, 0 if unserved."""
+    return 0.0 if not o.slo_ratio > 0 else 1.0 / o.slo_ratio
+
+
+def _secant(cache: dict[float, SloOutcome], lo: float, hi: float) -> float | None:
+    """Where the line through (lo, y(lo)) and (hi, y(hi)) reaches y = 1, if inside (lo, hi)."""
+    y_lo, y_hi = _y(cache[lo]), _y(cache[hi])
+    if not (y_lo >= 1.0 > y_hi) or not math.isfinite(y_lo):
+        return None
+    t = lo + (y_lo - 1.0) * (hi - lo) / (y_lo - y_hi)
+    return t if lo < t < hi else None
+
+
+def _extrapolate_down(cache: dict[float, SloOutcome]) -> float | None:
+    """From the two lowest rates that missed the target (and served requests): where
+    y = 1 / slo_ratio, extended linearly to lower rates, reaches 1."""
+    bad = sorted(x for x, o in cache.items() if 0.5 < _y(o) < 1.0)  # not yet queueing up
+    if len(bad) < 2:
+        return None
+    s1, s2 = bad[:2]
+    y1, y2 = _y(cache[s1]), _y(cache[s2])
+    if not y2 < y1:
+        return None
+    return s1 + (1.0 - y1) * (s2 - s1) / (y2 - y1)
+
+
+def _extrapolate(cache: dict[float, SloOutcome]) -> float | None:
+    """From the two highest rates that met the target: where y = 1 / slo_ratio, extended
+    linearly, reaches 1 (None when it does not fall with the rate)."""
+    good = sorted(x for x, o in cache.items() if math.isfinite(_y(o)) and _y(o) >= 1.0)
+    if len(good) < 2:
+        return None
+    (s1, s2) = good[-2:]
+    y1, y2 = _y(cache[s1]), _y(cache[s2])
+    if not y2 < y1:
+        return None
+    return s2 + (y2 - 1.0) * (s2 - s1) / (y1 - y2)
 
 
 def _stage_key(plan: Plan) -> tuple:

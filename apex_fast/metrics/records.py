@@ -9,7 +9,7 @@ taken over the concatenation of all streams exactly as before, so small and medi
 bit-identical figures; above it, the partial sums of chunks are added in stream order, which can
 change the last digit of a sum (rounding), nothing else.
 
-A stream with more than COMPACT_RECORDS records is reduced to its sums as soon as it has been
+A stream with more than COMPACT_RECORDS (2^18) records is reduced to its sums as soon as it has been
 simulated (`compact_stream`), and its record arrays are dropped: the 10-million-request run
 (bench/bigtrace.py) then never holds more than one stream's records.
 """
@@ -29,7 +29,7 @@ from apex_fast.sim.costs import CompiledCosts
 from apex_fast.sim.stream import StreamResult
 
 RECORD_CHUNK = 1 << 20  # records reduced at once (about 100 MB of temporaries)
-COMPACT_RECORDS = 1 << 20  # a stream with more records keeps only their sums
+COMPACT_RECORDS = 1 << 18  # a stream with more records keeps only their sums
 _COLUMNS = {
     "cnt": "rec_count",
     "d0": "rec_d0",
@@ -50,8 +50,8 @@ def record_sums(
     plan: Plan,
     clock_factor: float,
 ) -> dict[str, float]:
-    """Sums over one chunk of records (columns as in _COLUMNS). Keys: `dur` (busy seconds of a
-    stream), `cnt` (steps), `cnt_ntok`, `cnt_nsched`, `cnt_work`, `ctx`, `stretch`, `flops`,
+    """Sums over one chunk of records (columns as in _COLUMNS). Keys: `records`, `dur` (busy
+    seconds of a stream), `cnt` (steps), `cnt_ntok`, `cnt_nsched`, `cnt_work`, `ctx`, `stretch`, `flops`,
     `bytes`, `gpu_busy`, `energy` (J) and `tok:NAME` / `seq:NAME` per operator."""
     costs = cc.costs
     dev = cluster.device
@@ -60,7 +60,11 @@ def record_sums(
     dur = cnt * r["d0"] + r["dd"] * tri  # seconds per record
     ntok = r["pf"] + r["dec"]
     ctx_total = cnt * r["ctx0"] + r["dec"] * tri
-    out: dict[str, float] = {"dur": float(dur.sum()), "cnt": float(cnt.sum())}
+    out: dict[str, float] = {
+        "records": float(cnt.size),
+        "dur": float(dur.sum()),
+        "cnt": float(cnt.sum()),
+    }
     for name, table in cc.tok_ops.items():
         out["tok:" + name] = float(np.sum(cnt * table[ntok]))
     for name, table in cc.seq_ops.items():

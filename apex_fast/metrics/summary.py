@@ -129,28 +129,27 @@ def compute_metrics(
     bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
     bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
 
-    # ---- per request (Polars)
+    # ---- per request (Polars; the columns are dropped as soon as the frame holds them)
     ids = np.concatenate(res.stream_index)
-    first = np.concatenate([s.first_token for s in res.streams])
-    fin = np.concatenate([s.finish for s in res.streams])
-    pre = np.concatenate([s.preemptions for s in res.streams])
+    served = all(bool((s.finish >= 0).all()) for s in res.streams)
     # entry times: the arrival, or later when a concurrency limit held the request back
-    arrival = np.concatenate(
-        [
-            s.arrival if s.arrival is not None else workload.arrival[i]
-            for s, i in zip(res.streams, res.stream_index, strict=True)
-        ]
-    )
-    df = pl.DataFrame(
-        {
-            "id": ids,
-            "arrival": arrival,
-            "first": first,
-            "finish": fin,
-            "prompt": workload.prompt[ids],
-            "output": workload.output[ids],
-        }
-    ).filter(pl.col("finish") >= 0)
+    cols = {
+        "arrival": np.concatenate(
+            [
+                s.arrival if s.arrival is not None else workload.arrival[i]
+                for s, i in zip(res.streams, res.stream_index, strict=True)
+            ]
+        ),
+        "first": np.concatenate([s.first_token for s in res.streams]),
+        "finish": np.concatenate([s.finish for s in res.streams]),
+        "prompt": workload.prompt[ids],
+        "output": workload.output[ids],
+    }
+    del ids
+    df = pl.DataFrame(cols)
+    del cols
+    if not served:
+        df = df.filter(pl.col("finish") >= 0)
     df = df.with_columns(
         (pl.col("first") - pl.col("arrival")).alias("ttft"),
         (pl.col("finish") - pl.col("arrival")).alias("latency"),
@@ -268,7 +267,7 @@ def compute_metrics(
         makespan_s=makespan,
         busy_s=busy / nstreams,
         num_steps=int(steps),
-        preemptions=int(pre.sum()),
+        preemptions=sum(int(s.preemptions.sum()) for s in res.streams),
         slo_ttft_pct=100.0 * float(row["slo_ttft"]),
         slo_tpot_pct=100.0 * float(row["slo_tpot"]),
         slo_both_pct=100.0 * float(row["slo_both"]),
