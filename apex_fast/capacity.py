@@ -2,20 +2,29 @@
 
 The trace's arrival times are divided by a scale factor s (rate = s x the trace's mean rate; the
 shape of the arrival process, bursts included, is kept). For each plan the largest s whose
-SLO attainment (TTFT and TPOT both met) is at least `--attainment` is found by bracketing
-(stepping up or down from a start point, the step squaring after each step that does not
-bracket it, up to x2) and then bisection in log space until the bracket is narrower than
-`--rel-tol`; s stays within [2**-MAX_SCALE_STEPS, 2**MAX_SCALE_STEPS].
+SLO attainment (TTFT and TPOT both met) is at least `--attainment` is bracketed and the bracket
+narrowed until it is narrower than `--rel-tol`; s stays within [2**-12, 2**12]. Every answer is
+a simulated rate that met the target with a simulated rate at most `--rel-tol` above it that
+did not; how the probes are placed only changes how many simulations that takes:
+
+- Start: the answer of an earlier plan with the same stage mapping, number of streams (DP x PP)
+  and similar KV cache per stream (these nearly always sustain the same rate), first step
+  `--rel-tol`: 2 simulations when the rates agree. Otherwise the previous plan's answer, first
+  step NEXT_PLAN_STEP; the step squares (up to x2) after each probe that does not bracket.
+- Probes use what the runs so far say: y = 1 / slo_ratio (the target quantile of
+  max(TTFT / TTFT SLO, TPOT / TPOT SLO) over requests) falls about linearly with the rate while
+  TPOT grows with the batch, and reaches 1 at the capacity. The next probe goes just past the
+  root of the line through two runs (extrapolated while bracketing, the secant of the bracket
+  while narrowing, alternately on either side of it); two probes in a row that do not halve
+  the bracket are followed by a bisection step. An overloaded run delivers the plan's
+  saturated token rate, so no probe goes above that rate.
+- A plan that misses the SLOs even at the lowest rate is recognised by one simulation there.
 
 Work is shared across plans: every simulated (plan, s) is cached, the scaled workloads are built
-once per s and shared by all plans, plans that differ only in DP share their cost tables
-(apex_fast/sim/engine.py), the plans are first ranked at the trace's own rate by one ordinary
-search, and each plan's bracket starts from an earlier answer: that of a plan with the same
-stage mapping, number of streams (DP x PP) and similar KV cache per stream, which nearly always
-sustains the same rate, with a first step of `--rel-tol` (2 simulations when the rates agree),
-else the previous plan's answer with a first step of NEXT_PLAN_STEP. A plan that misses the SLOs even at the lowest rate is
-recognised by one simulation at that rate.
-Attainment is assumed to fall as the rate rises (true for FCFS queueing up to simulation noise).
+once per s for all plans, and plans that differ only in DP share their cost tables
+(apex_fast/sim/engine.py); the plans are first ranked at the trace's own rate by one ordinary
+search. Attainment is assumed to fall as the rate rises (true for FCFS queueing up to
+simulation noise).
 """
 
 from __future__ import annotations

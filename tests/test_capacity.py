@@ -2,8 +2,16 @@ import math
 import re
 
 import numpy as np
+import pytest
 
-from apex_fast.capacity import CapacitySearch, scaled
+from apex_fast.capacity import (
+    CapacitySearch,
+    SloOutcome,
+    _extrapolate,
+    _extrapolate_down,
+    _secant,
+    scaled,
+)
 from apex_fast.cli import main
 from apex_fast.planner import PlanRequest, run_plan
 from apex_fast.trace_io import load_trace
@@ -94,3 +102,28 @@ def test_capacity_cli_evaluates_every_feasible_plan_by_default(capsys):
     assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 2
     assert main([*args, "--top", "1"]) == 0
     assert "evaluated 1 of" in capsys.readouterr().out
+
+
+def _o(y: float) -> SloOutcome:
+    ratio = math.inf if y == 0 else 1.0 / y
+    return SloOutcome(1.0 if y >= 1 else 0.0, 0.1, 0.01, 1.0, slo_ratio=ratio)
+
+
+def test_secant_and_extrapolation_find_the_root_of_a_line():
+    # y = 1 / slo_ratio = 2 - 0.25 s reaches 1 at s = 4
+    line = {s: _o(2.0 - 0.25 * s) for s in (1.0, 2.0, 5.0, 5.5)}
+    assert _secant(line, 2.0, 5.0) == pytest.approx(4.0)
+    assert _extrapolate(line) == pytest.approx(4.0)  # from s = 1 and 2 (both met)
+    assert _extrapolate_down(line) == pytest.approx(4.0)  # from s = 5 and 5.5 (both missed)
+    # no prediction from a rising or unserved curve
+    assert _extrapolate({1.0: _o(1.5), 2.0: _o(1.8)}) is None
+    assert _secant({1.0: _o(1.5), 2.0: _o(0.0)}, 1.0, 2.0) == pytest.approx(1.0 + 0.5 / 1.5)
+
+
+def test_every_answer_of_a_chain_is_bracketed():
+    """Whatever start point the earlier plans give, each answer met the target and a rate at
+    most rel_tol above it did not."""
+    sr, cs = _search(pp=1)
+    for e in sr.ranked[:4]:
+        cap = cs.run(e.result.plan)
+        assert cap.bounded and cap.scale > 0 and _bracketed(cap), e.result.plan.label
