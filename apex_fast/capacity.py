@@ -494,7 +494,7 @@ def command(
         f"feasible plans (best by {sr.objective} at the trace's rate)",
         format_table(caps, attainment),
         f"{cs.total_simulations} simulations in {time.perf_counter() - t0:.2f} s "
-        f"(bracketing from earlier plans' answers, then bisection to {100 * rel_tol:g}%; "
+        f"(bracketing from earlier plans' answers, then narrowing to {100 * rel_tol:g}%; "
         f"'>=' = still met at {2**MAX_SCALE_STEPS}x the trace's rate, the plan was never "
         "saturated)",
     ]
