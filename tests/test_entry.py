@@ -62,3 +62,18 @@ def test_command_modules_are_imported_only_when_run():
         "[False, False, True]",
         "[True, True, True]",  # the command list of --help names them all
     ]
+
+
+def test_bad_input_stops_before_the_kernel_is_loaded():
+    code = (
+        "import sys, contextlib, io\n"
+        "from apex_fast.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    rc = main(['plan', '--model', 'no-such-model', '--num-gpus-per-node', '8'])\n"
+        "print(rc, sorted(m for m in ('numba', 'polars', 'apex_fast.kernels.batching') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "2 []"

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import polars as pl
 
 from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
@@ -128,6 +127,8 @@ def compute_metrics(
     # the benchmark table: median and P99 always, plus the percentiles asked for
     bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
     bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
+
+    import polars as pl  # here, not at import: command lines that stop earlier skip it
 
     # ---- per request (Polars; the columns are dropped as soon as the frame holds them)
     ids = np.concatenate(res.stream_index)
