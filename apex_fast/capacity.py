@@ -16,7 +16,8 @@ did not; how the probes are placed only changes how many simulations that takes:
   TPOT grows with the batch, and reaches 1 at the capacity. The next probe goes just past the
   root of the line through two runs (extrapolated while bracketing, the secant of the bracket
   while narrowing, alternately on either side of it); two probes in a row that do not halve
-  the bracket are followed by a bisection step. An overloaded run delivers the plan's
+  the bracket are followed by a bisection step, and while bracketing a probe after a
+  prediction that missed moves at least sqrt(step). An overloaded run delivers the plan's
   saturated token rate, so no probe goes above that rate.
 - A plan that misses the SLOs even at the lowest rate is recognised by one simulation there.
 
@@ -243,6 +244,9 @@ class CapacitySearch:
         s, step = self._start(plan, kv)
         s = min(max(s, MIN_SCALE), MAX_SCALE)
         tol = self.rel_tol
+        # while bracketing, after a probe placed by a prediction that did not bracket, the
+        # next one moves at least sqrt(step), so a poor prediction cannot make the steps creep
+        trust = True
         if good(s):
             lo, hi = s, None
             while lo < MAX_SCALE:
@@ -250,11 +254,13 @@ class CapacitySearch:
                 pred = _extrapolate(cache)
                 if pred is not None:  # just beyond the predicted capacity, at most x step
                     t = min(max(pred * (1.0 + tol / 2), lo * (1.0 + tol)), t)
+                    if not trust:
+                        t = max(t, lo * math.sqrt(step))
                 t = min(t, MAX_SCALE)
                 if not good(t):
                     hi = t
                     break
-                lo, step = t, min(step * step, 2.0)
+                lo, step, trust = t, min(step * step, 2.0), pred is None
             if hi is None:
                 return done(lo, False)
         else:
@@ -266,6 +272,8 @@ class CapacitySearch:
                 pred = _extrapolate_down(cache)
                 if pred is not None:  # just below the predicted capacity, at most / 8
                     t = max(min(pred / (1.0 + tol / 2), hi / (1.0 + tol)), hi / 8.0, MIN_SCALE)
+                    if not trust:
+                        t = max(min(t, hi / math.sqrt(step)), MIN_SCALE)
                 # an overloaded run delivers the plan's saturated token rate: no higher rate
                 # can be sustained, so the next probe is at most just below it
                 sat = self._saturation(cache[hi])
@@ -274,7 +282,7 @@ class CapacitySearch:
                 if good(t):
                     lo = t
                 else:
-                    hi, step = t, min(step * step, 2.0)
+                    hi, step, trust = t, min(step * step, 2.0), pred is None
         # narrow [lo, hi]: probe just past the root of the secant of 1/slo_ratio (linear in
         # the rate while TPOT grows with the batch), alternately on either side of it; when two
         # probes in a row have not halved the bracket, the next one bisects it
