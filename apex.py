@@ -4,7 +4,7 @@ import sys
 
 if __name__ == "__main__":
     try:
-        from apex_fast.cli import main
+        from apex_fast.entry import main
 
         code = main()
     except KeyboardInterrupt:  # Ctrl-C while the modules load

@@ -560,38 +560,14 @@ def _speculative(method: str | None, k: int, acceptance: str, draft: str | None)
     return spec
 
 
-def _echo_json(records: object) -> None:
-    import orjson
-
-    typer.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
-
-
 @app.command()
 def models(
     json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
 ) -> None:
     """List the bundled models with their parameter counts."""
-    if json_out:
-        from apex_fast.models.catalog import model_records
+    from apex_fast.listing import models_text
 
-        return _echo_json(model_records())
-    from apex_fast.models import list_models
-    from apex_fast.models.loader import model_aliases
-
-    aliases: dict[str, list[str]] = {}
-    for alias, name in model_aliases().items():
-        if alias != name:
-            aliases.setdefault(name, []).append(alias)
-    rows = []
-    for m in list_models():
-        kind = m.arch + (", MoE" if m.is_moe else "")
-        total = m.params_total() / 1e9
-        active = m.params_active() / 1e9
-        size = f"{total:.2f} B" + (f" ({active:.2f} B active)" if m.is_moe else "")
-        rows.append([m.name, kind, size, ", ".join(sorted(aliases.get(m.name, []))[:3])])
-    from apex_fast.report.text import table
-
-    typer.echo(table(["Model", "Kind", "Parameters", "Also known as"], rows))
+    typer.echo(models_text(json_out))
 
 
 @app.command()
@@ -599,44 +575,32 @@ def gpus(
     json_out: bool = typer.Option(False, "--json", help="Print JSON records for tools."),
 ) -> None:
     """List the known devices with their datasheet numbers."""
-    if json_out:
-        from apex_fast.hardware.catalog import device_records
+    from apex_fast.listing import gpus_text
 
-        return _echo_json(device_records())
-    from apex_fast.hardware.devices import list_devices
-    from apex_fast.report.text import table
-
-    rows = []
-    for d in list_devices():
-        rows.append(
-            [
-                d.name,
-                f"{d.peak_tflops.get('fp16', 0):g}",
-                f"{d.peak_tflops.get('fp8', 0):g}" if d.peak_tflops.get("fp8") else "-",
-                f"{d.hbm_gb:g}",
-                f"{d.hbm_tbps:g}",
-                f"{d.intra_node_gbps:g} ({d.intra_node_link})",
-                f"{d.tdp_w:g}",
-            ]
-        )
-    typer.echo(
-        table(
-            ["GPU", "FP16 TFLOPS", "FP8 TFLOPS", "HBM GiB", "HBM TB/s", "Link GB/s/dir", "TDP W"],
-            rows,
-        )
-    )
+    typer.echo(gpus_text(json_out))
 
 
-def _register_command_modules() -> None:
-    """Commands that live in their own modules (each module defines `command`)."""
+# Commands that live in their own modules (each module defines `command`). They are imported
+# only when asked for (or for the command list of `--help`), so `models` or `plan` do not pay
+# for the imports of `validate` or `profile`.
+_COMMAND_MODULES = {
+    "validate": "apex_fast.validation.command",
+    "trace": "apex_fast.tracegen",
+    "capacity": "apex_fast.capacity",
+    "profile": "apex_fast.profiler",
+}
+_REGISTERED: set[str] = set()
+
+
+def _register_command_modules(only: str | None = None) -> None:
+    """Register the module commands: just `only` when it names one, else all of them."""
     import importlib
 
-    for modname, name in (
-        ("apex_fast.validation.command", "validate"),
-        ("apex_fast.tracegen", "trace"),
-        ("apex_fast.capacity", "capacity"),
-        ("apex_fast.profiler", "profile"),
-    ):
+    names = [only] if only in _COMMAND_MODULES else list(_COMMAND_MODULES)
+    for name in names:
+        if name in _REGISTERED:
+            continue
+        modname = _COMMAND_MODULES[name]
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:
@@ -647,6 +611,7 @@ def _register_command_modules() -> None:
         if name == "trace":
             cmd = _checked_trace_command(cmd)
         app.command(name)(cmd)
+        _REGISTERED.add(name)
 
 
 # StartTimeOffset is an int64 of nanoseconds: a trace may span at most this many seconds
@@ -706,8 +671,12 @@ def _checked_trace_command(cmd):  # noqa: ANN001, ANN202 - wraps a Typer command
     return checked
 
 
-_register_command_modules()
+def _command_name(args: list[str]) -> str | None:
+    """The command a command line runs (its first word), None for `--help` and the like."""
+    return args[0] if args and not args[0].startswith("-") else None
 
+
+_BUILTIN_COMMANDS = ("plan", "models", "gpus")
 _NARGS = ("--request-percentiles", "--token-percentiles")
 
 
@@ -759,7 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         args = ["--help"]  # no arguments at all: the help is the answer (exit 0)
     debug = "--debug" in args
+    name = _command_name(args)
     try:
+        if name not in _BUILTIN_COMMANDS:
+            _register_command_modules(name)
         rv = app(args=args, standalone_mode=False)
         if rv == 130:  # Typer turns Ctrl-C inside a command into this exit code
             raise KeyboardInterrupt

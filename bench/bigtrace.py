@@ -129,7 +129,12 @@ def main() -> int:
         m = sr.best.metrics
         assert m is not None
         fig["steps"] = m.num_steps
-        fig["records"] = int(sum(s.rec_count.size for s in sr.best.result.streams))
+        fig["records"] = int(
+            sum(
+                s.rec_sums["records"] if s.rec_sums is not None else s.rec_count.size
+                for s in sr.best.result.streams
+            )
+        )
         fig["ttft_mean_ms"] = round(m.ttft_mean_s * 1e3, 3)
         fig["tpot_mean_ms"] = round(m.tpot_mean_s * 1e3, 3)
         fig["throughput_tok_s"] = round(m.throughput_tokens_per_s, 1)

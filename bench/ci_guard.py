@@ -1,5 +1,6 @@
-"""CI speed guard: run bench/search.py and bench/kernel.py and fail only if a figure is more
-than FACTOR (5x) worse than the figure documented in bench/baseline.json (bench/README.md).
+"""CI speed guard: run bench/search.py, bench/kernel.py and bench/startup.py and fail only if
+a figure is more than FACTOR (5x) worse than the figure documented in bench/baseline.json
+(bench/README.md).
 
 Shared CI machines are noisy, so the floors are generous: a rate must stay above 1/5 of its
 documented value, a time below 5x. Exit code 1 on a miss, 0 otherwise.
@@ -51,6 +52,7 @@ def main() -> int:
     measured: dict = {}
     measured |= run_json("search.py", "--repeat", "3")
     measured |= run_json("kernel.py", "--repeat", "3", "--no-oracle")
+    measured |= run_json("startup.py", "--repeat", "3")
     failures = check(measured, spec["figures"], factor)
     if failures:
         print(f"speed guard: {len(failures)} figure(s) more than {factor:g}x worse: {failures}")

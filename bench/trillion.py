@@ -7,7 +7,7 @@ and bench/models/moe-1.8t.json (1.78 T: 16 experts, top-2, 120 layers, hidden 12
 `apex_fast.models.load_model(path)`.
 
 Prints per cluster: plans considered, feasible, best plan and its latency, time; then the total.
-Usage: python bench/trillion.py [--workers N] [--sizes 64 128 ...] [--json]
+Usage: python bench/trillion.py [--workers N | --ray ADDRESS] [--sizes 64 128 ...] [--json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SIZES = (64, 128, 256, 512, 1024)
 GPUS_PER_NODE = 8
 
 
-def sweep(path: Path, sizes: list[int], workers: int | None) -> dict:
+def sweep(path: Path, sizes: list[int], workers: int | None, ray: str | None = None) -> dict:
     model = load_model(str(path))
     kind = "MoE" if model.is_moe else "dense"
     print(
@@ -47,7 +47,15 @@ def sweep(path: Path, sizes: list[int], workers: int | None) -> dict:
         cluster = Cluster(device, g // GPUS_PER_NODE, GPUS_PER_NODE)
         t0 = time.perf_counter()
         try:
-            sr = search(model, cluster, workload, EngineOptions(), MetricOptions(), workers=workers)
+            sr = search(
+                model,
+                cluster,
+                workload,
+                EngineOptions(),
+                MetricOptions(),
+                workers=workers,
+                ray_address=ray,
+            )
         except ApexError as e:
             dt = time.perf_counter() - t0
             print(f"  {g:5d} GPUs: no feasible plan ({e}) [{dt:.2f} s]")
@@ -84,10 +92,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    ap.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="simulate the plans on a Ray cluster: auto, local, or an address (docs/ray.md)",
+    )
     ap.add_argument("--json", action="store_true", help="also print one JSON line of figures")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    results = [sweep(p, a.sizes, a.workers) for p in MODELS]
+    results = [sweep(p, a.sizes, a.workers, a.ray) for p in MODELS]
     total = time.perf_counter() - t0
     print(f"total {total:.2f} s (wall, this process, incl. Numba cache load)")
     fig = {"trillion_total_s": total, "results": results}

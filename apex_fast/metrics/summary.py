@@ -10,14 +10,13 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import polars as pl
 
 from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
-from apex_fast.metrics.energy import step_power_w
+from apex_fast.metrics.records import plan_sums
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import GIB, moe_step_weight_bytes
+from apex_fast.plans.memory import GIB
 from apex_fast.sim.engine import PlanResult
 from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
@@ -122,26 +121,6 @@ def hist_percentiles(hist: np.ndarray, ps: list[float]) -> dict[float, float]:
     return out
 
 
-def _record_arrays(res: PlanResult):
-    """Concatenate the records of all streams, with their stream number."""
-    cols = {k: [] for k in ("cnt", "d0", "dd", "pf", "dec", "samp", "ctx0", "work", "nsched")}
-    sid = []
-    for i, s in enumerate(res.streams):
-        cols["cnt"].append(s.rec_count)
-        cols["d0"].append(s.rec_d0)
-        cols["dd"].append(s.rec_dd)
-        cols["pf"].append(s.rec_pf_tok)
-        cols["dec"].append(s.rec_dec)
-        cols["samp"].append(s.rec_samp)
-        cols["ctx0"].append(s.rec_ctx0)
-        cols["work"].append(s.rec_work)
-        cols["nsched"].append(s.rec_sched)
-        sid.append(np.full(s.rec_count.size, i))
-    out = {k: np.concatenate(v) for k, v in cols.items()}
-    out["sid"] = np.concatenate(sid)
-    return out
-
-
 def compute_metrics(
     res: PlanResult,
     workload: Workload,
@@ -162,28 +141,29 @@ def compute_metrics(
     bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
     bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
 
-    # ---- per request (Polars)
+    import polars as pl  # here, not at import: command lines that stop earlier skip it
+
+    # ---- per request (Polars; the columns are dropped as soon as the frame holds them)
     ids = np.concatenate(res.stream_index)
-    first = np.concatenate([s.first_token for s in res.streams])
-    fin = np.concatenate([s.finish for s in res.streams])
-    pre = np.concatenate([s.preemptions for s in res.streams])
+    served = all(bool((s.finish >= 0).all()) for s in res.streams)
     # entry times: the arrival, or later when a concurrency limit held the request back
-    arrival = np.concatenate(
-        [
-            s.arrival if s.arrival is not None else workload.arrival[i]
-            for s, i in zip(res.streams, res.stream_index, strict=True)
-        ]
-    )
-    df = pl.DataFrame(
-        {
-            "id": ids,
-            "arrival": arrival,
-            "first": first,
-            "finish": fin,
-            "prompt": workload.prompt[ids],
-            "output": workload.output[ids],
-        }
-    ).filter(pl.col("finish") >= 0)
+    cols = {
+        "arrival": np.concatenate(
+            [
+                s.arrival if s.arrival is not None else workload.arrival[i]
+                for s, i in zip(res.streams, res.stream_index, strict=True)
+            ]
+        ),
+        "first": np.concatenate([s.first_token for s in res.streams]),
+        "finish": np.concatenate([s.finish for s in res.streams]),
+        "prompt": workload.prompt[ids],
+        "output": workload.output[ids],
+    }
+    del ids
+    df = pl.DataFrame(cols)
+    del cols
+    if not served:
+        df = df.filter(pl.col("finish") >= 0)
     df = df.with_columns(
         (pl.col("first") - pl.col("arrival")).alias("ttft"),
         (pl.col("finish") - pl.col("arrival")).alias("latency"),
@@ -225,64 +205,31 @@ def compute_metrics(
     makespan = float(row["end"])  # first arrival is t = 0
     lat_ps = {p: float(row[f"lat_p{p}"]) for p in req_ps}
 
-    # ---- per step records
-    r = _record_arrays(res)
-    cnt = r["cnt"].astype(np.float64)
-    tri = cnt * (cnt - 1) / 2.0
-    dur = cnt * r["d0"] + r["dd"] * tri  # seconds per record
-    ntok = r["pf"] + r["dec"]
-    ctx_total = cnt * r["ctx0"] + r["dec"] * tri
-    busy = float(dur.sum())
+    # ---- per step records (sums over bounded chunks of records: apex_fast.metrics.records)
+    sums = plan_sums(res.streams, cc, cluster, plan, res.clock_factor, model)
+    busy = sums["dur"]
     costs = cc.costs
     breakdown_raw: dict[str, float] = {}
-    for name, table in cc.tok_ops.items():
-        breakdown_raw[name] = float(np.sum(cnt * table[ntok]))
-    for name, table in cc.seq_ops.items():
-        breakdown_raw[name] = breakdown_raw.get(name, 0.0) + float(np.sum(cnt * table[r["samp"]]))
-    attn_t = costs.c_attn * float(np.sum(cnt * r["work"])) + costs.c_ctx * float(ctx_total.sum())
+    for name in cc.tok_ops:
+        breakdown_raw[name] = sums["tok:" + name]
+    for name in cc.seq_ops:
+        breakdown_raw[name] = breakdown_raw.get(name, 0.0) + sums["seq:" + name]
+    attn_t = costs.c_attn * sums["cnt_work"] + costs.c_ctx * sums["ctx"]
     breakdown_raw[cc.attn_op] = breakdown_raw.get(cc.attn_op, 0.0) + attn_t
-    breakdown_raw[cc.overhead_op] = costs.overhead * float(cnt.sum())
+    breakdown_raw[cc.overhead_op] = costs.overhead * sums["cnt"]
     if costs.host_seq > 0:
-        per_seq = costs.host_seq * float(np.sum(cnt * r["nsched"]))
+        per_seq = costs.host_seq * sums["cnt_nsched"]
         breakdown_raw["Engine per-sequence overhead"] = per_seq
     if costs.eager_floor > 0:
-        # prefill steps (count 1) are stretched to the eager-mode launch floor
-        pf = r["pf"] > 0
-        gpu = (
-            cc.costs.tok_table[ntok[pf]]
-            + cc.costs.seq_table[r["samp"][pf]]
-            + costs.c_attn * r["work"][pf]
-            + costs.c_ctx * r["ctx0"][pf]
-        )
-        stretch = float(np.sum(np.maximum(costs.eager_floor - gpu, 0.0) * cnt[pf]))
-        breakdown_raw["Eager-mode launch floor"] = stretch
+        breakdown_raw["Eager-mode launch floor"] = sums["stretch"]
 
-    flops = (
-        cc.flops_per_token * ntok * cnt
-        + cc.flops_per_seq * r["samp"] * cnt
-        + cc.flops_per_pair * r["work"] * cnt
-        + cc.flops_per_ctx * ctx_total
-    )
-    # weights read per step: a MoE step reads only the experts its tokens are routed to
-    w_step = (
-        moe_step_weight_bytes(model, plan, cc.bytes_per_step, ntok)
-        if model is not None and model.is_moe
-        else cc.bytes_per_step
-    )
-    nbytes = w_step * cnt + cc.bytes_per_token * ntok * cnt + cc.bytes_per_ctx * ctx_total
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     peak, _ = peak_flops(dev, cdt)
     bw = dev.hbm_tbps * 1e12
-    g_stream = cc.gpus_per_stream
-    gpu_busy = g_stream * dur
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u_c = np.where(gpu_busy > 0, flops / (peak * gpu_busy), 0.0)
-        u_m = np.where(gpu_busy > 0, nbytes / (bw * gpu_busy), 0.0)
-    mfu = float(flops.sum() / (peak * gpu_busy.sum())) if busy > 0 else 0.0
-    mbu = float(nbytes.sum() / (bw * gpu_busy.sum())) if busy > 0 else 0.0
-    power = step_power_w(dev, u_c, res.clock_factor, u_m)
-    busy_energy = float(np.sum(power * gpu_busy))
-    idle_gpu_s = max(0.0, cluster.num_gpus * makespan - float(gpu_busy.sum()))
+    mfu = float(sums["flops"] / (peak * sums["gpu_busy"])) if busy > 0 else 0.0
+    mbu = float(sums["bytes"] / (bw * sums["gpu_busy"])) if busy > 0 else 0.0
+    busy_energy = sums["energy"]
+    idle_gpu_s = max(0.0, cluster.num_gpus * makespan - sums["gpu_busy"])
     energy_j = busy_energy + dev.idle_w * idle_gpu_s
 
     # per-operator breakdown: mean over streams, Idle = makespan - mean busy
@@ -303,7 +250,7 @@ def compute_metrics(
     tbt = hist_percentiles(hist, tok_ps)
     itl = hist_percentiles(hist, bench_tok_ps)
     gen = float(row["gen"])
-    steps = float(cnt.sum())
+    steps = sums["cnt"]
     m = res.memory
     return PlanMetrics(
         ttft_mean_s=float(row["ttft_mean"]),
@@ -331,12 +278,12 @@ def compute_metrics(
         kv_tokens_per_replica=m.kv_tokens_per_replica,
         kv_tokens_per_copy=m.kv_tokens_per_copy,
         attn_copies=m.attn_copies,
-        avg_requests_per_iteration=float(np.sum(cnt * r["nsched"]) / steps) if steps else 0.0,
-        avg_tokens_per_iteration=float(np.sum(cnt * ntok) / steps) if steps else 0.0,
+        avg_requests_per_iteration=sums["cnt_nsched"] / steps if steps else 0.0,
+        avg_tokens_per_iteration=sums["cnt_ntok"] / steps if steps else 0.0,
         makespan_s=makespan,
         busy_s=busy / nstreams,
         num_steps=int(steps),
-        preemptions=int(pre.sum()),
+        preemptions=sum(int(s.preemptions.sum()) for s in res.streams),
         # an SLO not set (infinite) has no attainment to report
         slo_ttft_pct=100.0 * float(row["slo_ttft"]) if math.isfinite(ttft_slo_ms) else math.nan,
         slo_tpot_pct=100.0 * float(row["slo_tpot"]) if math.isfinite(tpot_slo_ms) else math.nan,

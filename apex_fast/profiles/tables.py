@@ -31,7 +31,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from apex_fast.errors import ApexError
 
@@ -105,6 +104,8 @@ def read_table(path: Path, kinds: dict[str, str]) -> dict[str, np.ndarray]:
     kinds maps each required column to str | int | posint | pos | nonneg
     (int: integer >= 0, posint: integer >= 1, pos: > 0, nonneg: >= 0).
     """
+    import polars as pl  # only when a table is parsed (later loads read the .npz cache)
+
     path = Path(path)
     try:
         df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)

@@ -10,24 +10,12 @@ from apex_fast.metrics.summary import PlanMetrics, _fmt_p
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
 from apex_fast.plans.plan import Plan
+from apex_fast.report.table import table
 from apex_fast.search import Evaluated, SearchResult
 from apex_fast.validation.bands import band_line, search_band
 
 RULE = "=" * 80
 MINUS = "\u2212"  # typographic minus for the trade line
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned table framed by dashed lines (the seed's prettytable FRAME style)."""
-    cols = len(header)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(cols)]
-    width = sum(widths) + 2 * cols + 2
-    line = "-" * width
-
-    def fmt(r: list[str]) -> str:
-        return "  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-
-    return "\n".join([line, fmt(header), line, *[fmt(r) for r in rows], line])
 
 
 def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import MemoryReport, copy_seq_blocks, memory_report
 from apex_fast.plans.plan import Plan
@@ -303,6 +304,7 @@ def simulate_plan(
         index, too_long = _reject_beyond_copy(workload, index, mem, plan.pp, opts.block_size)
         if too_long.size:
             rejected.append(too_long)
+    clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
@@ -318,7 +320,7 @@ def simulate_plan(
                 block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
             ),
         )
-        streams.append(res)
+        streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]
         if bad.size:
             rejected.append(bad)
@@ -329,8 +331,7 @@ def simulate_plan(
     result.stream_numbers = numbers
     result.prefix_cache_on = pc_on
     result.prefix_cache_note = pc_note
-    if opts.clock_mhz:
-        result.clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz
+    result.clock_factor = clock_factor
     if too_long.size:
         copy_tok = copy_seq_blocks(mem, plan.pp, ep.WATERMARK_FRACTION) * opts.block_size
         ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from apex_fast.errors import ApexError
-from apex_fast.kernels.batching import GAP_BINS, gap_bin_edges, simulate_stream
 
 __all__ = [
     "SchedulerConfig",
@@ -16,8 +15,24 @@ __all__ = [
     "StreamResult",
     "run_stream",
     "gap_bin_edges",
-    "GAP_BINS",
 ]
+
+
+# The Numba kernel (and Numba itself) is imported when a stream is first simulated, not when
+# this module is: command lines that stop before simulating (bad input, listings) skip it.
+def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
+    if name in ("GAP_BINS", "simulate_stream"):
+        from apex_fast.kernels import batching
+
+        return getattr(batching, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def gap_bin_edges() -> np.ndarray:
+    """Edges of the inter-token-gap histogram bins (kernels/batching.py)."""
+    from apex_fast.kernels.batching import gap_bin_edges as edges
+
+    return edges()
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,9 @@ class StreamResult:
     arrival: np.ndarray | None = None
     # prompt tokens found in the prefix cache at each request's first admission (0 when off)
     cached: np.ndarray | None = None
+    # huge streams: the sums of apex_fast.metrics.records replace the record arrays (emptied)
+    rec_sums: dict[str, float] | None = None
+    rec_steps: int | None = None
 
     def __getstate__(self) -> dict:
         # the gap histogram is mostly zeros: ship it sparse between processes
@@ -105,7 +123,7 @@ class StreamResult:
 
     @property
     def num_steps(self) -> int:
-        return int(self.rec_count.sum())
+        return self.rec_steps if self.rec_steps is not None else int(self.rec_count.sum())
 
     def steps(self) -> dict[str, np.ndarray]:
         """Expand records into one row per step (for tests and small traces)."""
@@ -163,6 +181,8 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
+    from apex_fast.kernels.batching import GAP_BINS, simulate_stream
+
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
     cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024

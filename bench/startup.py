@@ -1,0 +1,118 @@
+"""Start-up benchmark: wall and CPU time of short command lines in fresh processes.
+
+Runs `python apex.py models`, `python apex.py gpus`, the 2-GPU example of the README
+(`plan --model llama3-70b --num-gpus-per-node 2 --prompt-len 128 --output-len 2048 --all`) and a
+`plan` with an unknown model (the one-line error, exit code 2),
+each in a fresh process, after one warm-up run per command (Numba cache filled). With
+`--baseline REF` the same commands also run on the tree of git revision REF (extracted to a
+temporary folder with `git archive`), interleaved with this tree's runs so both see the same
+machine load; the figures are the minimum over `--repeat` runs and the ratio old / new.
+CPU time (user + system of the child) is steadier than wall time on a shared machine.
+
+Usage: python bench/startup.py [--baseline REF] [--repeat N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "models": ["models"],
+    "gpus": ["gpus"],
+    "plan_2gpu_example": [
+        "plan", "--model", "llama3-70b", "--num-gpus-per-node", "2", "--prompt-len", "128",
+        "--output-len", "2048", "--all", "--quiet",
+    ],
+    # bad input: the one-line error (exit code 2) before any simulation
+    "plan_bad_model": ["plan", "--model", "no-such-model", "--num-gpus-per-node", "8"],
+}  # fmt: skip
+
+
+def extract(ref: str, dest: Path) -> Path:
+    """The tree of `ref` in dest/tree, laid out as the editable install maps it."""
+    blob = subprocess.run(
+        ["git", "archive", "--format=tar", ref], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    tree = dest / "tree"
+    tree.mkdir()
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(tree, filter="data")
+    # the top-level kernels/ folder is installed as apex_fast.kernels (pyproject.toml)
+    link = tree / "apex_fast" / "kernels"
+    if not link.exists():
+        link.symlink_to(tree / "kernels", target_is_directory=True)
+    return tree
+
+
+def run_once(tree: Path, args: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of one fresh `python apex.py ARGS` in `tree`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    rc = subprocess.run(
+        [sys.executable, str(tree / "apex.py"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tree,
+        env=env,
+    ).returncode
+    if rc not in (0, 2):  # 2: the bad-input case
+        raise SystemExit(f"{tree}: apex.py {' '.join(args)} exited with {rc}")
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
+        trees = {"new": ROOT}
+        if a.baseline:
+            trees = {"old": extract(a.baseline, Path(tmp)), "new": ROOT}
+        for tree in trees.values():  # warm-up: Numba cache, .pyc files
+            for args in COMMANDS.values():
+                run_once(tree, args)
+        best: dict[tuple[str, str], tuple[float, float]] = {}
+        for _ in range(a.repeat):
+            for cmd, args in COMMANDS.items():
+                for label, tree in trees.items():
+                    w, c = run_once(tree, args)
+                    bw, bc = best.get((label, cmd), (float("inf"), float("inf")))
+                    best[(label, cmd)] = (min(bw, w), min(bc, c))
+    load = os.getloadavg()[0]
+    figures = {f"startup_{cmd}_wall_s": best[("new", cmd)][0] for cmd in COMMANDS}
+    if a.json:
+        print(json.dumps(figures))
+        return
+    print(f"best of {a.repeat} fresh processes, load average {load:.1f}, {os.cpu_count()} cores")
+    head = f"{'command':<20} {'new wall':>9} {'new CPU':>8}"
+    if a.baseline:
+        head += f" {'old wall':>9} {'old CPU':>8} {'old/new wall':>13} {'old/new CPU':>12}"
+    print(head)
+    for cmd in COMMANDS:
+        w, c = best[("new", cmd)]
+        line = f"{cmd:<20} {w:>8.3f}s {c:>7.3f}s"
+        if a.baseline:
+            ow, oc = best[("old", cmd)]
+            line += f" {ow:>8.3f}s {oc:>7.3f}s {ow / w:>12.2f}x {oc / c:>11.2f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

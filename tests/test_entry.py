@@ -1,0 +1,79 @@
+"""Process entry point: `models`/`gpus` print the same text as the full CLI, without importing
+the command-line framework or the numerical stack; other command lines go to the full CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from apex_fast.cli import main as cli_main
+from apex_fast.entry import main as entry_main
+
+
+@pytest.mark.parametrize("args", [["models"], ["gpus"], ["models", "--json"], ["gpus", "--json"]])
+def test_listing_is_the_cli_output(args, capsys):
+    assert cli_main(args) == 0
+    via_cli = capsys.readouterr().out
+    assert entry_main(args) == 0
+    assert capsys.readouterr().out == via_cli and via_cli.strip()
+
+
+def test_listing_imports_nothing_heavy():
+    code = (
+        "import sys; from apex_fast.entry import main; main(['models']); main(['gpus']); "
+        "print(sorted(m for m in ('typer', 'numpy', 'numba', 'polars', 'pydantic') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_other_command_lines_go_to_the_cli(capsys):
+    assert entry_main(["models", "--bogus"]) == 2  # the CLI's one-line error, exit code 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert entry_main(["plna"]) == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_command_modules_are_imported_only_when_run():
+    code = (
+        "import sys, io, contextlib\n"
+        "from apex_fast.cli import main\n"
+        "mods = ('apex_fast.validation.command', 'apex_fast.profiler', 'apex_fast.capacity')\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['gpus'])\n"
+        "print([m in sys.modules for m in mods])\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['capacity', '--help'])\n"
+        "print([m in sys.modules for m in mods])\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "print([m in sys.modules for m in mods])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:3] == [
+        "[False, False, False]",
+        "[False, False, True]",
+        "[True, True, True]",  # the command list of --help names them all
+    ]
+
+
+def test_bad_input_stops_before_the_kernel_is_loaded():
+    code = (
+        "import sys, contextlib, io\n"
+        "from apex_fast.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    rc = main(['plan', '--model', 'no-such-model', '--num-gpus-per-node', '8'])\n"
+        "print(rc, sorted(m for m in ('numba', 'polars', 'apex_fast.kernels.batching') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "2 []"
