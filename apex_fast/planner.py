@@ -4,6 +4,7 @@ search the plans and render the report."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ class PlanRequest:
     activation_dtype: str = "half"
     request_percentiles: tuple[float, ...] = ()
     token_percentiles: tuple[float, ...] = ()
-    ttft_slo_ms: float = 10.0
-    tpot_slo_ms: float = 10.0
+    ttft_slo_ms: float = math.inf  # none unless asked (as on the command line)
+    tpot_slo_ms: float = math.inf
     tp: int | None = None
     pp: int | None = None
     dp: int | None = None
