@@ -269,10 +269,14 @@ def plan(
     output_len: int = typer.Option(128, help="Output tokens per request (no trace file)."),
     num_requests: int = typer.Option(1024, help="Requests, all arriving at t=0 (no trace file)."),
     kv_dtype: str = typer.Option("half", help="KV cache dtype: float, half, float8."),
-    weight_dtype: str = typer.Option(
-        "half", help="Weight dtype: float, half, float8 (int8, int4, mxfp4)."
+    weight_dtype: str | None = typer.Option(
+        None,
+        help="Weight dtype: float, half, float8 (int8, int4, mxfp4); default: the checkpoint's "
+        "own (FP8 for DeepSeek-V3/R1), else half.",
     ),
-    activation_dtype: str = typer.Option("half", help="Activation dtype: float, half, float8."),
+    activation_dtype: str | None = typer.Option(
+        None, help="Activation dtype: float, half, float8; default: as the weights' default."
+    ),
     all_plans: bool = typer.Option(False, "--all", help="Print every feasible plan, best first."),
     request_percentiles: list[str] = typer.Option(
         None, help="Extra request-latency percentiles (50 and 95 always shown), e.g. 90 99."

@@ -47,8 +47,10 @@ class PlanRequest:
     output_len: int = 128
     num_requests: int = 1024
     kv_dtype: str = "half"
-    weight_dtype: str = "half"
-    activation_dtype: str = "half"
+    # None: the checkpoint's own format (FP8 weights and activations for an FP8 checkpoint such
+    # as DeepSeek-V3), else half
+    weight_dtype: str | None = None
+    activation_dtype: str | None = None
     request_percentiles: tuple[float, ...] = ()
     token_percentiles: tuple[float, ...] = ()
     ttft_slo_ms: float = math.inf  # none unless asked (as on the command line)
@@ -142,12 +144,18 @@ def run_plan(
 ) -> tuple[str, SearchResult]:
     from apex_fast.report.text import render
 
+    if req.weight_dtype is not None:
+        canonical_dtype(req.weight_dtype, "--weight-dtype", allow_int=True)
+    if req.activation_dtype is not None:
+        canonical_dtype(req.activation_dtype, "--activation-dtype")
+    canonical_dtype(req.kv_dtype, "--kv-dtype")
+    model = load_model(req.model, num_experts=req.num_experts, topk=req.topk)
+    native = model.native_weight_dtype if req.weight_dtype is None else ""
     dtypes = (
-        canonical_dtype(req.weight_dtype, "--weight-dtype", allow_int=True),
-        canonical_dtype(req.activation_dtype, "--activation-dtype"),
+        canonical_dtype(req.weight_dtype or native or "half", "--weight-dtype", allow_int=True),
+        canonical_dtype(req.activation_dtype or native or "half", "--activation-dtype"),
         canonical_dtype(req.kv_dtype, "--kv-dtype"),
     )
-    model = load_model(req.model, num_experts=req.num_experts, topk=req.topk)
     if req.num_nodes < 1:
         raise ApexError(f"--num-nodes must be at least 1, got {req.num_nodes}")
     if req.gpus_per_node < 1:

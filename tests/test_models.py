@@ -740,3 +740,19 @@ def test_deepseek_shared_expert_in_memory_and_active_params():
     plan = enumerate_plans(ds, Cluster(get_device("H200"), 2, 8), Pins(dp=1, pp=2, tp=8, ep=8))[0]
     plan = plan[0]
     assert ffn_weights_per_device(ds, plan) == 32 * expert + expert / 8 + 7168 * 256 + 256
+
+
+def test_fp8_checkpoint_plans_in_its_own_dtype_by_default() -> None:
+    """DeepSeek-V3 ships block-scaled FP8 weights (quantization_config quant_method fp8): without
+    --weight-dtype the plan uses them, and an explicit dtype still wins."""
+    from apex_fast.planner import PlanRequest, run_plan
+
+    m = load_model("deepseek-v3")
+    assert m.native_weight_dtype == "float8"
+    assert load_model("llama3-70b").native_weight_dtype == ""
+    req = dict(model="deepseek-v3", gpu="H200", gpus_per_node=8, num_requests=4)
+    _, sr = run_plan(PlanRequest(**req, prompt_len=256, output_len=8))
+    plan = sr.best.result.plan
+    assert (plan.weight_dtype, plan.activation_dtype) == ("float8", "float8")
+    with pytest.raises(ApexError):  # bf16 weights do not fit one 8x H200 node
+        run_plan(PlanRequest(**req, prompt_len=256, output_len=8, weight_dtype="half"))

@@ -205,6 +205,8 @@ def _llama_like(c: _Cfg, mt: str) -> dict:
     quant = c.data.get("quantization_config")
     if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4":
         out["native_expert_dtype"] = "mxfp4"
+    if isinstance(quant, dict) and quant.get("quant_method") == "fp8":
+        out["native_weight_dtype"] = "float8"
     if mt == "gemma3_text":  # pre/post attention and pre/post FFN RMSNorms, tied embeddings
         out["norms_per_block"] = 4
     experts = c.int("num_local_experts", "n_routed_experts", "num_experts", default=0, minimum=0)

@@ -66,6 +66,9 @@ class ModelSpec:
     attn_sinks: bool = False
     # MXFP4 expert weights as shipped (gpt-oss quantization_config.quant_method "mxfp4")
     native_expert_dtype: str = ""
+    # the checkpoint's own weight format when it ships quantised ("float8": DeepSeek-V3/R1's
+    # block-scaled FP8, quantization_config.quant_method "fp8"); the default --weight-dtype
+    native_weight_dtype: str = ""
     # multi-head latent attention (DeepSeek); 0 = standard attention
     q_lora_rank: int = 0
     kv_lora_rank: int = 0
