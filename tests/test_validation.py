@@ -203,3 +203,13 @@ def test_validate_refuses_an_unwritable_json_path_first(tmp_path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
     assert r.stdout == ""
+
+
+def test_refit_path_reproduces_the_simulation_exactly() -> None:
+    """predict() with the run's own host parameters re-runs the kernel on costs rebuilt by
+    CompiledCosts.with_host: it must give the very numbers simulate_plan gave."""
+    from apex_fast.validation.replay import predict, prepare
+
+    for run in bundled_runs()[:3] + bundled_runs()[-2:]:
+        prep = prepare(run)
+        assert predict(prep, prep.compiled.host) == predict(prep, None)

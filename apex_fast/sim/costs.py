@@ -12,6 +12,7 @@ slowest stage sets the pace, so a step costs S x (slowest stage) + (S - 1) send/
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,14 +32,7 @@ from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import combine, cost_model
 from apex_fast.sim import engine_params as ep
-from apex_fast.sim.step_time import (
-    HostParams,
-    LaunchCounts,
-    host_params,
-    launch_counts,
-    launch_time,
-    piecewise_launch_time,
-)
+from apex_fast.sim.step_time import HostParams, StepHost, host_params, launch_counts
 from apex_fast.sim.stream import StepCosts
 
 # vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
@@ -89,12 +83,17 @@ class CompiledCosts:
     bytes_per_token: float
     bytes_per_ctx: float
     gpus_per_stream: int
-    launch: LaunchCounts | None = None  # kernels of one eager forward pass
+    step_host: StepHost | None = None  # how the host parameters enter `costs`
     host: HostParams | None = None
     attention_backend: str = "flash-attn"
     provenance: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     cost_source: str = analytic.PROVENANCE  # one line: which tables / model the costs came from
+
+    def with_host(self, host: HostParams) -> StepCosts:
+        """These step costs with other host parameters (the GPU tables unchanged)."""
+        assert self.step_host is not None
+        return dataclasses.replace(self.costs, **self.step_host.fields(host))
 
 
 def _zero_first(a: np.ndarray) -> np.ndarray:
@@ -279,22 +278,21 @@ def compile_costs(
         graph_max = 0  # no whole-model graph: every step replays pieces around attention
     else:
         graph_max = prof.max_graphed_decode_batch
+    step_host = StepHost(
+        launch=launch,
+        backend=backend,
+        frontend_in_process=frontend_in_process,
+        num_scheduler_steps=num_scheduler_steps,
+        graph_max_seqs=graph_max,
+        piecewise=piecewise,
+        piecewise_tokens=prof.graphed_prefill_max_tokens,
+    )
     costs = StepCosts(
         tok_table=tok_table,
         seq_table=seq_table,
         c_attn=float(c_attn),
         c_ctx=float(c_ctx),
-        # multi-step scheduling (vLLM --num-scheduler-steps N): the scheduler, input preparation
-        # and output processing run once per N decode steps (an approximation that also
-        # amortises them over prefill steps, which run single-step)
-        overhead=host.host_step_s / num_scheduler_steps,
-        # steps with prefill tokens run eagerly (vLLM captures CUDA graphs for decode batches
-        # only): their GPU work cannot end before the CPU has launched every kernel
-        eager_floor=launch_time(launch, host),
-        host_seq=host.seq_s(frontend_in_process) / num_scheduler_steps,
-        graph_max_seqs=graph_max,
-        piecewise_tokens=prof.graphed_prefill_max_tokens if piecewise else 0,
-        piecewise_floor=piecewise_launch_time(launch, host, backend) if piecewise else 0.0,
+        **step_host.fields(host),
     )
     layers = model.num_layers
     # model FLOPs (no replicated work) and bytes moved across the replica per step
@@ -334,7 +332,7 @@ def compile_costs(
         bytes_per_token=kv_read_tok,
         bytes_per_ctx=kv_read_tok,
         gpus_per_stream=d,
-        launch=launch,
+        step_host=step_host,
         host=host,
         attention_backend=backend,
         provenance=prov,

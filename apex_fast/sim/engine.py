@@ -142,6 +142,7 @@ class PlanResult:
     rejected: np.ndarray | None = None  # ids of requests that can never be served
     budget: int = 0
     clock_factor: float = 1.0  # SM clock / boost clock
+    scheduler: SchedulerConfig | None = None  # the limits each stream ran with
     # stream number (replica * pp + pipeline engine) of each entry of `streams`
     stream_numbers: list[int] = field(default_factory=list)
     # prefix caching: simulated for this run, or why not ("" = simulated or off)
@@ -328,6 +329,7 @@ def simulate_plan(
     index = [ids for ids in index if ids.size]
     rej = np.sort(np.concatenate(rejected)) if rejected else np.empty(0, np.int64)
     result = PlanResult(plan, mem, True, "", compiled, streams, index, rej, budget)
+    result.scheduler = cfg
     result.stream_numbers = numbers
     result.prefix_cache_on = pc_on
     result.prefix_cache_note = pc_note

@@ -198,6 +198,39 @@ def launch_counts(
     )
 
 
+@dataclass(frozen=True)
+class StepHost:
+    """How the host side enters one plan's step costs: its launch counts and the engine's graph
+    and scheduling settings. `fields(host)` gives the host-dependent StepCosts fields, so a
+    refit (validation.replay) recomputes exactly what compile_costs set."""
+
+    launch: LaunchCounts
+    backend: str  # attention backend (its launches stay eager under piecewise graphs)
+    frontend_in_process: bool
+    num_scheduler_steps: int
+    graph_max_seqs: int  # decode batches up to this size replay a whole CUDA graph
+    piecewise: bool  # steps up to piecewise_tokens replay piecewise graphs (vLLM V1)
+    piecewise_tokens: int
+
+    def fields(self, host: HostParams) -> dict:
+        n = self.num_scheduler_steps
+        return {
+            # multi-step scheduling (vLLM --num-scheduler-steps N): the scheduler, input
+            # preparation and output processing run once per N decode steps (an approximation
+            # that also amortises them over prefill steps, which run single-step)
+            "overhead": host.host_step_s / n,
+            # a step that does not replay a whole graph cannot end before the CPU has launched
+            # every kernel
+            "eager_floor": launch_time(self.launch, host),
+            "host_seq": host.seq_s(self.frontend_in_process) / n,
+            "graph_max_seqs": self.graph_max_seqs,
+            "piecewise_tokens": self.piecewise_tokens if self.piecewise else 0,
+            "piecewise_floor": (
+                piecewise_launch_time(self.launch, host, self.backend) if self.piecewise else 0.0
+            ),
+        }
+
+
 def piecewise_launch_time(counts: LaunchCounts, params: HostParams, backend: str) -> float:
     """CPU seconds of a step replaying piecewise CUDA graphs: only attention (and its KV write)
     is launched per layer from Python (vLLM V1, torch.compile split at attention)."""

@@ -7,7 +7,6 @@ the runs costs one kernel run per run per evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +17,8 @@ from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.costs import CompiledCosts
-from apex_fast.sim.engine import EngineOptions, PlanResult, scheduler_config, simulate_plan
-from apex_fast.sim.step_time import HostParams, host_params, launch_time
+from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
+from apex_fast.sim.step_time import HostParams, host_params
 from apex_fast.sim.stream import SchedulerConfig, run_stream
 from apex_fast.validation.runs import Run
 
@@ -66,8 +65,8 @@ def prepare(run: Run, async_output: bool = False) -> Prepared:
     res = simulate_plan(model, cluster, plan, run.workload, opts)
     if not res.feasible or res.compiled is None:
         raise ApexError(f"{run.label}: the simulated server is infeasible: {res.reason}")
-    cfg = scheduler_config(res.memory.kv_blocks_per_replica // plan.pp, res.budget, opts, model)
-    return Prepared(run, res, res.compiled, cfg)
+    assert res.scheduler is not None
+    return Prepared(run, res, res.compiled, res.scheduler)
 
 
 def predict(prep: Prepared, host: HostParams | None = None) -> dict[str, float]:
@@ -76,12 +75,7 @@ def predict(prep: Prepared, host: HostParams | None = None) -> dict[str, float]:
     if host is None:
         s = prep.result.streams[0]
     else:
-        costs = dataclasses.replace(
-            prep.compiled.costs,
-            overhead=host.host_step_s,
-            host_seq=host.seq_s(prep.run.frontend_in_process),
-            eager_floor=launch_time(prep.compiled.launch, host),
-        )
+        costs = prep.compiled.with_host(host)
         s = run_stream(wl.arrival, wl.prompt, wl.output, prep.cfg, costs, wl.prefix)
     ttft = s.first_token - wl.arrival
     gaps = np.sum(wl.output - 1)
