@@ -44,13 +44,14 @@ class _Source:
 
 def published_band_rows(rows: list[dict], published: list[dict]) -> list[dict]:
     """Replayed published measurements (validation.published) in band_table's row format."""
+    from apex_fast.validation.published import row_dtype
     from apex_fast.validation.runs import regime_of
 
     out = []
     for src, r in zip(published, rows, strict=True):
         if "skipped" in r or r.get("class") != "dense":
             continue
-        wdt = {"bf16": "half", "fp16": "half", "fp8": "float8"}.get(src["weight_dtype"], "half")
+        wdt = row_dtype(src["weight_dtype"])
         regime = regime_of(float(src["input_len"]), float(src["output_len"]))
         row = {"run": _Source(src["engine_profile"], src["gpu"], wdt, regime)}
         for key, cols in (

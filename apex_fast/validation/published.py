@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from apex_fast.data import published_measurements
+from apex_fast.dtypes import canonical_dtype
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
@@ -36,7 +37,12 @@ COMPARED = {
     "itl_mean_ms": ("itl_mean_s", 1e3),
     "output_tok_s": ("throughput_tokens_per_s", 1.0),
 }
-_DTYPE = {"bf16": "half", "fp16": "half", "fp8": "float8"}
+
+
+def row_dtype(value: str | None) -> str:
+    """Our dtype name of a published row's dtype column ('bf16', 'fp8'; empty: not stated,
+    taken as half)."""
+    return canonical_dtype(value) if value else "half"
 
 
 def _base_model_id(hf_id: str) -> str:
@@ -95,8 +101,8 @@ def replay_row(row: dict) -> dict:
     out["class"] = "MoE" if model.is_moe else "dense"
     tp = int(row["tp"] or 1)
     ep = int(row["ep"]) if row["ep"] else None
-    wdt = _DTYPE.get(row["weight_dtype"], "half")
-    kvdt = _DTYPE.get(row["kv_dtype"], "half")
+    wdt = row_dtype(row["weight_dtype"])
+    kvdt = row_dtype(row["kv_dtype"])
     if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
         # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from apex_fast.dtypes import canonical_dtype
 from apex_fast.errors import ApexError
 from apex_fast.sim.workload import Workload
 
@@ -29,7 +30,6 @@ FAMILIES = {
     "measured_llama.csv": ("llama-bf16", "llama3.1-70b"),
     "measured_mistral.csv": ("mistral-fp8", "mistral-large-2407"),
 }
-_DTYPES = {"bf16": "half", "fp16": "half", "fp8_e4m3": "float8", "fp8": "float8"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def regime_of(mean_prompt: float, mean_output: float) -> str:
 
 def _dtype(value: str) -> str:
     """Our dtype name for a column value such as 'fp8 (scheme of checkpoint; ...)'."""
-    return _DTYPES[value.split()[0]]
+    return canonical_dtype(value.split()[0].split("_")[0])
 
 
 def launch_settings(launch: str) -> dict:
