@@ -68,6 +68,11 @@ class HostParams:
     host_engine_seq_s: float = ENGINE_SEQ_CPU_S
     source: str = ""
 
+    @classmethod
+    def from_params(cls, params: dict, source: str = "") -> HostParams:
+        """From a fit file's `params` object (the fitted parameters by name)."""
+        return cls(**{k: float(params[k]) for k in PARAM_RANGES}, source=source)
+
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in PARAM_RANGES}
 
@@ -116,9 +121,7 @@ def host_params(engine: str = "vllm-0.6") -> HostParams:
     data = fit_data()
     entry = data.get("engines", {}).get(engine)
     if entry is not None:
-        return HostParams(
-            **{k: float(entry["params"][k]) for k in PARAM_RANGES}, source=entry["fit"]
-        )
+        return HostParams.from_params(entry["params"], entry["fit"])
     if engine not in _DERIVED:
         raise ApexError(f"no host parameters for engine {engine!r}")
     base = host_params("vllm-0.6")

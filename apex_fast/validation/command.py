@@ -31,7 +31,7 @@ def lofo_params(family: str) -> HostParams | None:
     entry = fit_data().get("leave_one_family_out", {}).get(family)
     if entry is None:
         return None
-    return HostParams(**{k: float(v) for k, v in entry["params"].items()})
+    return HostParams.from_params(entry["params"], f"fitted on {', '.join(entry['fitted_on'])}")
 
 
 def validate_runs(runs: list[Run]) -> list[dict]:
