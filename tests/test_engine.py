@@ -85,3 +85,22 @@ def test_more_load_means_more_latency() -> None:
     hm = compute_metrics(heavy, static_workload(256, 512, 64), cl)
     assert hm.ttft_mean_s > lm.ttft_mean_s
     assert hm.throughput_tokens_per_s > lm.throughput_tokens_per_s
+
+
+@pytest.mark.parametrize(
+    "engine, eager", [("vllm-0.6", False), ("vllm-0.6", True), ("vllm-v1", False)]
+)
+def test_time_breakdown_adds_up_to_the_makespan(engine: str, eager: bool) -> None:
+    """Every second of a stream's busy time is in one breakdown row, whichever graph rule
+    (eager steps, piecewise graphs) stretched its steps."""
+    m = load_model("llama-7b")
+    cl = Cluster(H100, 1, 1)
+    plan = enumerate_plans(m, cl, Pins(tp=1))[0][0]
+    wl = static_workload(16, 300, 40)
+    res = simulate_plan(m, cl, plan, wl, EngineOptions(engine=engine, enforce_eager=eager))
+    met = compute_metrics(res, wl, cl)
+    rows = {name: sec for name, sec, _, _ in met.breakdown}
+    parts = sum(sec for name, sec in rows.items() if name != "Total")
+    assert parts == pytest.approx(rows["Total"], rel=1e-6)
+    if eager:
+        assert rows["Eager-mode launch floor"] > 0.0

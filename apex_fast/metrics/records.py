@@ -76,17 +76,15 @@ def record_sums(
     out["ctx"] = float(ctx_total.sum())
     out["cnt_nsched"] = float(np.sum(cnt * r["nsched"]))
     out["cnt_ntok"] = float(np.sum(cnt * ntok))
-    out["stretch"] = 0.0
-    if costs.eager_floor > 0:
-        # prefill steps (count 1) are stretched to the eager-mode launch floor
-        pf = r["pf"] > 0
-        gpu = (
-            costs.tok_table[ntok[pf]]
-            + costs.seq_table[r["samp"][pf]]
-            + costs.c_attn * r["work"][pf]
-            + costs.c_ctx * r["ctx0"][pf]
-        )
-        out["stretch"] = float(np.sum(np.maximum(costs.eager_floor - gpu, 0.0) * cnt[pf]))
+    # launch-floor time: what the steps lasted beyond their host and GPU time (a step lasts
+    # host + max(gpu, floor), sim/stream.StepCosts), read off the records rather than
+    # re-deriving the kernel's graph rules; clipped at 0 per record against rounding
+    host = cnt * (costs.overhead + costs.host_seq * r["nsched"])
+    gpu = (
+        cnt * (costs.tok_table[ntok] + costs.seq_table[r["samp"]] + costs.c_attn * r["work"])
+        + costs.c_ctx * ctx_total
+    )
+    out["stretch"] = float(np.sum(np.maximum(dur - host - gpu, 0.0)))
     flops = (
         cc.flops_per_token * ntok * cnt
         + cc.flops_per_seq * r["samp"] * cnt
