@@ -223,6 +223,18 @@ def _pc_release(r, nblocks, pc_key, pc_off, kref, held, nreg, q, rstk, pcs):
 
 
 @njit(cache=True, inline="always")
+def _mark_preempted(v, blocks, computed, status, pre_buf, npre, preemptions):
+    """Running request `v` loses its KV blocks (already returned to the pool by the caller) and
+    queues for recompute; returns the new count of this step's preempted requests."""
+    blocks[v] = 0
+    computed[v] = 0
+    status[v] = _WAITING
+    pre_buf[npre] = v
+    preemptions[v] += 1
+    return npre + 1
+
+
+@njit(cache=True, inline="always")
 def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, npre, preemptions):
     """Give running request `r` the `deficit` blocks its next token needs, preempting the most
     recently admitted running requests (recompute) while blocks are short. Returns the new
@@ -231,12 +243,7 @@ def _make_room(r, deficit, run, nrun, free, blocks, computed, status, pre_buf, n
         v = run[nrun - 1]
         nrun -= 1
         free += blocks[v]
-        blocks[v] = 0
-        computed[v] = 0
-        status[v] = _WAITING
-        pre_buf[npre] = v
-        npre += 1
-        preemptions[v] += 1
+        npre = _mark_preempted(v, blocks, computed, status, pre_buf, npre, preemptions)
         if v == r:
             return nrun, free, npre, True
     if deficit > 0:
@@ -257,12 +264,7 @@ def _make_room_pc(
         v = run[nrun - 1]
         nrun -= 1
         free += _pc_release(v, blocks[v], pc_key, pc_off, kref, held, nreg, q, rstk, pcs)
-        blocks[v] = 0
-        computed[v] = 0
-        status[v] = _WAITING
-        pre_buf[npre] = v
-        npre += 1
-        preemptions[v] += 1
+        npre = _mark_preempted(v, blocks, computed, status, pre_buf, npre, preemptions)
         if v == r:
             return nrun, free, npre, True
     if deficit > 0:
