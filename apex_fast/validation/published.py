@@ -1,13 +1,16 @@
 """Replay published serving measurements (apex_fast/data/published_measurements.csv).
 
-Each row with fixed input/output lengths becomes a workload of `num_prompts` requests: Poisson
-arrivals at the row's request rate (fixed seed), all at t = 0 for an infinite rate, behind a
-closed loop of `max_concurrency` clients where the row has one (8 requests per client when the
-source gives no prompt count). The plan is the row's TP/EP on its GPU and dtypes, the engine its profile
-with defaults. Rows the tool cannot reproduce (dataset-driven lengths, fixed-concurrency clients)
-are counted and skipped with the reason. Nothing here is fitted: the errors are out-of-sample
-for every engine (vLLM 0.6's host parameters come from other runs; the other engines' are
-derived, see docs/engines.md).
+Each row becomes a workload of `num_prompts` requests: Poisson arrivals at the row's request rate
+(fixed seed), all at t = 0 for an infinite rate, behind a closed loop of `max_concurrency` clients
+where the row has one (8 requests per client when the source gives no prompt count). The
+request lengths follow the row's `lengths` column (see `_lengths`): fixed lengths; SGLang's
+seeded uniform draw, reproduced and checked against the totals the client printed; or, for
+dataset-driven lengths whose totals the client printed, every request at the mean lengths (an
+approximation, summarised on its own line). The plan is the row's TP/EP on its GPU and dtypes,
+the engine its profile with defaults. Rows the tool cannot reproduce are counted and skipped
+with the reason. Nothing here is fitted: the errors are out-of-sample for every engine (vLLM
+0.6's host parameters come from other runs; the other engines' are derived, see
+docs/engines.md).
 """
 
 from __future__ import annotations
@@ -56,15 +59,73 @@ def _base_model_id(hf_id: str) -> str:
     return hf_id
 
 
-def _workload(row: dict) -> Workload | str:
-    if row["input_len"] is None or row["output_len"] is None:
-        return "lengths come from a dataset"
+# label appended to the model class of rows replayed with mean dataset lengths
+APPROX_LENGTHS = "dataset lengths approximated"
+
+
+def _sglang_random_lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-request lengths of SGLang's `bench_serving --dataset-name random`: the client seeds
+    numpy's global generator with `--seed` and draws the input lengths, then the output lengths,
+    uniformly from [max(int(L * ratio), 1), L] (python/sglang/bench_serving.py,
+    sample_random_requests, v0.5)."""
+    ratio = float(row["random_range_ratio"] or 0.0)
+    rs = np.random.RandomState(int(row["client_seed"]))
+    lens = []
+    for col in ("input_len", "output_len"):
+        top = int(row[col])
+        lens.append(rs.randint(max(int(top * ratio), 1), top + 1, size=n).astype(np.int64))
+    return lens[0], lens[1]
+
+
+def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
+    """Prompt and output tokens of the row's n requests, and whether they approximate the
+    source's (dataset rows); or why the row's lengths cannot be rebuilt.
+
+    `lengths` column: `fixed` (or empty with input_len given) - every request input_len /
+    output_len; `sglang-random` - SGLang's seeded uniform draw, used only when its sums equal
+    the totals the client printed (then the requests are the measured ones, up to order);
+    `dataset` (or empty without input_len) - lengths from a dataset: with the printed totals,
+    every request gets the mean prompt and output length, which keeps the token totals but not
+    the spread of the dataset (an approximation)."""
+    kind = (row.get("lengths") or "").strip()
+    if not kind:
+        kind = "fixed" if row["input_len"] is not None else "dataset"
+    totals = row.get("total_input_tokens"), row.get("total_output_tokens")
+    if kind == "fixed":
+        if row["input_len"] is None or row["output_len"] is None:
+            return "fixed lengths not given"
+        p = np.full(n, int(row["input_len"]), np.int64)
+        o = np.full(n, int(row["output_len"]), np.int64)
+        return p, o, False
+    if kind == "sglang-random":
+        if None in (row["input_len"], row["output_len"], row.get("client_seed"), *totals):
+            return "random lengths without seed or printed totals"
+        p, o = _sglang_random_lengths(row, n)
+        if (int(p.sum()), int(o.sum())) != (int(totals[0]), int(totals[1])):
+            return "random draw does not reproduce the printed token totals"
+        return p, o, False
+    if kind == "dataset":
+        if None in totals or not row["num_prompts"]:
+            return "lengths come from a dataset"
+        n_src = int(row["num_prompts"])
+        mean_in = max(round(totals[0] / n_src), 1)
+        mean_out = max(round(totals[1] / n_src), 1)
+        return np.full(n, mean_in, np.int64), np.full(n, mean_out, np.int64), True
+    return f"unknown lengths kind {kind!r}"
+
+
+def _workload(row: dict) -> tuple[Workload, bool] | str:
+    """The row's workload and whether its lengths are approximated (or why it is skipped)."""
     conc = int(row["max_concurrency"] or 0)
     n = int(row["num_prompts"] or 0)
     if conc and not n:
         n = 8 * conc  # a closed-loop sweep without a prompt count: 8 requests per client
     if n < 1:
         return "number of prompts not given"
+    lens = _lengths(row, n)
+    if isinstance(lens, str):
+        return lens
+    prompt, output, approx = lens
     rate = row["request_rate"].strip().lower() if row["request_rate"] else "inf"
     if rate in ("inf", ""):
         arrival = np.zeros(n)
@@ -72,12 +133,17 @@ def _workload(row: dict) -> Workload | str:
         rng = np.random.default_rng(SEED)
         gaps = rng.exponential(1.0 / float(rate), n)
         arrival = np.cumsum(gaps) - gaps[0]
-    return Workload(
-        arrival=arrival,
-        prompt=np.full(n, int(row["input_len"]), np.int64),
-        output=np.full(n, int(row["output_len"]), np.int64),
-        name=f"{int(row['input_len'])}/{int(row['output_len'])} at {rate}",
-        max_concurrency=conc,
+    mean = f"{prompt.mean():.0f}/{output.mean():.0f}"
+    shape = f"mean {mean}" if approx or prompt.min() != prompt.max() else mean
+    return (
+        Workload(
+            arrival=arrival,
+            prompt=prompt,
+            output=output,
+            name=f"{shape} at {rate}",
+            max_concurrency=conc,
+        ),
+        approx,
     )
 
 
@@ -90,15 +156,19 @@ def replay_row(row: dict) -> dict:
         "tp": row["tp"],
         "source": row["source_url"],
     }
-    wl = _workload(row)
-    if isinstance(wl, str):
-        return {**out, "skipped": wl}
+    built = _workload(row)
+    if isinstance(built, str):
+        return {**out, "skipped": built}
+    wl, approx = built
     try:
         model = load_model(_base_model_id(row["model_hf_id"]))
         device = get_device(row["gpu"])
     except ApexError:
         return {**out, "skipped": "model or GPU not bundled"}
     out["class"] = "MoE" if model.is_moe else "dense"
+    if approx:
+        out["class"] += f", {APPROX_LENGTHS}"
+        out["approximation"] = f"every request at the mean dataset lengths ({wl.name})"
     tp = int(row["tp"] or 1)
     ep = int(row["ep"]) if row["ep"] else None
     wdt = row_dtype(row["weight_dtype"])
