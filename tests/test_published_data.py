@@ -106,3 +106,103 @@ def test_every_row_model_and_gpu_are_bundled(rows):
         get_device(r["gpu"])
     assert _base_model_id("Qwen/Qwen3-32B-FP8") == "Qwen/Qwen3-32B"
     assert _base_model_id("nvidia/Llama-3.1-8B-Instruct-FP8") == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+LENGTH_KINDS = {"fixed", "sglang-random", "dataset"}
+
+
+def test_lengths_column_matches_the_row(rows):
+    for i, r in enumerate(rows):
+        kind = r["lengths"]
+        assert kind in LENGTH_KINDS, i
+        if kind == "fixed":
+            assert r["input_len"] and r["output_len"], i
+        if kind == "sglang-random":
+            # a seeded uniform draw is replayed only against the totals the client printed
+            assert r["input_len"] and r["output_len"] and r["client_seed"], i
+            assert r["total_input_tokens"] and r["total_output_tokens"], i
+            assert 0.0 <= float(r["random_range_ratio"] or 0) <= 1.0, i
+        if kind == "dataset":
+            assert not r["input_len"] and not r["output_len"], i
+        if r["total_input_tokens"]:
+            assert int(r["total_input_tokens"]) > 0 and int(r["total_output_tokens"]) > 0, i
+
+
+def test_sglang_random_rows_reproduce_the_printed_totals():
+    """Each row marked sglang-random is replayed with the client's own draw; the draw must give
+    exactly the token totals the source printed, and a different seed must not."""
+    from apex_fast.data import published_measurements
+    from apex_fast.validation.published import _lengths
+
+    rows = [r for r in published_measurements() if r["lengths"] == "sglang-random"]
+    assert len(rows) >= 6
+    for r in rows:
+        n = int(r["num_prompts"])
+        got = _lengths(r, n)
+        assert not isinstance(got, str), got
+        p, o, approx = got
+        assert not approx and p.size == o.size == n
+        assert int(p.sum()) == r["total_input_tokens"] and int(o.sum()) == r["total_output_tokens"]
+        assert 1 <= p.min() and p.max() <= r["input_len"] and o.max() <= r["output_len"]
+        other = _lengths({**r, "client_seed": r["client_seed"] + 1}, n)
+        assert other == "random draw does not reproduce the printed token totals"
+
+
+def test_dataset_rows_use_the_printed_mean_lengths_and_say_so():
+    from apex_fast.validation.published import _lengths, _workload
+
+    row = {
+        "lengths": "dataset",
+        "input_len": None,
+        "output_len": None,
+        "num_prompts": 100.0,
+        "max_concurrency": 4.0,
+        "request_rate": "inf",
+        "total_input_tokens": 23260.0,
+        "total_output_tokens": 22061.0,
+    }
+    wl, approx = _workload(row)
+    assert approx and wl.max_concurrency == 4 and wl.prompt.size == 100
+    assert set(wl.prompt.tolist()) == {233} and set(wl.output.tolist()) == {221}
+    assert wl.name.startswith("mean 233/221")
+    # without the printed totals the row cannot be rebuilt
+    bare = {**row, "total_input_tokens": None, "total_output_tokens": None}
+    assert _lengths(bare, 100) == "lengths come from a dataset"
+    # an empty lengths cell keeps the old meaning: fixed when input_len is given
+    fixed = {**bare, "lengths": "", "input_len": 128.0, "output_len": 4.0}
+    p, o, approx = _lengths(fixed, 3)
+    assert not approx and p.tolist() == [128] * 3 and o.tolist() == [4] * 3
+
+
+def test_approximated_rows_are_summarised_on_their_own_line():
+    from apex_fast.validation.published import APPROX_LENGTHS, per_engine_summary
+
+    rows = [
+        {"engine": "sglang", "class": "dense", "ttft_mean_ms_err": 0.1},
+        {"engine": "sglang", "class": f"dense, {APPROX_LENGTHS}", "ttft_mean_ms_err": 0.5},
+        {"engine": "sglang", "skipped": "lengths come from a dataset"},
+    ]
+    summ = per_engine_summary(rows)
+    assert summ["sglang (dense)"]["ttft_mae"] == pytest.approx(0.1)
+    assert summ[f"sglang (dense, {APPROX_LENGTHS})"]["ttft_mae"] == pytest.approx(0.5)
+    assert summ["sglang (not replayed)"]["skipped"] == {"lengths come from a dataset": 1}
+
+
+def test_offline_rows_compare_request_throughput():
+    """Offline benchmark_throughput rows print requests/s but no output tokens/s; their
+    throughput error is the requests/s error."""
+    from apex_fast.data import published_measurements
+    from apex_fast.validation.published import per_engine_summary, replay_row
+
+    offline = [
+        r
+        for r in published_measurements("vllm-0.6")
+        if r["output_tok_s"] is None and r["request_s"] is not None
+    ]
+    assert len(offline) >= 8
+    row = min(offline, key=lambda r: r["num_prompts"] * (r["input_len"] + r["output_len"]))
+    out = replay_row(row)
+    assert "skipped" not in out and "output_tok_s_err" not in out
+    assert out["request_s_meas"] == row["request_s"] and out["request_s_pred"] > 0
+    summ = per_engine_summary([out])
+    assert summ["vllm-0.6 (dense)"]["throughput_n"] == 1
