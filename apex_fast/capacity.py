@@ -220,6 +220,7 @@ class CapacitySearch:
             o.budget(self.workload),
             o.max_num_seqs,
             o.block_size,
+            o.memory_fraction_kind,
         )
         return mem.kv_blocks_per_replica / plan.pp
 

@@ -394,6 +394,7 @@ def instance_plans(
             budget,
             opts.max_num_seqs,
             opts.block_size,
+            opts.memory_fraction_kind,
         )
         if mem.fits:
             out.append(p)

@@ -236,6 +236,7 @@ def no_plan_message(
             budget,
             options.max_num_seqs,
             bs,
+            options.memory_fraction_kind,
         )
         if not mem.fits:
             return 0, mem

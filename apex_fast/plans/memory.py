@@ -1,9 +1,11 @@
 """Memory per device for a plan: weights of its shard, activation peak, KV-cache capacity.
 
-Follows how vLLM sizes its KV cache: KV bytes = utilisation x device memory - weights - the peak
-activation memory of a profiling step of `max_num_batched_tokens` tokens - non-PyTorch memory
-(CUDA context, NCCL and cuBLAS workspaces, CUDA graphs). The activation and runtime terms are an
-analytic approximation (documented in docs/memory.md), not a measurement.
+The KV pool follows what the engine's memory-fraction knob means (`kv_pool_bytes`; the kinds
+are declared in apex_fast/engines/profile.py `MemoryFractionKind`). For vLLM: KV bytes =
+utilisation x device memory - weights - the peak activation memory of a profiling step of
+`max_num_batched_tokens` tokens - non-PyTorch memory (CUDA context, NCCL and cuBLAS workspaces,
+CUDA graphs). The activation and runtime terms are an analytic approximation (documented in
+docs/memory.md), not a measurement.
 """
 
 from __future__ import annotations
@@ -170,6 +172,31 @@ def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
     return layers * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
 
 
+def kv_pool_bytes(cap: float, weights: float, act: float, fraction: float, kind: str) -> float:
+    """KV-cache bytes per device for an engine's memory-fraction knob `kind` set to `fraction`
+    (negative when nothing is left):
+
+    - ``gpu_memory_utilization`` (vLLM, worker `determine_num_available_blocks`): the fraction
+      of the whole device holds weights, the profiled activation peak, non-PyTorch memory and
+      the KV cache.
+    - ``mem_fraction_static`` (SGLang, model_runner `profile_max_num_token`: rest = free memory
+      after loading - total x (1 - fraction)): the fraction holds weights and the KV pool;
+      activations and CUDA graphs live in the remaining 1 - fraction. Memory taken while
+      loading (CUDA context, communicators) is counted as the runtime reserve, an
+      approximation (graphs, also in that reserve, are captured later from the rest).
+    - ``kv_cache_free_gpu_mem_fraction`` (TensorRT-LLM `KvCacheConfig.free_gpu_memory_fraction`):
+      the fraction of the memory still free once weights, activation buffers and the runtime
+      are allocated.
+    """
+    if kind == "mem_fraction_static":
+        return cap * fraction - weights - RUNTIME_RESERVE_BYTES
+    if kind == "kv_cache_free_gpu_mem_fraction":
+        return fraction * (cap - weights - act - RUNTIME_RESERVE_BYTES)
+    if kind != "gpu_memory_utilization":
+        raise ValueError(f"unknown memory-fraction kind {kind!r}")
+    return cap * fraction - weights - act - RUNTIME_RESERVE_BYTES
+
+
 def memory_report(
     model: ModelSpec,
     plan: Plan,
@@ -178,11 +205,19 @@ def memory_report(
     budget: int,
     max_num_seqs: int,
     block_size: int,
+    fraction_kind: str = "gpu_memory_utilization",
 ) -> MemoryReport:
+    """Memory of the plan's most loaded device; `gpu_memory_utilization` is the engine's
+    memory fraction, read as `fraction_kind` says (`kv_pool_bytes`)."""
     cap = device_hbm_gb * GIB * USABLE_FRACTION
     w = weight_bytes_per_device(model, plan)
     act = activation_bytes(model, plan, budget, max_num_seqs)
-    kv_avail = cap * gpu_memory_utilization - w - act - RUNTIME_RESERVE_BYTES
+    kv_avail = kv_pool_bytes(cap, w, act, gpu_memory_utilization, fraction_kind)
+    # what the weights must fit in: the fraction, except for TensorRT-LLM whose fraction
+    # applies to the memory left after them
+    weight_room = (
+        cap if fraction_kind == "kv_cache_free_gpu_mem_fraction" else cap * (gpu_memory_utilization)
+    )
     kvt = kv_bytes_per_token_per_device(model, plan)
     if model.arch == "encoder":
         kvt = 0.0  # an encoder keeps no KV cache between steps
@@ -192,17 +227,24 @@ def memory_report(
         blocks = int(kv_avail // (kvt * block_size)) * plan.attn_replicas
     elif kv_avail > 0:
         blocks = ENCODER_BLOCKS  # nothing cached: capacity never limits an encoder
-    if w > cap * gpu_memory_utilization:
+    if w > weight_room:
         reason = (
             f"weights need {w / GIB:.1f} GiB per device, more than "
-            f"{gpu_memory_utilization:.2f} x {cap / GIB:.1f} GiB"
+            f"{weight_room / cap:.2f} x {cap / GIB:.1f} GiB"
         )
         fits = False
     elif blocks < 1:
+        acts = (
+            "" if fraction_kind == "mem_fraction_static" else f" + {act / GIB:.1f} GiB activations"
+        )
+        room = (
+            f"{cap / GIB:.1f} GiB"
+            if fraction_kind == "kv_cache_free_gpu_mem_fraction"
+            else f"{gpu_memory_utilization:.2f} x {cap / GIB:.1f} GiB"
+        )
         reason = (
-            f"no room for the KV cache: {w / GIB:.1f} GiB weights + {act / GIB:.1f} GiB "
-            f"activations + {RUNTIME_RESERVE_BYTES / GIB:.1f} GiB runtime exceed "
-            f"{gpu_memory_utilization:.2f} x {cap / GIB:.1f} GiB"
+            f"no room for the KV cache: {w / GIB:.1f} GiB weights{acts} + "
+            f"{RUNTIME_RESERVE_BYTES / GIB:.1f} GiB runtime exceed {room}"
         )
         fits = False
     else:

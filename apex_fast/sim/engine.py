@@ -85,6 +85,13 @@ class EngineOptions:
     # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
     decode_pool: bool = False
 
+    @property
+    def memory_fraction_kind(self) -> str:
+        """What `gpu_memory_utilization` means for this engine (plans.memory.kv_pool_bytes)."""
+        from apex_fast.engines import get_engine
+
+        return get_engine(self.engine).memory_fraction_kind
+
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
         max(max_model_len, 2048), and we take the longest request as max_model_len unless
@@ -257,6 +264,7 @@ def simulate_plan(
         budget,
         opts.max_num_seqs,
         opts.block_size,
+        opts.memory_fraction_kind,
     )
     if not mem.fits:
         return PlanResult(plan, mem, False, mem.reason, budget=budget)
