@@ -58,6 +58,8 @@ LM_HEAD = "LM head & sampling"
 STEP_OVERHEAD = "Engine step overhead"
 SEQ_OVERHEAD = "Engine per-sequence overhead"
 LAUNCH_FLOOR = "Eager-mode launch floor"
+SPEC_VERIFY = "Speculative verification"
+SPEC_PROPOSALS = "Speculative proposals"
 IDLE = "Idle"
 TOTAL = "Total"
 # attention cell names in the plan table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from apex_fast.cells import attention_name, ffn_name
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
@@ -62,10 +63,8 @@ def tp_problem(model: ModelSpec, tp: int) -> str:
 
 
 def cell_names(model: ModelSpec) -> tuple[str, str]:
-    attn = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
-    if model.is_moe:
-        return attn, "MoE"
-    return attn, "SwiGLU" if model.gated_ffn else "MLP"
+    attn = attention_name(model.num_heads, model.num_kv_heads)
+    return attn, ffn_name(model.is_moe, model.gated_ffn)
 
 
 def build_plan(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apex_fast.cells import COLLECTIVE_TITLES
+
 
 @dataclass(frozen=True)
 class CellMapping:
@@ -44,13 +46,7 @@ class Collective:
 
     @property
     def title(self) -> str:
-        return {
-            "all_reduce": "AllReduce",
-            "all_gather": "AllGather",
-            "reduce_scatter": "ReduceScatter",
-            "alltoall": "AllToAll",
-            "sendrecv": "SendRecv",
-        }[self.kind]
+        return COLLECTIVE_TITLES[self.kind]
 
 
 @dataclass(frozen=True)
