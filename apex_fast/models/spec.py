@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -376,3 +378,20 @@ class StepFlops:
     per_seq: float  # LM head: 2 x hidden x vocab per sampled sequence
     per_pair: float  # prefill attention, all layers
     per_ctx: float  # decode attention, all layers
+
+    def of_steps(
+        self,
+        count: np.ndarray,
+        tokens: np.ndarray,
+        sampled: np.ndarray,
+        pairs: np.ndarray,
+        ctx_total: np.ndarray,
+    ) -> np.ndarray:
+        """FLOPs of `count` steps of `tokens` tokens, `sampled` sampled sequences and `pairs`
+        prefill pairs each, reading `ctx_total` decode context tokens in all (the MFU)."""
+        return (
+            self.per_token * tokens * count
+            + self.per_seq * sampled * count
+            + self.per_pair * pairs * count
+            + self.per_ctx * ctx_total
+        )

@@ -91,23 +91,6 @@ class CompiledCosts:
     cost_source: str = analytic.PROVENANCE  # one line: which tables / model the costs came from
     cells: tuple[CellCost, ...] = ()  # the cell builders' records the tables were summed from
 
-    # the FLOP terms the MFU sums over the step records (apex_fast/metrics/records.py)
-    @property
-    def flops_per_token(self) -> float:
-        return self.flops.per_token
-
-    @property
-    def flops_per_seq(self) -> float:
-        return self.flops.per_seq
-
-    @property
-    def flops_per_pair(self) -> float:
-        return self.flops.per_pair
-
-    @property
-    def flops_per_ctx(self) -> float:
-        return self.flops.per_ctx
-
     def with_host(self, host: HostParams) -> StepCosts:
         """These step costs with other host parameters (the GPU tables unchanged)."""
         assert self.step_host is not None
