@@ -54,48 +54,26 @@ def _cell(name: str, cost: OpCost, **kw: float | bool) -> CellCost:
     return CellCost(name=name, time=cost.t, sources=cost.sources, **kw)  # type: ignore[arg-type]
 
 
-def _attention_kernels(cx: CellContext) -> tuple[OpCost, OpCost]:
-    """Seconds per prefill (query, key) pair and per decode context token, all layers."""
-    model, lx, r = cx.model, cx.lx, cx.plan.attn_replicas
-    if model.is_mla:  # expanded prefill, weight-absorbed decode over the latent (models/mla.py)
-        pair = OpCost(
-            mla.mla_prefill_time_per_pair(cx.dm, model, cx.q_dev, cx.cdt), (analytic.PROVENANCE,)
-        )
-        ctx = OpCost(
-            mla.mla_decode_time_per_token(cx.dm, model, cx.q_dev, cx.kvb, cx.cdt),
-            (analytic.PROVENANCE,),
-        )
-    else:
-        pair = cx.cm.attn_prefill_time_per_pair(cx.q_dev, model.head_dim, cx.cdt)
-        ctx = cx.cm.attn_decode_time_per_token(cx.kv_dev, model.head_dim, cx.kvb)
-    c_attn = lx * pair.t / r
+def _attention_cell(cx: CellContext, proj: OpCost, pair: OpCost, ctx: OpCost) -> list[CellCost]:
+    """The attention row from one layer's projections on one device and the attention kernels'
+    seconds per prefill (query, key) pair and per decode context token: adds the cross-attention
+    of an encoder-decoder, the kernels' launch, the decoder's cross-attention K/V computed by an
+    encoder, all the layers of the step, and the backend's prefill efficiency."""
+    model, n_attn, hd, h = cx.model, cx.n_attn, cx.model.head_dim, cx.model.hidden_size
+    if model.arch == "encoder-decoder":
+        # cross-attention: query and output projections per decoder token (its K/V come with
+        # the encoder output, see cross_kv_layers)
+        proj = proj + cx.gemm(cx.q_dev * hd, h, n_attn) + cx.gemm(h, cx.q_dev * hd, n_attn)
+    proj = proj + zero_first(np.full_like(cx.n, analytic.attn_launch_time(cx.dm)))
+    t = cx.lx * proj
+    if cx.cross_kv_layers:  # the decoder's cross-attention K/V, per encoder token
+        t = t + cx.plan.pp * (cx.cross_kv_layers * cx.gemm(2 * cx.kv_dev * hd, h, n_attn))
+    r = cx.plan.attn_replicas
+    c_attn = cx.lx * pair.t / r
     if model.arch == "encoder":
         c_attn *= 2.0  # bidirectional: every query sees the whole sequence (L^2 vs L(L+1)/2 pairs)
     if cx.backend == "xformers":
         c_attn /= XFORMERS_REL_EFFICIENCY
-    return OpCost(c_attn, pair.sources), OpCost(lx * ctx.t / r, ctx.sources)
-
-
-def attention(cx: CellContext) -> list[CellCost]:
-    """Attention projections (MLA: GEMM by GEMM, sharded as vLLM does, models/mla.py), the
-    cross-attention of an encoder-decoder, the attention kernels' launch, and the prefill and
-    decode attention coefficients."""
-    model, n_attn, hd, h = cx.model, cx.n_attn, cx.model.head_dim, cx.model.hidden_size
-    q_dev, kv_dev = cx.q_dev, cx.kv_dev
-    if model.is_mla:
-        proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, n_attn)
-    else:
-        proj = cx.gemm((q_dev + 2 * kv_dev) * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
-        proj = proj + cx.act_quant(h, n_attn) + cx.act_quant(q_dev * hd, n_attn)
-    if model.arch == "encoder-decoder":
-        # cross-attention: query and output projections per decoder token (its K/V come with
-        # the encoder output, see cross_kv_layers)
-        proj = proj + cx.gemm(q_dev * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
-    proj = proj + zero_first(np.full_like(cx.n, analytic.attn_launch_time(cx.dm)))
-    t = cx.lx * proj
-    if cx.cross_kv_layers:  # the decoder's cross-attention K/V, per encoder token
-        t = t + cx.plan.pp * (cx.cross_kv_layers * cx.gemm(2 * kv_dev * hd, h, n_attn))
-    pair, ctx = _attention_kernels(cx)
     src = t + pair + ctx  # the row's source: projections, then the attention kernels
     return [
         CellCost(
@@ -104,10 +82,33 @@ def attention(cx: CellContext) -> list[CellCost]:
             sources=src.sources,
             flops=cx.cell_flops["attention"],
             weight_bytes=cx.cell_params["attention"] * cx.wb + cx.replicated_kv_weight_bytes(),
-            pair_s=float(pair.t),
-            ctx_s=float(ctx.t),
+            pair_s=float(c_attn),
+            ctx_s=float(cx.lx * ctx.t / r),
         )
     ]
+
+
+def attention(cx: CellContext) -> list[CellCost]:
+    """Multi-/grouped-query attention: fused QKV and output projections (with their FP8 input
+    quantisation under W8A8), the prefill kernel (measured table or analytic) and the decode
+    kernel (KV read)."""
+    n_attn, hd, h, q_dev = cx.n_attn, cx.hd, cx.model.hidden_size, cx.q_dev
+    proj = cx.gemm((q_dev + 2 * cx.kv_dev) * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
+    proj = proj + cx.act_quant(h, n_attn) + cx.act_quant(q_dev * hd, n_attn)
+    pair = cx.cm.attn_prefill_time_per_pair(q_dev, hd, cx.cdt)
+    ctx = cx.cm.attn_decode_time_per_token(cx.kv_dev, hd, cx.kvb)
+    return _attention_cell(cx, proj, pair, ctx)
+
+
+def mla_attention(cx: CellContext) -> list[CellCost]:
+    """Multi-head latent attention (models/mla.py): projections GEMM by GEMM, sharded as vLLM
+    does; prefill with keys and values expanded per head, decode weight-absorbed over the latent
+    (both analytic)."""
+    model, q_dev, an = cx.model, cx.q_dev, (analytic.PROVENANCE,)
+    proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, cx.n_attn)
+    pair = OpCost(mla.mla_prefill_time_per_pair(cx.dm, model, q_dev, cx.cdt), an)
+    ctx = OpCost(mla.mla_decode_time_per_token(cx.dm, model, q_dev, cx.kvb, cx.cdt), an)
+    return _attention_cell(cx, proj, pair, ctx)
 
 
 def dense_ffn(cx: CellContext) -> list[CellCost]:
@@ -207,22 +208,24 @@ def lm_head(cx: CellContext) -> list[CellCost]:
     vocab_dev = -(-model.vocab_size // d)
     lm = cx.gemm(vocab_dev, model.hidden_size, m)
     sample = cx.mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
-    if model.vocab_size == 0 or model.arch == "encoder":
-        zero = np.zeros_like(m)  # an encoder samples nothing
-        lm, sample = OpCost(zero, lm.sources), OpCost(zero, sample.sources)
-    elif d > 1:
+    gather = OpCost(np.zeros_like(m))
+    samples = model.vocab_size > 0 and model.arch != "encoder"  # an encoder samples nothing
+    if samples and d > 1:
         nbytes = m * vocab_dev * 4.0 * d
         gather = cx.cm.collective(names.ALL_GATHER, nbytes, d, cx.cluster.spans_nodes(d), "float")
-        lm = lm + gather.map(zero_first)
+        gather = gather.map(zero_first)
+    t = (lm + gather).t + sample.t if samples else np.zeros_like(m)
+    src = lm + sample + gather  # sources in the order the ops are listed above
     wbytes = model.lm_head_params() * cx.wb
     flops = cx.step_flops.per_seq
-    return [_cell(names.LM_HEAD, lm + sample, flops=flops, weight_bytes=wbytes, per_seq=True)]
+    row = OpCost(t, src.sources)
+    return [_cell(names.LM_HEAD, row, flops=flops, weight_bytes=wbytes, per_seq=True)]
 
 
 Builder = Callable[[CellContext], list[CellCost]]
 BUILDERS: dict[CellKind, Builder] = {
     CellKind.ATTENTION: attention,
-    CellKind.MLA: attention,
+    CellKind.MLA: mla_attention,
     CellKind.FFN: dense_ffn,
     CellKind.MOE: moe,
     CellKind.ELEMENTWISE: elementwise,
