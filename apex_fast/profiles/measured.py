@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apex_fast.cells import SEND_RECV
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import PROFILE_DATA_DIR, peak_flops
 from apex_fast.profiles import analytic
@@ -133,7 +134,7 @@ class CostModel:
         """(num_nodes, num_gpus_per_node) of a group, as the comm tables key them."""
         if not inter_node:
             return 1, group
-        if kind == "sendrecv":
+        if kind == SEND_RECV:
             return 2, 1
         nodes = -(-group // self.gpus_per_node)
         return nodes, group // nodes

@@ -23,7 +23,7 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
     """One row per cell and one per collective, in block order (the seed's plan table)."""
     rows: list[list[str]] = []
     for cell in plan.cells:
-        if cell.cell == "attention":
+        if cell.cell == names.PLAN_ATTENTION:
             q = model.num_heads // cell.degree
             kv = kv_heads_per_device(model, cell.degree)
             rep = " (KV heads replicated)" if cell.degree > model.num_kv_heads else ""
@@ -32,7 +32,7 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
             if model.is_mla:
                 name, detail = names.MLA_NAME, f"{q} heads per device, latent KV cache replicated"
             rows.append([name, f"{cell.describe()}: {detail}"])
-        elif cell.cell == "moe":
+        elif cell.cell == names.PLAN_MOE:
             per = model.num_experts // max(plan.ep, 1)
             split = f", each split x{plan.ffn_tp}" if plan.ffn_tp > 1 else ""
             rows.append(
@@ -48,7 +48,7 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
             rows.append([name, f"{cell.describe()}: {detail}"])
         for c in plan.collectives:
             if c.after == cell.cell and c.group > 1:
-                extra = f" (x{c.size_factor:g} tokens)" if c.kind == "alltoall" else ""
+                extra = f" (x{c.size_factor:g} tokens)" if c.kind == names.ALL_TO_ALL else ""
                 rows.append([c.title, f"{c.group} devices{extra}"])
     if plan.pp > 1:
         rows.append([names.COLLECTIVE_TITLES[names.SEND_RECV], f"between {plan.pp} stages"])
