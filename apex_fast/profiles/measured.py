@@ -15,6 +15,7 @@ table gives the prefill cost per (query, key) pair; everything else is analytic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def combine(sources: list[str] | tuple[str, ...]) -> str:
     return " + ".join(seen) if seen else ANALYTIC
 
 
-def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+def merge_sources(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The sources of a, then those of b that a lacks."""
     return a + tuple(s for s in b if s not in a)
 
 
@@ -55,6 +57,7 @@ class OpCost:
 
     t: np.ndarray | float
     sources: tuple[str, ...] = ()
+    __array_ufunc__ = None  # numpy scalars and arrays defer to the reflected operators below
 
     @property
     def source(self) -> str:
@@ -62,7 +65,7 @@ class OpCost:
 
     def __add__(self, other: OpCost | np.ndarray | float) -> OpCost:
         if isinstance(other, OpCost):
-            return OpCost(self.t + other.t, _merge(self.sources, other.sources))
+            return OpCost(self.t + other.t, merge_sources(self.sources, other.sources))
         return OpCost(self.t + other, self.sources)
 
     def __radd__(self, other: np.ndarray | float) -> OpCost:
@@ -71,7 +74,7 @@ class OpCost:
     def __rmul__(self, k: np.ndarray | float) -> OpCost:
         return OpCost(k * self.t, self.sources)
 
-    def map(self, f) -> OpCost:  # noqa: ANN001 (array -> array)
+    def map(self, f: Callable[[np.ndarray], np.ndarray]) -> OpCost:
         """The same sources with the time transformed by f."""
         return OpCost(f(self.t), self.sources)
 

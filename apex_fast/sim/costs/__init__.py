@@ -30,7 +30,7 @@ from apex_fast.models.spec import ModelSpec, StepFlops
 from apex_fast.plans.memory import kv_bytes_per_token_per_device
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
-from apex_fast.profiles.measured import combine, cost_model
+from apex_fast.profiles.measured import combine, cost_model, merge_sources
 from apex_fast.sim.costs.cells import (
     BUILDERS,
     XFORMERS_REL_EFFICIENCY,
@@ -108,8 +108,7 @@ def _rows(
     for rec in records:
         rows = seq if rec.per_seq else tok
         rows[rec.name] = rows[rec.name] + rec.time if rec.name in rows else rec.time
-        seen = sources.get(rec.name, ())
-        sources[rec.name] = seen + tuple(s for s in rec.sources if s not in seen)
+        sources[rec.name] = merge_sources(sources.get(rec.name, ()), rec.sources)
     return tok, seq, {k: combine(v) for k, v in sources.items()}
 
 
