@@ -18,8 +18,10 @@ Multi-head latent attention (DeepSeek MLA, ``kv_lora_rank > 0``) is modelled as 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the model listing never imports numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)
