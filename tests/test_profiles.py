@@ -161,19 +161,24 @@ def test_cost_model_routes_and_tags(tmp_path: Path) -> None:
     write_comm(root / "comm" / "V100-PCIE-16GB" / "all_reduce.csv")
     dev = get_device("V100-PCIE-16GB")
     cm = cost_model(Cluster(dev, 2, 1), None, root)
-    t = cm.gemm(256, 64, np.array([0.0, 8.0]), 2, 2, "half")
-    assert t[0] == 0.0 and t[1] == pytest.approx(t_us(256, 64, 8) * 1e-6)
-    assert cm.take() == "measured (V100-PCIE-16GB/gemm_0.csv)"
-    cm.gemm(256, 64, np.array([3.0]), 2, 2, "half")
-    assert cm.take().startswith("interpolated (")
-    cm.gemm(256, 64, np.array([3.0]), 4, 4, "float")  # no float rows on this GPU: analytic
-    assert cm.take() == "analytic"
-    cm.collective("all_reduce", np.array([1024.0]), 2, inter_node=True)  # (2 nodes, 1 GPU)
-    assert cm.take() == "measured (V100-PCIE-16GB/all_reduce.csv)"
-    cm.collective("all_reduce", np.array([1024.0]), 4, inter_node=False)  # 1x4 not profiled
-    assert cm.take() == "analytic"
-    cm.collective("sendrecv", np.array([1024.0]), 2, inter_node=False)
-    assert cm.take() == "analytic"
+    g = cm.gemm(256, 64, np.array([0.0, 8.0]), 2, 2, "half")
+    assert g.t[0] == 0.0 and g.t[1] == pytest.approx(t_us(256, 64, 8) * 1e-6)
+    assert g.source == "measured (V100-PCIE-16GB/gemm_0.csv)"
+    assert cm.gemm(256, 64, np.array([3.0]), 2, 2, "half").source.startswith("interpolated (")
+    # no float rows on this GPU: analytic
+    assert cm.gemm(256, 64, np.array([3.0]), 4, 4, "float").source == "analytic"
+    ar = cm.collective("all_reduce", np.array([1024.0]), 2, inter_node=True)  # (2 nodes, 1 GPU)
+    assert ar.source == "measured (V100-PCIE-16GB/all_reduce.csv)"
+    # 1x4 not profiled
+    assert cm.collective("all_reduce", np.array([1024.0]), 4, inter_node=False).source == "analytic"
+    assert cm.collective("sendrecv", np.array([1024.0]), 2, inter_node=False).source == "analytic"
+    # a sum keeps both sources, in order, once each
+    both = g + ar + g
+    assert (
+        both.source
+        == "measured (V100-PCIE-16GB/gemm_0.csv) + measured (V100-PCIE-16GB/all_reduce.csv)"
+    )
+    assert np.array_equal((2 * both).t, 2 * (g.t + ar.t + g.t))
     assert "GEMM: V100-PCIE-16GB/gemm_0.csv" in cm.summary()
     assert "all_reduce: V100-PCIE-16GB/all_reduce.csv" in cm.summary()
 
@@ -181,8 +186,7 @@ def test_cost_model_routes_and_tags(tmp_path: Path) -> None:
 def test_cost_model_without_tables_is_analytic(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     cm = cost_model(Cluster(get_device("H100-SXM-80GB"), 1, 8), None, tmp_path / "empty")
-    cm.gemm(4096, 4096, np.arange(4.0), 2, 2, "half")
-    assert cm.take() == "analytic"
+    assert cm.gemm(4096, 4096, np.arange(4.0), 2, 2, "half").source == "analytic"
     assert cm.summary().startswith("analytic device model")
     assert any("has no tables for H100-SXM-80GB" in n for n in cm.notes)
     with pytest.raises(ApexError, match="does not exist"):
@@ -193,5 +197,5 @@ def test_cpu_uses_float_rows_for_half(tmp_path: Path) -> None:
     root = tmp_path / "prof"
     write_gemm(root / "comp" / "cpu" / "gemm_0.csv", gpu="cpu", dtype="float")
     cm = cost_model(Cluster(get_device("cpu"), 1, 1), None, root)
-    cm.gemm(64, 64, np.array([8.0]), 2, 2, "half")  # the CPU has no half units
-    assert cm.take() == "measured (cpu/gemm_0.csv, float rows)"
+    g = cm.gemm(64, 64, np.array([8.0]), 2, 2, "half")  # the CPU has no half units
+    assert g.source == "measured (cpu/gemm_0.csv, float rows)"

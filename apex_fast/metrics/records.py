@@ -85,12 +85,7 @@ def record_sums(
         + costs.c_ctx * ctx_total
     )
     out["stretch"] = float(np.sum(np.maximum(dur - host - gpu, 0.0)))
-    flops = (
-        cc.flops_per_token * ntok * cnt
-        + cc.flops_per_seq * r["samp"] * cnt
-        + cc.flops_per_pair * r["work"] * cnt
-        + cc.flops_per_ctx * ctx_total
-    )
+    flops = cc.flops.of_steps(cnt, ntok, r["samp"], r["work"], ctx_total)
     # weights read per step: a MoE step reads only the experts its tokens are routed to
     w_step = (
         moe_step_weight_bytes(model, plan, cc.bytes_per_step, ntok)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from apex_fast import cells as names
 from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
@@ -219,9 +220,9 @@ def compute_metrics(
     breakdown_raw[cc.overhead_op] = costs.overhead * sums["cnt"]
     if costs.host_seq > 0:
         per_seq = costs.host_seq * sums["cnt_nsched"]
-        breakdown_raw["Engine per-sequence overhead"] = per_seq
+        breakdown_raw[names.SEQ_OVERHEAD] = per_seq
     if costs.eager_floor > 0:
-        breakdown_raw["Eager-mode launch floor"] = sums["stretch"]
+        breakdown_raw[names.LAUNCH_FLOOR] = sums["stretch"]
 
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     peak, _ = peak_flops(dev, cdt)
@@ -243,8 +244,8 @@ def compute_metrics(
         src = cc.provenance.get(name, "analytic")
         breakdown.append((name, t_mean, 100.0 * t_mean / total, src))
     idle = max(0.0, makespan - busy / nstreams)
-    breakdown.append(("Idle", idle, 100.0 * idle / total, "simulated"))
-    breakdown.append(("Total", makespan, 100.0, ""))
+    breakdown.append((names.IDLE, idle, 100.0 * idle / total, "simulated"))
+    breakdown.append((names.TOTAL, makespan, 100.0, ""))
 
     hist = np.sum(np.stack([s.gap_hist for s in res.streams]), axis=0)
     tbt = hist_percentiles(hist, tok_ps)

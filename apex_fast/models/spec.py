@@ -17,7 +17,11 @@ Multi-head latent attention (DeepSeek MLA, ``kv_lora_rank > 0``) is modelled as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the model listing never imports numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -276,11 +280,70 @@ class ModelSpec:
         per_token = self.num_kv_heads * (self.head_dim + self.value_head_dim)
         return float(self.num_layers * per_token) * n * kv_bytes
 
-    def _attn_flops_per_layer(self, context_len: float) -> float:
+    # ------------------------------------------------------------------ FLOPs (the one model)
+    def _attn_flops_per_ctx(self) -> float:
+        """Attention FLOPs of one layer per (query, context token) as decode runs it: QK^T and
+        PV, 2 x heads x (qk head dim + v head dim); MLA in the weight-absorbed form, scores over
+        the latent + rotary key and values from the latent (models/mla.py)."""
         if self.is_mla:
-            lat = self.kv_lora_rank
-            return 2.0 * self.num_heads * (2 * lat + self.qk_rope_head_dim) * context_len
-        return 2.0 * self.num_heads * (self.head_dim + self.value_head_dim) * context_len
+            return 2.0 * self.num_heads * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2.0 * self.num_heads * (self.head_dim + self.value_head_dim)
+
+    def _attn_flops_per_pair(self) -> float:
+        """Attention FLOPs of one layer per (query, key) pair as prefill runs it: QK^T and PV
+        with keys and values expanded per head (MLA too: models/mla.py)."""
+        return 2.0 * self.num_heads * (self.head_dim + self.value_head_dim)
+
+    def _cross_kv_params(self) -> int:
+        """K and V projection weights of one cross-attention layer (computed once per request,
+        over the encoder output)."""
+        return 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+
+    def params_by_cell(self, active: bool = False) -> dict[str, int]:
+        """Parameters of the stack's blocks by cell kind, over all layers of the stack that runs
+        a token (the decoder; the encoder for arch "encoder"). Keys: apex_fast.cells.CellKind
+        values "attention" (projections, cross-attention included), "ffn" (dense FFN or MoE) and
+        "elementwise" (norm weights). `active`: MoE layers count the router, the top-k and the
+        shared experts only."""
+        if self.arch == "encoder":
+            layers = self.encoder_layers
+            return {
+                "attention": layers * self.attn_params_per_layer(),
+                "ffn": layers * self.dense_ffn_params(),
+                "elementwise": layers * 2 * self._norm(),
+            }
+        moe = self._moe_layers()
+        per_moe = self.ffn_active_params_per_layer() if active else self.ffn_params_per_layer()
+        return {
+            "attention": self.num_layers * (self.attn_params_per_layer() + self._cross_attn()),
+            "ffn": moe * per_moe + (self.num_layers - moe) * self.dense_ffn_params(),
+            "elementwise": self.num_layers * self.norms_per_block * self._norm(),
+        }
+
+    def flops_by_cell(self, cross_kv_layers: int = 0) -> dict[str, float]:
+        """Linear-layer FLOPs per token of each cell kind (keys as params_by_cell): a GEMM of an
+        m x k weight costs 2 m k FLOPs per token, so 2 x the active weights the token multiplies.
+        Encoder-decoder: the cross-attention K/V projections run once per request on the encoder
+        output and are charged to the encoder (`cross_kv_layers` decoder layers of them)."""
+        p = self.params_by_cell(active=True)
+        if self.arch == "encoder":
+            p["attention"] += cross_kv_layers * self._cross_kv_params()
+        elif self.arch == "encoder-decoder":
+            p["attention"] -= self.num_layers * self._cross_kv_params()
+        return {k: 2.0 * v for k, v in p.items()}
+
+    def step_flops(self, cross_kv_layers: int = 0) -> StepFlops:
+        """Model FLOPs of a forward step by what they scale with (see StepFlops); the one FLOP
+        model behind `flops_per_token` and the MFU of a simulated plan. No replicated work: the
+        same for every parallel plan."""
+        per_token = max(sum(self.flops_by_cell(cross_kv_layers).values()), 0.0)
+        if self.arch == "encoder":
+            ctx = self.encoder_layers * self._attn_flops_per_ctx()
+            # bidirectional: L^2 pairs where the scheduler counts the L(L+1)/2 causal ones
+            return StepFlops(per_token, 0.0, 2.0 * ctx, ctx)
+        head = 2.0 * self.hidden_size * self.vocab_size
+        pair = self.num_layers * self._attn_flops_per_pair()
+        return StepFlops(per_token, head, pair, self.num_layers * self._attn_flops_per_ctx())
 
     def flops_per_token(self, context_len: float, encoder_len: float | None = None) -> float:
         """Forward FLOPs of one generated token attending to context_len tokens:
@@ -291,23 +354,46 @@ class ModelSpec:
         fixed encoder_seq_len, or context_len when the encoder length is the prompt).
         Arch "encoder": one encoder token attending to context_len tokens, no head.
         """
+        f = self.step_flops()
         if self.arch == "encoder":
-            return self.encoder_flops_per_token(context_len)
-        active = self.params_active() - self.embedding_params() - self.lm_head_params()
-        active -= self.encoder_params() + self.extra_params
-        flops = 2.0 * active + self.num_layers * self._attn_flops_per_layer(context_len)
+            return f.per_token + f.per_ctx * context_len
+        ctx = context_len
         if self.arch == "encoder-decoder":
-            kv_proj = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
-            flops -= 2.0 * self.num_layers * kv_proj
-            enc = encoder_len if encoder_len is not None else (self.encoder_seq_len or context_len)
-            flops += self.num_layers * self._attn_flops_per_layer(enc)
-        if self.vocab_size:
-            flops += 2.0 * self.hidden_size * self.vocab_size
-        return flops
+            ctx += encoder_len if encoder_len is not None else (self.encoder_seq_len or context_len)
+        return f.per_token + f.per_seq + f.per_ctx * ctx
 
     def encoder_flops_per_token(self, seq_len: float) -> float:
         """Forward FLOPs of one encoder token in a sequence of seq_len tokens (0 if no encoder)."""
         if self.encoder_layers == 0:
             return 0.0
-        per_layer = 2.0 * self.encoder_block_params() + self._attn_flops_per_layer(seq_len)
-        return self.encoder_layers * per_layer
+        return replace(self, arch="encoder").flops_per_token(seq_len)
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """Model FLOPs of a forward step (whole model, no replicated work), by what they scale with:
+    FLOPs = per_token x tokens + per_seq x sampled sequences + per_pair x prefill (query, key)
+    pairs (causal pairs, as the scheduler counts them) + per_ctx x context tokens read by decode.
+    """
+
+    per_token: float  # linear layers (ModelSpec.flops_by_cell)
+    per_seq: float  # LM head: 2 x hidden x vocab per sampled sequence
+    per_pair: float  # prefill attention, all layers
+    per_ctx: float  # decode attention, all layers
+
+    def of_steps(
+        self,
+        count: np.ndarray,
+        tokens: np.ndarray,
+        sampled: np.ndarray,
+        pairs: np.ndarray,
+        ctx_total: np.ndarray,
+    ) -> np.ndarray:
+        """FLOPs of `count` steps of `tokens` tokens, `sampled` sampled sequences and `pairs`
+        prefill pairs each, reading `ctx_total` decode context tokens in all (the MFU)."""
+        return (
+            self.per_token * tokens * count
+            + self.per_seq * sampled * count
+            + self.per_pair * pairs * count
+            + self.per_ctx * ctx_total
+        )

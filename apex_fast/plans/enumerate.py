@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from apex_fast import cells as K
+from apex_fast.cells import attention_name, ffn_name
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
@@ -62,10 +64,8 @@ def tp_problem(model: ModelSpec, tp: int) -> str:
 
 
 def cell_names(model: ModelSpec) -> tuple[str, str]:
-    attn = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
-    if model.is_moe:
-        return attn, "MoE"
-    return attn, "SwiGLU" if model.gated_ffn else "MLP"
+    attn = attention_name(model.num_heads, model.num_kv_heads)
+    return attn, ffn_name(model.is_moe, model.gated_ffn)
 
 
 def build_plan(
@@ -96,42 +96,42 @@ def build_plan(
     if model.is_moe:
         etp = d // ep
         k = max(model.topk, 1) * capacity_factor
-        ffn_cell = CellMapping("moe", "ep" if ep > 1 else "tp", ep if ep > 1 else d, 1)
+        ffn_cell = CellMapping(K.PLAN_MOE, "ep" if ep > 1 else "tp", ep if ep > 1 else d, 1)
         # attention -> MoE: reduce the head-parallel partial sums, leaving n/D tokens per device
         if tp > 1:
-            colls.append(Collective("reduce_scatter", tp, "attention", 1.0 / r))
+            colls.append(Collective(K.REDUCE_SCATTER, tp, K.PLAN_ATTENTION, 1.0 / r))
         if ep > 1:
-            colls.append(Collective("alltoall", ep, "moe", k / d, stride=etp))
+            colls.append(Collective(K.ALL_TO_ALL, ep, K.PLAN_MOE, k / d, stride=etp))
         if etp > 1:
             sf = k / ep if ep > 1 else 1.0
-            colls.append(Collective("all_gather", etp, "moe", sf))
-            colls.append(Collective("reduce_scatter", etp, "moe", sf))
+            colls.append(Collective(K.ALL_GATHER, etp, K.PLAN_MOE, sf))
+            colls.append(Collective(K.REDUCE_SCATTER, etp, K.PLAN_MOE, sf))
         if ep > 1:
-            colls.append(Collective("alltoall", ep, "moe", k / d, stride=etp))
+            colls.append(Collective(K.ALL_TO_ALL, ep, K.PLAN_MOE, k / d, stride=etp))
         # MoE -> attention: every head-parallel device needs its replica's tokens
         if tp > 1:
-            colls.append(Collective("all_gather", tp, "moe", 1.0 / r))
+            colls.append(Collective(K.ALL_GATHER, tp, K.PLAN_MOE, 1.0 / r))
     else:
         rf = ffn_replicas
         tf = d // rf
-        ffn_cell = CellMapping("ffn", "tp" if tf > 1 or rf == 1 else "replicated", tf, rf)
+        ffn_cell = CellMapping(K.PLAN_FFN, "tp" if tf > 1 or rf == 1 else "replicated", tf, rf)
         if r == 1 and rf == 1:  # Megatron: partial sums over all devices, reduced in place
-            colls.append(Collective("all_reduce", d, "attention"))
-            colls.append(Collective("all_reduce", d, "ffn"))
+            colls.append(Collective(K.ALL_REDUCE, d, K.PLAN_ATTENTION))
+            colls.append(Collective(K.ALL_REDUCE, d, K.PLAN_FFN))
         else:
             # reduce and shard the attention output, then gather each FFN copy's tokens; and
             # the mirror image after the FFN
             if tp > 1:
-                colls.append(Collective("reduce_scatter", tp, "attention", 1.0 / r))
+                colls.append(Collective(K.REDUCE_SCATTER, tp, K.PLAN_ATTENTION, 1.0 / r))
             if tf > 1:
-                colls.append(Collective("all_gather", tf, "attention", 1.0 / rf))
+                colls.append(Collective(K.ALL_GATHER, tf, K.PLAN_ATTENTION, 1.0 / rf))
             if tf > 1:
-                colls.append(Collective("reduce_scatter", tf, "ffn", 1.0 / rf))
+                colls.append(Collective(K.REDUCE_SCATTER, tf, K.PLAN_FFN, 1.0 / rf))
             if tp > 1:
-                colls.append(Collective("all_gather", tp, "ffn", 1.0 / r))
-    attn_cell = CellMapping("attention", "tp" if tp > 1 else "replicated", tp, r)
+                colls.append(Collective(K.ALL_GATHER, tp, K.PLAN_FFN, 1.0 / r))
+    attn_cell = CellMapping(K.PLAN_ATTENTION, "tp" if tp > 1 else "replicated", tp, r)
     if tp == 1 and r == 1:
-        attn_cell = CellMapping("attention", "tp", 1, 1)
+        attn_cell = CellMapping(K.PLAN_ATTENTION, "tp", 1, 1)
     return Plan(
         dp=dp,
         pp=pp,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apex_fast.cells import COLLECTIVE_TITLES, PLAN_ATTENTION, PLAN_FFN, PLAN_MOE
+
 
 @dataclass(frozen=True)
 class CellMapping:
@@ -22,7 +24,11 @@ class CellMapping:
 
     def describe(self) -> str:
         if self.kind == "tp" and self.degree > 1:
-            what = {"attention": "heads", "ffn": "intermediate dim", "moe": "inside experts"}
+            what = {
+                PLAN_ATTENTION: "heads",
+                PLAN_FFN: "intermediate dim",
+                PLAN_MOE: "inside experts",
+            }
             return f"{self.replicas} replicas, tensor parallel over {what.get(self.cell, 'tasks')} x{self.degree}"
         if self.kind == "ep":
             return f"{self.replicas} replicas, expert parallel x{self.degree}"
@@ -44,13 +50,7 @@ class Collective:
 
     @property
     def title(self) -> str:
-        return {
-            "all_reduce": "AllReduce",
-            "all_gather": "AllGather",
-            "reduce_scatter": "ReduceScatter",
-            "alltoall": "AllToAll",
-            "sendrecv": "SendRecv",
-        }[self.kind]
+        return COLLECTIVE_TITLES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Plan:
 
     @property
     def is_moe(self) -> bool:
-        return any(c.cell == "moe" for c in self.cells)
+        return any(c.cell == PLAN_MOE for c in self.cells)
 
     @property
     def label(self) -> str:

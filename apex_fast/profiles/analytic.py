@@ -19,6 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from apex_fast.cells import (
+    ALL_GATHER,
+    ALL_REDUCE,
+    ALL_TO_ALL,
+    COLLECTIVE_TITLES,
+    REDUCE_SCATTER,
+    SEND_RECV,
+)
 from apex_fast.errors import ApexError
 from apex_fast.hardware.devices import DeviceSpec, get_device, peak_flops
 from apex_fast.profiles.calibration import calibration_for
@@ -26,15 +34,15 @@ from apex_fast.profiles.calibration import calibration_for
 PROVENANCE = "analytic"
 SKINNY_MAX_N = 128
 
-COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
+COLLECTIVES = tuple(COLLECTIVE_TITLES)
 # latency grows with log2(group) per phase: all-reduce = reduce-scatter + all-gather (2 phases);
 # a send/recv is one message whatever the group
 _LATENCY_PHASES = {
-    "all_reduce": 2.0,
-    "all_gather": 1.0,
-    "reduce_scatter": 1.0,
-    "alltoall": 1.0,
-    "sendrecv": 0.0,
+    ALL_REDUCE: 2.0,
+    ALL_GATHER: 1.0,
+    REDUCE_SCATTER: 1.0,
+    ALL_TO_ALL: 1.0,
+    SEND_RECV: 0.0,
 }
 
 
@@ -231,11 +239,11 @@ def attn_launch_time(dm: DeviceModel) -> float:
 def ring_factor(kind: str, group: int) -> float:
     """Bytes each GPU sends per byte of the collective's buffer (nccl-tests bus factor)."""
     g = float(group)
-    if kind == "all_reduce":
+    if kind == ALL_REDUCE:
         return 2.0 * (g - 1.0) / g
-    if kind in ("all_gather", "reduce_scatter", "alltoall"):
+    if kind in (ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL):
         return (g - 1.0) / g
-    if kind == "sendrecv":
+    if kind == SEND_RECV:
         return 1.0
     raise ApexError(f"unknown collective {kind!r}: use one of {', '.join(COLLECTIVES)}")
 
@@ -252,9 +260,9 @@ def busbw(
         # the group's own fabric: NVSwitch, bridge or PCIe beyond it, links of a mesh
         link, eff = dm.device.peer_gbps(group) * 1e9, dm.busbw_eff_intra
         half = dm.msg_half_bytes
-    kind_eff = 1.0 if kind == "all_reduce" else getattr(dm, f"eff_{kind}")
+    kind_eff = 1.0 if kind == ALL_REDUCE else getattr(dm, f"eff_{kind}")
     g = float(group)
-    group_factor = 1.0 if kind == "sendrecv" else g / (g + dm.group_half)
+    group_factor = 1.0 if kind == SEND_RECV else g / (g + dm.group_half)
     ramp = 1.0 + (half / s) ** dm.msg_ramp_pow
     return link * eff * kind_eff * group_factor / ramp
 

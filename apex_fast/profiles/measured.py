@@ -2,9 +2,10 @@
 
 `cost_model(cluster, clock_mhz, profile_dir)` wraps the calibrated analytic `DeviceModel` and the
 tables of the device's backend (`<root>/comp/<device>/`, `<root>/comm/<device>/`, see
-`apex_fast/profiles/tables.py`). Each cost function returns seconds and records where they came
-from; `take()` hands the sources recorded since the last call to the cost compiler, which stores
-them per operator (`CompiledCosts.provenance`), e.g. "interpolated (V100-PCIE-16GB/gemm_0.csv)".
+`apex_fast/profiles/tables.py`). Each cost function returns an `OpCost`: the seconds together with
+where they came from, e.g. "interpolated (V100-PCIE-16GB/gemm_0.csv)". Adding two OpCosts adds
+their times and keeps both sources (in order, duplicates dropped); the cost compiler stores the
+source of each operator row (`CompiledCosts.provenance`).
 
 Rules: a device's GEMM table serves every GEMM of its dtype (a device without units of the compute
 dtype, such as the CPU for half, uses the rows of the dtype it really computes in); a collective
@@ -14,11 +15,13 @@ table gives the prefill cost per (query, key) pair; everything else is analytic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from apex_fast.cells import SEND_RECV
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import PROFILE_DATA_DIR, peak_flops
 from apex_fast.profiles import analytic
@@ -32,13 +35,48 @@ def _tagged(tags: np.ndarray, label: str, extra: str = "") -> str:
     return f"{TAG_NAMES[worst]} ({label}{extra})"
 
 
-def combine(sources: list[str]) -> str:
+def combine(sources: list[str] | tuple[str, ...]) -> str:
     """One provenance string for an operator made of several parts (duplicates dropped)."""
     seen: list[str] = []
     for s in sources:
         if s and s not in seen:
             seen.append(s)
     return " + ".join(seen) if seen else ANALYTIC
+
+
+def merge_sources(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The sources of a, then those of b that a lacks."""
+    return a + tuple(s for s in b if s not in a)
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Seconds of one op (an array over a batch axis, or a scalar coefficient) and where they came
+    from. `a + b` adds the times (in that order) and keeps the sources of both; `k * a` scales the
+    time; numbers add to the time without a source."""
+
+    t: np.ndarray | float
+    sources: tuple[str, ...] = ()
+    __array_ufunc__ = None  # numpy scalars and arrays defer to the reflected operators below
+
+    @property
+    def source(self) -> str:
+        return combine(self.sources)
+
+    def __add__(self, other: OpCost | np.ndarray | float) -> OpCost:
+        if isinstance(other, OpCost):
+            return OpCost(self.t + other.t, merge_sources(self.sources, other.sources))
+        return OpCost(self.t + other, self.sources)
+
+    def __radd__(self, other: np.ndarray | float) -> OpCost:
+        return OpCost(other + self.t, self.sources)
+
+    def __rmul__(self, k: np.ndarray | float) -> OpCost:
+        return OpCost(k * self.t, self.sources)
+
+    def map(self, f: Callable[[np.ndarray], np.ndarray]) -> OpCost:
+        """The same sources with the time transformed by f."""
+        return OpCost(f(self.t), self.sources)
 
 
 @dataclass
@@ -51,17 +89,10 @@ class CostModel:
     freq: int = 0
     notes: list[str] = field(default_factory=list)
     used: dict[str, str] = field(default_factory=dict)  # what -> table label
-    _pending: list[str] = field(default_factory=list)
 
     @property
     def backend(self) -> str:
         return self.dm.device.name
-
-    def take(self) -> str:
-        """Provenance of the costs computed since the last call."""
-        out = combine(self._pending)
-        self._pending.clear()
-        return out
 
     # ------------------------------------------------------------------ GEMM
     def _gemm_grid(self, compute_dtype: str) -> tuple[GemmGrid | None, str]:
@@ -86,29 +117,27 @@ class CostModel:
         weight_bytes: float,
         act_bytes: float,
         compute_dtype: str,
-    ) -> np.ndarray:
+    ) -> OpCost:
         grid, extra = self._gemm_grid(compute_dtype)
         # 16-bit tables do not describe weight-only quantised kernels: use the model for those
         if grid is None or weight_bytes < act_bytes:
-            self._pending.append(ANALYTIC)
-            return analytic.gemm_time(self.dm, m, k, n, weight_bytes, act_bytes, compute_dtype)
+            t = analytic.gemm_time(self.dm, m, k, n, weight_bytes, act_bytes, compute_dtype)
+            return OpCost(t, (ANALYTIC,))
         m_, k_, n_ = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (m, k, n)))
         empty = (m_ <= 0) | (k_ <= 0) | (n_ <= 0)
         t, tags = grid.lookup(m_, k_, n_)
-        self._pending.append(_tagged(tags[~empty], grid.label, extra))
         self.used["GEMM"] = grid.label
-        return np.where(empty, 0.0, t)
+        return OpCost(np.where(empty, 0.0, t), (_tagged(tags[~empty], grid.label, extra),))
 
-    def mem(self, nbytes: np.ndarray | float) -> np.ndarray:
-        self._pending.append(ANALYTIC)
-        return analytic.mem_time(self.dm, nbytes)
+    def mem(self, nbytes: np.ndarray | float) -> OpCost:
+        return OpCost(analytic.mem_time(self.dm, nbytes), (ANALYTIC,))
 
     # ------------------------------------------------------------------ collectives
     def placement(self, kind: str, group: int, inter_node: bool) -> tuple[int, int]:
         """(num_nodes, num_gpus_per_node) of a group, as the comm tables key them."""
         if not inter_node:
             return 1, group
-        if kind == "sendrecv":
+        if kind == SEND_RECV:
             return 2, 1
         nodes = -(-group // self.gpus_per_node)
         return nodes, group // nodes
@@ -120,24 +149,24 @@ class CostModel:
         group: int,
         inter_node: bool,
         dtype: str = "half",
-    ) -> np.ndarray:
+    ) -> OpCost:
         s = np.asarray(nbytes, dtype=np.float64)
         if group <= 1:
-            return np.zeros_like(s)
+            return OpCost(np.zeros_like(s))
         table = self.store.collective(self.backend, kind) if self.store is not None else None
         curve = None
         if table is not None:
             curve = table.curve(*self.placement(kind, group, inter_node), dtype)
         if curve is None:
-            self._pending.append(ANALYTIC)
-            return analytic.collective_time(self.dm, kind, s, group, inter_node)
+            return OpCost(
+                analytic.collective_time(self.dm, kind, s, group, inter_node), (ANALYTIC,)
+            )
         t, tags = curve.lookup(s)
-        self._pending.append(_tagged(tags[s > 0], curve.label))
         self.used[kind] = curve.label
-        return np.where(s > 0, t, 0.0)
+        return OpCost(np.where(s > 0, t, 0.0), (_tagged(tags[s > 0], curve.label),))
 
     # ------------------------------------------------------------------ attention
-    def attn_prefill_time_per_pair(self, heads: int, head_dim: int, compute_dtype: str) -> float:
+    def attn_prefill_time_per_pair(self, heads: int, head_dim: int, compute_dtype: str) -> OpCost:
         table = self.store.attention(self.backend, self.freq) if self.store is not None else None
         if table is not None:
             grid, _ = self._gemm_grid(compute_dtype)
@@ -145,15 +174,14 @@ class CostModel:
             for dt in dts:
                 fit = table.prefill_time_per_pair(heads, head_dim, dt)
                 if fit is not None:
-                    self._pending.append(f"{TAG_NAMES[fit[1]]} ({table.label})")
                     self.used["attention"] = table.label
-                    return fit[0]
-        self._pending.append(ANALYTIC)
-        return analytic.attn_prefill_time_per_pair(self.dm, heads, head_dim, compute_dtype)
+                    return OpCost(fit[0], (f"{TAG_NAMES[fit[1]]} ({table.label})",))
+        t = analytic.attn_prefill_time_per_pair(self.dm, heads, head_dim, compute_dtype)
+        return OpCost(t, (ANALYTIC,))
 
-    def attn_decode_time_per_token(self, kv_heads: int, head_dim: int, kv_bytes: float) -> float:
-        self._pending.append(ANALYTIC)
-        return analytic.attn_decode_time_per_token(self.dm, kv_heads, head_dim, kv_bytes)
+    def attn_decode_time_per_token(self, kv_heads: int, head_dim: int, kv_bytes: float) -> OpCost:
+        t = analytic.attn_decode_time_per_token(self.dm, kv_heads, head_dim, kv_bytes)
+        return OpCost(t, (ANALYTIC,))
 
     def attn_launch_time(self) -> float:
         return analytic.attn_launch_time(self.dm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from apex_fast import cells as names
 from apex_fast.engines.describe import engine_summary
 from apex_fast.metrics.summary import PlanMetrics, _fmt_p
 from apex_fast.models.spec import ModelSpec
@@ -22,35 +23,35 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
     """One row per cell and one per collective, in block order (the seed's plan table)."""
     rows: list[list[str]] = []
     for cell in plan.cells:
-        if cell.cell == "attention":
+        if cell.cell == names.PLAN_ATTENTION:
             q = model.num_heads // cell.degree
             kv = kv_heads_per_device(model, cell.degree)
             rep = " (KV heads replicated)" if cell.degree > model.num_kv_heads else ""
-            name = "MQA" if model.num_kv_heads < model.num_heads else "MHA"
+            name = names.attention_name(model.num_heads, model.num_kv_heads)
             detail = f"{q} query heads, {kv} KV heads per device{rep}"
             if model.is_mla:
-                name, detail = "MLA", f"{q} heads per device, latent KV cache replicated"
+                name, detail = names.MLA_NAME, f"{q} heads per device, latent KV cache replicated"
             rows.append([name, f"{cell.describe()}: {detail}"])
-        elif cell.cell == "moe":
+        elif cell.cell == names.PLAN_MOE:
             per = model.num_experts // max(plan.ep, 1)
             split = f", each split x{plan.ffn_tp}" if plan.ffn_tp > 1 else ""
             rows.append(
                 [
-                    "MoE",
+                    names.MOE,
                     f"{model.num_experts} experts, top-{model.topk}: {per} per device"
                     f"{split} ({model.moe_intermediate_size // plan.ffn_tp} columns)",
                 ]
             )
         else:
-            name = "SwiGLU" if model.gated_ffn else "MLP"
+            name = names.ffn_name(False, model.gated_ffn)
             detail = f"{model.intermediate_size // cell.degree} FFN columns per device"
             rows.append([name, f"{cell.describe()}: {detail}"])
         for c in plan.collectives:
             if c.after == cell.cell and c.group > 1:
-                extra = f" (x{c.size_factor:g} tokens)" if c.kind == "alltoall" else ""
+                extra = f" (x{c.size_factor:g} tokens)" if c.kind == names.ALL_TO_ALL else ""
                 rows.append([c.title, f"{c.group} devices{extra}"])
     if plan.pp > 1:
-        rows.append(["SendRecv", f"between {plan.pp} stages"])
+        rows.append([names.COLLECTIVE_TITLES[names.SEND_RECV], f"between {plan.pp} stages"])
     return rows
 
 

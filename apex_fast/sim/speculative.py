@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from apex_fast import cells as names
 from apex_fast.dtypes import DTYPE_BYTES
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
@@ -265,9 +266,9 @@ def speculative_seq_ops(
     m = np.arange(max_seqs + 1)
     big = (k + 1) * m
     out = {name: t[big] for name, t in seq_ops.items()}
-    out["Speculative verification"] = tok_table[big] - tok_table[m]
+    out[names.SPEC_VERIFY] = tok_table[big] - tok_table[m]
     if np.any(prop.step_table > 0):
-        out["Speculative proposals"] = k * prop.step_table
+        out[names.SPEC_PROPOSALS] = k * prop.step_table
     return out
 
 
@@ -339,10 +340,8 @@ def apply_to_plan(
         costs = speculative_costs(big.costs, prop, k, seqs)
         seq_ops = speculative_seq_ops(big.seq_ops, big.costs.tok_table, prop, k, seqs)
         compiled = dataclasses.replace(big, costs=costs, seq_ops=seq_ops)
-        compiled.provenance["Speculative verification"] = (
-            f"target tables at {k + 1} tokens per sequence"
-        )
-        compiled.provenance["Speculative proposals"] = f"{spec.method} proposer, {k} per step"
+        compiled.provenance[names.SPEC_VERIFY] = f"target tables at {k + 1} tokens per sequence"
+        compiled.provenance[names.SPEC_PROPOSALS] = f"{spec.method} proposer, {k} per step"
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
         hit = _CACHE[key] = (compiled, prop)

@@ -1,0 +1,139 @@
+"""What every cell cost builder reads: the plan's per-device shapes, the step axes, the dtypes and
+the op cost functions of the device (measured tables where they exist, analytic elsewhere)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from apex_fast.cells import ALL_REDUCE
+from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
+from apex_fast.hardware.cluster import Cluster
+from apex_fast.models.spec import ModelSpec, StepFlops
+from apex_fast.plans.memory import expert_weight_bytes, kv_heads_per_device
+from apex_fast.plans.plan import Plan
+from apex_fast.profiles import analytic
+from apex_fast.profiles.measured import CostModel, OpCost
+from apex_fast.sim import engine_params as ep
+
+# vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
+# (vllm/distributed/device_communicators/custom_all_reduce.py, max_size default).
+CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
+
+
+def zero_first(a: np.ndarray) -> np.ndarray:
+    """The table with nothing to do at index 0 (a step without tokens or sequences)."""
+    a = np.asarray(a, dtype=np.float64).copy()
+    a[0] = 0.0
+    return a
+
+
+def custom_all_reduce_time(dm: analytic.DeviceModel, nbytes: np.ndarray, group: int) -> np.ndarray:
+    """One-kernel NVLink all-reduce: a fixed latency plus the ring volume at the link rate."""
+    link = dm.device.peer_gbps(group) * 1e9
+    vol = 2.0 * (group - 1) / group * np.asarray(nbytes, dtype=np.float64)
+    return ep.CUSTOM_AR_LATENCY_S + vol / link
+
+
+@dataclass
+class CellContext:
+    """One plan's shapes and cost functions, as the cell builders (cells.py) read them."""
+
+    model: ModelSpec
+    cluster: Cluster
+    plan: Plan
+    cm: CostModel
+    max_tokens: int
+    max_seqs: int
+    backend: str  # attention backend
+    capacity_factor: float = 1.0
+    cross_kv_layers: int = 0
+    custom_all_reduce: bool = True
+    n: np.ndarray = field(init=False)  # step tokens 0..max_tokens
+    m: np.ndarray = field(init=False)  # sampled sequences 0..max_seqs
+
+    def __post_init__(self) -> None:
+        plan, model = self.plan, self.model
+        self.dm = self.cm.dm
+        self.wb = DTYPE_BYTES[plan.weight_dtype]
+        self.ab = DTYPE_BYTES[plan.activation_dtype]
+        self.kvb = DTYPE_BYTES[plan.kv_dtype]
+        self.cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
+        self.hd = model.head_dim
+        self.q_dev = model.num_heads // plan.tp
+        self.kv_dev = kv_heads_per_device(model, plan.tp)
+        self.gated = 2 if model.gated_ffn else 1
+        # layers on the critical path: S x the largest stage
+        self.lx = plan.pp * max(plan.layers_per_stage)
+        self.n = np.arange(self.max_tokens + 1, dtype=np.float64)
+        self.m = np.arange(self.max_seqs + 1, dtype=np.float64)
+        self.n_attn = np.ceil(self.n / plan.attn_replicas)  # each attention copy: its share
+        # W8A8 FP8 (vLLM --quantization fp8): every linear first quantises its input with
+        # dynamic per-tensor scales (sim/step_time.py K_FP8_ACT_QUANT)
+        self.w8a8 = plan.weight_dtype == "float8" and plan.activation_dtype == "float8"
+        self.step_flops: StepFlops = model.step_flops(self.cross_kv_layers)
+        self.cell_flops = model.flops_by_cell(self.cross_kv_layers)
+        self.cell_params = model.params_by_cell()
+
+    # ------------------------------------------------------------------ op costs
+    def gemm(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
+        """C[mm x n] = W[mm x kk] . X for the step axis nn, in the plan's dtypes."""
+        return self.cm.gemm(mm, kk, nn, self.wb, self.ab, self.cdt).map(zero_first)
+
+    def grouped_gemm(
+        self, mm: int, kk: int, n_per_group: np.ndarray, groups: np.ndarray
+    ) -> np.ndarray:
+        """Seconds of one fused-MoE grouped GEMM over the device's active experts (analytic)."""
+        ewb = expert_weight_bytes(self.model, self.plan.weight_dtype)
+        return analytic.grouped_gemm_time(
+            self.dm, mm, kk, n_per_group, groups, ewb, self.ab, self.cdt
+        )
+
+    def mem(self, nbytes: np.ndarray) -> OpCost:
+        """A memory-bound elementwise kernel moving nbytes per step."""
+        return self.cm.mem(nbytes).map(zero_first)
+
+    def act_quant(self, k: float, ntok: np.ndarray) -> OpCost:
+        """W8A8 FP8 input quantisation of a linear with k inputs: a max-reduction pass over the
+        activations, a quantisation pass (read them, write FP8) and a one-float fill for the
+        scale; nothing otherwise."""
+        if not self.w8a8:
+            return OpCost(np.zeros_like(ntok))
+        vals = ntok * k
+        ab = self.ab
+        return (
+            self.mem(vals * ab)
+            + self.mem(vals * (ab + 1.0))
+            + self.mem(np.where(ntok > 0, 4.0, 0.0))
+        )
+
+    def collective(self, kind: str, nbytes: np.ndarray, group: int, spans: bool) -> OpCost:
+        """One collective over `group` devices per step; an all-reduce inside an NVLink node
+        takes vLLM's custom all-reduce where it is faster (messages up to CUSTOM_AR_MAX_BYTES)."""
+        t = self.cm.collective(kind, nbytes, group, spans, self.plan.activation_dtype)
+        t = t.map(zero_first)
+        custom = self.custom_all_reduce and not spans and self.cluster.custom_all_reduce_ok(group)
+        if kind == ALL_REDUCE and custom:
+            car = zero_first(custom_all_reduce_time(self.dm, nbytes, group))
+            t = t.map(lambda x: np.where((nbytes <= CUSTOM_AR_MAX_BYTES) & (car < x), car, x))
+        return t
+
+    # ------------------------------------------------------------------ shapes
+    def ffn_activation_bytes(self) -> np.ndarray:
+        """Bytes the FFN activation kernel moves per step on one device (of the step axis n)."""
+        model, plan, n = self.model, self.plan, self.n
+        if model.is_moe:
+            width = model.moe_intermediate_size // plan.ffn_tp
+            tokens = np.ceil(n * max(model.topk, 1) * self.capacity_factor / max(plan.ep, 1))
+            return (self.gated + 1) * tokens * width * self.ab
+        inter = model.intermediate_size // plan.ffn_tp
+        return (self.gated + 1) * np.ceil(n / plan.ffn_replicas) * inter * self.ab
+
+    def replicated_kv_weight_bytes(self) -> float:
+        """K/V projection weights held twice or more when TP exceeds the KV heads."""
+        model, tp = self.model, self.plan.tp
+        if model.is_mla or tp <= model.num_kv_heads:
+            return 0.0
+        h, hd = model.hidden_size, model.head_dim
+        return model.num_layers * 2 * h * hd * (tp - model.num_kv_heads) * self.wb
