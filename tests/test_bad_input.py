@@ -422,54 +422,36 @@ def _trace_for_determinism(tmp_path: Path) -> str:
     return _trace(tmp_path, lines, "det.jsonl")
 
 
+def _plan_json(capsys, trace: str, path: Path, workers: str) -> bytes:
+    """The JSON report of every plan of llama-7b on 4 GPUs for `trace`."""
+    code, _, err = run(
+        capsys,
+        "plan",
+        "--model",
+        "llama-7b",
+        "--num-gpus",
+        "4",
+        "--trace-file",
+        trace,
+        "--all",
+        "--json",
+        str(path),
+        "--quiet",
+        "--workers",
+        workers,
+    )
+    assert code == 0, err
+    return path.read_bytes()
+
+
 def test_json_identical_run_to_run_with_trace_and_several_plans(capsys, tmp_path: Path) -> None:
     trace = _trace_for_determinism(tmp_path)
-    outs = []
-    for name in ("a.json", "b.json"):
-        path = tmp_path / name
-        code, _, err = run(
-            capsys,
-            "plan",
-            "--model",
-            "llama-7b",
-            "--num-gpus",
-            "4",
-            "--trace-file",
-            trace,
-            "--all",
-            "--json",
-            str(path),
-            "--quiet",
-            "--workers",
-            "1",
-        )
-        assert code == 0, err
-        outs.append(path.read_bytes())
+    outs = [_plan_json(capsys, trace, tmp_path / name, "1") for name in ("a.json", "b.json")]
     assert outs[0] == outs[1]
     assert len(orjson.loads(outs[0])["plans"]) >= 3
 
 
 def test_json_identical_whatever_the_number_of_workers(capsys, tmp_path: Path) -> None:
     trace = _trace_for_determinism(tmp_path)
-    outs = []
-    for workers in ("1", "2"):
-        path = tmp_path / f"w{workers}.json"
-        code, _, err = run(
-            capsys,
-            "plan",
-            "--model",
-            "llama-7b",
-            "--num-gpus",
-            "4",
-            "--trace-file",
-            trace,
-            "--all",
-            "--json",
-            str(path),
-            "--quiet",
-            "--workers",
-            workers,
-        )
-        assert code == 0, err
-        outs.append(path.read_bytes())
+    outs = [_plan_json(capsys, trace, tmp_path / f"w{w}.json", w) for w in ("1", "2")]
     assert outs[0] == outs[1]
