@@ -262,7 +262,7 @@ def run_plan(
 def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins):
     """`--mode disagg` (the disaggregated search alone) or `--mode both` (the aggregated report
     followed by the comparison)."""
-    from apex_fast.disagg import MODES, plan_deployment
+    from apex_fast.disagg.deployment import MODES, plan_deployment
     from apex_fast.report.deployment import render_deployment
     from apex_fast.report.text import render, speculative_lines
 

@@ -40,7 +40,7 @@ def main() -> None:
         walls.append(time.perf_counter() - t)
     print(f"plan --mode both, wall (best of {len(walls)}): {min(walls):.2f} s")
 
-    from apex_fast.disagg import plan_deployment
+    from apex_fast.disagg.deployment import plan_deployment
     from apex_fast.hardware.cluster import Cluster
     from apex_fast.hardware.devices import get_device
     from apex_fast.models import load_model

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from apex_fast.errors import ApexError
 from apex_fast.models import ModelSpec, list_models, load_model, resolve_model_name
-from apex_fast.models.loader import model_aliases, spec_from_config
+from apex_fast.models.config import spec_from_config
+from apex_fast.models.names import model_aliases
 
 B = 1e9
 M = 1e6

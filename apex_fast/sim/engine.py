@@ -82,7 +82,7 @@ class EngineOptions:
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first
-    # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
+    # one-token step runs like a decode (apex_fast.disagg.pools.decode_pool_costs)
     decode_pool: bool = False
 
     @property
@@ -285,7 +285,7 @@ def simulate_plan(
             reason = "no room for the KV cache next to the speculative proposer"
             return PlanResult(plan, mem, False, reason, budget=budget)
     if opts.decode_pool:
-        from apex_fast.disagg import decode_pool_costs
+        from apex_fast.disagg.pools import decode_pool_costs
 
         compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
