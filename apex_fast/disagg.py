@@ -35,7 +35,8 @@ from apex_fast.plans.enumerate import Pins, divisors, enumerate_plans
 from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import CompiledCosts, EngineOptions, PlanResult, simulate_plan
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
+from apex_fast.workload.scaling import scaled
 
 MODES = ("agg", "disagg", "both")
 
@@ -494,11 +495,6 @@ RATE_SCALES = (1 / 16, 256.0)  # range of arrival-rate multipliers searched
 RATE_BISECTIONS = 4
 
 
-def scaled_workload(workload: Workload, f: float) -> Workload:
-    """The trace replayed `f` times faster (same requests, arrival times divided by f)."""
-    return dataclasses.replace(workload, arrival=workload.arrival / f)
-
-
 def max_goodput_rate(
     attainment: Callable[[Workload], float], workload: Workload
 ) -> tuple[float, float]:
@@ -512,7 +508,7 @@ def max_goodput_rate(
     lo_f, hi_f = RATE_SCALES
 
     def ok(f: float) -> bool:
-        return attainment(scaled_workload(workload, f)) >= SLO_ATTAINMENT_TARGET
+        return attainment(scaled(workload, f)) >= SLO_ATTAINMENT_TARGET
 
     f = 1.0
     if ok(f):

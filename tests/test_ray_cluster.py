@@ -16,7 +16,7 @@ from apex_fast.hardware.devices import get_device  # noqa: E402
 from apex_fast.models import load_model  # noqa: E402
 from apex_fast.search import MetricOptions, search  # noqa: E402
 from apex_fast.sim.engine import EngineOptions  # noqa: E402
-from apex_fast.sim.workload import Workload  # noqa: E402
+from apex_fast.workload import Workload  # noqa: E402
 
 
 @pytest.fixture(scope="module")

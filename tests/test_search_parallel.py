@@ -16,7 +16,7 @@ from apex_fast.models import load_model
 from apex_fast.progress import SearchProgress, progress_for
 from apex_fast.search import MetricOptions, search
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from apex_fast.errors import ApexError
-from apex_fast.sim.workload import WorkloadOptions, build_workload
-from apex_fast.trace_io import MAX_LINE_BYTES, load_trace
-from apex_fast.tracegen import generate, write_trace
+from apex_fast.workload import MAX_LINE_BYTES, WorkloadOptions, build_workload, load_trace
+from apex_fast.workload.generators import generate
+from apex_fast.workload.writers import write_trace
 
 
 def _jsonl(tmp_path: Path, objs: list[dict], name: str = "t.jsonl") -> Path:
