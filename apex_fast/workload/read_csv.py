@@ -130,6 +130,7 @@ def _parse_block(
         truncate_ragged_lines=True,
         empty_string_is_null=False,
         missing_columns="insert",
+        extra_columns="ignore",
         encoding="utf8-lossy",
     )
     fields = _fields_per_line(block)
@@ -140,16 +141,18 @@ def _parse_block(
         p=pl.col(f"c{lay.p}").str.strip_chars(_SPACE).cast(pl.Float64, strict=False),
         o=pl.col(f"c{lay.o}").str.strip_chars(_SPACE).cast(pl.Float64, strict=False),
         tn=ts.cast(pl.Float64, strict=False),
-        td=pl.when(ts.str.contains(_DATETIME))
-        .then(ts.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"))
-        .dt.epoch("us"),
+        # whole seconds and microseconds (digits 7 on dropped, as datetime does) of a date-time
+        ds=pl.when(ts.str.contains(_DATETIME))
+        .then(ts.str.slice(0, 19).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False))
+        .dt.epoch("s"),
+        du=ts.str.slice(20, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False),
     )
     p = cols["p"].to_numpy().astype(np.float64)  # null -> nan
     o = cols["o"].to_numpy().astype(np.float64)
     tn = cols["tn"].to_numpy().astype(np.float64) * (1e-9 if lay.ns else 1.0)
-    td = cols["td"].fill_null(np.iinfo(np.int64).min).to_numpy()
-    sec = td // 1_000_000
-    t = np.where(np.isnan(tn), sec.astype(np.float64) + (td - sec * 1_000_000) / 1e6, tn)
+    dated = cols["ds"].is_not_null().to_numpy() & cols["du"].is_not_null().to_numpy()
+    ds = cols["ds"].fill_null(0).to_numpy().astype(np.float64)
+    t = np.where(np.isnan(tn), ds + cols["du"].fill_null(0).to_numpy() / 1e6, tn)
     with np.errstate(invalid="ignore"):
         ok = (
             (fields >= lay.ncols)
@@ -159,7 +162,7 @@ def _parse_block(
             & (p <= MAX_TOKENS)
             & (o >= 0)
             & (o <= MAX_TOKENS)
-            & (np.isnan(tn) & (td != np.iinfo(np.int64).min) | (np.abs(tn) <= MAX_ABS_SECONDS))
+            & (np.isnan(tn) & dated | (np.abs(tn) <= MAX_ABS_SECONDS))
         )
     if ok.all():
         return t, p.astype(np.int64), o.astype(np.int64)

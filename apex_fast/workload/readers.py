@@ -1,28 +1,30 @@
-"""Read request traces in the formats users have them.
+"""Read request traces in the formats users have them (`load_trace` picks the reader).
 
-* JSON lines, APEX+ format: `StartTimeOffset` (ns since the first request), `ContextTokens`
-  (prompt tokens), `GeneratedTokens` (output tokens).
+* JSON lines (read_jsonl.py), APEX+ format: `StartTimeOffset` (ns since the first request),
+  `ContextTokens` (prompt tokens), `GeneratedTokens` (output tokens).
 * JSON lines, Mooncake format (kvcache-ai/Mooncake `mooncake_trace.jsonl`, also read by
   AIPerf and Dynamo): `timestamp` (ms since the first request), `input_length`,
   `output_length`, `hash_ids` (one id per 512-token prompt block; equal ids at a position mean
   equal prompt prefixes up to the end of that block: the prefix cache's keys).
 * Any JSON-lines trace may carry `hash_ids` the same way, with `hash_block_size` (tokens per id,
   512 if absent, one value per file): `apex.py trace --kind multiturn` writes them.
-* A `vllm bench serve` / `benchmarks/benchmark_serving.py --save-result` JSON file: the
+* A `vllm bench serve` / `benchmarks/benchmark_serving.py --save-result` JSON file
+  (read_bench.py): the
   per-request `input_lens` and `output_lens` (requests with an `errors` entry are left out);
   its `request_rate`, `burstiness` and `max_concurrency` are kept as `bench_settings` (the file
   has no arrival times).
-* Azure LLM inference CSV: `TIMESTAMP` (date-time or seconds) or `StartTimeOffset` (ns),
-  `ContextTokens`, `GeneratedTokens`.
+* Azure LLM inference CSV (read_csv.py, Polars): `TIMESTAMP` (date-time or seconds; a
+  date-time without time zone is UTC) or `StartTimeOffset` (ns), `ContextTokens`,
+  `GeneratedTokens`.
 
 Rows out of time order are sorted by arrival (stable) and the report says so; times are made
 relative to the earliest request. An output length of 0 (a request that ended at once, as
 real logs and benchmark results contain) is simulated as a request that ends after its first
 token, and the report says how many there were.
 
-Bounds: a line may hold at most MAX_LINE_BYTES and a benchmark result file at most
-MAX_JSON_BYTES, so a file with no newline (or /dev/zero) is refused instead of filling memory.
-JSON lines are parsed with orjson one at a time (a fast path for the common well-formed line)
+Bounds (columns.py): a line may hold at most MAX_LINE_BYTES and a benchmark result file at
+most MAX_JSON_BYTES, so a file with no newline (or /dev/zero) is refused instead of filling
+memory. CSV files are parsed in blocks of read_csv.CSV_CHUNK bytes. JSON lines are parsed with orjson one at a time (a fast path for the common well-formed line)
 in blocks of 65,536 into growing NumPy arrays, so memory stays proportional to the request
 count (24 bytes per request, about 50 at the peak), not to the file size: 10 million requests
 parse in ~13 s of CPU within ~0.5 GiB (bench/bigtrace.py, bench/README.md).
