@@ -1,11 +1,13 @@
 """Requests a plan can never serve, and the one place that says why.
 
-The scheduler kernel rejects a request whose whole KV cache (prefix + prompt + output, in
-blocks) exceeds its stream's blocks less vLLM's watermark, and, without chunked prefill, a
-prompt above the step's token budget (kernels/batching.py, docs/scheduler.md). With several
-attention copies a sequence's KV cache must fit in the one copy that serves it, so the bound
-that matters is one copy's share: `stream_kv_capacity`. `simulate_plan` (sim/engine.py) and the
-"no plan fits" message (search/diagnose.py) both take their numbers and words from here.
+The scheduler kernel (kernels/batching.py, docs/scheduler.md) rejects a request at admission
+when its KV cache so far (prefix + prompt + tokens generated before a preemption, in blocks)
+exceeds its stream's blocks less vLLM's watermark, and, without chunked prefill, when its
+prompt exceeds the step's token budget; a running request may grow into the watermark, and one
+that outgrows every block is preempted and then rejected. With several attention copies a
+sequence's KV cache must fit in the one copy that serves it, so the bound that matters is one
+copy's share: `stream_kv_capacity`. `simulate_plan` (sim/engine.py) and the "no plan fits"
+message (search/diagnose.py) take their numbers and words from here.
 """
 
 from __future__ import annotations
