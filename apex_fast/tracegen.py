@@ -1,24 +1,8 @@
-"""`apex.py trace`: synthetic request traces (APEX+ JSON lines) with documented statistics.
-
-Arrivals: Poisson at `--rate` (exponential gaps), or gamma gaps with shape `--burstiness` and
-mean 1/rate (burstiness < 1 = burstier than Poisson, > 1 = more regular); this is the
-parameterisation of vLLM's `benchmarks/benchmark_serving.py --burstiness`, and gamma-shaped
-inter-arrival times are what BurstGPT (Wang et al., arXiv 2401.17644) fitted to real LLM
-service traffic.
-
-Lengths (`--kind`): `fixed` (`--prompt-len`/`--output-len` exactly), `uniform` (vLLM's random
-dataset: integers uniform in [floor(L(1-r)), ceil(L(1+r))] with r = `--random-range-ratio`),
-`lognormal` (mean L, spread of the lmsys fit below), or a fitted workload: bivariate log-normal
-(log prompt, log output, with correlation rho), clipped to the observed range. Parameters were fitted to the reference traces in ../shared/reference/traces/llama
-(Llama-3 tokenizer; statistics derived there, files not copied) and cross-checked against
-published figures: LMSYS-Chat-1M (Zheng et al., arXiv 2309.11998, Table 1) reports 69.5 prompt
-and 214.5 response tokens per turn on average; the reference lmsys trace has 61.7 and 162.1.
-See traces/README.md for the full table.
-
-Multi-turn chat (`--kind multiturn`, `multiturn_trace`): conversations whose every turn sends the
-whole conversation so far (earlier messages and answers) plus a new message, so consecutive turns
-share a growing prompt prefix; each line carries Mooncake-style `hash_ids` (one id per
-`--hash-block-size` tokens of the prompt) that the prefix cache uses.
+"""`apex.py trace`: write a synthetic request trace (APEX+ JSON lines) with documented
+statistics: Poisson or gamma arrivals and fixed, uniform, log-normal or fitted lengths
+(apex_fast/workload/generators.py, sources there and in traces/README.md), or multi-turn chat
+conversations whose turns share a growing prompt prefix, with its hash ids
+(apex_fast/workload/multiturn.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import enumerate_plans
-from apex_fast.plans.memory import memory_report
 from apex_fast.search import MetricOptions, no_plan_message, search
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.sim.engine_params import WATERMARK_FRACTION
@@ -28,15 +27,7 @@ OPTS = EngineOptions(gpu_memory_utilization=0.25)
 
 def _capacity(opts: EngineOptions, wl: Workload) -> tuple[object, int]:
     plan = enumerate_plans(MODEL, ONE)[0][0]
-    mem = memory_report(
-        MODEL,
-        plan,
-        H100.hbm_gb,
-        opts.gpu_memory_utilization,
-        opts.budget(wl),
-        opts.max_num_seqs,
-        opts.block_size,
-    )
+    mem = simulate_plan(MODEL, ONE, plan, wl, opts).memory
     return plan, stream_kv_capacity(mem, plan.pp, opts.block_size)
 
 

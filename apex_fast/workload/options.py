@@ -14,7 +14,7 @@ import numpy as np
 from apex_fast.errors import ApexError
 from apex_fast.workload.generators import LENGTH_DISTS, arrivals, synthetic_lengths
 from apex_fast.workload.readers import load_trace
-from apex_fast.workload.types import Workload, static_workload
+from apex_fast.workload.types import Workload, check_sizes, static_workload
 
 # Largest request count a synthetic workload may hold (24 bytes per request in memory: 2.4 GB).
 MAX_SYNTHETIC_REQUESTS = 100_000_000
@@ -124,12 +124,7 @@ def build_workload(o: WorkloadOptions) -> Workload:
                 )
     else:
         n = o.num_requests
-        if n < 1:
-            raise ApexError(f"--num-requests must be at least 1, got {n}")
-        if o.prompt_len < 1:
-            raise ApexError(f"--prompt-len must be at least 1, got {o.prompt_len}")
-        if o.output_len < 1:
-            raise ApexError(f"--output-len must be at least 1, got {o.output_len}")
+        check_sizes(n, o.prompt_len, o.output_len)
         dist = o.length_dist or ("uniform" if o.random_range_ratio > 0 else "fixed")
         if dist == "fixed" and rate is None and not conc:
             return static_workload(n, o.prompt_len, o.output_len)

@@ -53,14 +53,19 @@ class Workload:
         return int(self.arrival.size)
 
 
-def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
-    """All requests arrive at time 0 (the seed's fixed-length mode)."""
+def check_sizes(num_requests: int, prompt_len: int, output_len: int) -> None:
+    """--num-requests, --prompt-len and --output-len of synthetic requests: each at least 1."""
     if num_requests < 1:
         raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
     if prompt_len < 1:
         raise ApexError(f"--prompt-len must be at least 1, got {prompt_len}")
     if output_len < 1:
         raise ApexError(f"--output-len must be at least 1, got {output_len}")
+
+
+def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
+    """All requests arrive at time 0 (the seed's fixed-length mode)."""
+    check_sizes(num_requests, prompt_len, output_len)
     return Workload(
         arrival=np.zeros(num_requests, np.float64),
         prompt=np.full(num_requests, prompt_len, np.int64),
