@@ -45,7 +45,7 @@ def main() -> None:
     from apex_fast.hardware.devices import get_device
     from apex_fast.models import load_model
     from apex_fast.sim.engine import EngineOptions
-    from apex_fast.trace_io import load_trace
+    from apex_fast.workload import load_trace
 
     model = load_model("llama3-70b")
     cluster = Cluster(get_device("H100-SXM-80GB"), 2, 8)

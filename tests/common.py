@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from apex_fast.cli import main
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 # a key given this value is left out of the config
 DROP = object()

@@ -20,7 +20,7 @@ from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import megatron_plan
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.workload import Workload, static_workload
 
 INSTANT = KVLink(gbps_per_lane=math.inf, lanes=1, latency_s=0.0, kind="test")
 

@@ -14,9 +14,9 @@ from common import assert_bad, run
 
 from apex_fast.cli import main
 from apex_fast.sim.prefix import block_keys, prefix_split
-from apex_fast.sim.workload import Workload
-from apex_fast.trace_io import load_trace
-from apex_fast.tracegen import multiturn_trace, write_multiturn
+from apex_fast.workload import Workload, load_trace
+from apex_fast.workload.multiturn import multiturn_trace
+from apex_fast.workload.writers import write_multiturn
 
 BASE = ["plan", "--model", "llama-7b", "--num-gpus-per-node", "1", "--tp", "1", "--quiet"]
 

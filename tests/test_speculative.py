@@ -22,7 +22,7 @@ from apex_fast.sim.speculative import (
     speculative_workload,
 )
 from apex_fast.sim.stream import StepCosts
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 
 @pytest.fixture(scope="module")

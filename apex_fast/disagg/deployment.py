@@ -13,7 +13,7 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 MODES = ("agg", "disagg", "both")
 

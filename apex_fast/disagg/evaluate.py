@@ -19,7 +19,7 @@ from apex_fast.disagg.pools import PoolConfig, pool_busy, request_times, run_dec
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.sim.engine import EngineOptions, PlanResult
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 @dataclass

@@ -15,7 +15,7 @@ from apex_fast.plans.enumerate import Pins, divisors, enumerate_plans
 from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import CompiledCosts, EngineOptions, PlanResult, simulate_plan
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 def pool_cluster(cluster: Cluster, gpus: int) -> Cluster | None:

@@ -3,7 +3,6 @@ the best disaggregated deployments and the best aggregated plans."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,18 +13,14 @@ from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
+from apex_fast.workload.scaling import scaled
 
 # DistServe's goodput: the highest request rate at which at least this share of the requests
 # meets both SLOs (Zhong et al., OSDI'24, Sec. 2.2 and Sec. 6.1: 90%)
 SLO_ATTAINMENT_TARGET = 0.90
 RATE_SCALES = (1 / 16, 256.0)  # range of arrival-rate multipliers searched
 RATE_BISECTIONS = 4
-
-
-def scaled_workload(workload: Workload, f: float) -> Workload:
-    """The trace replayed `f` times faster (same requests, arrival times divided by f)."""
-    return dataclasses.replace(workload, arrival=workload.arrival / f)
 
 
 def max_goodput_rate(
@@ -41,7 +36,7 @@ def max_goodput_rate(
     lo_f, hi_f = RATE_SCALES
 
     def ok(f: float) -> bool:
-        return attainment(scaled_workload(workload, f)) >= SLO_ATTAINMENT_TARGET
+        return attainment(scaled(workload, f)) >= SLO_ATTAINMENT_TARGET
 
     f = 1.0
     if ok(f):

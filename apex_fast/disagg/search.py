@@ -14,7 +14,7 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.sim.engine import EngineOptions, PlanResult
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 def goodput_key(m: DisaggMetrics) -> tuple[float, float, float]:
