@@ -150,7 +150,7 @@ def compile_costs(
 
     backend = attention_backend
     if backend == "auto":
-        backend = default_attention_backend(plan.kv_dtype, cluster.device.name)
+        backend = get_engine(engine).attention_kernel(plan.kv_dtype, cluster.device.name)
     # W8A8 FP8 (vLLM --quantization fp8): every linear first quantises its input with dynamic
     # per-tensor scales: a max-reduction pass over the activations, a quantisation pass (read
     # them, write FP8) and a one-float fill for the scale (sim/step_time.py K_FP8_ACT_QUANT)
@@ -269,7 +269,7 @@ def compile_costs(
         c_attn /= XFORMERS_REL_EFFICIENCY
     prov[attn_name] = combine([prov[attn_name], cm.take()])
     host = host or host_params(engine)
-    launch = launch_counts(model, plan, backend, custom_all_reduce)
+    launch = launch_counts(model, plan, backend, custom_all_reduce, engine)
     prof = get_engine(engine)
     piecewise = prof.graphs_prefill and not enforce_eager
     if enforce_eager or not prof.cuda_graphs_default:

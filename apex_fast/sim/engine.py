@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from apex_fast.engines.profile import kv_memory_utilization
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.metrics.records import compact_stream
@@ -253,7 +254,15 @@ def simulate_plan(
         model,
         plan,
         cluster.device.hbm_gb,
-        opts.gpu_memory_utilization,
+        kv_memory_utilization(
+            opts.engine,
+            opts.gpu_memory_utilization,
+            model,
+            plan,
+            cluster.device.hbm_gb,
+            budget,
+            opts.max_num_seqs,
+        ),
         budget,
         opts.max_num_seqs,
         opts.block_size,
