@@ -10,7 +10,11 @@ or a documentation page, where it was read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # annotations only: plans and models do not import the engines
+    from apex_fast.models.spec import ModelSpec
+    from apex_fast.plans.plan import Plan
 
 # How one engine step is formed.
 # prefill-first: a step holds whole prompts only (waiting requests FCFS up to the token budget);
@@ -250,8 +254,14 @@ class EngineProfile:
 
 
 def kv_memory_utilization(
-    engine: str, fraction: float, model, plan, hbm_gb: float, budget: int, max_num_seqs: int
-) -> float:  # noqa: ANN001 - model: ModelSpec, plan: Plan (imported lazily: no cycle)
+    engine: str,
+    fraction: float,
+    model: ModelSpec,
+    plan: Plan,
+    hbm_gb: float,
+    budget: int,
+    max_num_seqs: int,
+) -> float:
     """`fraction` (the engine's memory knob) as this tool's gpu_memory_utilization for `plan`:
     the memory the engine holds before its KV cache is the plan's weights, activation peak and
     runtime reserve (apex_fast/plans/memory.py), as memory_report counts them."""
