@@ -116,3 +116,38 @@ def test_every_engine_names_its_eager_kernels(name):
     k = ENGINES[name].eager_kernels
     assert k.fp8_quant_per_linear >= 1 and k.custom_all_reduce >= 1
     assert 0 <= k.fp8_prequantised_linears <= 2
+
+
+def _closed_loop_row(conc: int, prompts: int | None) -> dict:
+    from apex_fast.data import published_measurements
+
+    nim = next(r for r in published_measurements("trtllm") if r["max_concurrency"])
+    return {
+        **nim,
+        "model_hf_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "weight_dtype": "bf16",
+        "kv_dtype": "bf16",
+        "tp": 1.0,
+        "input_len": 2000.0,
+        "output_len": 64.0,
+        "max_concurrency": float(conc),
+        "num_prompts": None if prompts is None else float(prompts),
+        "ttft_mean_ms": 1.0,
+        "itl_mean_ms": 1.0,
+        "output_tok_s": 1.0,
+    }
+
+
+def test_closed_loop_without_prompt_count_is_measured_in_steady_state():
+    """A sweep that gives only the concurrency is a steady-state figure: the cold-start wave of
+    `conc` prompts queued at t = 0 must not enter the replayed TTFT."""
+    from apex_fast.validation.published import replay_row
+
+    conc = 32
+    steady = replay_row(_closed_loop_row(conc, None))  # 8 requests per client, steady state
+    cold = replay_row(_closed_loop_row(conc, 8 * conc))  # the same requests, every one counted
+    assert "skipped" not in steady and "skipped" not in cold
+    # the first wave queues 32 prompts of 2000 tokens behind each other
+    assert steady["ttft_mean_ms_pred"] < 0.8 * cold["ttft_mean_ms_pred"]
+    # Little's law: 32 clients always in flight
+    assert steady["output_tok_s_pred"] == pytest.approx(cold["output_tok_s_pred"], rel=0.15)
