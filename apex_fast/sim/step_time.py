@@ -37,6 +37,8 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from apex_fast.engines import get_engine
+from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
 from apex_fast.errors import ApexError
 from apex_fast.hardware.devices import PROFILE_DATA_DIR
 from apex_fast.models.spec import ModelSpec
@@ -142,10 +144,9 @@ def host_params(engine: str = "vllm-0.6") -> HostParams:
 # (EngineProfile.eager_kernels, apex_fast/engines/).
 K_NORM = 1  # fused residual-add + RMSNorm (one custom op)
 K_LINEAR = 1  # cuBLAS / CUTLASS GEMM
-# vLLM 0.6's W8A8 FP8 activation quantisation per linear (dynamic scales; see
-# engines/vllm_06.py V0_EAGER_KERNELS): torch.zeros for the scale, segmented_max_reduction,
-# scaled_fp8_quant_kernel.
-K_FP8_ACT_QUANT = 3
+# vLLM 0.6's W8A8 FP8 activation quantisation launches per linear (dynamic scales: torch.zeros
+# for the scale, segmented_max_reduction, scaled_fp8_quant_kernel; engines/vllm_06.py)
+K_FP8_ACT_QUANT = V0_EAGER_KERNELS.fp8_quant_per_linear
 # attention: a mixed step runs the prefill kernel and the decode kernel. TensorRT-LLM's attention
 # op (trtllm) runs QKV preprocessing (RoPE + KV write), context FMHA and XQA generation from one
 # Python call; it is charged as two launches, its preprocessing replacing the separate rotary and
@@ -186,8 +187,6 @@ def launch_counts(
 ) -> LaunchCounts:
     """Kernel launches of one eager step of `plan` under `engine`, counted from its cells and
     dtypes."""
-    from apex_fast.engines import get_engine
-
     ek = get_engine(engine).eager_kernels
     w8a8 = plan.weight_dtype == "float8" and plan.activation_dtype == "float8"
     quant = ek.fp8_quant_per_linear if w8a8 else 0
