@@ -156,8 +156,12 @@ TRTLLM = EngineProfile(
         "admits by the prompt's blocks and may preempt",
         "without chunked context a prompt is never split; the kernel's mixed mode may split "
         "one when decodes already use part of the budget",
-        "kv_cache_free_gpu_mem_fraction applies to memory left after weights; it is passed "
-        "as the tool's gpu_memory_utilization of the whole GPU",
+        "kv_cache_free_gpu_mem_fraction is applied to the memory left after this tool's "
+        "weights, activation peak and runtime reserve (engines/profile.py "
+        "kv_memory_utilization), not to a measured profiling peak; plan search, capacity and "
+        "disaggregated screening still read it as a whole-GPU fraction",
+        "the GPU time of FP8 activation quantisation is vLLM's (max-reduction + quantisation "
+        "pass per linear), not TensorRT-LLM's single static-scale pass",
         "KV block reuse: simulated with vLLM V1's block-pool rules (hashed full prompt "
         "blocks, LRU eviction), not TensorRT-LLM's own priority-based eviction",
         "the TensorRT (engine-build) backend, NIM and Triton front-ends",
