@@ -10,7 +10,11 @@ or a documentation page, where it was read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # annotations only: plans and models do not import the engines
+    from apex_fast.models.spec import ModelSpec
+    from apex_fast.plans.plan import Plan
 
 # How one engine step is formed.
 # prefill-first: a step holds whole prompts only (waiting requests FCFS up to the token budget);
@@ -35,23 +39,76 @@ MemoryFractionKind = Literal[
     "gpu_memory_utilization", "mem_fraction_static", "kv_cache_free_gpu_mem_fraction"
 ]
 
-# Launch settings this tool can express. An engine lists those it has; the CLI rejects the rest.
-KNOWN_FLAGS = frozenset(
+# Launch settings this tool can express, grouped by which engines have them; an engine lists
+# those it has and the CLI rejects the rest.
+# Settings every profiled engine has (its own spelling in EngineProfile.flag_spelling).
+COMMON_FLAGS = frozenset(
     {
         "--enforce-eager",
         "--disable-custom-all-reduce",
-        "--disable-frontend-multiprocessing",
         "--max-model-len",
-        "--num-scheduler-steps",
         "--enable-prefix-caching",
         "--chunked-prefill",
-        "--no-chunked-prefill",
         "--max-num-seqs",
         "--max-num-batched-tokens",
         "--block-size",
         "--gpu-memory-utilization",
     }
 )
+# Turning chunked prefill off: every engine but vLLM V1, which always chunks.
+NO_CHUNKING_FLAG = "--no-chunked-prefill"
+# vLLM V0 only: multi-step scheduling and the API server in the engine's process.
+V0_ONLY_FLAGS = frozenset({"--num-scheduler-steps", "--disable-frontend-multiprocessing"})
+KNOWN_FLAGS = COMMON_FLAGS | {NO_CHUNKING_FLAG} | V0_ONLY_FLAGS
+
+# Attention kernels the cost model distinguishes (apex_fast/sim/costs.py, sim/step_time.py):
+# flash-attn: FlashAttention-2/3 for prefill and paged decode; xformers: xFormers prefill +
+# vLLM PagedAttention decode (prefill at about 2/3 of FlashAttention's throughput);
+# flashinfer: FlashInfer prefill/decode; trtllm: TensorRT-LLM's own fused attention op (context
+# FMHA, XQA/masked MHA generation kernels, RoPE and KV-cache write inside the op).
+AttentionKernel = Literal["flash-attn", "xformers", "flashinfer", "trtllm"]
+
+# GPUs older than SM 8.0: no FlashAttention-2.
+PRE_AMPERE = ("V100", "T4", "P100")
+# Hopper GPUs (SM 9.0): FlashAttention-3.
+HOPPER = ("H100", "H200", "H800", "H20", "GH200")
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    """The attention kernel an engine runs, by KV-cache dtype and GPU generation."""
+
+    by_kv_dtype: tuple[tuple[str, AttentionKernel], ...]  # first: the default for other dtypes
+    pre_ampere: AttentionKernel  # on GPUs older than SM 8.0, whatever the KV dtype
+    # on Hopper, by KV dtype, where it differs from by_kv_dtype
+    hopper: tuple[tuple[str, AttentionKernel], ...] = ()
+
+    def kernel(self, kv_dtype: str, device_name: str) -> AttentionKernel:
+        name = device_name.upper()
+        if name.startswith(PRE_AMPERE):
+            return self.pre_ampere
+        if name.startswith(HOPPER):
+            hop = dict(self.hopper)
+            if kv_dtype in hop:
+                return hop[kv_dtype]
+        table = dict(self.by_kv_dtype)
+        return table.get(kv_dtype, self.by_kv_dtype[0][1])
+
+
+@dataclass(frozen=True)
+class EagerKernels:
+    """Kernels one eager forward launches per decoder layer where engines differ (the shared
+    ones, norms, GEMMs, activation, MoE, are counted in apex_fast/sim/step_time.py)."""
+
+    rotary: int  # rotary embedding as its own launch (0: fused into the attention op)
+    kv_write: int  # KV-cache write as its own launch (0: fused into the attention op)
+    # W8A8 FP8: launches that quantise one linear's input (dynamic scales: reduce + quantise
+    # + scale buffer; static checkpoint scales: one quantise kernel)
+    fp8_quant_per_linear: int
+    # W8A8 FP8: linears per layer whose input arrives already in FP8 (the previous kernel
+    # writes it quantised), so they launch no quantisation
+    fp8_prequantised_linears: int
+    custom_all_reduce: int  # launches of one custom (NVLink) all-reduce in an eager step
 
 
 @dataclass(frozen=True)
@@ -105,8 +162,12 @@ class EngineProfile:
     separate_api_process: bool  # HTTP server / detokeniser run in their own process
 
     # --- kernels and communication ----------------------------------------------------
-    # attention backend by KV-cache dtype of this tool ("half", "float8", ...)
+    # attention backend by KV-cache dtype of this tool ("half", "float8", ...), as the engine
+    # names it (reports)
     attention_backend: tuple[tuple[str, str], ...]
+    # the kernel family the cost model charges for it (by KV dtype and GPU)
+    attention_choice: AttentionChoice
+    eager_kernels: EagerKernels  # per-layer launches where engines differ (eager steps)
     custom_all_reduce_default: bool  # one-kernel NVLink all-reduce for small messages
 
     # --- launch flags -----------------------------------------------------------------
@@ -166,6 +227,10 @@ class EngineProfile:
         """Attention backend used with this KV-cache dtype."""
         table = dict(self.attention_backend)
         return table.get(kv_dtype, table.get("half", "unknown"))
+
+    def attention_kernel(self, kv_dtype: str, device_name: str) -> AttentionKernel:
+        """Attention kernel family the cost model charges with this KV dtype on this GPU."""
+        return self.attention_choice.kernel(kv_dtype, device_name)
 
     def spelling(self, flag: str) -> str:
         """The engine's own name for one of this tool's flags."""

@@ -13,7 +13,8 @@ python/sglang/srt/... at tag v0.4.6.post5):
 
 from __future__ import annotations
 
-from apex_fast.engines.profile import EngineProfile
+from apex_fast.engines.profile import COMMON_FLAGS, NO_CHUNKING_FLAG, AttentionChoice, EngineProfile
+from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
 
 _TAG = "https://github.com/sgl-project/sglang/blob/v0.4.6.post5/python/sglang/srt/"
 _SA = _TAG + "server_args.py"
@@ -89,21 +90,19 @@ SGLANG = EngineProfile(
         ("half", "fa3 on Hopper for Llama/Qwen/Gemma-type models, else flashinfer"),
         ("float8", "fa3 (FP8 e4m3 KV) on Hopper, else flashinfer"),
     ),
-    custom_all_reduce_default=True,  # SA `disable_custom_all_reduce` False
-    flags=frozenset(
-        {
-            "--enforce-eager",
-            "--disable-custom-all-reduce",
-            "--max-model-len",
-            "--enable-prefix-caching",
-            "--chunked-prefill",
-            "--no-chunked-prefill",
-            "--max-num-seqs",
-            "--max-num-batched-tokens",
-            "--block-size",
-            "--gpu-memory-utilization",
-        }
+    # MR: the cost model charges fa3 as FlashAttention and flashinfer as FlashInfer (same
+    # prefill efficiency, two launches); below SM 8.0 SGLang runs its triton backend, charged
+    # as flashinfer (an approximation).
+    attention_choice=AttentionChoice(
+        by_kv_dtype=(("half", "flashinfer"),),
+        pre_ampere="flashinfer",
+        hopper=(("half", "flash-attn"), ("float8", "flash-attn")),
     ),
+    # Not read kernel by kernel for SGLang: vLLM 0.6's per-layer counts are used (SGLang's
+    # Llama also launches rotary, KV write and its FP8 quantisation from Python).
+    eager_kernels=V0_EAGER_KERNELS,
+    custom_all_reduce_default=True,  # SA `disable_custom_all_reduce` False
+    flags=COMMON_FLAGS | {NO_CHUNKING_FLAG},
     flag_spelling=(
         ("--enforce-eager", "--disable-cuda-graph"),
         ("--max-model-len", "--context-length"),

@@ -14,7 +14,13 @@ from a code index, not pinned to a release tag):
 
 from __future__ import annotations
 
-from apex_fast.engines.profile import EngineProfile
+from apex_fast.engines.profile import (
+    COMMON_FLAGS,
+    NO_CHUNKING_FLAG,
+    AttentionChoice,
+    EagerKernels,
+    EngineProfile,
+)
 
 _ARGS = "https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py"
 _DOCS = "https://nvidia.github.io/TensorRT-LLM/"
@@ -25,6 +31,35 @@ _LONG = _DOCS + "features/long-sequence.html"
 _OVERLAP = _DOCS + "torch/features/overlap_scheduler.html"
 _GRAPHS = _DOCS + "features/torch_compile_and_piecewise_cuda_graph.html"
 _ISSUE = "https://github.com/NVIDIA/TensorRT-LLM/issues/13957"
+# PyTorch-backend model code, read in the code index at the commits named (not release tags):
+_GH = "https://github.com/NVIDIA/TensorRT-LLM/blob/"
+_ATTN = _GH + "c6d3bb2aae305e0b5ac1b97b7954dcf87d653322/tensorrt_llm/_torch/modules/attention.py"
+_LINEAR = _GH + "ed53795b33fc139493f762a1c6c53f691cf52d38/tensorrt_llm/_torch/modules/linear.py"
+_LLAMA = (
+    _GH + "012cf9099ed6935c6b42a7b4c91356cbfa81b442/tensorrt_llm/_torch/models/modeling_llama.py"
+)
+_MLP = _GH + "01503f5535c0379da60bfd282d225626813781ab/tensorrt_llm/_torch/modules/gated_mlp.py"
+_KVMEM = _GH + "d8ae02caed59708512e5aa578a09bb09f365bfed/tensorrt_llm/_torch/pyexecutor/_util.py"
+_CAPSCHED = (
+    _GH + "cf6abc45df6e3470d8c378366896882e1f43e60c/cpp/tensorrt_llm/batch_manager/"
+    "capacityScheduler.cpp"
+)
+
+# What the PyTorch backend's eager Llama forward launches per layer where it differs from
+# vLLM (_LLAMA LlamaAttention: pos_embd_params with fuse_pos_embd, so the TRTLLM attention op
+# applies RoPE and writes the KV cache in its QKV-preprocessing kernel; _ATTN Attention.forward:
+# with an FP8 o_proj the attention kernel writes its output already quantised (out_scale =
+# o_proj.inv_input_scale); _LINEAR FP8QDQLinearMethod.apply: an FP8 checkpoint with static
+# input scales quantises with one static_quantize_e4m3_per_tensor kernel, an input already in
+# FP8 is not quantised again; _MLP GatedMLP: gate_up -> swiglu -> down_proj, the down_proj
+# input quantised by its linear).
+TRT_EAGER_KERNELS = EagerKernels(
+    rotary=0,
+    kv_write=0,
+    fp8_quant_per_linear=1,
+    fp8_prequantised_linears=1,  # o_proj
+    custom_all_reduce=1,  # one torch.ops.trtllm.allreduce call (AUTO strategy)
+)
 
 # ARGS `CudaGraphConfig` / `TorchLlmArgs`: CUDA graphs on by default with max batch size 128;
 # without padding the captured batch sizes are 1..31, 32, 64 and 128.
@@ -80,23 +115,14 @@ TRTLLM = EngineProfile(
         ("half", "TRTLLM attention backend"),
         ("float8", "TRTLLM attention backend with FP8 KV cache"),
     ),
+    # ARGS `attn_backend` 'TRTLLM' on every GPU and KV dtype: TensorRT-LLM's own context FMHA
+    # and XQA / masked-MHA generation kernels, no xFormers fallback for an FP8 KV cache.
+    attention_choice=AttentionChoice(by_kv_dtype=(("half", "trtllm"),), pre_ampere="trtllm"),
+    eager_kernels=TRT_EAGER_KERNELS,
     # ARGS `allreduce_strategy` 'AUTO' picks TensorRT-LLM's own one-/two-shot NVLink kernels
     # for small messages; 'NCCL' turns them off.
     custom_all_reduce_default=True,
-    flags=frozenset(
-        {
-            "--enforce-eager",
-            "--disable-custom-all-reduce",
-            "--max-model-len",
-            "--enable-prefix-caching",
-            "--chunked-prefill",
-            "--no-chunked-prefill",
-            "--max-num-seqs",
-            "--max-num-batched-tokens",
-            "--block-size",
-            "--gpu-memory-utilization",
-        }
-    ),
+    flags=COMMON_FLAGS | {NO_CHUNKING_FLAG},
     flag_spelling=(
         ("--enforce-eager", "cuda_graph_config: null"),
         ("--disable-custom-all-reduce", "allreduce_strategy: NCCL"),
@@ -109,14 +135,32 @@ TRTLLM = EngineProfile(
         ("--block-size", "kv_cache_config.tokens_per_block"),
         ("--gpu-memory-utilization", "--kv_cache_free_gpu_memory_fraction"),
     ),
-    sources=(_ARGS, _SCHED, _IFB, _FLAGS, _LONG, _OVERLAP, _GRAPHS, _ISSUE),
+    sources=(
+        _ARGS,
+        _SCHED,
+        _IFB,
+        _FLAGS,
+        _LONG,
+        _OVERLAP,
+        _GRAPHS,
+        _ISSUE,
+        _ATTN,
+        _LINEAR,
+        _LLAMA,
+        _MLP,
+        _KVMEM,
+        _CAPSCHED,
+    ),
     not_modelled=(
         "GUARANTEED_NO_EVICT admission (KV reserved for prompt + maximum output): the kernel "
         "admits by the prompt's blocks and may preempt",
         "without chunked context a prompt is never split; the kernel's mixed mode may split "
         "one when decodes already use part of the budget",
-        "kv_cache_free_gpu_mem_fraction applies to memory left after weights; it is passed "
-        "as the tool's gpu_memory_utilization of the whole GPU",
+        "kv_cache_free_gpu_mem_fraction is applied to the memory left after this tool's "
+        "weights, activation peak and runtime reserve (plans/memory.py kv_pool_bytes), not to "
+        "a measured profiling peak",
+        "the GPU time of FP8 activation quantisation is vLLM's (max-reduction + quantisation "
+        "pass per linear), not TensorRT-LLM's single static-scale pass",
         "KV block reuse: simulated with vLLM V1's block-pool rules (hashed full prompt "
         "blocks, LRU eviction), not TensorRT-LLM's own priority-based eviction",
         "the TensorRT (engine-build) backend, NIM and Triton front-ends",

@@ -11,14 +11,44 @@ Sources are the files of the vllm 0.6.0 release (PyPI package, same paths as the
 
 from __future__ import annotations
 
-from apex_fast.engines.profile import EngineProfile
+from apex_fast.engines.profile import KNOWN_FLAGS, AttentionChoice, EagerKernels, EngineProfile
 
-_S = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/core/scheduler.py"
-_A = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/engine/arg_utils.py"
-_C = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/config.py"
-_MR = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/worker/model_runner.py"
-_SEL = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/attention/selector.py"
+_TAG = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/"
+_S = _TAG + "core/scheduler.py"
+_A = _TAG + "engine/arg_utils.py"
+_C = _TAG + "config.py"
+_MR = _TAG + "worker/model_runner.py"
+_SEL = _TAG + "attention/selector.py"
 _BLOG = "https://blog.vllm.ai/2024/09/05/perf-update.html"
+
+# SEL `which_attn_to_use`: FLASH_ATTN unless the model dtype is not fp16/bf16, the KV cache is
+# FP8 (fp8, fp8_e4m3, fp8_e5m2) or the GPU is older than SM 8.0; then XFORMERS for prefill and
+# vLLM's PagedAttention kernel for decode.
+V0_ATTENTION = AttentionChoice(
+    by_kv_dtype=(
+        ("half", "flash-attn"),
+        ("float8", "xformers"),
+        ("int8", "xformers"),
+        ("float", "xformers"),
+    ),
+    pre_ampere="xformers",
+)
+
+# What vLLM 0.6's eager forward launches per decoder layer beyond the shared kernels (read in
+# vllm 0.6.0 model_executor/models/llama.py LlamaAttention.forward, layers/rotary_embedding.py,
+# attention/backends/flash_attn.py and xformers.py, _custom_ops.py scaled_fp8_quant,
+# csrc/quantization/fp8/common.cu, distributed/device_communicators/custom_all_reduce.py).
+V0_EAGER_KERNELS = EagerKernels(
+    rotary=1,  # rotary_embedding custom op
+    kv_write=1,  # reshape_and_cache(_flash)
+    # W8A8 FP8 with dynamic activation scales: torch.zeros for the scale, then
+    # dynamic_scaled_fp8_quant launches segmented_max_reduction and scaled_fp8_quant_kernel
+    fp8_quant_per_linear=3,
+    fp8_prequantised_linears=0,  # every linear quantises its own input
+    # eager custom all-reduce copies the input into its registered buffer, then reduces
+    # (custom_all_reduce.py all_reduce_unreg)
+    custom_all_reduce=2,
+)
 
 # CUDA-graph batch sizes 0.6.0 captures with the default max_num_seqs 256: [1, 2, 4] and
 # multiples of 8 up to the padded max_num_seqs (MR: _BATCH_SIZES_TO_CAPTURE, capture_model).
@@ -84,24 +114,12 @@ VLLM_06 = EngineProfile(
         ("half", "FLASH_ATTN (vllm_flash_attn, FlashAttention-2)"),
         ("float8", "XFORMERS prefill + PagedAttention decode (FP8 KV cache)"),
     ),
+    attention_choice=V0_ATTENTION,
+    eager_kernels=V0_EAGER_KERNELS,
     custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
-    flags=frozenset(
-        {
-            "--enforce-eager",
-            "--disable-custom-all-reduce",
-            # API server in the engine's process (the default process split is 0.5.4+)
-            "--disable-frontend-multiprocessing",
-            "--max-model-len",
-            "--num-scheduler-steps",
-            "--enable-prefix-caching",
-            "--chunked-prefill",
-            "--no-chunked-prefill",
-            "--max-num-seqs",
-            "--max-num-batched-tokens",
-            "--block-size",
-            "--gpu-memory-utilization",
-        }
-    ),
+    # every setting of this tool, including --disable-frontend-multiprocessing (API server in
+    # the engine's process; the process split is 0.5.4+) and --num-scheduler-steps (A)
+    flags=KNOWN_FLAGS,
     flag_spelling=(
         ("--chunked-prefill", "--enable-chunked-prefill"),
         ("--no-chunked-prefill", "--enable-chunked-prefill False"),

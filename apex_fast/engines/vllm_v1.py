@@ -10,12 +10,18 @@ Sources are the files of the vllm 0.8.4 release (PyPI wheel, same paths as the v
 
 from __future__ import annotations
 
-from apex_fast.engines.profile import EngineProfile
+from apex_fast.engines.profile import (
+    COMMON_FLAGS,
+    AttentionChoice,
+    EngineProfile,
+)
+from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
 
-_A = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/engine/arg_utils.py"
-_C = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/config.py"
-_SCH = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/v1/core/sched/scheduler.py"
-_CU = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/platforms/cuda.py"
+_TAG = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/"
+_A = _TAG + "engine/arg_utils.py"
+_C = _TAG + "config.py"
+_SCH = _TAG + "v1/core/sched/scheduler.py"
+_CU = _TAG + "platforms/cuda.py"
 _BLOG = "https://blog.vllm.ai/2025/01/27/v1-alpha-release.html"
 
 # C `_set_cudagraph_sizes` (V1 branch): [1, 2, 4] + range(8, 513, 8), kept <= the token
@@ -75,20 +81,20 @@ VLLM_V1 = EngineProfile(
         ("half", "FLASH_ATTN_VLLM_V1 (FlashAttention-3 on Hopper, FlashAttention-2 otherwise)"),
         ("float8", "FLASH_ATTN_VLLM_V1 with FP8 KV (FA3, Hopper only; else V0 fallback)"),
     ),
-    custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
-    flags=frozenset(
-        {
-            "--enforce-eager",
-            "--disable-custom-all-reduce",
-            "--max-model-len",
-            "--enable-prefix-caching",
-            "--chunked-prefill",
-            "--max-num-seqs",
-            "--max-num-batched-tokens",
-            "--block-size",
-            "--gpu-memory-utilization",
-        }
+    # CU `get_attn_backend_cls`: FlashAttention on every GPU V1 runs on; A
+    # `_is_v1_supported_oracle`: an FP8 KV cache off Hopper, or a GPU below SM 8.0, falls back
+    # to the V0 engine, whose selector then picks xFormers + PagedAttention.
+    attention_choice=AttentionChoice(
+        by_kv_dtype=(("half", "flash-attn"), ("float8", "xformers"), ("int8", "xformers")),
+        pre_ampere="xformers",
+        hopper=(("float8", "flash-attn"),),
     ),
+    # model code, rotary, KV write (reshape_and_cache_flash inside the attention op) and
+    # scaled_fp8_quant are the V0 ones in 0.8.4 (model_executor/models/llama.py,
+    # _custom_ops.py); under piecewise graphs only attention and its KV write are launched.
+    eager_kernels=V0_EAGER_KERNELS,
+    custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
+    flags=COMMON_FLAGS,  # A: no --num-scheduler-steps, and chunked prefill cannot be turned off
     flag_spelling=(("--chunked-prefill", "--enable-chunked-prefill"),),
     sources=(_A, _C, _SCH, _CU, _BLOG),
     not_modelled=(

@@ -37,6 +37,8 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from apex_fast.engines import get_engine
+from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
 from apex_fast.errors import ApexError
 from apex_fast.hardware.devices import PROFILE_DATA_DIR
 from apex_fast.models.spec import ModelSpec
@@ -134,26 +136,27 @@ def host_params(engine: str = "vllm-0.6") -> HostParams:
 
 
 # --- kernel counts -------------------------------------------------------------------------------
-# What vLLM 0.6's eager forward launches per decoder layer (read in vllm 0.6.0:
-# model_executor/models/llama.py LlamaDecoderLayer.forward, layers/layernorm.py (fused add+RMSNorm),
-# layers/rotary_embedding.py, layers/activation.py SiluAndMul, attention/backends/flash_attn.py
-# and xformers.py, distributed/communication_op.py, custom_all_reduce.py).
+# What an eager forward launches per decoder layer. The kernels every profiled engine launches
+# alike are counted here (read in vllm 0.6.0: model_executor/models/llama.py
+# LlamaDecoderLayer.forward, layers/layernorm.py (fused add+RMSNorm), layers/activation.py
+# SiluAndMul, layers/fused_moe/fused_moe.py); those where engines differ (rotary embedding, KV
+# write, FP8 activation quantisation, custom all-reduce) come from the engine profile
+# (EngineProfile.eager_kernels, apex_fast/engines/).
 K_NORM = 1  # fused residual-add + RMSNorm (one custom op)
 K_LINEAR = 1  # cuBLAS / CUTLASS GEMM
-# W8A8 FP8 with dynamic activation scales: each linear quantises its input first
-# (vllm 0.6.0 _custom_ops.scaled_fp8_quant: torch.zeros for the scale, then
-# csrc/quantization/fp8/common.cu dynamic_scaled_fp8_quant launches segmented_max_reduction and
-# scaled_fp8_quant_kernel): three launches per linear.
-K_FP8_ACT_QUANT = 3
-K_ROTARY = 1
-K_KV_WRITE = 1  # reshape_and_cache(_flash)
-# attention: a mixed chunked-prefill step runs the prefill kernel and the decode kernel
-K_ATTN = {"flash-attn": 2, "xformers": 3, "flashinfer": 2}
+# vLLM 0.6's W8A8 FP8 activation quantisation launches per linear (dynamic scales: torch.zeros
+# for the scale, segmented_max_reduction, scaled_fp8_quant_kernel; engines/vllm_06.py)
+K_FP8_ACT_QUANT = V0_EAGER_KERNELS.fp8_quant_per_linear
+# attention: a mixed step runs the prefill kernel and the decode kernel. TensorRT-LLM's attention
+# op (trtllm) runs QKV preprocessing (RoPE + KV write), context FMHA and XQA generation from one
+# Python call; it is charged as two launches, its preprocessing replacing the separate rotary and
+# KV-write launches (EagerKernels rotary = kv_write = 0).
+K_ATTN = {"flash-attn": 2, "xformers": 3, "flashinfer": 2, "trtllm": 2}
 K_ACT = 1  # SiluAndMul / GELU
-# all-reduce: custom all-reduce in eager mode copies the input into its registered buffer
-# first (custom_all_reduce.py all_reduce_unreg: copy + kernel); NCCL is one call
-K_ALLREDUCE_CUSTOM = 2
-K_ALLREDUCE_NCCL = 1
+# vLLM V1's attention op writes the KV cache (reshape_and_cache_flash) before attending; under
+# piecewise graphs both are launched eagerly
+K_KV_WRITE_PIECEWISE = 1
+K_ALLREDUCE_NCCL = 1  # an NCCL all-reduce is one call
 # fused MoE (vllm 0.6.0 layers/fused_moe/fused_moe.py): router GEMM, topk-softmax,
 # moe_align_block_size (+ its buffers), two grouped GEMMs, activation, reduction over top-k
 K_MOE = 8
@@ -176,19 +179,28 @@ class LaunchCounts:
 
 
 def launch_counts(
-    model: ModelSpec, plan: Plan, attention_backend: str, custom_all_reduce: bool
+    model: ModelSpec,
+    plan: Plan,
+    attention_backend: str,
+    custom_all_reduce: bool,
+    engine: str = "vllm-0.6",
 ) -> LaunchCounts:
-    """Kernel launches of one eager step of `plan`, counted from its cells and dtypes."""
+    """Kernel launches of one eager step of `plan` under `engine`, counted from its cells and
+    dtypes."""
+    ek = get_engine(engine).eager_kernels
     w8a8 = plan.weight_dtype == "float8" and plan.activation_dtype == "float8"
-    lin = K_LINEAR + (K_FP8_ACT_QUANT if w8a8 else 0)
-    ar = K_ALLREDUCE_CUSTOM if custom_all_reduce else K_ALLREDUCE_NCCL
+    quant = ek.fp8_quant_per_linear if w8a8 else 0
+    lin = K_LINEAR + quant
+    ar = ek.custom_all_reduce if custom_all_reduce else K_ALLREDUCE_NCCL
     n_ar = sum(1 for c in plan.collectives if c.group > 1)
-    per_layer = 2 * K_NORM + K_ROTARY + K_KV_WRITE + K_ATTN.get(attention_backend, 2)
-    per_layer += 2 * lin  # QKV and output projections
+    attn = K_ATTN.get(attention_backend, 2)
+    per_layer = 2 * K_NORM + ek.rotary + ek.kv_write + attn
+    # QKV and output projections; linears whose input arrives in FP8 quantise nothing
+    per_layer += 2 * lin - (min(ek.fp8_prequantised_linears, 2) * quant)
     if model.arch == "encoder-decoder":
-        per_layer += 2 * lin + K_ATTN.get(attention_backend, 2) + K_NORM  # cross-attention
+        per_layer += 2 * lin + attn + K_NORM  # cross-attention
     if model.is_moe:
-        per_layer += K_MOE + (2 * K_FP8_ACT_QUANT if w8a8 else 0)
+        per_layer += K_MOE + 2 * quant
         if model.num_shared_experts:
             per_layer += 2 * lin + K_ACT
     else:
@@ -237,7 +249,7 @@ class StepHost:
 def piecewise_launch_time(counts: LaunchCounts, params: HostParams, backend: str) -> float:
     """CPU seconds of a step replaying piecewise CUDA graphs: only attention (and its KV write)
     is launched per layer from Python (vLLM V1, torch.compile split at attention)."""
-    return params.host_op_s * counts.layers * (K_ATTN.get(backend, 2) + K_KV_WRITE)
+    return params.host_op_s * counts.layers * (K_ATTN.get(backend, 2) + K_KV_WRITE_PIECEWISE)
 
 
 def launch_time(counts: LaunchCounts, params: HostParams) -> float:

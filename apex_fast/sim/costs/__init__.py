@@ -132,7 +132,7 @@ def _step_host(
     else:
         graph_max = prof.max_graphed_decode_batch
     return StepHost(
-        launch=launch_counts(model, plan, backend, custom_all_reduce),
+        launch=launch_counts(model, plan, backend, custom_all_reduce, engine),
         backend=backend,
         frontend_in_process=frontend_in_process,
         num_scheduler_steps=num_scheduler_steps,
@@ -175,7 +175,7 @@ def compile_costs(
     cm = cost_model(cluster, clock_mhz, profile_dir)
     backend = attention_backend
     if backend == "auto":
-        backend = default_attention_backend(plan.kv_dtype, cluster.device.name)
+        backend = get_engine(engine).attention_kernel(plan.kv_dtype, cluster.device.name)
     cx = CellContext(
         model, cluster, plan, cm, max_tokens, max_seqs, backend,
         capacity_factor, cross_kv_layers, custom_all_reduce,
