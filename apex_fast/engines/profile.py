@@ -10,11 +10,7 @@ or a documentation page, where it was read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:  # annotations only: plans and models do not import the engines
-    from apex_fast.models.spec import ModelSpec
-    from apex_fast.plans.plan import Plan
+from typing import Literal
 
 # How one engine step is formed.
 # prefill-first: a step holds whole prompts only (waiting requests FCFS up to the token budget);
