@@ -107,7 +107,34 @@ def test_block_fp8_checkpoint_moe_is_slower_at_prefill_only() -> None:
     _, _, blk = _deepseek("float8")
     _, _, tensor = _deepseek("float8", native="")
     moe_b, moe_t = blk.tok_ops[names.MOE], tensor.tok_ops[names.MOE]
-    assert moe_b[8192] > 1.5 * moe_t[8192]
+    assert moe_b[8192] > 1.3 * moe_t[8192]
     assert moe_b[1] == pytest.approx(moe_t[1], rel=0.02)
     attn_b, attn_t = blk.tok_ops[names.ATTENTION], tensor.tok_ops[names.ATTENTION]
     assert attn_b[8192] > attn_t[8192]  # MLA projections (K = 512 .. 7168) are block-scaled too
+
+
+def test_moe_top_k_reduction_pass() -> None:
+    """The fused MoE sums each token's k expert outputs in a memory pass: (n k / ep + n) x hidden
+    activations read and written per device per MoE layer."""
+    from apex_fast.profiles.measured import cost_model
+    from apex_fast.sim.costs import cells
+    from apex_fast.sim.costs.context import CellContext
+
+    model = load_model("deepseek-r1")
+    cl = Cluster(H200, 1, 8)
+    for ep in (1, 8):
+        plans, _ = enumerate_plans(model, cl, Pins(dp=1, pp=1, tp=8, ep=ep))
+        plan = next(p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1)
+        cx = CellContext(model, cl, plan, cost_model(cl), 64, 8, "flash-attn")
+        seen: list[np.ndarray] = []
+        real = cx.mem
+
+        def record(nbytes: np.ndarray, real=real, seen=seen):  # noqa: ANN202
+            seen.append(np.asarray(nbytes, dtype=np.float64))
+            return real(nbytes)
+
+        cx.mem = record  # type: ignore[method-assign]
+        cells.moe(cx)
+        n, k, h = cx.n, model.topk, model.hidden_size
+        want = (np.ceil(n * k / plan.ep) + n) * h * cx.ab
+        assert any(s.shape == want.shape and np.allclose(s, want) for s in seen), ep

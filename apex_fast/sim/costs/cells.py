@@ -143,7 +143,8 @@ def dense_ffn(cx: CellContext) -> list[CellCost]:
 
 
 def moe(cx: CellContext) -> list[CellCost]:
-    """Routed experts as grouped GEMMs (fused MoE), the router, and the shared experts.
+    """Routed experts as grouped GEMMs (fused MoE), the top-k reduction, the router, and the
+    shared experts (block-scaled FP8 GEMMs for a block-FP8 checkpoint).
 
     Routing: an expert gets a token with probability k/E; of n tokens it expects n k / E, the
     most loaded is bounded by the capacity factor; only experts with tokens run, as one grouped
@@ -159,6 +160,11 @@ def moe(cx: CellContext) -> list[CellCost]:
     blk = block_fp8(cx)
     ffn = OpCost(grouped_gemm(cx, cx.gated * width, h, n_e, active, blk), (analytic.PROVENANCE,))
     ffn = ffn + OpCost(grouped_gemm(cx, h, width, n_e, active, blk))
+    # the down projection leaves each token's k expert outputs ([n k, h] over the device's
+    # experts); a reduction kernel reads them and writes the token's sum (vLLM 0.8.4
+    # layers/fused_moe/fused_moe.py: intermediate_cache3 then ops.moe_sum; SGLang's fused_moe
+    # the same; TensorRT-LLM's finalize-routing kernel)
+    ffn = ffn + cx.mem((np.ceil(n * k / max(plan.ep, 1)) + n) * h * cx.ab)
     ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
     ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
     if model.num_shared_experts:
