@@ -3,6 +3,7 @@
 GEMM  C[m x n] = W[m x k] . X[k x n], n = tokens:
     t = max(2mkn / (peak * eta_c), bytes / (bw * eta_mem)) + t_launch
     eta_c = eta_max * s(m, sat_mn) * s(n, sat_mn) * s(k, sat_k),  s(x, c) = x / (x + c)
+    (block-scaled FP8: s(n, sat_mn) becomes n f / (n + sat_mn f), f = k / (k + BLOCK_FP8_SAT_K))
 Collective over a group of g GPUs moving S bytes (nccl-tests "size"):
     t = alpha + f(g) * S / busbw
     busbw = link * eff * kind_eff * g/(g + group_half) / (1 + (msg_half_bytes / S) ** msg_ramp_pow)
