@@ -3,6 +3,7 @@
 GEMM  C[m x n] = W[m x k] . X[k x n], n = tokens:
     t = max(2mkn / (peak * eta_c), bytes / (bw * eta_mem)) + t_launch
     eta_c = eta_max * s(m, sat_mn) * s(n, sat_mn) * s(k, sat_k),  s(x, c) = x / (x + c)
+    (block-scaled FP8: s(n, sat_mn) becomes n f / (n + sat_mn f), f = k / (k + BLOCK_FP8_SAT_K))
 Collective over a group of g GPUs moving S bytes (nccl-tests "size"):
     t = alpha + f(g) * S / busbw
     busbw = link * eff * kind_eff * g/(g + group_half) / (1 + (msg_half_bytes / S) ** msg_ramp_pow)
@@ -149,6 +150,50 @@ def weight_only_gemm_time(
     return np.maximum(t_compute, nbytes / (dm.mem_bw * dm.eta_mem)) + dm.t_launch
 
 
+# Block-scaled FP8 GEMMs (DeepSeek-V3/R1's checkpoint format: one FP32 scale per 128x128 weight
+# block and per 1x128 activation group; DeepGEMM, CUTLASS and Triton block-FP8 kernels). The
+# partial sums of every 128-deep K block are promoted to FP32 and rescaled on CUDA cores, and a
+# tile's prologue and epilogue are paid once per output tile, so the tensor cores idle more the
+# shorter K is: the throughput falls with K where a per-tensor-scaled FP8 GEMM keeps its rate.
+# Modelled as a factor f = k / (k + BLOCK_FP8_SAT_K) on the rate of the useful columns of the
+# GEMM's compute time (`_n_efficiency`).
+# Documented fit (bench/fit_block_fp8.py): the DeepGEMM README's table of FP8 block-scaled GEMMs
+# with 4096 tokens on H800 (https://github.com/deepseek-ai/DeepGEMM, README "Performance",
+# normal GEMMs M = 4096: K 512 -> 590 TFLOPS, 1536 -> 990, 2048 -> 1025, 7168 -> 1058/1304,
+# 16384 -> 1358), each divided by this device model's per-tensor FP8 GEMM of the same shape on
+# H100-SXM (same GH100 compute as H800); least squares in log space over the six shapes. The
+# fit leaves a median error of 1.5% over those shapes (26% without the term; the script
+# prints each). DeepGEMM is the
+# fastest published block-FP8 kernel (its README: 1.0-1.2x faster than CUTLASS 3.6 at M = 4096),
+# so for the CUTLASS and Triton kernels vLLM 0.8.4 runs this is a lower bound on the loss.
+BLOCK_FP8_SAT_K = 750.0
+BLOCK_FP8_SOURCE = (
+    "fitted: DeepGEMM README block-scaled FP8 GEMMs at M = 4096 on H800 "
+    "(https://github.com/deepseek-ai/DeepGEMM), bench/fit_block_fp8.py"
+)
+
+
+def block_fp8_k_efficiency(k: np.ndarray | float) -> np.ndarray:
+    """Share of a per-tensor FP8 GEMM's compute rate a block-scaled FP8 GEMM of depth k keeps."""
+    return _sat(k, BLOCK_FP8_SAT_K)
+
+
+def _n_efficiency(
+    dm: DeviceModel, n: np.ndarray, k: np.ndarray | float, block_scaled: bool
+) -> np.ndarray:
+    """The token-count factor of the GEMM efficiency, n / (n + sat_mn): the time of n tokens is
+    that of n + sat_mn at full rate (sat_mn: the unused part of the tiles). Block-scaled FP8: the
+    n useful columns run at block_fp8_k_efficiency(k) of that rate, the unused tile part as
+    before, n f / (n + sat_mn f); compute-bound GEMMs lose f, memory-bound (few-token) ones keep
+    their time, as the DeepGEMM README's M = 64/128 rows show (weights streamed at 65-80% of
+    HBM bandwidth for every K)."""
+    if not block_scaled:
+        return _sat(n, dm.sat_mn)
+    f = block_fp8_k_efficiency(k)
+    n = np.asarray(n, dtype=np.float64)
+    return n * f / (n + dm.sat_mn * f)
+
+
 def grouped_gemm_time(
     dm: DeviceModel,
     m: int,
@@ -158,17 +203,19 @@ def grouped_gemm_time(
     weight_bytes: float,
     act_bytes: float,
     compute_dtype: str,
+    block_scaled: bool = False,
 ) -> np.ndarray:
     """Seconds for one grouped (fused MoE) GEMM: `groups` experts, each C[m x n] = W[m x k].X,
     launched as one kernel (vLLM fused_moe, SGLang/TRT-LLM grouped GEMMs). Each expert's tokens
     are padded to the kernel's 16-row tiles (PTX mma.m16n8k16) and run at the dense GEMM's
     efficiency for that padded width; the kernel streams every active expert's weights once.
-    Zero where no expert is active."""
+    `block_scaled`: FP8 with 128x128 block scales (block_fp8_k_efficiency). Zero where no expert
+    is active."""
     n = np.asarray(n_per_group, dtype=np.float64)
     g = np.asarray(groups, dtype=np.float64)
     n_pad = np.ceil(np.maximum(n, 1.0) / WEIGHT_ONLY_TILE_N) * WEIGHT_ONLY_TILE_N
     eta_c = dm.eta_max * _sat(float(m), dm.sat_mn) * _sat(float(k), dm.sat_k)
-    eta_c = eta_c * _sat(n_pad, dm.sat_mn)
+    eta_c = eta_c * _n_efficiency(dm, n_pad, float(k), block_scaled)
     peak = dm.peak("half") if compute_dtype == "half" else dm.peak(compute_dtype)
     t_compute = g * 2.0 * m * k * n_pad / (peak * eta_c)
     nbytes = g * (m * k * weight_bytes + (k * n + m * n) * act_bytes)
@@ -184,8 +231,10 @@ def gemm_time(
     weight_bytes: float,
     act_bytes: float,
     compute_dtype: str,
+    block_scaled: bool = False,
 ) -> np.ndarray:
-    """Seconds for C[m x n] = W[m x k] . X[k x n]; zero where the GEMM is empty."""
+    """Seconds for C[m x n] = W[m x k] . X[k x n]; zero where the GEMM is empty.
+    `block_scaled`: FP8 with 128x128 block scales (block_fp8_k_efficiency)."""
     m_ = np.asarray(m, dtype=np.float64)
     k_ = np.asarray(k, dtype=np.float64)
     n_ = np.asarray(n, dtype=np.float64)
@@ -194,7 +243,8 @@ def gemm_time(
     if weight_bytes < act_bytes and compute_dtype in ("half", "float"):
         t = weight_only_gemm_time(dm, m_, k_, n_, weight_bytes, act_bytes)
         return np.where(empty, 0.0, t)
-    eta_c = dm.eta_max * _sat(m_, dm.sat_mn) * _sat(n_, dm.sat_mn) * _sat(k_, dm.sat_k)
+    eta_c = dm.eta_max * _sat(m_, dm.sat_mn) * _sat(k_, dm.sat_k)
+    eta_c = eta_c * _n_efficiency(dm, n_, k_, block_scaled)
     t_compute = 2.0 * m_ * k_ * n_ / (dm.peak(compute_dtype) * eta_c)
     nbytes = m_ * k_ * weight_bytes + (k_ * n_ + m_ * n_) * act_bytes
     t_memory = nbytes / (dm.mem_bw * dm.eta_mem)
@@ -212,6 +262,14 @@ def mem_time(dm: DeviceModel, nbytes: np.ndarray | float) -> np.ndarray:
     """Seconds for a memory-bound elementwise kernel moving nbytes (read + write), incl. launch."""
     b = np.asarray(nbytes, dtype=np.float64)
     return np.where(b > 0, b / (dm.mem_bw * dm.eta_elem) + dm.t_launch_elem, 0.0)
+
+
+def attention_compute_dtype(activation_dtype: str) -> str:
+    """Dtype the attention kernels compute in: 16 bits whatever the weights (FP8 weights and an
+    FP8 KV cache are read as FP8 but Q.K^T and P.V run in BF16/FP16: FlashAttention-2/3 and
+    FlashMLA in the engine versions modelled, and the DeepSeek-V3 report, arXiv 2412.19437
+    section 3.3.1, keeps attention in BF16 under FP8 training); FP32 only for FP32 models."""
+    return "float" if activation_dtype == "float" else "half"
 
 
 def attn_prefill_time_per_pair(

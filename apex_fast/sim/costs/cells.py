@@ -16,6 +16,7 @@ import numpy as np
 from apex_fast import cells as names
 from apex_fast.cells import CellKind
 from apex_fast.models import mla
+from apex_fast.plans.memory import expert_weight_bytes
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import OpCost, combine
 from apex_fast.sim.costs.context import CellContext, zero_first
@@ -100,14 +101,32 @@ def attention(cx: CellContext) -> list[CellCost]:
     return _attention_cell(cx, proj, pair, ctx)
 
 
+def block_fp8(cx: CellContext) -> bool:
+    """Whether the plan's FP8 weights are the checkpoint's own block-scaled FP8 (DeepSeek-V3/R1:
+    128x128 weight blocks, 1x128 activation groups), run by block-scaled GEMM kernels."""
+    return cx.plan.weight_dtype == "float8" and cx.model.native_weight_dtype == "float8"
+
+
+def block_fp8_gemm(cx: CellContext, mm: int, kk: int, nn: np.ndarray) -> OpCost:
+    """A block-scaled FP8 GEMM (analytic: no measured tables hold such kernels)."""
+    t = analytic.gemm_time(cx.dm, mm, kk, nn, cx.wb, cx.ab, cx.cdt, block_scaled=True)
+    return OpCost(zero_first(t), (analytic.PROVENANCE,))
+
+
 def mla_attention(cx: CellContext) -> list[CellCost]:
     """Multi-head latent attention (models/mla.py): projections GEMM by GEMM, sharded as vLLM
-    does; prefill with keys and values expanded per head, decode weight-absorbed over the latent
-    (both analytic)."""
+    does (block-scaled FP8 GEMMs for a block-FP8 checkpoint); prefill with keys and values
+    expanded per head, decode weight-absorbed over the latent (both analytic, in 16 bits)."""
     model, q_dev, an = cx.model, cx.q_dev, (analytic.PROVENANCE,)
-    proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, cx.n_attn)
-    pair = OpCost(mla.mla_prefill_time_per_pair(cx.dm, model, q_dev, cx.cdt), an)
-    ctx = OpCost(mla.mla_decode_time_per_token(cx.dm, model, q_dev, cx.kvb, cx.cdt), an)
+    adt = analytic.attention_compute_dtype(cx.plan.activation_dtype)
+    if block_fp8(cx):
+        proj = mla.mla_projection_time(
+            lambda m, k, n: block_fp8_gemm(cx, m, k, n), model, cx.plan.tp, cx.n_attn
+        )
+    else:
+        proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, cx.n_attn)
+    pair = OpCost(mla.mla_prefill_time_per_pair(cx.dm, model, q_dev, adt), an)
+    ctx = OpCost(mla.mla_decode_time_per_token(cx.dm, model, q_dev, cx.kvb, adt), an)
     return _attention_cell(cx, proj, pair, ctx)
 
 
@@ -124,7 +143,8 @@ def dense_ffn(cx: CellContext) -> list[CellCost]:
 
 
 def moe(cx: CellContext) -> list[CellCost]:
-    """Routed experts as grouped GEMMs (fused MoE), the router, and the shared experts.
+    """Routed experts as grouped GEMMs (fused MoE), the top-k reduction, the router, and the
+    shared experts (block-scaled FP8 GEMMs for a block-FP8 checkpoint).
 
     Routing: an expert gets a token with probability k/E; of n tokens it expects n k / E, the
     most loaded is bounded by the capacity factor; only experts with tokens run, as one grouped
@@ -137,15 +157,32 @@ def moe(cx: CellContext) -> list[CellCost]:
         n_e = np.where(p_act > 0, cx.capacity_factor * n * k / e_all / p_act, 0.0)
     n_e = np.minimum(np.maximum(n_e, 1.0), n)
     active = zero_first((e_all / max(plan.ep, 1)) * p_act)
-    ffn = OpCost(cx.grouped_gemm(cx.gated * width, h, n_e, active), (analytic.PROVENANCE,))
-    ffn = ffn + OpCost(cx.grouped_gemm(h, width, n_e, active))
+    blk = block_fp8(cx)
+    ffn = OpCost(grouped_gemm(cx, cx.gated * width, h, n_e, active, blk), (analytic.PROVENANCE,))
+    ffn = ffn + OpCost(grouped_gemm(cx, h, width, n_e, active, blk))
+    # the down projection leaves each token's k expert outputs ([n k, h] over the device's
+    # experts); a reduction kernel reads them and writes the token's sum (vLLM 0.8.4
+    # layers/fused_moe/fused_moe.py: intermediate_cache3 then ops.moe_sum; SGLang's fused_moe
+    # the same; TensorRT-LLM's finalize-routing kernel)
+    ffn = ffn + cx.mem((np.ceil(n * k / max(plan.ep, 1)) + n) * h * cx.ab)
     ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
     ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
     if model.num_shared_experts:
         sw = model.num_shared_experts * model.moe_intermediate_size // d
-        ffn = ffn + cx.gemm(cx.gated * sw, h, n) + cx.gemm(h, sw, n)
+        gemm = (lambda m, kk, nn: block_fp8_gemm(cx, m, kk, nn)) if blk else cx.gemm
+        ffn = ffn + gemm(cx.gated * sw, h, n) + gemm(h, sw, n)
     wbytes = cx.cell_params["ffn"] * cx.wb
     return [_cell(names.MOE, cx.lx * ffn, flops=cx.cell_flops["ffn"], weight_bytes=wbytes)]
+
+
+def grouped_gemm(
+    cx: CellContext, mm: int, kk: int, n_e: np.ndarray, active: np.ndarray, block_scaled: bool
+) -> np.ndarray:
+    """One fused-MoE grouped GEMM over the device's active experts (analytic)."""
+    ewb = expert_weight_bytes(cx.model, cx.plan.weight_dtype)
+    return analytic.grouped_gemm_time(
+        cx.dm, mm, kk, n_e, active, ewb, cx.ab, cx.cdt, block_scaled=block_scaled
+    )
 
 
 def elementwise(cx: CellContext) -> list[CellCost]:
