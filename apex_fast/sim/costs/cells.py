@@ -96,7 +96,9 @@ def attention(cx: CellContext) -> list[CellCost]:
     n_attn, hd, h, q_dev = cx.n_attn, cx.hd, cx.model.hidden_size, cx.q_dev
     proj = cx.gemm((q_dev + 2 * cx.kv_dev) * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
     proj = proj + cx.act_quant(h, n_attn) + cx.act_quant(q_dev * hd, n_attn)
-    pair = cx.cm.attn_prefill_time_per_pair(q_dev, hd, cx.cdt)
+    # Q.K^T and P.V run in 16 bits even under W8A8 FP8 (analytic.attention_compute_dtype)
+    adt = analytic.attention_compute_dtype(cx.plan.activation_dtype)
+    pair = cx.cm.attn_prefill_time_per_pair(q_dev, hd, adt)
     ctx = cx.cm.attn_decode_time_per_token(cx.kv_dev, hd, cx.kvb)
     return _attention_cell(cx, proj, pair, ctx)
 
