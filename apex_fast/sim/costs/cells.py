@@ -81,7 +81,9 @@ def _attention_cell(cx: CellContext, proj: OpCost, pair: OpCost, ctx: OpCost) ->
             time=t.t,
             sources=src.sources,
             flops=cx.cell_flops["attention"],
-            weight_bytes=cx.cell_params["attention"] * cx.wb + cx.replicated_kv_weight_bytes(),
+            weight_bytes=cx.cell_params["attention"] * cx.wb
+            + cx.replicated_kv_weight_bytes()
+            + cx.unquantised_extra_weight_bytes("attention"),
             pair_s=float(c_attn),
             ctx_s=float(cx.lx * ctx.t / r),
         )
@@ -93,8 +95,14 @@ def attention(cx: CellContext) -> list[CellCost]:
     quantisation under W8A8), the prefill kernel (measured table or analytic) and the decode
     kernel (KV read)."""
     n_attn, hd, h, q_dev = cx.n_attn, cx.hd, cx.model.hidden_size, cx.q_dev
-    proj = cx.gemm((q_dev + 2 * cx.kv_dev) * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
+    qkv = (q_dev + 2 * cx.kv_dev) * hd
+    proj = cx.gemm(qkv, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
     proj = proj + cx.act_quant(h, n_attn) + cx.act_quant(q_dev * hd, n_attn)
+    proj = cx.per_layer(
+        "attention",
+        proj,
+        lambda: cx.gemm_unquantised(qkv, h, n_attn) + cx.gemm_unquantised(h, q_dev * hd, n_attn),
+    )
     pair = cx.cm.attn_prefill_time_per_pair(q_dev, hd, cx.cdt)
     ctx = cx.cm.attn_decode_time_per_token(cx.kv_dev, hd, cx.kvb)
     return _attention_cell(cx, proj, pair, ctx)
@@ -106,6 +114,11 @@ def mla_attention(cx: CellContext) -> list[CellCost]:
     (both analytic)."""
     model, q_dev, an = cx.model, cx.q_dev, (analytic.PROVENANCE,)
     proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, cx.n_attn)
+    proj = cx.per_layer(
+        "attention",
+        proj,
+        lambda: mla.mla_projection_time(cx.gemm_unquantised, model, cx.plan.tp, cx.n_attn),
+    )
     pair = OpCost(mla.mla_prefill_time_per_pair(cx.dm, model, q_dev, cx.cdt), an)
     ctx = OpCost(mla.mla_decode_time_per_token(cx.dm, model, q_dev, cx.kvb, cx.cdt), an)
     return _attention_cell(cx, proj, pair, ctx)
@@ -118,7 +131,14 @@ def dense_ffn(cx: CellContext) -> list[CellCost]:
     n_ffn = np.ceil(cx.n / cx.plan.ffn_replicas)  # each FFN copy serves its share of the batch
     ffn = cx.gemm(cx.gated * inter, h, n_ffn) + cx.gemm(h, inter, n_ffn)
     ffn = ffn + cx.act_quant(h, n_ffn) + cx.act_quant(inter, n_ffn)
-    wbytes = cx.cell_params["ffn"] * cx.wb
+    ffn = cx.per_layer(
+        "ffn",
+        ffn,
+        lambda: (
+            cx.gemm_unquantised(cx.gated * inter, h, n_ffn) + cx.gemm_unquantised(h, inter, n_ffn)
+        ),
+    )
+    wbytes = cx.cell_params["ffn"] * cx.wb + cx.unquantised_extra_weight_bytes("ffn")
     name = names.ffn_name(False, model.gated_ffn)
     return [_cell(name, cx.lx * ffn, flops=cx.cell_flops["ffn"], weight_bytes=wbytes)]
 
@@ -137,14 +157,22 @@ def moe(cx: CellContext) -> list[CellCost]:
         n_e = np.where(p_act > 0, cx.capacity_factor * n * k / e_all / p_act, 0.0)
     n_e = np.minimum(np.maximum(n_e, 1.0), n)
     active = zero_first((e_all / max(plan.ep, 1)) * p_act)
-    ffn = OpCost(cx.grouped_gemm(cx.gated * width, h, n_e, active), (analytic.PROVENANCE,))
-    ffn = ffn + OpCost(cx.grouped_gemm(h, width, n_e, active))
-    ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
-    ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
-    if model.num_shared_experts:
-        sw = model.num_shared_experts * model.moe_intermediate_size // d
-        ffn = ffn + cx.gemm(cx.gated * sw, h, n) + cx.gemm(h, sw, n)
-    wbytes = cx.cell_params["ffn"] * cx.wb
+    sw = model.num_shared_experts * model.moe_intermediate_size // d
+
+    def layer(unq: bool) -> OpCost:
+        gemm = cx.gemm_unquantised if unq else cx.gemm
+        up = cx.grouped_gemm(cx.gated * width, h, n_e, active, unquantised=unq)
+        ffn = OpCost(up, (analytic.PROVENANCE,))
+        ffn = ffn + OpCost(cx.grouped_gemm(h, width, n_e, active, unquantised=unq))
+        ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
+        if not unq:
+            ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
+        if model.num_shared_experts:
+            ffn = ffn + gemm(cx.gated * sw, h, n) + gemm(h, sw, n)
+        return ffn
+
+    ffn = cx.per_layer("ffn", layer(False), lambda: layer(True))
+    wbytes = cx.cell_params["ffn"] * cx.wb + cx.unquantised_extra_weight_bytes("ffn")
     return [_cell(names.MOE, cx.lx * ffn, flops=cx.cell_flops["ffn"], weight_bytes=wbytes)]
 
 
@@ -206,7 +234,8 @@ def lm_head(cx: CellContext) -> list[CellCost]:
     FP32 softmax + sampling passes, per sampled sequence."""
     model, m, d = cx.model, cx.m, cx.plan.devices_per_stage
     vocab_dev = -(-model.vocab_size // d)
-    lm = cx.gemm(vocab_dev, model.hidden_size, m)
+    head_gemm = cx.gemm_unquantised if cx.mixed is not None and cx.mixed.lm_head else cx.gemm
+    lm = head_gemm(vocab_dev, model.hidden_size, m)
     sample = cx.mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
     gather = OpCost(np.zeros_like(m))
     samples = model.vocab_size > 0 and model.arch != "encoder"  # an encoder samples nothing
@@ -216,7 +245,7 @@ def lm_head(cx: CellContext) -> list[CellCost]:
         gather = gather.map(zero_first)
     t = (lm + gather).t + sample.t if samples else np.zeros_like(m)
     src = lm + sample + gather  # sources in the order the ops are listed above
-    wbytes = model.lm_head_params() * cx.wb
+    wbytes = model.lm_head_params() * cx.wb + cx.unquantised_extra_weight_bytes("lm_head")
     flops = cx.step_flops.per_seq
     row = OpCost(t, src.sources)
     return [_cell(names.LM_HEAD, row, flops=flops, weight_bytes=wbytes, per_seq=True)]
