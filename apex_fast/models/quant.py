@@ -14,9 +14,10 @@ lists (all read the same way):
 
 An entry names a module by its Hugging Face path (`model.layers.3.self_attn.q_proj`), or a parent
 of it (`model.layers.0`, `model.layers.7.self_attn`, `lm_head`); a trailing `.weight` is
-dropped, `*` globs and `re:` expressions match too. As in vLLM (the engine the simulator
-models), a name matches a module or its parents, not any substring. The names are matched
-against the linear layers of a Llama-style decoder (`model.layers.{i}.self_attn.*`,
+dropped, `*` globs and `re:` expressions match too. A name matches a module or its parents but
+not any substring (transformers tests substrings, so `model.layers.1` would also cover layer 12;
+vLLM compares whole projection names, which the per-projection lists of published checkpoints
+such as Llama-3.1-405B-FP8 satisfy either way). The names are matched against the linear layers of a Llama-style decoder (`model.layers.{i}.self_attn.*`,
 `model.layers.{i}.mlp.*`, MoE experts, `lm_head`) and reduced to what the cost and memory models
 need: which layers keep their attention projections and which their FFN (dense MLP or all
 experts) unquantised, and whether the LM head is. A cell with only some of its projections named
