@@ -276,15 +276,17 @@ def parse_mixed_precision(
     notes = []
     if partial:
         shown = "; ".join(partial[:3]) + ("; ..." if len(partial) > 3 else "")
+        many = len(partial) > 1
         notes.append(
-            f"{len(partial)} cells have only some projections unquantised, modelled as "
-            f"quantised: {shown}"
+            f"{len(partial)} {'cells have' if many else 'cell has'} only some projections "
+            f"unquantised, modelled as quantised: {shown}"
         )
     if unknown:
         shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        many = len(unknown) > 1
         notes.append(
-            f"{len(unknown)} unquantised module names match no linear layer of the model and "
-            f"are ignored: {shown}"
+            f"{len(unknown)} unquantised module {'names match' if many else 'name matches'} no "
+            f"linear layer of the model, ignored: {shown}"
         )
     return MixedPrecision(
         method=method,
