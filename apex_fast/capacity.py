@@ -43,7 +43,8 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
+from apex_fast.workload.scaling import MAX_REQUESTS, scaled
 
 MAX_SCALE_STEPS = 12  # rates from 2**-12 to 2**12 x the trace's own rate
 MIN_SCALE = 2.0**-MAX_SCALE_STEPS
@@ -71,40 +72,6 @@ class SloOutcome:
     # unserved one): <= 1 where the target is met. It grows smoothly with the rate (TPOT with
     # the batch, then TTFT with the queue), so it locates the capacity between simulations.
     slo_ratio: float = math.inf
-
-
-MAX_REQUESTS = 200_000  # cap on the repeated trace
-
-
-def scaled(workload: Workload, scale: float, horizon_s: float = 0.0) -> Workload:
-    """The same requests arriving `scale` times faster; if the result spans less than
-    `horizon_s`, the trace is repeated back to back (one mean gap between copies) until it does,
-    so that a rate above the plan's capacity shows up as a growing queue rather than as a short
-    burst the plan can absorb."""
-    arr = workload.arrival / scale
-    n = workload.num_requests
-    gap = float(arr[-1]) / max(n - 1, 1)
-    period = float(arr[-1]) + gap
-    copies = 1
-    if horizon_s > 0 and period > 0:
-        copies = max(1, min(math.ceil(horizon_s / period), MAX_REQUESTS // n))
-    if copies > 1:
-        arr = (arr[None, :] + period * np.arange(copies)[:, None]).ravel()
-        prompt = np.tile(workload.prompt, copies)
-        output = np.tile(workload.output, copies)
-    else:
-        prompt, output = workload.prompt, workload.output
-    name = f"{workload.name} x{scale:.3g}" + (f" (repeated {copies}x)" if copies > 1 else "")
-    hashes = {}
-    if workload.hash_ids is not None:  # a repeated copy carries the same prompt prefixes
-        ids, off = workload.hash_ids, workload.hash_offsets
-        lens = np.tile(np.diff(off), copies)
-        hashes = {
-            "hash_ids": np.tile(ids, copies),
-            "hash_offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-            "hash_block": workload.hash_block,
-        }
-    return Workload(np.ascontiguousarray(arr), prompt, output, name, **hashes)
 
 
 def slo_outcome(
@@ -198,7 +165,9 @@ class CapacitySearch:
         if w is None:
             if len(self._workloads) >= MAX_CACHED_WORKLOADS:
                 self._workloads.pop(next(iter(self._workloads)))
-            w = self._workloads[scale] = scaled(self.workload, scale, self.horizon_s)
+            w = self._workloads[scale] = scaled(
+                self.workload, scale, self.horizon_s, open_loop=True
+            )
         return w
 
     def _eval(self, plan: Plan, scale: float, cache: dict[float, SloOutcome]) -> SloOutcome:

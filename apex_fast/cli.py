@@ -457,7 +457,7 @@ def plan(
 
     check_cluster_size(num_nodes, num_gpus_per_node)
     if trace_file is None:
-        from apex_fast.trace_io import MAX_TOKENS
+        from apex_fast.workload import MAX_TOKENS
 
         for flag, v in (("--prompt-len", prompt_len), ("--output-len", output_len)):
             if v > MAX_TOKENS:

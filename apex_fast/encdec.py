@@ -7,7 +7,8 @@ simulated as usual; its cross-attention KV (encoder length tokens per layer) rid
 per-request prefix that occupies KV blocks and is read by every decode step but costs no
 prefill compute (its K/V projections are charged to the encoder). Approximation: encoder and
 decoder are simulated one after the other on the same devices, so their interference (sharing
-GPUs in the same engine steps) is not modelled.
+GPUs in the same engine steps) is not modelled. The encoder's and decoder's workloads are built
+in apex_fast/workload/encoder_decoder.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 
 from apex_fast.models.spec import ModelSpec
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import Workload
 
 
 def encoder_view(model: ModelSpec) -> ModelSpec:
@@ -38,44 +38,10 @@ def encoder_view(model: ModelSpec) -> ModelSpec:
     )
 
 
-def encoder_lengths(model: ModelSpec, workload: Workload) -> np.ndarray:
-    """Encoder input tokens per request: fixed for audio/vision encoders, else the prompt."""
-    if model.encoder_seq_len:
-        return np.full(workload.num_requests, model.encoder_seq_len, np.int64)
-    return workload.prompt.astype(np.int64)
-
-
-def encoder_workload(model: ModelSpec, workload: Workload) -> Workload:
-    return Workload(
-        arrival=workload.arrival,
-        prompt=encoder_lengths(model, workload),
-        output=np.ones(workload.num_requests, np.int64),
-        name=f"{workload.name} (encoder)",
-    )
-
-
 def encoder_options(opts: EngineOptions, enc_len: np.ndarray) -> EngineOptions:
     """Encoders run whole inputs (no chunking); the budget fits the longest input."""
     budget = max(opts.max_num_batched_tokens or 0, 8192, int(enc_len.max()), opts.max_num_seqs)
     return dataclasses.replace(opts, chunked_prefill=False, max_num_batched_tokens=budget)
-
-
-def decoder_workload(model: ModelSpec, workload: Workload, enc_finish: np.ndarray) -> Workload:
-    """Decoder requests arrive when their encoder pass completes.
-
-    Whisper's decoder starts from the given prompt (the task/language tokens and any text
-    prompt); T5's decoder starts from one start token and its input went to the encoder.
-    """
-    enc_len = encoder_lengths(model, workload)
-    prompt = workload.prompt if model.encoder_seq_len else np.ones(workload.num_requests, np.int64)
-    order = np.argsort(enc_finish, kind="stable")
-    return Workload(
-        arrival=np.ascontiguousarray(enc_finish[order]),
-        prompt=np.ascontiguousarray(prompt[order]),
-        output=np.ascontiguousarray(workload.output[order]),
-        name=f"{workload.name} (decoder, after the encoder)",
-        prefix=np.ascontiguousarray(enc_len[order]),
-    )
 
 
 def request_finish(result) -> np.ndarray:  # noqa: ANN001 (PlanResult)

@@ -20,7 +20,7 @@ def models_text(json_out: bool = False) -> str:
 
         return _json(model_records())
     from apex_fast.models import list_models
-    from apex_fast.models.loader import model_aliases
+    from apex_fast.models.names import model_aliases
     from apex_fast.report.table import table
 
     aliases: dict[str, list[str]] = {}

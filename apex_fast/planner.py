@@ -9,13 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apex_fast.dtypes import canonical_dtype
-from apex_fast.encdec import (
-    decoder_workload,
-    encoder_options,
-    encoder_view,
-    encoder_workload,
-    request_finish,
-)
+from apex_fast.encdec import encoder_options, encoder_view, request_finish
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
@@ -27,8 +21,9 @@ from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
 from apex_fast.sim.prefix import check_router
 from apex_fast.sim.speculative import SpeculativeConfig
-from apex_fast.sim.workload import Workload, WorkloadOptions
-from apex_fast.sim.workload import build_workload as workload_from_options
+from apex_fast.workload import Workload, WorkloadOptions
+from apex_fast.workload import build_workload as workload_from_options
+from apex_fast.workload.encoder_decoder import decoder_workload, encoder_workload
 
 
 @dataclass(frozen=True)
@@ -262,7 +257,7 @@ def run_plan(
 def _run_deployment(req, model, cluster, workload, opts, mopts, dtypes, run, pins):
     """`--mode disagg` (the disaggregated search alone) or `--mode both` (the aggregated report
     followed by the comparison)."""
-    from apex_fast.disagg import MODES, plan_deployment
+    from apex_fast.disagg.deployment import MODES, plan_deployment
     from apex_fast.report.deployment import render_deployment
     from apex_fast.report.text import render, speculative_lines
 

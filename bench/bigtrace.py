@@ -1,7 +1,7 @@
 """Big inputs: a 10-million-request trace through parsing and simulation, with time and peak RSS.
 
 Writes a synthetic APEX+ JSON-lines trace (Poisson arrivals, log-normal prompt and output lengths)
-to a temporary folder in chunks (never held in memory), parses it with `apex_fast.trace_io` and
+to a temporary folder in chunks (never held in memory), parses it with `apex_fast.workload.readers` and
 runs the plan search on one pinned plan (default: llama-7b on one node of 8x H100, DP8 PP1 TP1,
 so each replica serves 1/8 of the requests), metrics included. Prints, for each phase, the wall
 time and the process's peak resident set size so far (`resource.getrusage`; the peak is
@@ -88,14 +88,14 @@ def main() -> int:
     from apex_fast.plans.enumerate import Pins
     from apex_fast.search import MetricOptions, search
     from apex_fast.sim.engine import EngineOptions
-    from apex_fast.trace_io import load_trace
+    from apex_fast.workload import load_trace
 
     model = load_model(args.model)
     cluster = Cluster(get_device("H100-SXM-80GB"), 1, args.gpus)
     pins = Pins(dp=args.dp, pp=1, tp=args.gpus // args.dp)
     opts = EngineOptions()
     # warm the Numba kernel on a tiny workload so compilation is not counted below
-    from apex_fast.sim.workload import static_workload
+    from apex_fast.workload import static_workload
 
     search(model, cluster, static_workload(8, 16, 4), opts, MetricOptions(), pins=pins, workers=1)
     fig: dict[str, float | int | str] = {

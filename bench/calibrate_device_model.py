@@ -8,7 +8,10 @@ Data (read-only, never copied into the repo):
   elementwise  vidur mlp.csv: input_layernorm, mlp_act, add, attn_rope
   collectives  profiles/comm/<gpu>/*.csv (size KiB, us), vidur/network/{h100,a100}_dgx/*.csv
 Fit: Nelder-Mead on the mean |log(predicted / measured)| per device and op group, parameters
-in log / logit space. --write stores the fitted values in profile_data/calibration.json.
+in log / logit space. Skinny GEMMs (2 <= n < 128 tokens): where their median memory efficiency
+falls well below the fitted eta_mem (V100), it is measured and added as eta_mem_skinny, and the
+GEMM error table is that of the model with the term, as shipped. --write stores the fitted
+values in profile_data/calibration.json.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +27,13 @@ import numpy as np
 import polars as pl
 
 from apex_fast.hardware.devices import PROFILE_DATA_DIR, get_device
-from apex_fast.profiles.analytic import DeviceModel, collective_time, gemm_time, mem_time
+from apex_fast.profiles.analytic import (
+    SKINNY_MAX_N,
+    DeviceModel,
+    collective_time,
+    gemm_time,
+    mem_time,
+)
 from apex_fast.profiles.calibration import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,40 +73,58 @@ class CommData:
     source: np.ndarray
 
 
-def _vidur_frames(ref: Path, dev: str) -> list[pl.DataFrame]:
-    return [
-        pl.read_csv(f) for f in sorted(glob.glob(str(ref / "vidur/compute" / dev / "*/*/mlp.csv")))
-    ]
+@dataclass
+class VidurRows:
+    """The rows of one Vidur mlp.csv: each a layer shape at a TP degree and a token count."""
+
+    frame: pl.DataFrame
+    tp: np.ndarray
+    n: np.ndarray  # tokens
+    h: np.ndarray
+    nh: np.ndarray
+    nkv: np.ndarray
+    inter: np.ndarray
+    gated: np.ndarray
+
+    @property
+    def hd(self) -> np.ndarray:
+        return self.h / self.nh
+
+    def op_times(self, op: str) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds of one op per row (median), and the rows where it was measured."""
+        t = self.frame[f"time_stats.{op}.median"].to_numpy() * 1e-3
+        return t, np.isfinite(t) & (t > 0)
+
+
+def _vidur_rows(ref: Path, dev: str) -> list[VidurRows]:
+    out = []
+    for f in sorted(glob.glob(str(ref / "vidur/compute" / dev / "*/*/mlp.csv"))):
+        d = pl.read_csv(f)
+        cols = ("num_tensor_parallel_workers", "num_tokens", "n_embd", "n_head", "n_kv_head")
+        num = [d[c].to_numpy().astype(float) for c in (*cols, "n_expanded_embd")]
+        out.append(VidurRows(d, *num, d["use_gated_mlp"].to_numpy().astype(bool)))
+    return out
 
 
 def load_gemms(ref: Path) -> dict[str, GemmData]:
     out: dict[str, GemmData] = {}
     for dev, name in VIDUR_GPU.items():
         ops, ms, ks, ns, ts = [], [], [], [], []
-        for d in _vidur_frames(ref, dev):
-            tp = d["num_tensor_parallel_workers"].to_numpy().astype(float)
-            n = d["num_tokens"].to_numpy().astype(float)
-            h = d["n_embd"].to_numpy().astype(float)
-            nh = d["n_head"].to_numpy().astype(float)
-            nkv = d["n_kv_head"].to_numpy().astype(float)
-            inter = d["n_expanded_embd"].to_numpy().astype(float)
-            gated = d["use_gated_mlp"].to_numpy().astype(bool)
-            hd = h / nh
-            q_local = nh / tp * hd
-            kv_local = np.maximum(nkv / tp, 1.0) * hd
+        for r in _vidur_rows(ref, dev):
+            q_local = r.nh / r.tp * r.hd
+            kv_local = np.maximum(r.nkv / r.tp, 1.0) * r.hd
             shapes = {
-                "attn_pre_proj": (q_local + 2 * kv_local, h),
-                "attn_post_proj": (h, q_local),
-                "mlp_up_proj": (np.where(gated, 2.0, 1.0) * inter / tp, h),
-                "mlp_down_proj": (h, inter / tp),
+                "attn_pre_proj": (q_local + 2 * kv_local, r.h),
+                "attn_post_proj": (r.h, q_local),
+                "mlp_up_proj": (np.where(r.gated, 2.0, 1.0) * r.inter / r.tp, r.h),
+                "mlp_down_proj": (r.h, r.inter / r.tp),
             }
             for op, (m, k) in shapes.items():
-                t = d[f"time_stats.{op}.median"].to_numpy() * 1e-3
-                ok = np.isfinite(t) & (t > 0)
+                t, ok = r.op_times(op)
                 ops.append(np.full(ok.sum(), op))
                 ms.append(m[ok])
                 ks.append(k[ok])
-                ns.append(n[ok])
+                ns.append(r.n[ok])
                 ts.append(t[ok])
         out[name] = GemmData(*(np.concatenate(a) for a in (ops, ms, ks, ns, ts)))
     v = pl.read_csv(ref / "profiles/comp/V100-PCIE-16GB/gemm_0.csv").filter(
@@ -117,23 +145,14 @@ def load_elementwise(ref: Path) -> dict[str, ElemData]:
     out: dict[str, ElemData] = {}
     for dev, name in VIDUR_GPU.items():
         ops, bs, ts = [], [], []
-        for d in _vidur_frames(ref, dev):
-            tp = d["num_tensor_parallel_workers"].to_numpy().astype(float)
-            n = d["num_tokens"].to_numpy().astype(float)
-            h = d["n_embd"].to_numpy().astype(float)
-            nh = d["n_head"].to_numpy().astype(float)
-            nkv = d["n_kv_head"].to_numpy().astype(float)
-            inter = d["n_expanded_embd"].to_numpy().astype(float)
-            gated = d["use_gated_mlp"].to_numpy().astype(bool)
-            hd = h / nh
+        for r in _vidur_rows(ref, dev):
             nbytes = {
-                "input_layernorm": 2 * h * n * 2,
-                "mlp_act": np.where(gated, 3.0, 2.0) * inter / tp * n * 2,
-                "attn_rope": 2 * (nh / tp + np.maximum(nkv / tp, 1.0)) * hd * n * 2,
+                "input_layernorm": 2 * r.h * r.n * 2,
+                "mlp_act": np.where(r.gated, 3.0, 2.0) * r.inter / r.tp * r.n * 2,
+                "attn_rope": 2 * (r.nh / r.tp + np.maximum(r.nkv / r.tp, 1.0)) * r.hd * r.n * 2,
             }
             for op, b in nbytes.items():
-                t = d[f"time_stats.{op}.median"].to_numpy() * 1e-3
-                ok = np.isfinite(t) & (t > 0)
+                t, ok = r.op_times(op)
                 ops.append(np.full(ok.sum(), op))
                 bs.append(b[ok])
                 ts.append(t[ok])
@@ -314,42 +333,108 @@ def comm_names_for(c: CommData) -> list[str]:
     return names
 
 
-def calibrate(ref: Path) -> tuple[dict[str, dict[str, float]], list[dict]]:
+def _fit_group(dev: str, dm: DeviceModel, names: list[str], predict, meas, label, group: str):
+    """Fit one parameter group on top of `dm`; the fitted values, the new model, its table rows."""
+    p, _ = fit(dm, names, predict, meas)
+    dm = DeviceModel(**{**dm.__dict__, **p})
+    pred = predict(dm)
+    return p, dm, [*rel_err_table(dev, label, pred, meas), summary_rows(dev, group, pred, meas)]
+
+
+# Skinny GEMMs: 2 <= n < SKINNY_MAX_N tokens. Their memory efficiency is measured, not fitted: the
+# median of (bytes moved) / (HBM bandwidth x (time - launch)) over the GEMMs whose weights are
+# large enough (m*k >= 4096^2, >= 32 MiB in half) that streaming them dominates the time.
+SKINNY_MIN_WEIGHTS = 4096**2
+# A device gets the skinny term when that median is below this share of its fitted eta_mem: a
+# regime the global fit cannot absorb. Measured: V100 0.50 of eta_mem, H100 0.98, A100 0.95, so
+# any cut between those picks the same devices.
+SKINNY_DROP = 0.75
+GEMM_SOURCE_FILE = {"V100-PCIE-16GB": "gemm_0.csv"}
+
+
+@dataclass
+class Skinny:
+    eta: float  # the median efficiency, to two decimals (the value eta_mem_skinny takes)
+    count: int
+    even: float  # medians over even n, odd n, and n = 1
+    odd: float
+    n1: float
+    ratio: float  # median / eta_mem
+
+    @property
+    def applies(self) -> bool:
+        return self.ratio < SKINNY_DROP
+
+
+def skinny_efficiency(g: GemmData, dm: DeviceModel) -> Skinny:
+    nbytes = g.m * g.k * 2.0 + (g.k * g.n + g.m * g.n) * 2.0
+    with np.errstate(all="ignore"):
+        eff = nbytes / (dm.mem_bw * (g.t - dm.t_launch))
+    big = g.m * g.k >= SKINNY_MIN_WEIGHTS
+    sk = big & (g.n >= 2) & (g.n < SKINNY_MAX_N)
+
+    def med(sel: np.ndarray) -> float:
+        return float(np.median(eff[sel])) if sel.any() else math.nan
+
+    eta = med(sk)
+    even, odd = med(sk & (g.n % 2 == 0)), med(sk & (g.n % 2 == 1))
+    return Skinny(round(eta, 2), int(sk.sum()), even, odd, med(big & (g.n == 1)), eta / dm.eta_mem)
+
+
+def skinny_note(dev: str, sk: Skinny, others: dict[str, Skinny]) -> str:
+    rest = ", ".join(f"{d} {o.ratio:.2f}" for d, o in sorted(others.items()) if not o.applies)
+    return (
+        f"measured: median memory efficiency of the {sk.count:,} half GEMMs with m*k >= 4096^2 "
+        f"and 2 <= n < {SKINNY_MAX_N} in {GEMM_SOURCE_FILE.get(dev, 'the table')} is {sk.eta:.2f} "
+        f"(even n {sk.even:.2f}, odd n {sk.odd:.2f}; n = 1 runs at {sk.n1:.2f}), "
+        f"{sk.ratio:.2f} of eta_mem. "
+        f"Others keep most of eta_mem there ({rest} of it), so they use eta_mem"
+    )
+
+
+def calibrate(ref: Path) -> tuple[dict[str, dict[str, float]], list[dict], dict[str, str]]:
+    """Fitted parameters per device, the error table, and the notes of measured skinny terms."""
     gemms, elems, comms = load_gemms(ref), load_elementwise(ref), load_comms(ref)
     fitted: dict[str, dict[str, float]] = {}
     table: list[dict] = []
+    skinny: dict[str, Skinny] = {}
     for dev in sorted(set(gemms) | set(comms)):
         dm = initial_model(dev)
         res: dict[str, float] = {}
         if dev in gemms:
             g = gemms[dev]
-            p, _ = fit(dm, GEMM_NAMES, predict_gemm(g), g.t)
+            p, dm, _ = _fit_group(dev, dm, GEMM_NAMES, predict_gemm(g), g.t, g.op, "GEMM")
             res |= p
-            dm = DeviceModel(**{**dm.__dict__, **p})
-            table += rel_err_table(dev, g.op, predict_gemm(g)(dm), g.t)
-            table.append(summary_rows(dev, "GEMM", predict_gemm(g)(dm), g.t))
+            skinny[dev] = sk = skinny_efficiency(g, dm)
+            if sk.applies:  # the model as shipped: the fitted GEMM parameters plus the term
+                res["eta_mem_skinny"] = sk.eta
+                dm = DeviceModel(**{**dm.__dict__, "eta_mem_skinny": sk.eta})
+            pred = predict_gemm(g)(dm)
+            table += [*rel_err_table(dev, g.op, pred, g.t), summary_rows(dev, "GEMM", pred, g.t)]
+            if sk.applies:
+                sel = (g.n >= 2) & (g.n < SKINNY_MAX_N)
+                group = f"GEMM 2 <= n < {SKINNY_MAX_N}"
+                table.append(summary_rows(dev, group, pred[sel], g.t[sel]))
         if dev in elems:
             e = elems[dev]
-            p, _ = fit(dm, ELEM_NAMES, predict_elem(e), e.t)
+            p, dm, rows = _fit_group(dev, dm, ELEM_NAMES, predict_elem(e), e.t, e.op, "elementwise")
             res |= p
-            dm = DeviceModel(**{**dm.__dict__, **p})
-            table += rel_err_table(dev, e.op, predict_elem(e)(dm), e.t)
-            table.append(summary_rows(dev, "elementwise", predict_elem(e)(dm), e.t))
+            table += rows
         if dev in comms:
             c = comms[dev]
-            p, _ = fit(dm, comm_names_for(c), predict_comm(c), c.t)
-            res |= p
-            dm = DeviceModel(**{**dm.__dict__, **p})
             label = np.array(
                 [
                     f"{k}{'/inter' if i else ''} ({s})"
                     for k, i, s in zip(c.kind, c.inter, c.source, strict=True)
                 ]
             )
-            table += rel_err_table(dev, label, predict_comm(c)(dm), c.t)
-            table.append(summary_rows(dev, "collectives", predict_comm(c)(dm), c.t))
+            names = comm_names_for(c)
+            p, dm, rows = _fit_group(dev, dm, names, predict_comm(c), c.t, label, "collectives")
+            res |= p
+            table += rows
         fitted[dev] = res
-    return fitted, table
+    notes = {d: skinny_note(d, sk, skinny) for d, sk in skinny.items() if sk.applies}
+    return fitted, table, notes
 
 
 def summary_rows(dev: str, group: str, pred: np.ndarray, meas: np.ndarray) -> dict:
@@ -374,11 +459,13 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=DEFAULT_REF)
     ap.add_argument("--write", action="store_true", help="update profile_data/calibration.json")
     args = ap.parse_args()
-    fitted, table = calibrate(args.reference)
+    fitted, table, notes = calibrate(args.reference)
     print_table(table)
     print(json.dumps(fitted, indent=1))
+    for note in notes.values():
+        print(note)
     if args.write:
-        write_calibration(fitted)
+        write_calibration(fitted, notes)
 
 
 SOURCES = {
@@ -507,7 +594,7 @@ COPY_PARAMS = {
 }
 
 
-def build_calibration(fitted: dict[str, dict[str, float]]) -> dict:
+def build_calibration(fitted: dict[str, dict[str, float]], notes: dict[str, str]) -> dict:
     fitted = {k: dict(v) for k, v in fitted.items()}
     for dev, (src, names) in COPY_PARAMS.items():
         for nm in names:
@@ -538,14 +625,17 @@ def build_calibration(fitted: dict[str, dict[str, float]]) -> dict:
                     block[nm] = value
                     note = f"{note}; {why}"
             block["source"] = note
+            if group == "gemm" and "eta_mem_skinny" in fitted[src_dev]:
+                block["eta_mem_skinny"] = fitted[src_dev]["eta_mem_skinny"]
+                block["source_eta_mem_skinny"] = notes[src_dev]
             entry[group] = block
         out["devices"][dev] = entry
     return out
 
 
-def write_calibration(fitted: dict[str, dict[str, float]]) -> None:
+def write_calibration(fitted: dict[str, dict[str, float]], notes: dict[str, str]) -> None:
     path = PROFILE_DATA_DIR / "calibration.json"
-    path.write_text(json.dumps(build_calibration(fitted), indent=2) + "\n")
+    path.write_text(json.dumps(build_calibration(fitted, notes), indent=2) + "\n")
     print(f"wrote {path}")
 
 

@@ -12,7 +12,6 @@ Usage: python bench/capacity.py [--baseline REF] [--repeat N] [--json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup import ROOT, extract  # noqa: E402
+from startup import ROOT, bench_args, trees_to_time  # noqa: E402
 
 ARGS = [
     "capacity", "--model", "llama3-70b", "--num-gpus-per-node", "8",
@@ -53,15 +52,10 @@ def run_once(tree: Path) -> tuple[float, float, int, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", help="git revision to compare with (e.g. main)")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
-    a = ap.parse_args()
+    a = bench_args(__doc__, 1)
     with tempfile.TemporaryDirectory(prefix="apex-capacity-") as tmp:
-        trees = {"new": ROOT}
-        if a.baseline:
-            trees = {"old": extract(a.baseline, Path(tmp)), "new": ROOT}
+        trees = trees_to_time(a.baseline, Path(tmp))
+        if "old" in trees:
             run_once(trees["old"])  # warm-up: the extracted tree compiles its Numba cache
         best: dict[str, tuple[float, float, int]] = {}
         for _ in range(a.repeat):

@@ -40,12 +40,12 @@ def main() -> None:
         walls.append(time.perf_counter() - t)
     print(f"plan --mode both, wall (best of {len(walls)}): {min(walls):.2f} s")
 
-    from apex_fast.disagg import plan_deployment
+    from apex_fast.disagg.deployment import plan_deployment
     from apex_fast.hardware.cluster import Cluster
     from apex_fast.hardware.devices import get_device
     from apex_fast.models import load_model
     from apex_fast.sim.engine import EngineOptions
-    from apex_fast.trace_io import load_trace
+    from apex_fast.workload import load_trace
 
     model = load_model("llama3-70b")
     cluster = Cluster(get_device("H100-SXM-80GB"), 2, 8)

@@ -50,7 +50,7 @@ KINDS = ("lmsys_05", "decode-heavy", "decode-saturated", "prefill-heavy")
 def make_trace(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     if kind == "lmsys_05":
-        from apex_fast.trace_io import load_trace
+        from apex_fast.workload import load_trace
 
         w = load_trace(TRACE)
         return w.arrival, w.prompt, w.output

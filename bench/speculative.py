@@ -16,7 +16,7 @@ from apex_fast.models import load_model
 from apex_fast.plans.enumerate import megatron_plan
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.sim.speculative import SpeculativeConfig
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 
 def main() -> None:

@@ -75,16 +75,26 @@ def run_once(tree: Path, args: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_args(doc: str, repeat: int) -> argparse.Namespace:
+    """The options these timing scripts share: --baseline REV, --repeat N, --json."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--baseline", help="git revision to compare with (e.g. main)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def trees_to_time(baseline: str | None, tmp: Path) -> dict[str, Path]:
+    """This checkout ("new") and, given a baseline revision, that revision extracted ("old")."""
+    if not baseline:
+        return {"new": ROOT}
+    return {"old": extract(baseline, tmp), "new": ROOT}
+
+
+def main() -> None:
+    a = bench_args(__doc__, 5)
     with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
-        trees = {"new": ROOT}
-        if a.baseline:
-            trees = {"old": extract(a.baseline, Path(tmp)), "new": ROOT}
+        trees = trees_to_time(a.baseline, Path(tmp))
         for tree in trees.values():  # warm-up: Numba cache, .pyc files
             for args in COMMANDS.values():
                 run_once(tree, args)

@@ -23,7 +23,7 @@ from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.search import MetricOptions, search
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 HERE = Path(__file__).resolve().parent
 MODELS = (HERE / "models" / "moe-1.8t.json", HERE / "models" / "dense-1t.json")

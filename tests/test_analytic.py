@@ -1,4 +1,5 @@
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,7 @@ def _calibration_script():
     path = Path(__file__).parents[1] / "bench" / "calibrate_device_model.py"
     spec = importlib.util.spec_from_file_location("calibrate_device_model", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

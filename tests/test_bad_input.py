@@ -8,16 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from apex_fast.cli import main
+from common import run, tiny_config
 
 BASE = ["plan", "--num-gpus-per-node", "1", "--num-requests", "4", "--quiet"]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line(code: int, err: str, *needles: str) -> None:
@@ -42,21 +35,6 @@ def bad(capsys, *args: str) -> str:
     return err
 
 
-def _cfg(tmp_path: Path, name: str = "config.json", **over) -> str:
-    cfg = {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
-        "vocab_size": 100,
-    }
-    cfg.update(over)
-    p = tmp_path / name
-    p.write_bytes(orjson.dumps(cfg))
-    return str(p)
-
-
 def _trace(tmp_path: Path, lines: list[str], name: str = "t.jsonl") -> str:
     p = tmp_path / name
     p.write_text("".join(line + "\n" for line in lines))
@@ -74,22 +52,22 @@ def test_unknown_model_suggests_close_names(capsys) -> None:
 
 
 def test_config_hidden_size_zero(capsys, tmp_path: Path) -> None:
-    err = bad(capsys, "--model", _cfg(tmp_path, hidden_size=0))
+    err = bad(capsys, "--model", tiny_config(tmp_path, hidden_size=0))
     assert "hidden_size = 0 is out of range" in err
 
 
 def test_config_zero_heads(capsys, tmp_path: Path) -> None:
-    err = bad(capsys, "--model", _cfg(tmp_path, num_attention_heads=0))
+    err = bad(capsys, "--model", tiny_config(tmp_path, num_attention_heads=0))
     assert "num_attention_heads = 0" in err
 
 
 def test_config_heads_do_not_divide_hidden(capsys, tmp_path: Path) -> None:
-    err = bad(capsys, "--model", _cfg(tmp_path, hidden_size=66))
+    err = bad(capsys, "--model", tiny_config(tmp_path, hidden_size=66))
     assert "hidden size 66 is not divisible by 4 heads" in err
 
 
 def test_config_kv_heads_do_not_divide_heads(capsys, tmp_path: Path) -> None:
-    err = bad(capsys, "--model", _cfg(tmp_path, num_key_value_heads=3))
+    err = bad(capsys, "--model", tiny_config(tmp_path, num_key_value_heads=3))
     assert "3 KV heads do not divide 4 attention heads" in err
 
 
@@ -106,7 +84,7 @@ def test_config_binary_garbage(capsys, tmp_path: Path) -> None:
 
 
 def test_config_unreadable(capsys, tmp_path: Path, monkeypatch) -> None:
-    path = Path(_cfg(tmp_path))
+    path = Path(tiny_config(tmp_path))
     path.chmod(0)
     real = pathlib.Path.read_bytes
 
@@ -444,54 +422,36 @@ def _trace_for_determinism(tmp_path: Path) -> str:
     return _trace(tmp_path, lines, "det.jsonl")
 
 
+def _plan_json(capsys, trace: str, path: Path, workers: str) -> bytes:
+    """The JSON report of every plan of llama-7b on 4 GPUs for `trace`."""
+    code, _, err = run(
+        capsys,
+        "plan",
+        "--model",
+        "llama-7b",
+        "--num-gpus",
+        "4",
+        "--trace-file",
+        trace,
+        "--all",
+        "--json",
+        str(path),
+        "--quiet",
+        "--workers",
+        workers,
+    )
+    assert code == 0, err
+    return path.read_bytes()
+
+
 def test_json_identical_run_to_run_with_trace_and_several_plans(capsys, tmp_path: Path) -> None:
     trace = _trace_for_determinism(tmp_path)
-    outs = []
-    for name in ("a.json", "b.json"):
-        path = tmp_path / name
-        code, _, err = run(
-            capsys,
-            "plan",
-            "--model",
-            "llama-7b",
-            "--num-gpus",
-            "4",
-            "--trace-file",
-            trace,
-            "--all",
-            "--json",
-            str(path),
-            "--quiet",
-            "--workers",
-            "1",
-        )
-        assert code == 0, err
-        outs.append(path.read_bytes())
+    outs = [_plan_json(capsys, trace, tmp_path / name, "1") for name in ("a.json", "b.json")]
     assert outs[0] == outs[1]
     assert len(orjson.loads(outs[0])["plans"]) >= 3
 
 
 def test_json_identical_whatever_the_number_of_workers(capsys, tmp_path: Path) -> None:
     trace = _trace_for_determinism(tmp_path)
-    outs = []
-    for workers in ("1", "2"):
-        path = tmp_path / f"w{workers}.json"
-        code, _, err = run(
-            capsys,
-            "plan",
-            "--model",
-            "llama-7b",
-            "--num-gpus",
-            "4",
-            "--trace-file",
-            trace,
-            "--all",
-            "--json",
-            str(path),
-            "--quiet",
-            "--workers",
-            workers,
-        )
-        assert code == 0, err
-        outs.append(path.read_bytes())
+    outs = [_plan_json(capsys, trace, tmp_path / f"w{w}.json", w) for w in ("1", "2")]
     assert outs[0] == outs[1]

@@ -10,11 +10,11 @@ from apex_fast.capacity import (
     _extrapolate,
     _extrapolate_down,
     _secant,
-    scaled,
 )
 from apex_fast.cli import main
 from apex_fast.planner import PlanRequest, run_plan
-from apex_fast.trace_io import load_trace
+from apex_fast.workload import load_trace
+from apex_fast.workload.scaling import scaled
 
 
 def test_scaled_repeats_to_horizon():

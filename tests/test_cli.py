@@ -6,8 +6,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from common import run
 
-from apex_fast.cli import _expand_nargs, main
+from apex_fast.cli import _expand_nargs
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
@@ -29,12 +30,6 @@ PLAN_KEYS = {
     "slo_ttft_pct",
     "slo_tpot_pct",
 }
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_seed_example_all_plans(capsys) -> None:

@@ -9,24 +9,18 @@ import numpy as np
 import pytest
 
 from apex_fast.cli import main
-from apex_fast.disagg import (
-    KVLink,
-    PoolConfig,
-    decode_workload,
-    evaluate,
-    kv_bytes_per_token,
-    kv_link,
-    max_goodput_rate,
-    search_disagg,
-    transfer_time,
-)
+from apex_fast.disagg.evaluate import evaluate
+from apex_fast.disagg.kv_transfer import KVLink, kv_bytes_per_token, kv_link, transfer_time
+from apex_fast.disagg.pools import PoolConfig, decode_workload
+from apex_fast.disagg.rating import max_goodput_rate
+from apex_fast.disagg.search import search_disagg
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import megatron_plan
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.workload import Workload, static_workload
 
 INSTANT = KVLink(gbps_per_lane=math.inf, lanes=1, latency_s=0.0, kind="test")
 

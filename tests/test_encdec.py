@@ -6,19 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apex_fast.encdec import (
-    decoder_workload,
-    encoder_options,
-    encoder_view,
-    encoder_workload,
-    request_finish,
-)
+from apex_fast.encdec import encoder_options, encoder_view, request_finish
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.workload import Workload, static_workload
+from apex_fast.workload.encoder_decoder import decoder_workload, encoder_workload
 
 H100 = get_device("H100-SXM-80GB")
 

@@ -11,7 +11,7 @@ from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan, stream_split
-from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.workload import Workload, static_workload
 
 H100 = get_device("H100-SXM-80GB")
 

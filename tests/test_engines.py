@@ -21,7 +21,7 @@ from apex_fast.engines import (
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = ("H100-SXM-80GB", 80e9 / 2**30)

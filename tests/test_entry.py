@@ -12,6 +12,13 @@ from apex_fast.cli import main as cli_main
 from apex_fast.entry import main as entry_main
 
 
+def _python(code: str) -> str:
+    """Stdout of `code` run by a fresh interpreter (so its imports start from nothing)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
 @pytest.mark.parametrize("args", [["models"], ["gpus"], ["models", "--json"], ["gpus", "--json"]])
 def test_listing_is_the_cli_output(args, capsys):
     assert cli_main(args) == 0
@@ -26,10 +33,7 @@ def test_listing_imports_nothing_heavy():
         "print(sorted(m for m in ('typer', 'numpy', 'numba', 'polars', 'pydantic') "
         "if m in sys.modules))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    assert _python(code).strip().splitlines()[-1] == "[]"
 
 
 def test_other_command_lines_go_to_the_cli(capsys):
@@ -54,9 +58,7 @@ def test_command_modules_are_imported_only_when_run():
         "    main(['--help'])\n"
         "print([m in sys.modules for m in mods])\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split("\n")
+    out = _python(code).split("\n")
     assert out[:3] == [
         "[False, False, False]",
         "[False, False, True]",
@@ -73,7 +75,4 @@ def test_bad_input_stops_before_the_kernel_is_loaded():
         "print(rc, sorted(m for m in ('numba', 'polars', 'apex_fast.kernels.batching') "
         "if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip().splitlines()[-1] == "2 []"
+    assert _python(code).strip().splitlines()[-1] == "2 []"

@@ -203,7 +203,7 @@ def test_l40s_best_70b_plan_differs_from_h100_because_of_pcie_collectives():
     from apex_fast.models import load_model
     from apex_fast.search import MetricOptions, search
     from apex_fast.sim.engine import EngineOptions
-    from apex_fast.sim.workload import static_workload
+    from apex_fast.workload import static_workload
 
     m = load_model("llama3-70b")
     wl = static_workload(64, 512, 128)

@@ -8,13 +8,13 @@ commands and the small commands. Ctrl-C is covered in test_interrupt.py.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
 import orjson
 import pytest
+from common import DROP, tiny_config
 
 from apex_fast.cli import main
 
@@ -243,26 +243,6 @@ def test_model_flag_valid_on_encoder(capsys) -> None:
 
 
 # ------------------------------------------------------------------------------------- configs
-def _config(tmp_path: Path, name: str = "config.json", raw: bytes | None = None, **over) -> str:
-    cfg: dict = {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
-        "vocab_size": 100,
-    }
-    for k, v in over.items():
-        if v is _DROP:
-            cfg.pop(k, None)
-        else:
-            cfg[k] = v
-    p = tmp_path / name
-    p.write_bytes(raw if raw is not None else json.dumps(cfg).encode())  # any int size
-    return str(p)
-
-
-_DROP = object()
 _MOE = {"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2}
 
 BAD_CONFIGS = [
@@ -274,7 +254,7 @@ BAD_CONFIGS = [
     ({"hidden_size": None}, "hidden_size"),
     ({"hidden_size": 10**30}, "out of range"),
     ({"hidden_size": 10_000_000}, "no plan"),  # loads; no cluster holds it
-    ({"hidden_size": _DROP}, "hidden_size"),
+    ({"hidden_size": DROP}, "hidden_size"),
     ({"num_hidden_layers": 0}, "num_hidden_layers"),
     ({"num_attention_heads": 0}, "num_attention_heads"),
     ({"num_attention_heads": 3}, "not divisible"),
@@ -283,12 +263,12 @@ BAD_CONFIGS = [
     ({"vocab_size": -1}, "vocab_size"),
     ({"intermediate_size": 0}, "intermediate_size"),
     ({"model_type": 7}, "model_type"),
-    ({"model_type": "unknown-arch", "hidden_size": _DROP}, "unknown model_type"),
+    ({"model_type": "unknown-arch", "hidden_size": DROP}, "unknown model_type"),
     ({"max_position_embeddings": -5}, "max_position_embeddings"),
     ({"head_dim": 0}, "head_dim"),
     ({**_MOE, "num_local_experts": 0}, "at least one expert"),
     ({**_MOE, "num_experts_per_tok": 9}, "exceeds"),
-    ({**_MOE, "num_experts_per_tok": _DROP}, "num_experts_per_tok"),
+    ({**_MOE, "num_experts_per_tok": DROP}, "num_experts_per_tok"),
     ({**_MOE, "num_experts_per_tok": 0}, "num_experts_per_tok"),
     ({**_MOE, "num_local_experts": -2}, "num_local_experts"),
     ({"tie_word_embeddings": "yes"}, "tie_word_embeddings"),
@@ -297,7 +277,7 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("over", "needle"), BAD_CONFIGS)
 def test_bad_config(capsys, tmp_path: Path, over: dict, needle: str) -> None:
-    path = _config(tmp_path, **over)
+    path = tiny_config(tmp_path, **over)
     code, out, err = run(capsys, ["plan", "--model", path, "--num-gpus-per-node", "1", *STATIC])
     check(code, out, err, ERR, needle)
 
@@ -319,19 +299,19 @@ BAD_CONFIG_FILES = [
 
 @pytest.mark.parametrize(("raw", "needle"), BAD_CONFIG_FILES)
 def test_bad_config_file(capsys, tmp_path: Path, raw: bytes, needle: str) -> None:
-    path = _config(tmp_path, raw=raw)
+    path = tiny_config(tmp_path, raw=raw)
     code, out, err = run(capsys, ["plan", "--model", path, "--num-gpus-per-node", "1", *STATIC])
     check(code, out, err, ERR, needle)
 
 
 def test_config_folder_and_file_load(capsys, tmp_path: Path) -> None:
-    _config(tmp_path)
+    tiny_config(tmp_path)
     code, out, err = run(capsys, ["plan", "--model", str(tmp_path), "--num-gpus", "1", *STATIC])
     check(code, out, err, OK, "Optimal schedule")
 
 
 def test_moe_config_loads(capsys, tmp_path: Path) -> None:
-    path = _config(tmp_path, **_MOE)
+    path = tiny_config(tmp_path, **_MOE)
     code, out, err = run(capsys, ["plan", "--model", path, "--num-gpus", "1", *STATIC])
     check(code, out, err, OK, "8 experts top-2")
 

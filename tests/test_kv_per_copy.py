@@ -12,7 +12,7 @@ from apex_fast.plans.enumerate import enumerate_plans
 from apex_fast.plans.memory import copy_seq_blocks, memory_report
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.sim.engine_params import WATERMARK_FRACTION
-from apex_fast.sim.workload import Workload, static_workload
+from apex_fast.workload import Workload, static_workload
 
 H100 = get_device("H100-SXM-80GB")
 MODEL = load_model("llama3-70b")

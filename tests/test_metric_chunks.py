@@ -15,7 +15,7 @@ from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.trace_io import load_trace
+from apex_fast.workload import load_trace
 
 
 def _run():

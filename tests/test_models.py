@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from apex_fast.errors import ApexError
 from apex_fast.models import ModelSpec, list_models, load_model, resolve_model_name
-from apex_fast.models.loader import model_aliases, spec_from_config
+from apex_fast.models.config import spec_from_config
+from apex_fast.models.names import model_aliases
 
 B = 1e9
 M = 1e6
@@ -616,7 +617,7 @@ def test_sliding_window_model_uses_fewer_kv_blocks_in_the_engine():
     from apex_fast.hardware import Cluster, get_device
     from apex_fast.plans.enumerate import enumerate_plans
     from apex_fast.sim.engine import EngineOptions, simulate_plan
-    from apex_fast.sim.workload import static_workload
+    from apex_fast.workload import static_workload
 
     m = load_model("gpt-oss-20b")
     twin = replace(m, sliding_window=0, num_sliding_layers=0)

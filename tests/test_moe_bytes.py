@@ -12,7 +12,7 @@ from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.plans.memory import expected_experts_touched, moe_step_weight_bytes
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.trace_io import load_trace
+from apex_fast.workload import load_trace
 
 H100 = get_device("H100-SXM-80GB")
 

@@ -11,7 +11,7 @@ from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans, split_layers
 from apex_fast.plans.memory import GIB, memory_report, weight_bytes_per_device
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 H100 = get_device("H100-SXM-80GB")
 

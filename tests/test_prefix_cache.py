@@ -10,28 +10,15 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
+from common import assert_bad, run
 
 from apex_fast.cli import main
 from apex_fast.sim.prefix import block_keys, prefix_split
-from apex_fast.sim.workload import Workload
-from apex_fast.trace_io import load_trace
-from apex_fast.tracegen import multiturn_trace, write_multiturn
+from apex_fast.workload import Workload, load_trace
+from apex_fast.workload.multiturn import multiturn_trace
+from apex_fast.workload.writers import write_multiturn
 
 BASE = ["plan", "--model", "llama-7b", "--num-gpus-per-node", "1", "--tp", "1", "--quiet"]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_bad(capsys, *args: str, needle: str) -> None:
-    code, _, err = run(capsys, *args)
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    assert needle in err, err
 
 
 def _multiturn_file(tmp_path: Path, n: int = 200, rate: float = 4.0, think: float = 5.0) -> Path:

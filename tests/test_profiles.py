@@ -11,8 +11,8 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.profiles import tables
+from apex_fast.profiles.grid import CLAMPED, INTERPOLATED, MEASURED
 from apex_fast.profiles.measured import cost_model
-from apex_fast.profiles.tables import CLAMPED, INTERPOLATED, MEASURED
 
 MK = [16, 64, 256, 1024]
 NS = [1, 8, 64, 512]

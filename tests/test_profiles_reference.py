@@ -11,6 +11,7 @@ import pytest
 from apex_fast.cli import main
 from apex_fast.hardware.devices import PROFILE_DATA_DIR
 from apex_fast.profiles import tables
+from apex_fast.profiles.grid import MEASURED
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 PROFILES = REF / "profiles"
@@ -47,7 +48,7 @@ def test_reference_tables_all_load(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     g = store.gemm("V100-PCIE-16GB")["half"]
     assert g.logt.shape == (17, 17, 319)
     t, tag = g.lookup(4096, 4096, 1024)
-    assert tag == tables.MEASURED and t == pytest.approx(421e-6)
+    assert tag == MEASURED and t == pytest.approx(421e-6)
     for gpu in ("H100-SXM-80GB", "H200-SXM-141GB", "V100-PCIE-16GB"):
         for kind in tables.COLLECTIVE_FILES:
             assert store.collective(gpu, kind) is not None

@@ -7,20 +7,8 @@ import math
 
 import pytest
 
-from apex_fast.data import published_measurements_path
+from apex_fast.data import MEASURED_COLUMNS, published_measurements_path
 
-MEASURED = [
-    "ttft_mean_ms",
-    "ttft_median_ms",
-    "tpot_mean_ms",
-    "tpot_median_ms",
-    "itl_mean_ms",
-    "itl_median_ms",
-    "e2e_median_ms",
-    "output_tok_s",
-    "request_s",
-    "total_tok_s",
-]
 PROFILES = {"vllm-0.5", "vllm-0.6", "vllm-v1", "sglang", "trtllm"}
 
 
@@ -44,7 +32,7 @@ def test_every_row_names_source_engine_model_gpu(rows):
 
 def test_every_row_has_a_measured_figure_and_numbers_parse(rows):
     for i, r in enumerate(rows):
-        present = [c for c in MEASURED if r[c] != ""]
+        present = [c for c in MEASURED_COLUMNS if r[c] != ""]
         assert present, f"row {i} has no measured figure"
         for c in present:
             v = float(r[c])

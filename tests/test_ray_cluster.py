@@ -5,10 +5,11 @@ dashboard, so the test stays small enough for CI."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+
+from common import random_workload, search_summary  # noqa: E402
 
 from apex_fast.cli import main  # noqa: E402
 from apex_fast.hardware.cluster import Cluster  # noqa: E402
@@ -16,7 +17,6 @@ from apex_fast.hardware.devices import get_device  # noqa: E402
 from apex_fast.models import load_model  # noqa: E402
 from apex_fast.search import MetricOptions, search  # noqa: E402
 from apex_fast.sim.engine import EngineOptions  # noqa: E402
-from apex_fast.sim.workload import Workload  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,34 +34,7 @@ def local_cluster():
 def _setup():
     model = load_model("llama3-70b")
     cluster = Cluster(get_device("H100-SXM-80GB"), 1, 8)
-    rng = np.random.default_rng(5)
-    n = 64
-    wl = Workload(
-        arrival=np.sort(rng.uniform(0, 15, n)),
-        prompt=rng.integers(16, 500, n).astype(np.int64),
-        output=rng.integers(1, 150, n).astype(np.int64),
-        name="random",
-    )
-    return model, cluster, wl
-
-
-def _summary(sr):
-    rows = []
-    for e in sr.ranked:
-        m = e.metrics
-        rows.append(
-            (
-                e.result.plan.label,
-                m.ttft_mean_s,
-                m.tpot_mean_s,
-                m.latency_p95_s,
-                m.energy_kj,
-                m.num_steps,
-                tuple(np.concatenate([s.first_token for s in e.result.streams]).tolist()),
-                tuple(np.concatenate([s.finish for s in e.result.streams]).tolist()),
-            )
-        )
-    return rows, sr.infeasible, sr.num_candidates
+    return model, cluster, random_workload(5, 64, 15.0, 500, 150)
 
 
 def test_ray_cluster_gives_the_local_results(local_cluster):
@@ -72,7 +45,7 @@ def test_ray_cluster_gives_the_local_results(local_cluster):
         model, cluster, wl, EngineOptions(), MetricOptions(), ray_address=local_cluster
     )
     assert len(local.ranked) >= 5
-    assert _summary(via_ray) == _summary(local)
+    assert search_summary(via_ray) == search_summary(local)
 
 
 def test_cli_ray_flag_on_the_cluster(local_cluster, capsys):

@@ -6,8 +6,8 @@ import io
 import sys
 import types
 
-import numpy as np
 import pytest
+from common import random_workload, search_summary
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
@@ -16,40 +16,13 @@ from apex_fast.models import load_model
 from apex_fast.progress import SearchProgress, progress_for
 from apex_fast.search import MetricOptions, search
 from apex_fast.sim.engine import EngineOptions
-from apex_fast.sim.workload import Workload
 
 
 @pytest.fixture(scope="module")
 def setup():
     model = load_model("llama3-70b")
     cluster = Cluster(get_device("H100-SXM-80GB"), 1, 8)
-    rng = np.random.default_rng(3)
-    n = 96
-    wl = Workload(
-        arrival=np.sort(rng.uniform(0, 20, n)),
-        prompt=rng.integers(16, 600, n).astype(np.int64),
-        output=rng.integers(1, 200, n).astype(np.int64),
-        name="random",
-    )
-    return model, cluster, wl
-
-
-def summary(sr):
-    rows = []
-    for e in sr.ranked:
-        m = e.metrics
-        rows.append(
-            (
-                e.result.plan.label,
-                m.latency_mean_s,
-                m.ttft_mean_s,
-                m.tbt_p95_s,
-                m.energy_kj,
-                m.num_steps,
-                tuple(np.concatenate([s.finish for s in e.result.streams]).tolist()),
-            )
-        )
-    return rows, sr.infeasible, sr.num_candidates
+    return model, cluster, random_workload(3, 96, 20.0, 600, 200)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -57,9 +30,9 @@ def test_same_result_whatever_the_workers(setup, workers):
     model, cluster, wl = setup
     base = search(model, cluster, wl, EngineOptions(), MetricOptions(), workers=1)
     par = search(model, cluster, wl, EngineOptions(), MetricOptions(), workers=workers)
-    assert summary(par) == summary(base)
+    assert search_summary(par) == search_summary(base)
     auto = search(model, cluster, wl, EngineOptions(), MetricOptions())
-    assert summary(auto) == summary(base)
+    assert search_summary(auto) == search_summary(base)
 
 
 def test_progress_callback_counts_every_plan(setup):
@@ -124,7 +97,7 @@ def test_ray_path_with_a_stand_in(setup, monkeypatch):
     base = search(model, cluster, wl, EngineOptions(), MetricOptions(), workers=1)
     via_ray = search(model, cluster, wl, EngineOptions(), MetricOptions(), ray_address="auto")
     assert calls["init"]["address"] == "auto"
-    assert summary(via_ray) == summary(base)
+    assert search_summary(via_ray) == search_summary(base)
 
 
 def test_progress_silent_when_quiet_or_not_a_terminal():

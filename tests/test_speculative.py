@@ -22,7 +22,7 @@ from apex_fast.sim.speculative import (
     speculative_workload,
 )
 from apex_fast.sim.stream import StepCosts
-from apex_fast.sim.workload import static_workload
+from apex_fast.workload import static_workload
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,8 @@ def test_cli_bad_speculative_input_exits_2(extra, capsys):
 
 
 def test_speculation_shortens_disaggregated_decode():
-    from apex_fast.disagg import PoolConfig, evaluate
+    from apex_fast.disagg.evaluate import evaluate
+    from apex_fast.disagg.pools import PoolConfig
 
     model = load_model("llama3.1-8b")
     cluster = Cluster(get_device("H100-SXM-80GB"), 1, 2)

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from apex_fast.errors import ApexError
-from apex_fast.sim.workload import WorkloadOptions, build_workload
-from apex_fast.trace_io import MAX_LINE_BYTES, load_trace
-from apex_fast.tracegen import generate, write_trace
+from apex_fast.workload import MAX_LINE_BYTES, WorkloadOptions, build_workload, load_trace
+from apex_fast.workload.generators import generate
+from apex_fast.workload.writers import write_trace
 
 
 def _jsonl(tmp_path: Path, objs: list[dict], name: str = "t.jsonl") -> Path:
@@ -145,6 +145,81 @@ def test_csv_numeric_seconds_and_bom(tmp_path: Path) -> None:
     )
     w = load_trace(p)
     np.testing.assert_allclose(w.arrival, [0.0, 4.0])
+
+
+CSV_ROWS = (
+    "TIMESTAMP,ContextTokens,GeneratedTokens,Extra\r\n"
+    "2023-11-16 18:15:50.0000000,396,109,a\r\n"
+    "\r\n"
+    "2023-11-16 18:15:46.1234567,374,44,b,c,d\r\n"
+    "   \r\n"
+    "2023-11-16 18:15:48.5,10,0,\r\n"
+    "1700158549.25,7,3,x\r\n"
+    "2023-11-16T18:15:51,1_000,\u0663,y\r\n"
+    "2023-11-16 18:15:52, 12 ,\t5\t,z"
+)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 4 << 20])
+def test_csv_blocks_give_the_same_rows(tmp_path: Path, monkeypatch, chunk: int) -> None:
+    """Blank lines, extra and empty columns, CRLF, mixed seconds and date-times, a missing final
+    newline; spellings Polars does not convert (T separator, 1_000, a non-ASCII digit) are read
+    as Python reads them; the answer does not depend on where the blocks are cut."""
+    from apex_fast.workload import read_csv
+
+    monkeypatch.setattr(read_csv, "CSV_CHUNK", chunk)
+    p = tmp_path / "a.csv"
+    p.write_bytes(CSV_ROWS.encode())
+    w = load_trace(p)
+    assert list(w.prompt) == [374, 10, 7, 396, 1000, 12]
+    assert list(w.output) == [44, 1, 3, 109, 3, 5]
+    # the earliest row is 46.123456 s (a 7th fractional digit is dropped, as datetime does)
+    expected = [0.0, 2.376544, 3.126544, 3.876544, 4.876544, 5.876544]
+    np.testing.assert_allclose(w.arrival, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [16, 4 << 20])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("2023-11-16 18:15:52,5", "t.csv:5: expected 3 columns, got 2"),
+        ("2023-11-16 18:15:52,5,x", "t.csv:5: token counts must be numbers"),
+        ("2023-11-16 18:15:52,5,2.5", "t.csv:5: token counts must be whole numbers"),
+        ("2023-11-16 18:15:60,5,2", "t.csv:5: TIMESTAMP '2023-11-16 18:15:60' is neither"),
+        ("1e13,5,2", "t.csv:5: time '1e13' is not plausible"),
+        ("2023-11-16 18:15:52,0,2", "t.csv:5: ContextTokens must be at least 1, got 0"),
+    ],
+)
+def test_csv_errors_name_the_first_bad_line(
+    tmp_path: Path, monkeypatch, chunk: int, row: str, message: str
+) -> None:
+    from apex_fast.workload import read_csv
+
+    monkeypatch.setattr(read_csv, "CSV_CHUNK", chunk)
+    good = "2023-11-16 18:15:50,3,4\n"
+    p = tmp_path / "t.csv"
+    p.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n" + good + "\n" + good + row + "\n" + row
+    )
+    with pytest.raises(ApexError) as e:
+        load_trace(p)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n1,2,3\n"])
+def test_csv_long_line_is_refused_with_its_number(tmp_path: Path, newline: bytes) -> None:
+    """A 3 MiB line after the header: refused as line 3 after reading a few MiB at most."""
+    p = tmp_path / "t.csv"
+    head = b"StartTimeOffset,ContextTokens,GeneratedTokens\n0,3,4\n"
+    p.write_bytes(head + b"7" * (3 * MAX_LINE_BYTES) + newline)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApexError, match=r"t.csv:3: line longer than 1 MiB"):
+            load_trace(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MAX_LINE_BYTES
 
 
 def test_jsonl_out_of_order_is_said(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apex_fast.errors import ApexError
-from apex_fast.trace_io import load_trace
+from apex_fast.workload import load_trace
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from apex_fast.errors import ApexError
-from apex_fast.trace_io import load_trace
-from apex_fast.tracegen import KINDS, generate, write_trace
+from apex_fast.workload import load_trace
+from apex_fast.workload.generators import KINDS, generate
+from apex_fast.workload.writers import write_trace
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -17,15 +17,16 @@ from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import (
+from apex_fast.workload import (
     Workload,
     WorkloadOptions,
     build_workload,
     closed_loop_split,
+    load_trace,
     static_workload,
 )
-from apex_fast.trace_io import load_trace
-from apex_fast.tracegen import generate, synthetic_lengths, uniform_bounds, write_trace
+from apex_fast.workload.generators import generate, synthetic_lengths, uniform_bounds
+from apex_fast.workload.writers import write_trace
 
 H100 = get_device("H100-SXM-80GB")
 

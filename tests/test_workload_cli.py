@@ -10,25 +10,10 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
-
-from apex_fast.cli import main
+from common import assert_bad, run
 
 BASE = ["plan", "--model", "llama-7b", "--num-gpus-per-node", "1", "--tp", "1", "--quiet"]
 SMALL = ["--num-requests", "20", "--prompt-len", "128", "--output-len", "16"]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_bad(capsys, *args: str, needle: str) -> None:
-    code, _, err = run(capsys, *args)
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    assert needle in err, err
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 PUBLISHED_MEASUREMENTS = "published_measurements.csv"
 
-# numeric columns of published_measurements.csv (empty cell = not given by the source)
-NUMERIC_COLUMNS = (
+# numeric columns of published_measurements.csv (empty cell = not given by the source): the
+# setup, then the measured figures
+_SETUP_COLUMNS = (
     "num_gpus",
     "tp",
     "pp",
@@ -23,6 +24,9 @@ NUMERIC_COLUMNS = (
     "client_seed",
     "total_input_tokens",
     "total_output_tokens",
+)
+# the measured figures among them (a row gives at least one)
+MEASURED_COLUMNS = (
     "ttft_mean_ms",
     "ttft_median_ms",
     "tpot_mean_ms",
@@ -34,6 +38,7 @@ NUMERIC_COLUMNS = (
     "request_s",
     "total_tok_s",
 )
+NUMERIC_COLUMNS = (*_SETUP_COLUMNS, *MEASURED_COLUMNS)
 
 
 def published_measurements_path() -> Path:

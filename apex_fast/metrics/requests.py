@@ -10,7 +10,7 @@ import polars as pl
 
 from apex_fast.errors import ApexError
 from apex_fast.sim.engine import PlanResult
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:

@@ -21,7 +21,7 @@ from apex_fast.plans.memory import GIB
 from apex_fast.sim.engine import PlanResult
 from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 
 @dataclass

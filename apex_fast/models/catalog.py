@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from apex_fast.models.loader import list_models, model_aliases
+from apex_fast.models.loader import list_models
+from apex_fast.models.names import model_aliases
 from apex_fast.models.spec import ModelSpec
 
 

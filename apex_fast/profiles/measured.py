@@ -25,7 +25,8 @@ from apex_fast.cells import SEND_RECV
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import PROFILE_DATA_DIR, peak_flops
 from apex_fast.profiles import analytic
-from apex_fast.profiles.tables import TAG_NAMES, GemmGrid, ProfileStore, open_store
+from apex_fast.profiles.grid import TAG_NAMES
+from apex_fast.profiles.tables import GemmGrid, ProfileStore, open_store
 
 ANALYTIC = analytic.PROVENANCE
 

@@ -10,22 +10,19 @@ Layout of a profile root (the default is `profile_data/`, `--profile-dir` names 
 
 Each file is parsed once (Polars), validated row by row (a bad row is an ApexError naming the file
 and line), turned into grids and cached as .npz keyed by the file's content hash under
-`$APEX_FAST_CACHE_DIR` (default `~/.cache/apex-fast`); later loads read only the .npz.
+`$APEX_FAST_CACHE_DIR` (default `~/.cache/apex-fast`); later loads read only the .npz
+(table_files.py).
 
 Lookups interpolate log(time) linearly in log coordinates between the measured grid points. Outside
 the grid nothing is extrapolated silently: below the smallest size the value is clamped to the
 edge; above the largest size the edge value is scaled linearly with the size (a GEMM or a message
 that large is a sequence of edge-sized tiles; APEX+ does the same for collectives). Every lookup
-returns a tag per point: MEASURED (a grid point), INTERPOLATED, CLAMPED (outside the grid).
+returns a tag per point: MEASURED (a grid point), INTERPOLATED, CLAMPED (outside the grid)
+(grid.py).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,216 +30,38 @@ from pathlib import Path
 import numpy as np
 
 from apex_fast.errors import ApexError
-
-MEASURED, INTERPOLATED, CLAMPED = 0, 1, 2
-TAG_NAMES = {MEASURED: "measured", INTERPOLATED: "interpolated", CLAMPED: "clamped"}
+from apex_fast.profiles.grid import INTERPOLATED, MEASURED, interp_grid
+from apex_fast.profiles.table_files import cached_arrays, group_mean_log, read_table
 
 COLLECTIVE_FILES = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
-_DTYPES = ("half", "float", "float8", "bfloat16", "float16", "float32", "int8")
-_CACHE_VERSION = "1"
 # nccl-tests start at 256 elements: a "0 KB" row (integer-truncated) is 512 B of half
 _ZERO_KB_BYTES = 512.0
-
-
-def cache_dir() -> Path:
-    """Where parsed grids are cached ($APEX_FAST_CACHE_DIR, default ~/.cache/apex-fast)."""
-    env = os.environ.get("APEX_FAST_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "apex-fast"
-
-
-# --------------------------------------------------------------------------- parsing
-def _check_value(col: str, raw: str, kind: str) -> str | None:
-    """Error text for one cell, or None when it is valid."""
-    s = raw.strip()
-    if kind == "str":
-        return None if s else f"empty {col}"
-    try:
-        v = float(s)
-    except ValueError:
-        return f"{col} {raw!r} is not a number"
-    if not math.isfinite(v):
-        return f"{col} {raw!r} is not finite"
-    if kind in ("int", "posint") and v != int(v):
-        return f"{col} {raw!r} is not an integer"
-    if kind == "posint" and v < 1:
-        return f"{col} must be >= 1, got {raw!r}"
-    if kind == "pos" and v <= 0:
-        return f"{col} must be > 0, got {raw!r}"
-    if kind in ("int", "nonneg") and v < 0:
-        return f"{col} must be >= 0, got {raw!r}"
-    return None
-
-
-def _locate_error(path: Path, kinds: dict[str, str]) -> str:
-    """Scan the file with the csv module and describe its first bad line."""
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return f"{path}: line 1: empty file"
-        header = [h.strip() for h in header]
-        idx = {c: header.index(c) for c in kinds}
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                return (
-                    f"{path}: line {line}: {len(row)} fields, the header has {len(header)} "
-                    f"({','.join(header)})"
-                )
-            for col, kind in kinds.items():
-                err = _check_value(col, row[idx[col]], kind)
-                if err:
-                    return f"{path}: line {line}: {err}"
-    return f"{path}: malformed table"
-
-
-def read_table(path: Path, kinds: dict[str, str]) -> dict[str, np.ndarray]:
-    """Columns of an APEX-format CSV, validated.
-
-    kinds maps each required column to str | int | posint | pos | nonneg
-    (int: integer >= 0, posint: integer >= 1, pos: > 0, nonneg: >= 0).
-    """
-    import polars as pl  # only when a table is parsed (later loads read the .npz cache)
-
-    path = Path(path)
-    try:
-        df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
-    except FileNotFoundError:
-        raise ApexError(f"profile table {path} not found") from None
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
-        raise ApexError(_locate_error(path, kinds)) from None
-    cols = [c.strip() for c in df.columns]
-    df.columns = cols
-    missing = [c for c in kinds if c not in cols]
-    if missing:
-        raise ApexError(
-            f"{path}: line 1: header {','.join(cols)!r} lacks {', '.join(missing)} "
-            f"(expected {','.join(kinds)})"
-        )
-    if df.height == 0:
-        raise ApexError(f"{path}: no data rows")
-    out: dict[str, np.ndarray] = {}
-    bad = np.zeros(df.height, dtype=bool)
-    for col, kind in kinds.items():
-        s = df[col].str.strip_chars()
-        if kind == "str":
-            bad |= (s.is_null() | (s == "")).to_numpy()
-            out[col] = s.to_numpy().astype(str)
-            continue
-        v = s.cast(pl.Float64, strict=False).to_numpy()
-        ok = np.isfinite(v)
-        if kind in ("int", "posint"):
-            ok &= (v >= (1 if kind == "posint" else 0)) & (v == np.floor(np.where(ok, v, 0)))
-        elif kind == "pos":
-            ok &= v > 0
-        else:
-            ok &= v >= 0
-        bad |= ~ok
-        out[col] = v
-    if bad.any():
-        raise ApexError(_locate_error(path, kinds))
-    return out
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _cached(path: Path, kind: str, build: Callable[[Path], dict[str, np.ndarray]]):
-    """Arrays built from `path`, from the .npz cache when the file's hash has been seen."""
-    if not path.is_file():
-        raise ApexError(f"profile table {path} not found")
-    digest = file_hash(path)
-    cfile = cache_dir() / f"{kind}-{path.stem}-{digest}-v{_CACHE_VERSION}.npz"
-    if cfile.exists():
-        try:
-            with np.load(cfile, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError):
-            pass  # a broken cache entry is rebuilt
-    arrays = build(path)
-    try:
-        cfile.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cfile)
-    except OSError:
-        pass  # read-only home: work without the cache
-    return arrays
-
-
-def _group_mean_log(keys: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of `keys` (2-D) and the mean log(time) of duplicates."""
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    s = np.bincount(inv, weights=np.log(t), minlength=len(uniq))
-    c = np.bincount(inv, minlength=len(uniq))
-    return uniq, s / c
-
-
-# --------------------------------------------------------------------------- 1-D / N-D grids
-def _axis_weights(axis: np.ndarray, x: np.ndarray):
-    """Lower index, weight of the upper neighbour, exact-hit and outside flags, scale above top.
-
-    axis: sorted log coordinates; x: log query values.
-    """
-    lo, hi = axis[0], axis[-1]
-    xc = np.clip(x, lo, hi)
-    outside = (x < lo - 1e-9) | (x > hi + 1e-9)
-    above = np.maximum(x - hi, 0.0)  # log of the linear scale factor above the top
-    if len(axis) == 1:
-        i0 = np.zeros(x.shape, dtype=np.int64)
-        return i0, np.zeros(x.shape), np.ones(x.shape, dtype=bool), outside, above
-    i0 = np.clip(np.searchsorted(axis, xc, side="right") - 1, 0, len(axis) - 2)
-    w = (xc - axis[i0]) / (axis[i0 + 1] - axis[i0])
-    exact = (np.abs(w) < 1e-9) | (np.abs(w - 1.0) < 1e-9)
-    return i0, w, exact, outside, above
-
-
-def interp_grid(
-    axes: list[np.ndarray], logv: np.ndarray, queries: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multilinear interpolation of logv (shape = axis lengths) at log coordinates `queries`.
-
-    Returns (value, tag) with value = exp(interpolated log value) x linear scale above the top.
-    """
-    qs = np.broadcast_arrays(*[np.asarray(q, dtype=np.float64) for q in queries])
-    shape = qs[0].shape
-    parts = [_axis_weights(ax, q.reshape(-1)) for ax, q in zip(axes, qs, strict=True)]
-    npts = qs[0].size
-    acc = np.zeros(npts)
-    nd = len(axes)
-    for corner in range(1 << nd):
-        idx = []
-        wt = np.ones(npts)
-        for d in range(nd):
-            i0, w, *_ = parts[d]
-            up = (corner >> d) & 1
-            if len(axes[d]) == 1:
-                if up:
-                    wt = wt * 0.0
-                idx.append(i0)
-                continue
-            idx.append(i0 + up)
-            wt = wt * (w if up else 1.0 - w)
-        if not wt.any():
-            continue
-        acc += wt * logv[tuple(idx)]
-    scale = np.zeros(npts)
-    exact = np.ones(npts, dtype=bool)
-    outside = np.zeros(npts, dtype=bool)
-    for _, _, ex, out, above in parts:
-        exact &= ex
-        outside |= out
-        scale += above
-    tag = np.where(outside, CLAMPED, np.where(exact, MEASURED, INTERPOLATED)).astype(np.int8)
-    return np.exp(acc + scale).reshape(shape), tag.reshape(shape)
+# the columns each table must have and the values they take (read_table's kinds)
+GEMM_COLUMNS = {
+    "gpu": "str",
+    "dtype": "str",
+    "m": "posint",
+    "k": "posint",
+    "n": "posint",
+    "time(us)": "pos",
+}
+COMM_COLUMNS = {
+    "gpu": "str",
+    "num_nodes": "posint",
+    "num_gpus_per_node": "posint",
+    "dtype": "str",
+    "size(kb)": "nonneg",
+    "time(us)": "pos",
+}
+ATTN_COLUMNS = {
+    "gpu": "str",
+    "dtype": "str",
+    "num_heads": "pos",
+    "head_size": "pos",
+    "batch_size": "pos",
+    "seq_len": "pos",
+    "time(us)": "pos",
+}
 
 
 # --------------------------------------------------------------------------- GEMM
@@ -266,23 +85,13 @@ class GemmGrid:
 
 
 def _build_gemm(path: Path) -> dict[str, np.ndarray]:
-    cols = read_table(
-        path,
-        {
-            "gpu": "str",
-            "dtype": "str",
-            "m": "posint",
-            "k": "posint",
-            "n": "posint",
-            "time(us)": "pos",
-        },
-    )
+    cols = read_table(path, GEMM_COLUMNS)
     out: dict[str, np.ndarray] = {}
     dtypes = sorted(set(cols["dtype"].tolist()))
     for dt in dtypes:
         sel = cols["dtype"] == dt
         keys = np.stack([cols["m"][sel], cols["k"][sel], cols["n"][sel]], axis=1)
-        uniq, logt = _group_mean_log(keys, cols["time(us)"][sel] * 1e-6)
+        uniq, logt = group_mean_log(keys, cols["time(us)"][sel] * 1e-6)
         axes = [np.unique(uniq[:, d]) for d in range(3)]
         size = len(axes[0]) * len(axes[1]) * len(axes[2])
         grid = np.full(size, np.nan)
@@ -309,7 +118,7 @@ def _build_gemm(path: Path) -> dict[str, np.ndarray]:
 
 def load_gemm(path: Path, label: str) -> dict[str, GemmGrid]:
     """dtype -> GemmGrid for one gemm_<freq>.csv."""
-    a = _cached(Path(path), "gemm", _build_gemm)
+    a = cached_arrays(Path(path), "gemm", _build_gemm)
     return {
         str(dt): GemmGrid(label, str(dt), a[f"{dt}/m"], a[f"{dt}/k"], a[f"{dt}/n"], a[f"{dt}/logt"])
         for dt in a["dtypes"]
@@ -331,24 +140,14 @@ class CommCurve:
 
 
 def _build_comm(path: Path) -> dict[str, np.ndarray]:
-    cols = read_table(
-        path,
-        {
-            "gpu": "str",
-            "num_nodes": "posint",
-            "num_gpus_per_node": "posint",
-            "dtype": "str",
-            "size(kb)": "nonneg",
-            "time(us)": "pos",
-        },
-    )
+    cols = read_table(path, COMM_COLUMNS)
     dts = sorted(set(cols["dtype"].tolist()))
     dt_code = np.searchsorted(np.array(dts), cols["dtype"])
     nbytes = np.where(cols["size(kb)"] > 0, cols["size(kb)"] * 1024.0, _ZERO_KB_BYTES)
     keys = np.stack(
         [cols["num_nodes"], cols["num_gpus_per_node"], dt_code.astype(np.float64), nbytes], axis=1
     )
-    uniq, logt = _group_mean_log(keys, cols["time(us)"] * 1e-6)
+    uniq, logt = group_mean_log(keys, cols["time(us)"] * 1e-6)
     return {"keys": uniq, "logt": logt, "dtypes": np.array(dts)}
 
 
@@ -369,7 +168,7 @@ class CommTable:
 
 
 def load_comm(path: Path, label: str) -> CommTable:
-    a = _cached(Path(path), "comm", _build_comm)
+    a = cached_arrays(Path(path), "comm", _build_comm)
     keys, logt, dts = a["keys"], a["logt"], a["dtypes"]
     table = CommTable(label)
     groups = np.unique(keys[:, :3], axis=0)
@@ -425,18 +224,7 @@ class AttnTable:
 
 
 def _build_attn(path: Path) -> dict[str, np.ndarray]:
-    cols = read_table(
-        path,
-        {
-            "gpu": "str",
-            "dtype": "str",
-            "num_heads": "pos",
-            "head_size": "pos",
-            "batch_size": "pos",
-            "seq_len": "pos",
-            "time(us)": "pos",
-        },
-    )
+    cols = read_table(path, ATTN_COLUMNS)
     return {
         "dtype": cols["dtype"],
         "heads": cols["num_heads"],
@@ -448,7 +236,7 @@ def _build_attn(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_attn(path: Path, label: str) -> AttnTable:
-    a = _cached(Path(path), "attn", _build_attn)
+    a = cached_arrays(Path(path), "attn", _build_attn)
     return AttnTable(label, a["dtype"], a["heads"], a["head_size"], a["batch"], a["seq"], a["t"])
 
 
@@ -476,36 +264,28 @@ class ProfileStore:
             self._memo[key] = make()
         return self._memo[key]
 
+    def _table(self, key: tuple, sub: str, backend: str, name: str, load, absent):
+        """The table sub/<backend>/<name> read by `load`, or `absent` when there is none."""
+
+        def make():
+            d = _backend_dir(self.root / sub, backend)
+            if d is None or not (d / name).is_file():
+                return absent
+            return load(d / name, f"{d.name}/{name}")
+
+        return self._get(key, make)
+
     def gemm(self, backend: str, freq: int = 0) -> dict[str, GemmGrid]:
         """dtype -> grid from comp/<backend>/gemm_<freq>.csv ({} when absent)."""
-
-        def make() -> dict[str, GemmGrid]:
-            d = _backend_dir(self.root / "comp", backend)
-            if d is None or not (d / f"gemm_{freq}.csv").is_file():
-                return {}
-            return load_gemm(d / f"gemm_{freq}.csv", f"{d.name}/gemm_{freq}.csv")
-
-        return self._get(("gemm", backend, freq), make)
+        key = ("gemm", backend, freq)
+        return self._table(key, "comp", backend, f"gemm_{freq}.csv", load_gemm, {})
 
     def attention(self, backend: str, freq: int = 0, causal: bool = True) -> AttnTable | None:
         name = f"{'mha' if causal else 'bimha'}_{freq}.csv"
-
-        def make() -> AttnTable | None:
-            d = _backend_dir(self.root / "comp", backend)
-            if d is None or not (d / name).is_file():
-                return None
-            return load_attn(d / name, f"{d.name}/{name}")
-
-        return self._get(("attn", backend, freq, causal), make)
+        return self._table(("attn", backend, freq, causal), "comp", backend, name, load_attn, None)
 
     def collective(self, backend: str, kind: str) -> CommTable | None:
-        def make() -> CommTable | None:
-            d = _backend_dir(self.root / "comm", backend)
-            if d is None or not (d / f"{kind}.csv").is_file():
-                return None
-            return load_comm(d / f"{kind}.csv", f"{d.name}/{kind}.csv")
-
-        return self._get(("comm", backend, kind), make)
+        return self._table(("comm", backend, kind), "comm", backend, f"{kind}.csv", load_comm, None)
 
     def has_backend(self, backend: str) -> bool:
         return any(_backend_dir(self.root / s, backend) is not None for s in ("comp", "comm"))

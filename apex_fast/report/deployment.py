@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 
-from apex_fast.disagg import (
-    SLO_ATTAINMENT_TARGET,
-    Deployment,
-    DisaggCandidate,
-)
+from apex_fast.disagg.deployment import Deployment
+from apex_fast.disagg.evaluate import DisaggCandidate
+from apex_fast.disagg.rating import SLO_ATTAINMENT_TARGET
 from apex_fast.report.text import table
 
 

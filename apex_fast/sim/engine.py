@@ -12,7 +12,7 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import MemoryReport, copy_seq_blocks, memory_report
+from apex_fast.plans.memory import MemoryReport, memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
@@ -23,9 +23,15 @@ from apex_fast.sim.prefix import (
     prefix_cache_blocker,
     prefix_split,
 )
+from apex_fast.sim.rejection import (
+    beyond_copy,
+    beyond_copy_reason,
+    kernel_rejection_reason,
+    stream_kv_capacity,
+)
 from apex_fast.sim.step_time import HostParams
 from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
-from apex_fast.sim.workload import Workload, closed_loop_split
+from apex_fast.workload import Workload, closed_loop_split
 
 if TYPE_CHECKING:
     from apex_fast.sim.speculative import SpeculativeConfig
@@ -82,7 +88,7 @@ class EngineOptions:
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first
-    # one-token step runs like a decode (apex_fast.disagg.decode_pool_costs)
+    # one-token step runs like a decode (apex_fast.disagg.pools.decode_pool_costs)
     decode_pool: bool = False
 
     @property
@@ -155,24 +161,6 @@ class PlanResult:
     # prefix caching: simulated for this run, or why not ("" = simulated or off)
     prefix_cache_on: bool = False
     prefix_cache_note: str = ""
-
-
-def _reject_beyond_copy(
-    workload: Workload, index: list[np.ndarray], mem: MemoryReport, pp: int, block_size: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Take out of every stream the requests whose full KV cache (prefix + prompt + output)
-    exceeds one attention copy's blocks; they are what the kernel would reject once their KV
-    outgrew the copy (its own rejection test, applied to the copy instead of the pool)."""
-    limit = copy_seq_blocks(mem, pp, ep.WATERMARK_FRACTION)
-    need = workload.prompt + workload.output
-    if workload.prefix is not None:
-        need = need + workload.prefix
-    blocks = -(-need // block_size)
-    bad = np.flatnonzero(blocks > limit)
-    if bad.size == 0:
-        return index, bad
-    keep = blocks <= limit
-    return [ids[keep[ids]] for ids in index], bad
 
 
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
@@ -285,7 +273,7 @@ def simulate_plan(
             reason = "no room for the KV cache next to the speculative proposer"
             return PlanResult(plan, mem, False, reason, budget=budget)
     if opts.decode_pool:
-        from apex_fast.disagg import decode_pool_costs
+        from apex_fast.disagg.pools import decode_pool_costs
 
         compiled = decode_pool_costs(compiled)
     cfg = scheduler_config(blocks, budget, opts, model)
@@ -310,7 +298,7 @@ def simulate_plan(
     if plan.attn_replicas > 1:
         # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
         # outgrows one copy can never be served (the kernel pools the copies' blocks)
-        index, too_long = _reject_beyond_copy(workload, index, mem, plan.pp, opts.block_size)
+        index, too_long = beyond_copy(workload, index, mem, plan.pp, opts.block_size)
         if too_long.size:
             rejected.append(too_long)
     clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
@@ -343,28 +331,10 @@ def simulate_plan(
     result.prefix_cache_note = pc_note
     result.clock_factor = clock_factor
     if too_long.size:
-        copy_tok = copy_seq_blocks(mem, plan.pp, ep.WATERMARK_FRACTION) * opts.block_size
-        ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
-        total = int(np.max(workload.prompt[rej] + workload.output[rej]))
         result.feasible = False
-        result.reason = (
-            f"{rej.size} request(s) (#{ids}; numbered from 0 in arrival order) have prompts plus "
-            f"outputs up to {total} tokens, beyond the KV capacity of one attention copy of this "
-            f"plan ({copy_tok} KV tokens per copy and stream; a sequence's KV cache must fit in "
-            "the copy that serves it)"
-        )
+        copy_tokens = stream_kv_capacity(mem, plan.pp, opts.block_size)
+        result.reason = beyond_copy_reason(workload, rej, copy_tokens)
     elif rej.size:
-        longest = int(np.max(workload.prompt[rej]))
-        cap_tokens = (blocks - cfg.watermark) * opts.block_size
-        why = "KV capacity" if opts.chunked_prefill or longest <= budget else "token budget"
-        ids = ", ".join(str(int(i)) for i in rej[:5]) + (" ..." if rej.size > 5 else "")
-        what = f"prompts up to {longest} tokens"
-        if why == "KV capacity" and longest <= cap_tokens:  # rejected once their KV outgrew it
-            total = int(np.max(workload.prompt[rej] + workload.output[rej]))
-            what = f"prompts plus outputs up to {total} tokens"
         result.feasible = False
-        result.reason = (
-            f"{rej.size} request(s) (#{ids}; numbered from 0 in arrival order) have {what}, "
-            f"beyond the {why} of this plan ({cap_tokens} KV tokens per stream, budget {budget})"
-        )
+        result.reason = kernel_rejection_reason(workload, rej, cfg)
     return result

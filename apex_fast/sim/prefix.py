@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from apex_fast.errors import ApexError
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 ROUTERS = ("round-robin", "prefix")
 

@@ -49,7 +49,7 @@ from apex_fast.plans.memory import (
 )
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.stream import StepCosts
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 METHODS = ("draft", "eagle", "ngram", "mtp")
 

@@ -29,7 +29,7 @@ from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model, model_aliases
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 SEED = 0
 # measured column -> (predicted metric attribute, scale from seconds to the column's unit)

@@ -19,7 +19,7 @@ import polars as pl
 
 from apex_fast.dtypes import canonical_dtype
 from apex_fast.errors import ApexError
-from apex_fast.sim.workload import Workload
+from apex_fast.workload import Workload
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RUNS_FILE = DATA_DIR / "runs.csv"
