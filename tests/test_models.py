@@ -29,6 +29,7 @@ PUBLISHED = {
     "llama3-70b": (70.55 * B, 0.02, None, 0, 70.554 * B, None),
     "llama3.1-70b": (70.55 * B, 0.02, None, 0, 70.554 * B, None),
     "llama3.1-405b": (405 * B, 0.02, None, 0, 405.853 * B, None),
+    "llama3.1-405b-fp8": (405 * B, 0.02, None, 0, 405.853 * B, None),
     "mistral-7b": (7.3 * B, 0.02, None, 0, 7.242 * B, None),
     "openhermes-2.5-mistral-7b": (7.3 * B, 0.02, None, 0, 7.242 * B, None),
     "mistral-large-2407": (123 * B, 0.02, None, 0, 122.61 * B, None),

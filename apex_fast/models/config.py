@@ -8,6 +8,7 @@ from typing import Any
 from apex_fast.errors import ApexError
 from apex_fast.models.config_values import Cfg, short_repr
 from apex_fast.models.families import FAMILIES, GENERIC_KEYS, parse_llama_like
+from apex_fast.models.quant import checkpoint_precision
 from apex_fast.models.spec import ModelSpec
 
 
@@ -45,6 +46,7 @@ def spec_from_config(config: Any, name: str, source: str = "") -> ModelSpec:
             )
         family = parse_llama_like
     kw = family(c, mt or "")
+    kw |= checkpoint_precision(config, kw, where)
     _validate(c, kw)
     hf_id = config.get("_source") or config.get("_name_or_path") or ""
     return ModelSpec(

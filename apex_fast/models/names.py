@@ -26,6 +26,8 @@ llama3.1-70b: meta-llama/Llama-3.1-70B meta-llama/Llama-3.1-70B-Instruct
     llama3.1-70b-local
 llama3.1-405b: meta-llama/Llama-3.1-405B meta-llama/Llama-3.1-405B-Instruct
     meta-llama/Meta-Llama-3.1-405B meta-llama/Meta-Llama-3.1-405B-Instruct llama-3.1-405b
+llama3.1-405b-fp8: meta-llama/Llama-3.1-405B-FP8 meta-llama/Llama-3.1-405B-Instruct-FP8
+    meta-llama/Meta-Llama-3.1-405B-FP8 meta-llama/Meta-Llama-3.1-405B-Instruct-FP8 llama-3.1-405b-fp8
 mistral-7b: mistralai/Mistral-7B-v0.1 mistral-7b-local
 openhermes-2.5-mistral-7b: teknium/OpenHermes-2.5-Mistral-7B
 mistral-large-2407: mistralai/Mistral-Large-Instruct-2407 mistral-large

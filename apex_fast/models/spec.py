@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from apex_fast.models.quant import MixedPrecision
+
 if TYPE_CHECKING:  # the model listing never imports numpy
     import numpy as np
 
@@ -73,6 +75,8 @@ class ModelSpec:
     # the checkpoint's own weight format when it ships quantised ("float8": DeepSeek-V3/R1's
     # block-scaled FP8, quantization_config.quant_method "fp8"); the default --weight-dtype
     native_weight_dtype: str = ""
+    # linears the quantised checkpoint keeps unquantised (quantization_config lists; quant.py)
+    mixed_precision: MixedPrecision | None = None
     # multi-head latent attention (DeepSeek); 0 = standard attention
     q_lora_rank: int = 0
     kv_lora_rank: int = 0

@@ -16,6 +16,7 @@ import numpy as np
 
 from apex_fast.dtypes import DTYPE_BYTES
 from apex_fast.models.mla import mla_weights_per_device
+from apex_fast.models.quant import MixedPrecision, active
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.plan import Plan
 
@@ -123,7 +124,47 @@ def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
         (layers * per_layer + edge + enc) * wb
         + experts * (ewb - wb)
         + (model.extra_params * wb / d)
+        + unquantised_extra_bytes(model, plan)
     )
+
+
+def plan_mixed_precision(model: ModelSpec, plan: Plan) -> MixedPrecision | None:
+    """The checkpoint's unquantised linears when the plan runs its weights as shipped."""
+    return active(model.mixed_precision, plan.weight_dtype)
+
+
+def stage_layer_ranges(plan: Plan) -> list[tuple[int, int]]:
+    """[start, stop) decoder layer indices of each pipeline stage, first stage first."""
+    out, start = [], 0
+    for n in plan.layers_per_stage:
+        out.append((start, start + n))
+        start += n
+    return out
+
+
+def unquantised_extra_bytes(model: ModelSpec, plan: Plan) -> float:
+    """Bytes the checkpoint's unquantised linears add on the most loaded device over the same
+    linears in the plan's weight dtype (0 without mixed precision): the stage holding the most
+    unquantised attention and FFN cells (their per-device shards as weight_bytes_per_device
+    splits them), plus the LM head on the last stage."""
+    mp = plan_mixed_precision(model, plan)
+    if mp is None:
+        return 0.0
+    delta = DTYPE_BYTES[mp.dtype] - DTYPE_BYTES[plan.weight_dtype]
+    attn = attn_weights_per_device(model, plan.tp)
+    ffn = ffn_weights_per_device(model, plan)
+    dense = model.dense_ffn_params() / plan.ffn_tp
+    ranges = stage_layer_ranges(plan)
+    per_stage = []
+    for s, (a, b) in enumerate(ranges):
+        ffn_bytes = sum(
+            dense if model.is_moe and i < model.num_dense_layers else ffn
+            for i in mp.ffn_layers
+            if a <= i < b
+        )
+        head = model.lm_head_params() / plan.devices_per_stage if s == len(ranges) - 1 else 0.0
+        per_stage.append(mp.layers_in("attention", a, b) * attn + ffn_bytes + head * mp.lm_head)
+    return delta * max(per_stage)
 
 
 def routed_expert_params_per_device(model: ModelSpec, plan: Plan) -> float:

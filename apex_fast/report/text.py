@@ -8,6 +8,7 @@ import math
 from apex_fast import cells as names
 from apex_fast.engines.describe import engine_summary
 from apex_fast.metrics.summary import PlanMetrics, _fmt_p
+from apex_fast.models.quant import weight_dtype_label
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import kv_heads_per_device
 from apex_fast.plans.plan import Plan
@@ -55,6 +56,12 @@ def _cell_rows(model: ModelSpec, plan: Plan) -> list[list[str]]:
     return rows
 
 
+def _weights(model: ModelSpec, plan: Plan) -> str:
+    """The plan's weight dtype, with the linears the checkpoint keeps unquantised."""
+    mp = model.mixed_precision
+    return weight_dtype_label(mp, plan.weight_dtype, model.num_layers, model.is_moe)
+
+
 def _v(x: float, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
@@ -72,7 +79,7 @@ def plan_section(
     lps = sorted(set(p.layers_per_stage))
     out.append(f"  # Blocks per stage: {'/'.join(str(x) for x in reversed(lps))}")
     out.append(
-        f"  # Plan: {p.label}  (dtypes: weights {p.weight_dtype}, activations "
+        f"  # Plan: {p.label}  (dtypes: weights {_weights(model, p)}, activations "
         f"{p.activation_dtype}, KV {p.kv_dtype})"
     )
     out.append(table(["Name", "Value"], _cell_rows(model, p)))

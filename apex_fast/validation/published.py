@@ -34,7 +34,7 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.metrics.summary import compute_metrics
-from apex_fast.models import load_model
+from apex_fast.models import load_model, model_aliases
 from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.workload import Workload
@@ -61,7 +61,10 @@ def row_dtype(value: str | None) -> str:
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
     checkpoints are meta-llama's models with FP8 weights, Qwen's and Meta's '-FP8' checkpoints
-    their own models; the row's dtype says so)."""
+    their own models; the row's dtype says so). A checkpoint bundled with its own config (it
+    keeps some layers unquantised, e.g. meta-llama/Llama-3.1-405B-FP8) is replayed as itself."""
+    if hf_id.lower() in model_aliases():
+        return hf_id
     if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
         return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
     if hf_id.startswith(("Qwen/", "meta-llama/")) and hf_id.endswith("-FP8"):

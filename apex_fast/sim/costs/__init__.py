@@ -41,6 +41,7 @@ from apex_fast.sim.costs.context import (
     CUSTOM_AR_MAX_BYTES,
     CellContext,
     custom_all_reduce_time,
+    without_unquantised_act_quant,
 )
 from apex_fast.sim.step_time import HostParams, StepHost, host_params, launch_counts
 from apex_fast.sim.stream import StepCosts
@@ -132,7 +133,9 @@ def _step_host(
     else:
         graph_max = prof.max_graphed_decode_batch
     return StepHost(
-        launch=launch_counts(model, plan, backend, custom_all_reduce, engine),
+        launch=without_unquantised_act_quant(
+            launch_counts(model, plan, backend, custom_all_reduce, engine), model, plan
+        ),
         backend=backend,
         frontend_in_process=frontend_in_process,
         num_scheduler_steps=num_scheduler_steps,
@@ -147,7 +150,7 @@ def _bytes_moved(model: ModelSpec, plan: Plan, cx: CellContext) -> tuple[float, 
     of them (for MoE every expert, an upper bound the metrics narrow to the routed experts)."""
     layers = model.num_layers
     kv_tok = kv_bytes_per_token_per_device(model, plan) / max(plan.layers_per_stage) * layers
-    return model.params_total() * cx.wb + cx.replicated_kv_weight_bytes(), kv_tok * plan.tp
+    return cx.all_weight_bytes() + cx.replicated_kv_weight_bytes(), kv_tok * plan.tp
 
 
 def compile_costs(
@@ -203,6 +206,7 @@ def compile_costs(
     if peak_note:
         notes.append(peak_note)
     notes.extend(cm.notes)
+    notes.extend(cx.notes)
     prov[names.STEP_OVERHEAD] = "fitted to vLLM runs (docs/validation.md)"
     prov[names.SEQ_OVERHEAD] = (
         "published profile + fitted front end" if frontend_in_process else "published profile"

@@ -82,7 +82,9 @@ def _attention_cell(cx: CellContext, proj: OpCost, pair: OpCost, ctx: OpCost) ->
             time=t.t,
             sources=src.sources,
             flops=cx.cell_flops["attention"],
-            weight_bytes=cx.cell_params["attention"] * cx.wb + cx.replicated_kv_weight_bytes(),
+            weight_bytes=cx.cell_params["attention"] * cx.wb
+            + cx.replicated_kv_weight_bytes()
+            + cx.unquantised_extra_weight_bytes("attention"),
             pair_s=float(c_attn),
             ctx_s=float(cx.lx * ctx.t / r),
         )
@@ -94,8 +96,14 @@ def attention(cx: CellContext) -> list[CellCost]:
     quantisation under W8A8), the prefill kernel (measured table or analytic) and the decode
     kernel (KV read)."""
     n_attn, hd, h, q_dev = cx.n_attn, cx.hd, cx.model.hidden_size, cx.q_dev
-    proj = cx.gemm((q_dev + 2 * cx.kv_dev) * hd, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
+    qkv = (q_dev + 2 * cx.kv_dev) * hd
+    proj = cx.gemm(qkv, h, n_attn) + cx.gemm(h, q_dev * hd, n_attn)
     proj = proj + cx.act_quant(h, n_attn) + cx.act_quant(q_dev * hd, n_attn)
+    proj = cx.per_layer(
+        "attention",
+        proj,
+        lambda: cx.gemm_unquantised(qkv, h, n_attn) + cx.gemm_unquantised(h, q_dev * hd, n_attn),
+    )
     # Q.K^T and P.V run in 16 bits even under W8A8 FP8 (analytic.attention_compute_dtype)
     adt = analytic.attention_compute_dtype(cx.plan.activation_dtype)
     pair = cx.cm.attn_prefill_time_per_pair(q_dev, hd, adt)
@@ -127,6 +135,11 @@ def mla_attention(cx: CellContext) -> list[CellCost]:
         )
     else:
         proj = mla.mla_projection_time(cx.gemm, model, cx.plan.tp, cx.n_attn)
+    proj = cx.per_layer(
+        "attention",
+        proj,
+        lambda: mla.mla_projection_time(cx.gemm_unquantised, model, cx.plan.tp, cx.n_attn),
+    )
     pair = OpCost(mla.mla_prefill_time_per_pair(cx.dm, model, q_dev, adt), an)
     ctx = OpCost(mla.mla_decode_time_per_token(cx.dm, model, q_dev, cx.kvb, adt), an)
     return _attention_cell(cx, proj, pair, ctx)
@@ -139,7 +152,14 @@ def dense_ffn(cx: CellContext) -> list[CellCost]:
     n_ffn = np.ceil(cx.n / cx.plan.ffn_replicas)  # each FFN copy serves its share of the batch
     ffn = cx.gemm(cx.gated * inter, h, n_ffn) + cx.gemm(h, inter, n_ffn)
     ffn = ffn + cx.act_quant(h, n_ffn) + cx.act_quant(inter, n_ffn)
-    wbytes = cx.cell_params["ffn"] * cx.wb
+    ffn = cx.per_layer(
+        "ffn",
+        ffn,
+        lambda: (
+            cx.gemm_unquantised(cx.gated * inter, h, n_ffn) + cx.gemm_unquantised(h, inter, n_ffn)
+        ),
+    )
+    wbytes = cx.cell_params["ffn"] * cx.wb + cx.unquantised_extra_weight_bytes("ffn")
     name = names.ffn_name(False, model.gated_ffn)
     return [_cell(name, cx.lx * ffn, flops=cx.cell_flops["ffn"], weight_bytes=wbytes)]
 
@@ -159,32 +179,34 @@ def moe(cx: CellContext) -> list[CellCost]:
         n_e = np.where(p_act > 0, cx.capacity_factor * n * k / e_all / p_act, 0.0)
     n_e = np.minimum(np.maximum(n_e, 1.0), n)
     active = zero_first((e_all / max(plan.ep, 1)) * p_act)
+    sw = model.num_shared_experts * model.moe_intermediate_size // d
     blk = block_fp8(cx)
-    ffn = OpCost(grouped_gemm(cx, cx.gated * width, h, n_e, active, blk), (analytic.PROVENANCE,))
-    ffn = ffn + OpCost(grouped_gemm(cx, h, width, n_e, active, blk))
-    # the down projection leaves each token's k expert outputs ([n k, h] over the device's
-    # experts); a reduction kernel reads them and writes the token's sum (vLLM 0.8.4
-    # layers/fused_moe/fused_moe.py: intermediate_cache3 then ops.moe_sum; SGLang's fused_moe
-    # the same; TensorRT-LLM's finalize-routing kernel)
-    ffn = ffn + cx.mem((np.ceil(n * k / max(plan.ep, 1)) + n) * h * cx.ab)
-    ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
-    ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
-    if model.num_shared_experts:
-        sw = model.num_shared_experts * model.moe_intermediate_size // d
-        gemm = (lambda m, kk, nn: block_fp8_gemm(cx, m, kk, nn)) if blk else cx.gemm
-        ffn = ffn + gemm(cx.gated * sw, h, n) + gemm(h, sw, n)
-    wbytes = cx.cell_params["ffn"] * cx.wb
+
+    def layer(unq: bool) -> OpCost:
+        if unq:
+            gemm = cx.gemm_unquantised
+        else:
+            gemm = (lambda m, kk, nn: block_fp8_gemm(cx, m, kk, nn)) if blk else cx.gemm
+        up = cx.grouped_gemm(cx.gated * width, h, n_e, active, unquantised=unq, block_scaled=blk)
+        ffn = OpCost(up, (analytic.PROVENANCE,))
+        ffn = ffn + OpCost(
+            cx.grouped_gemm(h, width, n_e, active, unquantised=unq, block_scaled=blk)
+        )
+        # the down projection leaves each token's k expert outputs ([n k, h] over the device's
+        # experts); a reduction kernel reads them and writes the token's sum (vLLM 0.8.4
+        # layers/fused_moe/fused_moe.py: intermediate_cache3 then ops.moe_sum; SGLang's
+        # fused_moe the same; TensorRT-LLM's finalize-routing kernel)
+        ffn = ffn + cx.mem((np.ceil(n * k / max(plan.ep, 1)) + n) * h * cx.ab)
+        ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
+        if not unq:
+            ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
+        if model.num_shared_experts:
+            ffn = ffn + gemm(cx.gated * sw, h, n) + gemm(h, sw, n)
+        return ffn
+
+    ffn = cx.per_layer("ffn", layer(False), lambda: layer(True))
+    wbytes = cx.cell_params["ffn"] * cx.wb + cx.unquantised_extra_weight_bytes("ffn")
     return [_cell(names.MOE, cx.lx * ffn, flops=cx.cell_flops["ffn"], weight_bytes=wbytes)]
-
-
-def grouped_gemm(
-    cx: CellContext, mm: int, kk: int, n_e: np.ndarray, active: np.ndarray, block_scaled: bool
-) -> np.ndarray:
-    """One fused-MoE grouped GEMM over the device's active experts (analytic)."""
-    ewb = expert_weight_bytes(cx.model, cx.plan.weight_dtype)
-    return analytic.grouped_gemm_time(
-        cx.dm, mm, kk, n_e, active, ewb, cx.ab, cx.cdt, block_scaled=block_scaled
-    )
 
 
 def elementwise(cx: CellContext) -> list[CellCost]:
@@ -245,7 +267,8 @@ def lm_head(cx: CellContext) -> list[CellCost]:
     FP32 softmax + sampling passes, per sampled sequence."""
     model, m, d = cx.model, cx.m, cx.plan.devices_per_stage
     vocab_dev = -(-model.vocab_size // d)
-    lm = cx.gemm(vocab_dev, model.hidden_size, m)
+    head_gemm = cx.gemm_unquantised if cx.mixed is not None and cx.mixed.lm_head else cx.gemm
+    lm = head_gemm(vocab_dev, model.hidden_size, m)
     sample = cx.mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
     gather = OpCost(np.zeros_like(m))
     samples = model.vocab_size > 0 and model.arch != "encoder"  # an encoder samples nothing
@@ -255,7 +278,7 @@ def lm_head(cx: CellContext) -> list[CellCost]:
         gather = gather.map(zero_first)
     t = (lm + gather).t + sample.t if samples else np.zeros_like(m)
     src = lm + sample + gather  # sources in the order the ops are listed above
-    wbytes = model.lm_head_params() * cx.wb
+    wbytes = model.lm_head_params() * cx.wb + cx.unquantised_extra_weight_bytes("lm_head")
     flops = cx.step_flops.per_seq
     row = OpCost(t, src.sources)
     return [_cell(names.LM_HEAD, row, flops=flops, weight_bytes=wbytes, per_seq=True)]

@@ -3,6 +3,8 @@ the op cost functions of the device (measured tables where they exist, analytic 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,15 +13,44 @@ from apex_fast.cells import ALL_REDUCE
 from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec, StepFlops
-from apex_fast.plans.memory import expert_weight_bytes, kv_heads_per_device
+from apex_fast.plans.memory import (
+    expert_weight_bytes,
+    kv_heads_per_device,
+    plan_mixed_precision,
+    stage_layer_ranges,
+)
 from apex_fast.plans.plan import Plan
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import CostModel, OpCost
 from apex_fast.sim import engine_params as ep
+from apex_fast.sim.step_time import K_FP8_ACT_QUANT, LaunchCounts
 
 # vLLM's custom all-reduce handles messages up to 8 MiB inside an NVLink node
 # (vllm/distributed/device_communicators/custom_all_reduce.py, max_size default).
 CUSTOM_AR_MAX_BYTES = 8 * 1024 * 1024
+
+
+def without_unquantised_act_quant(
+    counts: LaunchCounts, model: ModelSpec, plan: Plan
+) -> LaunchCounts:
+    """Eager launches of a W8A8 plan less the FP8 input quantisation (K_FP8_ACT_QUANT launches
+    per linear, sim/step_time.py) that the checkpoint's unquantised linears do not run: two
+    per unquantised attention cell (QKV, output), two per unquantised FFN (gate/up, down; two
+    more for MoE shared experts). Kept per layer when every layer saves the same, the rest
+    taken off the launches outside the layers (only the total enters the step time)."""
+    mp = plan_mixed_precision(model, plan)
+    if mp is None or plan.activation_dtype != "float8":
+        return counts
+    ranges = stage_layer_ranges(plan)
+    u_attn = plan.pp * max(mp.layers_in("attention", a, b) for a, b in ranges)
+    u_ffn = plan.pp * max(mp.layers_in("ffn", a, b) for a, b in ranges)
+    ffn_linears = 4 if model.is_moe and model.num_shared_experts else 2
+    saved = K_FP8_ACT_QUANT * (2 * min(u_attn, counts.layers) + ffn_linears * u_ffn)
+    uniform = 2 * K_FP8_ACT_QUANT if u_attn >= counts.layers else 0
+    rest = saved - uniform * counts.layers
+    return dataclasses.replace(
+        counts, per_layer=counts.per_layer - uniform, outside=counts.outside - rest
+    )
 
 
 def zero_first(a: np.ndarray) -> np.ndarray:
@@ -75,19 +106,86 @@ class CellContext:
         self.step_flops: StepFlops = model.step_flops(self.cross_kv_layers)
         self.cell_flops = model.flops_by_cell(self.cross_kv_layers)
         self.cell_params = model.params_by_cell()
+        # linears the checkpoint keeps unquantised (models/quant.py): GEMMs in their dtype,
+        # without the FP8 input quantisation
+        self.mixed = plan_mixed_precision(model, plan)
+        self.ub = DTYPE_BYTES[self.mixed.dtype] if self.mixed else self.wb
+        self.notes: list[str] = list(self.mixed.notes) if self.mixed else []
 
     # ------------------------------------------------------------------ op costs
     def gemm(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
         """C[mm x n] = W[mm x kk] . X for the step axis nn, in the plan's dtypes."""
         return self.cm.gemm(mm, kk, nn, self.wb, self.ab, self.cdt).map(zero_first)
 
+    def gemm_unquantised(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
+        """A GEMM of a linear the checkpoint keeps unquantised: weights and inputs in its dtype
+        (bf16 for the usual checkpoints), whatever the plan's activation dtype."""
+        dt = self.mixed.dtype if self.mixed else self.plan.weight_dtype
+        b = DTYPE_BYTES[dt]
+        return self.cm.gemm(mm, kk, nn, b, b, compute_dtype(dt, dt)).map(zero_first)
+
+    def unquantised_layers(self, kind: str) -> int:
+        """Layers of a stream step's critical path (`lx`: S x the largest stage) whose `kind`
+        cell ("attention" / "ffn") is unquantised: S x the most such cells any stage holds
+        (at most its layers)."""
+        if self.mixed is None:
+            return 0
+        most = max(self.mixed.layers_in(kind, a, b) for a, b in stage_layer_ranges(self.plan))
+        return self.plan.pp * min(most, max(self.plan.layers_per_stage))
+
+    def per_layer(self, kind: str, quantised: OpCost, unquantised: Callable[[], OpCost]) -> OpCost:
+        """One layer's cost of a `kind` cell averaged over the critical path's `lx` layers: the
+        quantised form in the layers the checkpoint quantised, `unquantised()` in the others."""
+        u = self.unquantised_layers(kind)
+        if u == 0:
+            return quantised
+        if u >= self.lx:
+            return unquantised()
+        return ((self.lx - u) / self.lx) * quantised + (u / self.lx) * unquantised()
+
+    def unquantised_extra_weight_bytes(self, kind: str) -> float:
+        """Weight bytes the unquantised cells of `kind` ("attention", "ffn", "lm_head") add
+        over the replica, beyond the same weights in the plan's weight dtype."""
+        mp, model = self.mixed, self.model
+        if mp is None:
+            return 0.0
+        if kind == "lm_head":
+            params = model.lm_head_params() if mp.lm_head else 0
+        elif kind == "attention":
+            params = len(mp.attention_layers) * model.attn_params_per_layer()
+        else:
+            dense = model.num_dense_layers if model.is_moe else model.num_layers
+            params = sum(
+                model.dense_ffn_params() if i < dense else model.ffn_params_per_layer()
+                for i in mp.ffn_layers
+            )
+        return params * (self.ub - self.wb)
+
+    def all_weight_bytes(self) -> float:
+        """Every weight of the replica once, in the bytes the checkpoint stores them."""
+        extra = sum(self.unquantised_extra_weight_bytes(k) for k in ("attention", "ffn", "lm_head"))
+        return self.model.params_total() * self.wb + extra
+
     def grouped_gemm(
-        self, mm: int, kk: int, n_per_group: np.ndarray, groups: np.ndarray
+        self,
+        mm: int,
+        kk: int,
+        n_per_group: np.ndarray,
+        groups: np.ndarray,
+        unquantised: bool = False,
+        block_scaled: bool = False,
     ) -> np.ndarray:
-        """Seconds of one fused-MoE grouped GEMM over the device's active experts (analytic)."""
+        """Seconds of one fused-MoE grouped GEMM over the device's active experts (analytic);
+        `unquantised`: experts the checkpoint keeps in its unquantised dtype; `block_scaled`:
+        block-scaled FP8 experts (analytic.gemm_time)."""
+        if unquantised and self.mixed is not None:
+            b, dt = self.ub, self.mixed.dtype
+            return analytic.grouped_gemm_time(
+                self.dm, mm, kk, n_per_group, groups, b, b, compute_dtype(dt, dt)
+            )
         ewb = expert_weight_bytes(self.model, self.plan.weight_dtype)
         return analytic.grouped_gemm_time(
-            self.dm, mm, kk, n_per_group, groups, ewb, self.ab, self.cdt
+            self.dm, mm, kk, n_per_group, groups, ewb, self.ab, self.cdt, block_scaled=block_scaled
         )
 
     def mem(self, nbytes: np.ndarray) -> OpCost:
