@@ -16,7 +16,6 @@ import numpy as np
 from apex_fast import cells as names
 from apex_fast.cells import CellKind
 from apex_fast.models import mla
-from apex_fast.plans.memory import expert_weight_bytes
 from apex_fast.profiles import analytic
 from apex_fast.profiles.measured import OpCost, combine
 from apex_fast.sim.costs.context import CellContext, zero_first
