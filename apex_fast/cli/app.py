@@ -8,6 +8,7 @@ for the command list of `--help`), so `plan` does not pay for the imports of `va
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import traceback
 
@@ -91,6 +92,25 @@ def _is_usage_error(e: BaseException) -> bool:
     return False
 
 
+_INVALID = re.compile(r"Invalid value for '(--[\w-]+)'(?: / '--[\w-]+')*: (.*)", re.S)
+
+
+def usage_line(message: str) -> str:
+    """Click's and Typer's usage errors as one line naming the flag:
+    `--num-nodes must be greater than or equal to 1` (Typer's range checks),
+    `--objective: 'speed' is not one of 'latency', ...` (choices)."""
+    text = " ".join(message.split())
+    m = _INVALID.fullmatch(text)
+    if m is None:
+        return text
+    flag, why = m.group(1), m.group(2).replace("Value error, ", "")
+    if why.startswith("Input should be "):
+        return f"{flag} must be {why[len('Input should be ') :]}"
+    if why.startswith("must be "):
+        return f"{flag} {why}"
+    return f"{flag}: {why}"
+
+
 def _os_error_line(e: OSError) -> str:
     """One line for a file the user named that cannot be read or written (name too long,
     permission denied, no space left, ...)."""
@@ -137,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
             # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
-            msg = " ".join(str(e.format_message()).split())
+            msg = usage_line(str(e.format_message()))
             _say(f"error: {msg or 'incomplete command; see --help'}")
             return 2
         if debug:
