@@ -170,7 +170,9 @@ def test_pinned_pp_beyond_layers(capsys) -> None:
 
 
 def test_pinned_dp_zero(capsys) -> None:
-    assert "--dp must be greater than or equal to 1" in bad(capsys, "--model", "llama-7b", "--dp", "0")
+    assert "--dp must be greater than or equal to 1" in bad(
+        capsys, "--model", "llama-7b", "--dp", "0"
+    )
 
 
 def test_pinned_ep_on_dense_model(capsys) -> None:
@@ -301,9 +303,7 @@ def test_negative_slo(capsys, flag: str) -> None:
 
 
 def test_nan_slo(capsys) -> None:
-    assert "--tpot-slo must be" in bad(
-        capsys, "--model", "llama-7b", "--tpot-slo", "nan"
-    )
+    assert "--tpot-slo must be" in bad(capsys, "--model", "llama-7b", "--tpot-slo", "nan")
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.2", "nan"])
@@ -359,7 +359,9 @@ def test_frequency_not_a_clock(capsys) -> None:
 
 
 def test_frequency_negative(capsys) -> None:
-    assert "--frequency must be greater than or equal to 0" in bad(capsys, "--model", "llama-7b", "--frequency", "-5")
+    assert "--frequency must be greater than or equal to 0" in bad(
+        capsys, "--model", "llama-7b", "--frequency", "-5"
+    )
 
 
 def test_batched_tokens_below_max_num_seqs(capsys) -> None:
@@ -389,11 +391,15 @@ def test_block_size_zero(capsys) -> None:
 
 @pytest.mark.parametrize("flag", ["--prompt-len", "--output-len", "--num-requests"])
 def test_zero_lengths_and_counts(capsys, flag: str) -> None:
-    assert f"{flag} must be greater than or equal to 1" in bad(capsys, "--model", "llama-7b", flag, "0")
+    assert f"{flag} must be greater than or equal to 1" in bad(
+        capsys, "--model", "llama-7b", flag, "0"
+    )
 
 
 def test_unknown_objective(capsys) -> None:
-    assert "--objective: 'speed' is not one of 'latency'" in bad(capsys, "--model", "llama-7b", "--objective", "speed")
+    assert "--objective: 'speed' is not one of 'latency'" in bad(
+        capsys, "--model", "llama-7b", "--objective", "speed"
+    )
 
 
 def test_option_value_of_wrong_type(capsys) -> None:

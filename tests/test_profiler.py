@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from apex_fast.cli import main
-from apex_fast.profiles.collect import ATTN_HEADER, GEMM_HEADER, attn_grid, gemm_grid, time_call
 from apex_fast.profiles import tables
+from apex_fast.profiles.collect import ATTN_HEADER, GEMM_HEADER, attn_grid, gemm_grid, time_call
 
 
 @pytest.fixture(scope="module")
