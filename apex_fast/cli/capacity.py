@@ -28,13 +28,7 @@ CapacityTraceFile = Annotated[
     ),
 ]
 Attainment = Annotated[
-    float,
-    typer.Option(
-        min=0,
-        max=1,
-        callback=o.finite,
-        help="Fraction of requests that must meet both SLOs (0-1].",
-    ),
+    float, o.real("Fraction of requests that must meet both SLOs (0-1].", min=0, max=1)
 ]
 Top = Annotated[
     int | None,
@@ -47,12 +41,7 @@ AllPlans = Annotated[
     bool,
     typer.Option("--all", help="Evaluate every feasible plan (the default; overrides --top)."),
 ]
-RelTol = Annotated[
-    float,
-    typer.Option(
-        min=0, max=1, callback=o.finite, help="Relative width of the final rate bracket (0-1)."
-    ),
-]
+RelTol = Annotated[float, o.real("Relative width of the final rate bracket (0-1).", min=0, max=1)]
 
 CAPACITY_REQUESTS = 1000  # synthetic requests without a trace file (then arrivals at 1 req/s)
 _L = LaunchSettings

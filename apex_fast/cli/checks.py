@@ -1,6 +1,6 @@
 """Checks the commands run before any work: paths the user named, and notes for the user.
 
-Everything here raises `ApexError` (one line, exit code 2 in `apex_fast.cli.app.main`) and
+Everything here raises `ApexError` (one line, exit code 2 in `apex_fast.cli.root.main`) and
 imports nothing numerical, so a bad path is reported before the simulation stack loads.
 """
 

@@ -43,6 +43,17 @@ def not_nan(value: float | None) -> float | None:
     return value
 
 
+def real(
+    help: str,
+    *names: str,
+    min: float | None = None,
+    max: float | None = None,
+    inf: bool = False,
+) -> typer.models.OptionInfo:
+    """A float option: Typer's range check (closed ends), NaN refused, inf only if `inf`."""
+    return typer.Option(*names, min=min, max=max, callback=not_nan if inf else finite, help=help)
+
+
 # ------------------------------------------------------------------------------- choices
 # The names are those the domain modules accept; tests/test_cli_options.py checks that each
 # Enum lists exactly the domain's tuple (search.OBJECTIVES, disagg.MODES, ...), so the
@@ -92,11 +103,10 @@ Gpu = Annotated[str, typer.Option(help="GPU type (see `apex.py gpus`).")]
 Frequency = Annotated[int, typer.Option(min=0, help="SM clock in MHz (0 = default boost clock).")]
 InterNodeBandwidth = Annotated[
     float | None,
-    typer.Option(
-        min=0,
-        callback=finite,
-        help="Inter-node network bandwidth in GB/s per GPU per direction (e.g. 50 for one "
+    real(
+        "Inter-node network bandwidth in GB/s per GPU per direction (e.g. 50 for one "
         "400 Gb/s NIC per GPU); default: the reference system in `apex.py gpus`.",
+        min=0,
     ),
 ]
 
@@ -165,26 +175,9 @@ ObjectiveOpt = Annotated[
 ]
 
 # ------------------------------------------------------------------------------- SLOs
-TtftSlo = Annotated[
-    float | None,
-    typer.Option(
-        min=0,
-        max=MAX_SLO_MS,
-        callback=finite,
-        help="TTFT SLO in ms (at most one hour); the report gives the share of requests that "
-        "meet it.",
-    ),
-]
-TpotSlo = Annotated[
-    float | None,
-    typer.Option(
-        min=0,
-        max=MAX_SLO_MS,
-        callback=finite,
-        help="TPOT SLO in ms (at most one hour); the report gives the share of requests that "
-        "meet it.",
-    ),
-]
+_SLO = " SLO in ms (at most one hour); the report gives the share of requests meeting it."
+TtftSlo = Annotated[float | None, real("TTFT" + _SLO, min=0, max=MAX_SLO_MS)]
+TpotSlo = Annotated[float | None, real("TPOT" + _SLO, min=0, max=MAX_SLO_MS)]
 
 # ----------------------------------------------------------------------------- workload
 TraceFile = Annotated[
@@ -211,20 +204,12 @@ LengthDistOpt = Annotated[
 ]
 RandomRangeRatio = Annotated[
     float,
-    typer.Option(
-        min=0,
-        max=1,
-        callback=finite,
-        help="Lengths uniform in [L(1-r), L(1+r)] as vLLM's random dataset; r in [0, 1).",
+    real(
+        "Lengths uniform in [L(1-r), L(1+r)] as vLLM's random dataset; r in [0, 1).", min=0, max=1
     ),
 ]
 Burstiness = Annotated[
-    float,
-    typer.Option(
-        min=0,
-        callback=finite,
-        help="Gamma shape of the arrival gaps: 1 = Poisson, < 1 = burstier.",
-    ),
+    float, real("Gamma shape of the arrival gaps: 1 = Poisson, < 1 = burstier.", min=0)
 ]
 Seed = Annotated[int, typer.Option(min=0, help="Random seed of synthetic arrivals and lengths.")]
 

@@ -23,11 +23,7 @@ ProfileDtype = Annotated[
 ]
 MinTime = Annotated[
     float | None,
-    typer.Option(
-        min=0,
-        callback=o.finite,
-        help="Seconds of repeated calls per point (default 0.005 quick, 0.02 full).",
-    ),
+    o.real("Seconds of repeated calls per point (default 0.005 quick, 0.02 full).", min=0),
 ]
 NoAttention = Annotated[bool, typer.Option(help="Skip the attention table.")]
 

@@ -37,29 +37,21 @@ Kind = Annotated[
 ]
 Rate = Annotated[
     float,
-    typer.Option(
+    o.real(
+        "Mean arrival rate, requests per second (> 0; inf: all at 0).",
         "--rate",
         "--request-rate",
         min=0,
-        callback=o.not_nan,
-        help="Mean arrival rate, requests per second (> 0; inf: all at 0).",
+        inf=True,
     ),
 ]
 Turns = Annotated[
     float,
-    typer.Option(
-        min=1,
-        callback=o.finite,
-        help="multiturn: mean turns per conversation (default: LMSYS-Chat-1M's 2.0).",
-    ),
+    o.real("multiturn: mean turns per conversation (default: LMSYS-Chat-1M's 2.0).", min=1),
 ]
 ThinkTime = Annotated[
     float,
-    typer.Option(
-        min=0,
-        callback=o.finite,
-        help="multiturn: mean seconds from one turn's arrival to the next (an assumption).",
-    ),
+    o.real("multiturn: mean seconds from one turn's arrival to the next (an assumption).", min=0),
 ]
 HashBlockSize = Annotated[
     int,
