@@ -25,13 +25,21 @@ def _command(name: str):
     return getattr(__import__(module, fromlist=[function]), function)
 
 
-def _params(name: str, args: list[str]) -> dict:
-    """The parsed parameters of a command line, as the command function receives them."""
-    cli_app.register(name)
-    group = typer.main.get_command(cli_app.app)
-    cmd = group.commands[name]
-    with cmd.make_context(name, args) as ctx:
-        return dict(ctx.params)
+def _params(name: str, args: list[str], monkeypatch) -> dict:
+    """The parameters a command function receives for a command line (its work stubbed)."""
+    import apex_fast.cli.plan as plan_cmd
+
+    seen: dict = {}
+
+    def stop(p: dict) -> None:
+        seen.update(p)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(plan_cmd, "check_plan_inputs", lambda ctx, p: stop(p))
+    with pytest.raises(SystemExit):
+        cli_app.register(name)
+        cli_app.app(args=[name, *args], standalone_mode=False)
+    return seen
 
 
 def test_enums_list_what_the_domain_accepts():
@@ -58,15 +66,15 @@ def test_enums_list_what_the_domain_accepts():
         canonical_dtype(e.value)
 
 
-def test_plan_defaults_are_the_requests_defaults():
+def test_plan_defaults_are_the_requests_defaults(monkeypatch):
     """`plan --model M --num-gpus N` asks exactly what PlanRequest(M, N) asks."""
-    p = _params("plan", ["--model", "gpt2", "--num-gpus", "2"])
+    p = _params("plan", ["--model", "gpt2", "--num-gpus", "2"], monkeypatch)
     assert plan_request(p) == PlanRequest(model="gpt2", gpus_per_node=2)
 
 
-def test_launch_settings_are_one_record():
-    p = _params("plan", ["--model", "gpt2", "--num-gpus", "2", "--engine", "SGLang"])
-    p2 = _params("plan", ["--model", "gpt2", "--num-gpus", "2", "--max-batch", "8"])
+def test_launch_settings_are_one_record(monkeypatch):
+    p = _params("plan", ["--model", "gpt2", "--num-gpus", "2", "--engine", "SGLang"], monkeypatch)
+    p2 = _params("plan", ["--model", "gpt2", "--num-gpus", "2", "--max-batch", "8"], monkeypatch)
     req, req2 = plan_request(p), plan_request(p2)
     assert req.launch.engine == "sglang" and req.launch.max_num_seqs is None
     assert req2.launch.max_num_seqs == 8  # the APEX+ alias fills the engine setting
@@ -113,7 +121,7 @@ def test_no_module_outside_the_cli_imports_typer():
         (["--gpu-hour-cost", "inf"], "--gpu-hour-cost must be a finite number"),
         (["--engine", "vllm-9"], "--engine: 'vllm-9' is not one of"),
         (["--mode", "split"], "--mode: 'split' is not one of 'agg', 'disagg', 'both'"),
-        (["--num-speculative-tokens", "17"], "--num-speculative-tokens must be less than"),
+        (["--num-speculative-tokens", "17"], "--num-speculative-tokens must be"),
     ],
 )
 def test_typer_checks_say_the_flag_in_one_line(capsys, args, needle):

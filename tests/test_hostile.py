@@ -50,14 +50,14 @@ def check(code: int, out: str, err: str, expect: int, needle: str = "") -> None:
 
 # ------------------------------------------------------------------------------------- flags
 BAD_FLAGS = [
-    ("--num-gpus-per-node", "0", "--num-gpus-per-node must be greater than or equal to 1"),
+    ("--num-gpus-per-node", "0", "--num-gpus-per-node must be >= 1"),
     ("--num-gpus-per-node", "-1", "--num-gpus-per-node must be"),
     ("--num-gpus-per-node", "abc", "--num-gpus-per-node"),
     ("--num-gpus-per-node", "1.5", "--num-gpus-per-node"),
     ("--num-gpus-per-node", "", "--num-gpus-per-node"),
     ("--num-gpus-per-node", "99999999999999999999", ""),
     ("--num-gpus-per-node", "1025", "GPUs per node"),
-    ("--num-nodes", "0", "--num-nodes must be greater than or equal to 1"),
+    ("--num-nodes", "0", "--num-nodes must be >= 1"),
     ("--num-nodes", "-3", "--num-nodes must be"),
     ("--num-nodes", "x", "--num-nodes"),
     ("--num-nodes", "100000", "65,536 GPUs"),
@@ -107,10 +107,10 @@ BAD_FLAGS = [
     ("--ttft-slo", "-1", "--ttft-slo"),
     ("--ttft-slo", "nan", "--ttft-slo"),
     ("--ttft-slo", "inf", "--ttft-slo"),
-    ("--ttft-slo", "1e12", "--ttft-slo must be less than or equal to 3600000"),
+    ("--ttft-slo", "1e12", "--ttft-slo must be"),
     ("--ttft-slo", "abc", "--ttft-slo"),
     ("--tpot-slo", "-0.1", "--tpot-slo"),
-    ("--tpot-slo", "1e12", "--tpot-slo must be less than or equal to 3600000"),
+    ("--tpot-slo", "1e12", "--tpot-slo must be"),
     ("--gpu-hour-cost", "-1", "--gpu-hour-cost"),
     ("--gpu-hour-cost", "nan", "--gpu-hour-cost"),
     ("--gpu-hour-cost", "inf", "--gpu-hour-cost"),
@@ -593,7 +593,7 @@ CAP = ["capacity", "--model", "gpt2", "--num-gpus-per-node", "1"]
 BAD_CAPACITY = [
     (["--ttft-slo", "0"], "--ttft-slo"),
     (["--ttft-slo", "-1"], "--ttft-slo"),
-    (["--tpot-slo", "1e12"], "--tpot-slo must be less than or equal to 3600000"),
+    (["--tpot-slo", "1e12"], "--tpot-slo must be"),
     (["--tpot-slo", "nan"], "--tpot-slo"),
     (["--attainment", "0"], "--attainment"),
     (["--attainment", "1.5"], "--attainment"),

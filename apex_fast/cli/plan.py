@@ -263,8 +263,8 @@ def plan(
     plot_cdf: PlotCdf = None,
 ) -> None:
     """Enumerate parallel plans, simulate continuous batching for each, report the best."""
-    p = ctx.params
-    check_plan_inputs(ctx)
+    p = dict(locals())  # the parameters, converted (Enums, Paths) whatever the Typer version
+    check_plan_inputs(ctx, p)
     req = plan_request(p)
     if not quiet:
         compile_note()

@@ -37,9 +37,9 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return src is not None and src.name == "COMMANDLINE"
 
 
-def check_plan_inputs(ctx: typer.Context) -> None:
-    """Everything that can be checked before a search that may take a while."""
-    p = ctx.params
+def check_plan_inputs(ctx: typer.Context, p: dict[str, Any]) -> None:
+    """Everything that can be checked before a search that may take a while (`p`: the
+    command's parameters by name)."""
     if p["max_num_seqs"] is not None and p["max_batch_size"]:
         if p["max_num_seqs"] != p["max_batch_size"]:
             raise ApexError("--max-num-seqs and --max-batch-size disagree; give one")

@@ -93,22 +93,32 @@ def _is_usage_error(e: BaseException) -> bool:
 
 
 _INVALID = re.compile(r"Invalid value for '(--[\w-]+)'(?: / '--[\w-]+')*: (.*)", re.S)
+# Typer's own checks, as Click words them (Typer < 0.29) and as Pydantic does (Typer >= 0.29)
+_REWRITES = (
+    (re.compile(r"(\S+) is not in the range x>=(\S+?)\.?$"), r"must be >= \2, got \1"),
+    (re.compile(r"(\S+) is not in the range x<=(\S+?)\.?$"), r"must be <= \2, got \1"),
+    (re.compile(r"(\S+) is not in the range (\S+)<=x<=(\S+?)\.?$"), r"must be in [\2, \3], got \1"),
+    (re.compile(r"(.+) is not a valid int(?:eger| range)\.?$"), r"must be an integer, got \1"),
+    (re.compile(r"(.+) is not a valid float(?: range)?\.?$"), r"must be a number, got \1"),
+    (re.compile(r"Input should be greater than or equal to (\S+)$"), r"must be >= \1"),
+    (re.compile(r"Input should be less than or equal to (\S+)$"), r"must be <= \1"),
+    (re.compile(r"Input should be a valid integer.*$"), "must be an integer"),
+    (re.compile(r"Input should be a valid number.*$"), "must be a number"),
+    (re.compile(r"Value error, (.*)$"), r"\1"),
+)
 
 
 def usage_line(message: str) -> str:
-    """Click's and Typer's usage errors as one line naming the flag:
-    `--num-nodes must be greater than or equal to 1` (Typer's range checks),
-    `--objective: 'speed' is not one of 'latency', ...` (choices)."""
+    """A usage error of Click or Typer as one line naming the flag: `--num-nodes must be >= 1,
+    got 0` (ranges), `--objective: 'speed' is not one of 'latency', ...` (choices)."""
     text = " ".join(message.split())
     m = _INVALID.fullmatch(text)
     if m is None:
         return text
-    flag, why = m.group(1), m.group(2).replace("Value error, ", "")
-    if why.startswith("Input should be "):
-        return f"{flag} must be {why[len('Input should be ') :]}"
-    if why.startswith("must be "):
-        return f"{flag} {why}"
-    return f"{flag}: {why}"
+    flag, why = m.group(1), m.group(2)
+    for pattern, repl in _REWRITES:
+        why = pattern.sub(repl, why)
+    return f"{flag} {why}" if why.startswith("must be ") else f"{flag}: {why}"
 
 
 def _os_error_line(e: OSError) -> str:
@@ -154,15 +164,26 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _say(f"error: {_os_error_line(e)}")
         return 2
+    except ValueError as e:
+        if "null byte" not in str(e):
+            return _internal(e, debug)
+        # a path with a NUL byte (Typer >= 0.29 refuses it while parsing, older ones do not)
+        _say("error: a file name on the command line contains a NUL byte")
+        return 2
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
             # bad flag, bad value type, missing option: one line, exit 2 (no usage block)
             msg = usage_line(str(e.format_message()))
             _say(f"error: {msg or 'incomplete command; see --help'}")
             return 2
-        if debug:
-            traceback.print_exc()
-        else:
-            _say(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
-        return 1
+        return _internal(e, debug)
     return 0
+
+
+def _internal(e: Exception, debug: bool) -> int:
+    """A bug, not bad input: one line and exit code 1 (the traceback with --debug)."""
+    if debug:
+        traceback.print_exc()
+    else:
+        _say(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+    return 1
