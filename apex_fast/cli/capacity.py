@@ -106,35 +106,19 @@ def capacity(
 
 
 def _request(p: dict[str, Any]) -> R:
-    trace = p["trace_file"]
+    from apex_fast.cli.plan_request import shared_fields
+
     return R(
-        model=p["model"],
-        gpus_per_node=p["num_gpus_per_node"],
-        num_nodes=p["num_nodes"],
-        gpu=p["gpu"],
-        inter_node_gbps=p["inter_node_bandwidth"],
-        frequency=p["frequency"],
-        trace_file=trace,
+        **shared_fields(p),
         # without a trace: synthetic requests at 1 req/s, whose arrival times are then scaled
-        request_rate=None if trace is not None else 1.0,
-        burstiness=p["burstiness"],
-        length_dist=o.value(p["length_dist"]),
-        random_range_ratio=p["random_range_ratio"],
-        num_requests=p["num_requests"],
-        prompt_len=p["prompt_len"],
-        output_len=p["output_len"],
-        seed=p["seed"],
+        request_rate=None if p["trace_file"] is not None else 1.0,
         ttft_slo_ms=p["ttft_slo"],
         tpot_slo_ms=p["tpot_slo"],
-        tp=p["tp"],
-        pp=p["pp"],
-        dp=p["dp"],
         launch=LaunchSettings(
             max_num_seqs=p["max_num_seqs"],
             max_num_batched_tokens=p["max_num_batched_tokens"],
             chunked_prefill=p["chunked_prefill"],
         ),
-        objective=o.value(p["objective"]),
     )
 
 

@@ -117,16 +117,10 @@ def plan_request(p: dict[str, Any]) -> PlanRequest:
     """The PlanRequest of a `plan` command line (its parameters by name)."""
     slo = {k: math.inf if p[k] is None else p[k] for k in ("ttft_slo", "tpot_slo")}
     return PlanRequest(
-        model=p["model"],
-        gpus_per_node=p["num_gpus_per_node"],
-        num_nodes=p["num_nodes"],
-        gpu=p["gpu"],
-        inter_node_gbps=p["inter_node_bandwidth"],
+        **shared_fields(p),
         num_experts=p["num_experts"],
         topk=p["topk"],
         capacity_factor=p["capacity_factor"],
-        frequency=p["frequency"],
-        **_workload_fields(p),
         kv_dtype=o.value(p["kv_dtype"]),
         weight_dtype=o.value(p["weight_dtype"]),
         activation_dtype=o.value(p["activation_dtype"]),
@@ -134,13 +128,9 @@ def plan_request(p: dict[str, Any]) -> PlanRequest:
         token_percentiles=percentiles(p["token_percentiles"], "--token-percentiles"),
         ttft_slo_ms=slo["ttft_slo"],  # inf = no SLO set
         tpot_slo_ms=slo["tpot_slo"],
-        tp=p["tp"],
-        pp=p["pp"],
-        dp=p["dp"],
         ep=p["ep"],
         launch=launch_settings(p),
         router=o.value(p["router"]),
-        objective=o.value(p["objective"]),
         profile_dir=p["profile_dir"],
         gpu_hour_cost=p["gpu_hour_cost"],
         pareto_csv=p["pareto"],
@@ -155,11 +145,19 @@ def plan_request(p: dict[str, Any]) -> PlanRequest:
     )
 
 
-def _workload_fields(p: dict[str, Any]) -> dict[str, Any]:
-    """The workload part of a PlanRequest (same names on the command line)."""
-    names = ("trace_file", "prompt_len", "output_len", "num_requests", "request_rate")
-    names += ("burstiness", "max_concurrency", "random_range_ratio", "seed")
-    return {**{k: p[k] for k in names}, "length_dist": o.value(p["length_dist"])}
+def shared_fields(p: dict[str, Any]) -> dict[str, Any]:
+    """The PlanRequest fields of the options `plan` and `capacity` share: model, cluster,
+    pins, ranking and workload (the options a command does not have keep their defaults)."""
+    same = ("model", "num_nodes", "gpu", "frequency", "tp", "pp", "dp", "trace_file")
+    same += ("prompt_len", "output_len", "num_requests", "request_rate", "burstiness")
+    same += ("max_concurrency", "random_range_ratio", "seed")
+    return {
+        **{k: p[k] for k in same if k in p},
+        "gpus_per_node": p["num_gpus_per_node"],
+        "inter_node_gbps": p["inter_node_bandwidth"],
+        "length_dist": o.value(p["length_dist"]),
+        "objective": o.value(p["objective"]),
+    }
 
 
 def _speculative(p: dict[str, Any]):  # noqa: ANN202 - SpeculativeConfig | None, imported late
