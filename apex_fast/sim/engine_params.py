@@ -12,6 +12,7 @@ _DEFAULT = get_engine(DEFAULT_ENGINE)
 DEFAULT_MAX_NUM_SEQS: int = _DEFAULT.max_num_seqs_default  # type: ignore[assignment]
 DEFAULT_BLOCK_SIZE = _DEFAULT.block_size_default
 DEFAULT_GPU_MEMORY_UTILIZATION = _DEFAULT.memory_fraction(1)
+DEFAULT_UNCHUNKED_BUDGET_FLOOR = _DEFAULT.budget_unchunked_floor  # max(this, max_model_len)
 # This tool's calibrated token budget with chunked prefill for the default engine (vLLM 0.6.0
 # itself uses 512 when chunking; the profile's kernel_mode_note says so).
 DEFAULT_CHUNKED_BUDGET = 2048
