@@ -48,6 +48,11 @@ def canonical_dtype(name: str, what: str = "dtype", allow_int: bool = False) -> 
     return key
 
 
+def dtype_aliases(allow_int: bool = False) -> tuple[str, ...]:
+    """Every name `canonical_dtype` accepts (canonical names and aliases), for choice lists."""
+    return tuple(k for k, v in _ALIASES.items() if allow_int or v not in WEIGHT_ONLY)
+
+
 def compute_dtype(weight: str, activation: str) -> str:
     """GEMMs run in the wider of the weight and activation types (int weights are dequantised)."""
     w = canonical_dtype(weight, allow_int=True)

@@ -1,22 +1,20 @@
-"""The `plan` use case: turn user options into model, cluster, workload and engine settings,
-search the plans and render the report."""
+"""The `plan` use case: turn a PlanRequest (apex_fast/request.py) into model, cluster, workload
+and engine settings, search the plans and render the report."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
-from pathlib import Path
 
 from apex_fast.dtypes import canonical_dtype
 from apex_fast.encdec import encoder_options, encoder_view, request_finish
-from apex_fast.engines.options import LaunchSettings, engine_option_fields
+from apex_fast.engines.options import engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device, with_inter_node_bandwidth
 from apex_fast.models import load_model
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins
+from apex_fast.request import PlanRequest
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
 from apex_fast.sim.prefix import check_router
@@ -26,103 +24,14 @@ from apex_fast.workload import build_workload as workload_from_options
 from apex_fast.workload.encoder_decoder import decoder_workload, encoder_workload
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    model: str
-    gpus_per_node: int
-    num_nodes: int = 1
-    gpu: str = "H100-SXM-80GB"
-    inter_node_gbps: float | None = None  # GB/s per GPU per direction; None = device default
-    num_experts: int | None = None
-    topk: int | None = None  # None = the model's own top-k
-    capacity_factor: float = 1.0
-    frequency: int = 0
-    trace_file: Path | None = None
-    prompt_len: int = 2048
-    output_len: int = 128
-    num_requests: int = 1024
-    kv_dtype: str = "half"
-    # None: the checkpoint's own format (FP8 weights and activations for an FP8 checkpoint such
-    # as DeepSeek-V3), else half
-    weight_dtype: str | None = None
-    activation_dtype: str | None = None
-    request_percentiles: tuple[float, ...] = ()
-    token_percentiles: tuple[float, ...] = ()
-    ttft_slo_ms: float = math.inf  # none unless asked (as on the command line)
-    tpot_slo_ms: float = math.inf
-    tp: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    ep: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    # None = the engine's default (apex_fast.engines; vllm-0.6: on, 16, 0.9)
-    chunked_prefill: bool | None = None
-    block_size: int | None = None
-    gpu_memory_utilization: float | None = None
-    engine: str = "vllm-0.6"  # serving-engine profile (--engine)
-    enforce_eager: bool | None = None
-    disable_custom_all_reduce: bool = False
-    disable_frontend_multiprocessing: bool = False
-    max_model_len: int | None = None
-    num_scheduler_steps: int | None = None
-    prefix_caching: bool | None = None
-    router: str = "round-robin"  # data-parallel routing (--router)
-    objective: str = "latency"
-    profile_dir: Path | None = None  # measured tables root (default profile_data/)
-    gpu_hour_cost: float = 0.0  # $ per GPU-hour (0 = no $ figures)
-    pareto_csv: Path | None = None
-    plot_png: Path | None = None
-    workers: int | None = None  # plan evaluation processes (None = automatic)
-    ray_address: str | None = None  # evaluate plans on Ray (needs the `ray` extra)
-    mode: str = "agg"  # agg | disagg | both (apex_fast.disagg)
-    speculative: SpeculativeConfig | None = None
-    kv_transfer_latency_ms: float | None = None  # disaggregated: None = the documented default
-    # benchmark-style workload (vLLM bench serve names) and per-request outputs
-    request_rate: float | None = None  # None: the trace's own times, or all at t = 0
-    burstiness: float = 1.0
-    max_concurrency: int = 0
-    length_dist: str | None = None
-    random_range_ratio: float = 0.0
-    seed: int = 0
-    requests_out: Path | None = None  # per-request timelines (Parquet)
-    plot_cdf: Path | None = None  # TTFT/TPOT/latency CDFs (PNG)
-
-
-def launch_settings(req: PlanRequest) -> LaunchSettings:
-    """The engine settings of a request (None = the engine's default)."""
-    return LaunchSettings(
-        engine=req.engine,
-        enforce_eager=req.enforce_eager,
-        disable_custom_all_reduce=req.disable_custom_all_reduce,
-        disable_frontend_multiprocessing=req.disable_frontend_multiprocessing,
-        max_model_len=req.max_model_len,
-        num_scheduler_steps=req.num_scheduler_steps,
-        prefix_caching=req.prefix_caching,
-        chunked_prefill=req.chunked_prefill,
-        max_num_seqs=req.max_num_seqs,
-        max_num_batched_tokens=req.max_num_batched_tokens,
-        block_size=req.block_size,
-        gpu_memory_utilization=req.gpu_memory_utilization,
-    )
-
-
 def build_workload(req: PlanRequest) -> Workload:
     return workload_from_options(workload_options(req))
 
 
 def workload_options(req: PlanRequest) -> WorkloadOptions:
+    """The request's workload fields (PlanRequest carries WorkloadOptions' fields by name)."""
     return WorkloadOptions(
-        trace_file=req.trace_file,
-        num_requests=req.num_requests,
-        prompt_len=req.prompt_len,
-        output_len=req.output_len,
-        request_rate=req.request_rate,
-        burstiness=req.burstiness,
-        max_concurrency=req.max_concurrency,
-        length_dist=req.length_dist,
-        random_range_ratio=req.random_range_ratio,
-        seed=req.seed,
+        **{f.name: getattr(req, f.name) for f in dataclasses.fields(WorkloadOptions)}
     )
 
 
@@ -173,7 +82,7 @@ def run_plan(
     wl_notes = workload.notes
     opts = EngineOptions(
         **engine_option_fields(
-            launch_settings(req),
+            req.launch,
             device.name,
             device.hbm_gb * 1e9 / 2**30,
             model.max_position_embeddings or None,

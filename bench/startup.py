@@ -9,7 +9,10 @@ temporary folder with `git archive`), interleaved with this tree's runs so both 
 machine load; the figures are the minimum over `--repeat` runs and the ratio old / new.
 CPU time (user + system of the child) is steadier than wall time on a shared machine.
 
-Usage: python bench/startup.py [--baseline REF] [--repeat N] [--json]
+`--old-path DIR` puts DIR first on the baseline tree's import path (e.g. a folder holding the
+Typer version that tree's pyproject resolves to, `pip install --target DIR typer==X`).
+
+Usage: python bench/startup.py [--baseline REF [--old-path DIR]] [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ COMMANDS = {
     ],
     # bad input: the one-line error (exit code 2) before any simulation
     "plan_bad_model": ["plan", "--model", "no-such-model", "--num-gpus-per-node", "8"],
+    "plan_help": ["plan", "--help"],
 }  # fmt: skip
 
 
@@ -55,11 +59,12 @@ def extract(ref: str, dest: Path) -> Path:
     return tree
 
 
-def run_once(tree: Path, args: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s) of one fresh `python apex.py ARGS` in `tree`."""
+def run_once(tree: Path, args: list[str], first: str | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) of one fresh `python apex.py ARGS` in `tree` (`first`: a folder put
+    before the tree on the import path)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (first, str(tree)) if p))
     rc = subprocess.run(
         [sys.executable, str(tree / "apex.py"), *args],
         stdout=subprocess.DEVNULL,
@@ -79,6 +84,7 @@ def bench_args(doc: str, repeat: int) -> argparse.Namespace:
     """The options these timing scripts share: --baseline REV, --repeat N, --json."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--baseline", help="git revision to compare with (e.g. main)")
+    ap.add_argument("--old-path", help="folder put first on the baseline's import path")
     ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
     return ap.parse_args()
@@ -94,15 +100,16 @@ def trees_to_time(baseline: str | None, tmp: Path) -> dict[str, Path]:
 def main() -> None:
     a = bench_args(__doc__, 5)
     with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
+        trees = {"new": ROOT}
         trees = trees_to_time(a.baseline, Path(tmp))
         for tree in trees.values():  # warm-up: Numba cache, .pyc files
             for args in COMMANDS.values():
-                run_once(tree, args)
+                run_once(tree, args, first.get(label))
         best: dict[tuple[str, str], tuple[float, float]] = {}
         for _ in range(a.repeat):
             for cmd, args in COMMANDS.items():
                 for label, tree in trees.items():
-                    w, c = run_once(tree, args)
+                    w, c = run_once(tree, args, first.get(label))
                     bw, bc = best.get((label, cmd), (float("inf"), float("inf")))
                     best[(label, cmd)] = (min(bw, w), min(bc, c))
     load = os.getloadavg()[0]

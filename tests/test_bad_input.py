@@ -115,19 +115,19 @@ def test_unknown_gpu_lists_known(capsys) -> None:
 
 
 def test_zero_gpus(capsys) -> None:
-    assert "--num-gpus-per-node must be at least 1, got 0" in bad(
+    assert "--num-gpus-per-node must be >= 1" in bad(
         capsys, "--model", "llama-7b", "--num-gpus", "0"
     )
 
 
 def test_negative_gpus(capsys) -> None:
-    assert "at least 1, got -2" in bad(capsys, "--model", "llama-7b", "--num-gpus", "-2")
+    assert "--num-gpus-per-node must be >= 1" in bad(
+        capsys, "--model", "llama-7b", "--num-gpus", "-2"
+    )
 
 
 def test_zero_nodes(capsys) -> None:
-    assert "--num-nodes must be at least 1" in bad(
-        capsys, "--model", "llama-7b", "--num-nodes", "0"
-    )
+    assert "--num-nodes must be >= 1" in bad(capsys, "--model", "llama-7b", "--num-nodes", "0")
 
 
 def test_pinned_tp_does_not_divide_cluster(capsys) -> None:
@@ -146,7 +146,7 @@ def test_pinned_pp_beyond_layers(capsys) -> None:
 
 
 def test_pinned_dp_zero(capsys) -> None:
-    assert "--dp must be at least 1" in bad(capsys, "--model", "llama-7b", "--dp", "0")
+    assert "--dp must be >= 1" in bad(capsys, "--model", "llama-7b", "--dp", "0")
 
 
 def test_pinned_ep_on_dense_model(capsys) -> None:
@@ -261,31 +261,27 @@ def test_static_prompt_beyond_kv_capacity(capsys) -> None:
 @pytest.mark.parametrize("flag", ["--kv-dtype", "--activation-dtype"])
 def test_bad_dtype(capsys, flag: str) -> None:
     err = bad(capsys, "--model", "llama-7b", flag, "float7")
-    assert f"unknown {flag} 'float7': use one of float, half, float8" in err
+    assert f"{flag}: 'float7' is not one of 'float'" in err
 
 
 def test_bad_weight_dtype(capsys) -> None:
     err = bad(capsys, "--model", "llama-7b", "--weight-dtype", "int3")
-    assert "int8, int4" in err
+    assert "--weight-dtype: 'int3' is not one of" in err and "'int8', 'int4'" in err
 
 
 @pytest.mark.parametrize("flag", ["--ttft-slo", "--tpot-slo"])
 def test_negative_slo(capsys, flag: str) -> None:
-    assert f"{flag} must be >= 0 and at most 3600000 ms (one hour), got -1" in bad(
-        capsys, "--model", "llama-7b", flag, "-1"
-    )
+    assert f"{flag} must be" in bad(capsys, "--model", "llama-7b", flag, "-1")
 
 
 def test_nan_slo(capsys) -> None:
-    assert "--tpot-slo must be >= 0 and at most 3600000 ms (one hour), got nan" in bad(
-        capsys, "--model", "llama-7b", "--tpot-slo", "nan"
-    )
+    assert "--tpot-slo must be" in bad(capsys, "--model", "llama-7b", "--tpot-slo", "nan")
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.2", "nan"])
 def test_memory_utilisation_outside_0_1(capsys, value: str) -> None:
     err = bad(capsys, "--model", "llama-7b", "--gpu-memory-utilization", value)
-    assert "--gpu-memory-utilization must be in (0, 1]" in err
+    assert "--gpu-memory-utilization must be" in err
 
 
 def test_topk_above_experts(capsys) -> None:
@@ -299,9 +295,7 @@ def test_topk_above_overridden_experts(capsys) -> None:
 
 
 def test_topk_zero(capsys) -> None:
-    assert "topk must be a positive integer" in bad(
-        capsys, "--model", "mixtral-8x7b", "--topk", "0"
-    )
+    assert "--topk must be >= 1" in bad(capsys, "--model", "mixtral-8x7b", "--topk", "0")
 
 
 def test_topk_on_dense_model_is_not_ignored(capsys) -> None:
@@ -312,7 +306,7 @@ def test_topk_on_dense_model_is_not_ignored(capsys) -> None:
 @pytest.mark.parametrize("value", ["0", "-1", "inf"])
 def test_capacity_factor_not_positive(capsys, value: str) -> None:
     err = bad(capsys, "--model", "mixtral-8x7b", "--num-gpus", "2", "--capacity-factor", value)
-    assert "--capacity-factor must be a positive number" in err
+    assert "--capacity-factor must be" in err
 
 
 @pytest.mark.parametrize(
@@ -335,7 +329,7 @@ def test_frequency_not_a_clock(capsys) -> None:
 
 
 def test_frequency_negative(capsys) -> None:
-    assert "--frequency must be 0" in bad(capsys, "--model", "llama-7b", "--frequency", "-5")
+    assert "--frequency must be >= 0" in bad(capsys, "--model", "llama-7b", "--frequency", "-5")
 
 
 def test_batched_tokens_below_max_num_seqs(capsys) -> None:
@@ -352,29 +346,29 @@ def test_batched_tokens_below_max_num_seqs(capsys) -> None:
 
 
 def test_max_num_seqs_zero_is_not_the_default(capsys) -> None:
-    assert "--max-num-seqs must be at least 1, got 0" in bad(
+    assert "--max-num-seqs must be >= 1" in bad(
         capsys, "--model", "llama-7b", "--max-num-seqs", "0"
     )
 
 
 def test_block_size_zero(capsys) -> None:
-    assert "--block-size must be at least 1" in bad(
-        capsys, "--model", "llama-7b", "--block-size", "0"
-    )
+    assert "--block-size must be >= 1" in bad(capsys, "--model", "llama-7b", "--block-size", "0")
 
 
 @pytest.mark.parametrize("flag", ["--prompt-len", "--output-len", "--num-requests"])
 def test_zero_lengths_and_counts(capsys, flag: str) -> None:
-    assert f"{flag} must be at least 1, got 0" in bad(capsys, "--model", "llama-7b", flag, "0")
+    assert f"{flag} must be >= 1" in bad(capsys, "--model", "llama-7b", flag, "0")
 
 
 def test_unknown_objective(capsys) -> None:
-    assert "unknown objective 'speed'" in bad(capsys, "--model", "llama-7b", "--objective", "speed")
+    assert "--objective: 'speed' is not one of 'latency'" in bad(
+        capsys, "--model", "llama-7b", "--objective", "speed"
+    )
 
 
 def test_option_value_of_wrong_type(capsys) -> None:
     err = bad(capsys, "--model", "llama-7b", "--num-gpus", "eight")
-    assert "Invalid value for '--num-gpus-per-node'" in err
+    assert "--num-gpus-per-node" in err and "integer" in err
 
 
 def test_unknown_option(capsys) -> None:

@@ -119,11 +119,14 @@ def test_json_is_deterministic(capsys, tmp_path: Path) -> None:
     [
         (["--model", "llama3-7O"], "unknown model"),
         (["--model", "llama-7b", "--gpu", "H900"], "H100-SXM-80GB"),
-        (["--model", "llama-7b", "--num-gpus", "0"], "at least 1"),
+        (["--model", "llama-7b", "--num-gpus", "0"], "--num-gpus-per-node must be >= 1"),
         (["--model", "llama-7b", "--num-gpus", "4", "--tp", "3"], "does not divide"),
-        (["--model", "llama-7b", "--kv-dtype", "float7"], "float, half, float8"),
+        (["--model", "llama-7b", "--kv-dtype", "float7"], "'float', 'float32'"),
         (["--model", "llama-7b", "--ttft-slo", "-1"], "--ttft-slo"),
-        (["--model", "llama-7b", "--gpu-memory-utilization", "1.5"], "(0, 1]"),
+        (
+            ["--model", "llama-7b", "--gpu-memory-utilization", "1.5"],
+            "--gpu-memory-utilization must be",
+        ),
         (["--model", "llama-7b", "--request-percentiles", "101"], "outside [0, 100]"),
         (["--model", "llama-7b", "--trace-file", "/nonexistent.jsonl"], "does not exist"),
         (["--model", "llama3.1-405b", "--num-gpus", "1"], "no plan"),

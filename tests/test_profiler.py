@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from apex_fast.cli import main
-from apex_fast.profiler import ATTN_HEADER, GEMM_HEADER, attn_grid, gemm_grid, time_call
 from apex_fast.profiles import tables
+from apex_fast.profiles.collect import ATTN_HEADER, GEMM_HEADER, attn_grid, gemm_grid, time_call
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_time_call_takes_fastest_of_at_least_three() -> None:
 
 
 def test_retime_outliers_fixes_stalled_points() -> None:
-    from apex_fast.profiler import retime_outliers
+    from apex_fast.profiles.collect import retime_outliers
 
     axes = ([1, 2], [1, 2], [1, 2, 4])
     t = np.ones((2, 2, 3))

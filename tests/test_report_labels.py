@@ -7,6 +7,7 @@ import re
 import pytest
 
 import apex_fast.cli as cli
+import apex_fast.cli.checks as checks
 from apex_fast.cli import main
 
 PLAN = ["plan", "--num-requests", "4", "--prompt-len", "64", "--output-len", "8", "--quiet"]
@@ -56,7 +57,7 @@ def test_default_clock_is_named(capsys) -> None:
 
 
 def test_first_run_compile_note(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "kernel_cache_present", lambda: False)
+    monkeypatch.setattr(checks, "kernel_cache_present", lambda: False)
     code = main(["plan", "--model", "gpt2", "--num-gpus", "1", "--num-requests", "2"])
     _, err = capsys.readouterr()
     assert code == 0

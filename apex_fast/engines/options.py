@@ -22,7 +22,8 @@ SGLANG_MAX_RUNNING_CAP = 4096
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """Engine settings as given on the command line; None = the engine's default."""
+    """Engine settings as given on the command line; None = the engine's default (read from
+    its profile in apex_fast/engines/). A PlanRequest (apex_fast/request.py) holds one."""
 
     engine: str = DEFAULT_ENGINE
     enforce_eager: bool | None = None
@@ -39,32 +40,21 @@ class LaunchSettings:
 
     def given_flags(self) -> list[str]:
         """The tool's flag names of the settings that were given."""
-        out = []
-        if self.enforce_eager:
-            out.append("--enforce-eager")
-        if self.disable_custom_all_reduce:
-            out.append("--disable-custom-all-reduce")
-        if self.disable_frontend_multiprocessing:
-            out.append("--disable-frontend-multiprocessing")
-        if self.max_model_len is not None:
-            out.append("--max-model-len")
-        if self.num_scheduler_steps is not None:
-            out.append("--num-scheduler-steps")
-        if self.prefix_caching is not None:
-            out.append("--enable-prefix-caching")
-        if self.chunked_prefill is True:
-            out.append("--chunked-prefill")
-        if self.chunked_prefill is False:
-            out.append("--no-chunked-prefill")
-        if self.max_num_seqs is not None:
-            out.append("--max-num-seqs")
-        if self.max_num_batched_tokens is not None:
-            out.append("--max-num-batched-tokens")
-        if self.block_size is not None:
-            out.append("--block-size")
-        if self.gpu_memory_utilization is not None:
-            out.append("--gpu-memory-utilization")
-        return out
+        given = {
+            "--enforce-eager": bool(self.enforce_eager),
+            "--disable-custom-all-reduce": self.disable_custom_all_reduce,
+            "--disable-frontend-multiprocessing": self.disable_frontend_multiprocessing,
+            "--max-model-len": self.max_model_len is not None,
+            "--num-scheduler-steps": self.num_scheduler_steps is not None,
+            "--enable-prefix-caching": self.prefix_caching is not None,
+            "--chunked-prefill": self.chunked_prefill is True,
+            "--no-chunked-prefill": self.chunked_prefill is False,
+            "--max-num-seqs": self.max_num_seqs is not None,
+            "--max-num-batched-tokens": self.max_num_batched_tokens is not None,
+            "--block-size": self.block_size is not None,
+            "--gpu-memory-utilization": self.gpu_memory_utilization is not None,
+        }
+        return [flag for flag, on in given.items() if on]
 
 
 def _check_values(s: LaunchSettings) -> None:

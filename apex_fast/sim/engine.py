@@ -84,7 +84,7 @@ class EngineOptions:
     # without chunked prefill the step budget is max(this, max_model_len or the longest
     # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
     # steps (apex_fast.engines.options)
-    unchunked_budget_floor: int = 2048
+    unchunked_budget_floor: int = ep.DEFAULT_UNCHUNKED_BUDGET_FLOOR
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first

@@ -1,4 +1,5 @@
-"""`apex.py validate`: replay the measured serving runs and report prediction errors.
+"""Replay the measured serving runs and report prediction errors (`apex.py validate`, whose
+command is apex_fast/cli/validate.py).
 
 Each bundled run (apex_fast/validation/data, written from real vLLM 0.6.0 measurements on 8x
 H100) is one server serving its own trace with the engine's real per-request lengths. It is
@@ -12,15 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import orjson
-import typer
 
-from apex_fast.errors import ApexError
 from apex_fast.sim.step_time import HostParams, fit_data, host_params
 from apex_fast.validation.fit import METRICS, errors
-from apex_fast.validation.published import per_engine_summary, render_published, replay
 from apex_fast.validation.replay import prepare
-from apex_fast.validation.runs import Run, bundled_runs, reference_runs
+from apex_fast.validation.runs import Run
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 _SHORT = {"ttft_s": "ttft", "itl_s": "itl", "latency_s": "latency"}
@@ -132,46 +129,3 @@ def render(rows: list[dict], summ: dict[str, dict[str, float]]) -> str:
         f"us/sequence, {h.host_op_s * 1e6:.1f} us per eager kernel launch ({h.source})"
     )
     return "\n".join(out)
-
-
-def command(
-    reference_dir: Path | None = typer.Option(
-        None,
-        "--reference-dir",
-        help="Rebuild the runs from this reference folder instead of the bundled data.",
-    ),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
-) -> None:
-    """Replay the measured vLLM 0.6 runs (8x H100; Llama-3.1-70B bf16, Mistral-Large FP8):
-    in-sample and leave-one-family-out errors; then the published measurements of every
-    engine (out of sample)."""
-    if json_path is not None:
-        from apex_fast.cli import check_output_path
-
-        check_output_path(json_path, "--json")
-    if reference_dir is not None:
-        if not reference_dir.exists():
-            raise ApexError(f"reference folder {reference_dir} does not exist")
-        runs = reference_runs(reference_dir)
-    else:
-        runs = list(bundled_runs())
-    rows = validate_runs(runs)
-    summ = summary(rows)
-    typer.echo(render(rows, summ))
-    pub_rows = replay()
-    pub = per_engine_summary(pub_rows)
-    typer.echo("")
-    typer.echo(render_published(pub))
-    if json_path is not None:
-        json_path.write_bytes(
-            orjson.dumps(
-                {
-                    "runs": rows,
-                    "mean_abs_error": summ,
-                    "published": pub_rows,
-                    "published_summary": pub,
-                },
-                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
-            )
-            + b"\n"
-        )

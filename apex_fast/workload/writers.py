@@ -10,6 +10,7 @@ import numpy as np
 from apex_fast.errors import ApexError
 from apex_fast.workload.multiturn import MultiTurnTrace
 
+MAX_TRACE_REQUESTS = 100_000_000  # the largest trace `apex.py trace` writes
 _WRITE_BLOCK = 16384  # lines formatted and written at a time (about 6 MB of Python objects)
 
 

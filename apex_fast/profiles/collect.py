@@ -1,4 +1,5 @@
-"""`apex.py profile`: measure op times on this machine and write them as APEX+ profile tables.
+"""Measure op times on this machine and write them as APEX+ profile tables (`apex.py profile`,
+whose command is apex_fast/cli/profile.py; the tables are read by apex_fast/profiles/measured.py).
 
     python apex.py profile --backend cpu --out out/prof [--quick]
 
@@ -29,7 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import typer
 
 from apex_fast.errors import ApexError
 
@@ -356,33 +356,3 @@ def _blas_name() -> str:
         return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:  # noqa: BLE001 - informational only
         return "unknown"
-
-
-def command(
-    backend: str = typer.Option(
-        "cpu", help="cpu (NumPy), or a GPU device name (needs PyTorch with CUDA)."
-    ),
-    out: Path = typer.Option(
-        Path("out/prof"), help="Profile root to write (comp/<backend>/, comm/<backend>/)."
-    ),
-    quick: bool = typer.Option(False, help="Small grid and short timing (well under a minute)."),
-    dtype: str | None = typer.Option(
-        None, help="Data type to measure (cpu: float; CUDA: half or float)."
-    ),
-    min_time: float | None = typer.Option(
-        None, help="Seconds of repeated calls per point (default 0.005 quick, 0.02 full)."
-    ),
-    no_attention: bool = typer.Option(False, help="Skip the attention table."),
-) -> None:
-    """Measure GEMM and attention (and, under torchrun, collective) times; write APEX+ tables."""
-    written = run_profile(
-        backend,
-        out,
-        quick=quick,
-        dtype=dtype,
-        min_time=min_time,
-        attention=not no_attention,
-        progress=sys.stderr.isatty(),
-    )
-    for what, path in written.items():
-        typer.echo(f"{what}: {path}")
