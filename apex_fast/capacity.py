@@ -42,7 +42,7 @@ from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.workload import Workload
-from apex_fast.workload.scaling import MAX_REQUESTS, scaled
+from apex_fast.workload.scaling import scaled
 
 MAX_SCALE_STEPS = 12  # rates from 2**-12 to 2**12 x the trace's own rate
 MIN_SCALE = 2.0**-MAX_SCALE_STEPS

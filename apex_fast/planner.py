@@ -18,7 +18,6 @@ from apex_fast.request import PlanRequest
 from apex_fast.search import MetricOptions, SearchResult, search
 from apex_fast.sim.engine import EngineOptions
 from apex_fast.sim.prefix import check_router
-from apex_fast.sim.speculative import SpeculativeConfig
 from apex_fast.workload import Workload, WorkloadOptions
 from apex_fast.workload import build_workload as workload_from_options
 from apex_fast.workload.encoder_decoder import decoder_workload, encoder_workload

@@ -100,9 +100,9 @@ def trees_to_time(baseline: str | None, tmp: Path) -> dict[str, Path]:
 def main() -> None:
     a = bench_args(__doc__, 5)
     with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
-        trees = {"new": ROOT}
         trees = trees_to_time(a.baseline, Path(tmp))
-        for tree in trees.values():  # warm-up: Numba cache, .pyc files
+        first = {"old": getattr(a, "old_path", None)}
+        for label, tree in trees.items():  # warm-up: Numba cache, .pyc files
             for args in COMMANDS.values():
                 run_once(tree, args, first.get(label))
         best: dict[tuple[str, str], tuple[float, float]] = {}
