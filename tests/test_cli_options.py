@@ -43,7 +43,7 @@ def _params(name: str, args: list[str], monkeypatch) -> dict:
 
 
 def test_enums_list_what_the_domain_accepts():
-    from apex_fast.disagg import MODES
+    from apex_fast.disagg.deployment import MODES
     from apex_fast.dtypes import canonical_dtype
     from apex_fast.engines import ENGINE_NAMES
     from apex_fast.search import OBJECTIVES

@@ -124,8 +124,8 @@ def _request(p: dict[str, Any]) -> R:
 
 def _report(p: dict[str, Any], sr, cs, caps: list, chosen: int, seconds: float) -> str:  # noqa: ANN001
     from apex_fast.capacity import HORIZON_LIFETIMES, MAX_SCALE_STEPS, format_table
-    from apex_fast.workload.scaling import MAX_REQUESTS
     from apex_fast.validation.bands import band_line, search_band
+    from apex_fast.workload.scaling import MAX_REQUESTS
 
     c, w, f = sr.cluster, sr.workload, p["frequency"]
     target = p["attainment"]

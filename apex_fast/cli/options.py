@@ -56,7 +56,7 @@ def real(
 
 # ------------------------------------------------------------------------------- choices
 # The names are those the domain modules accept; tests/test_cli_options.py checks that each
-# Enum lists exactly the domain's tuple (search.OBJECTIVES, disagg.MODES, ...), so the
+# Enum lists exactly the domain's tuple (search.OBJECTIVES, disagg.deployment.MODES, ...), so the
 # choices cannot drift apart while the CLI stays free of their imports.
 def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
