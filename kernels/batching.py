@@ -215,15 +215,21 @@ def _sample_one(
     return kind, free, g_prev, b_prev
 
 
-@njit(cache=True)
+# `_run` is compiled without Numba's reference counting (`_nrt=False`): it allocates nothing and
+# every array it touches is owned by simulate_stream for the whole call. With counting on, each
+# inlined phase call updated an atomic reference count per array argument (LLVM's refcount
+# pruning cannot pair them across the phases' branches and loops), which made the kernel 2-6x
+# slower than the single-function form. The functions it calls (kernels/kv_blocks.py pool
+# functions, schedule.preempt_for) count their own references as usual.
+@njit(cache=True, _nrt=False)
 def _run(
     arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
     preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist, status, computed, gen, target,
     blocks, last_tok, waitq, wst, run, s_idx, s_pf, pre_buf, lag_idx, lag_kind, sem, slot_t, pool,
 ):  # fmt: skip
-    """The scheduler loop: one pass per step, phases in the order of docs/scheduler.md. The
-    loops over requests are here, their bodies are loop-free inlined phases (kernels/schedule.py
-    says why). Returns the records written, or -1 if rec_f is full."""
+    """The scheduler loop: one pass per step, phases in the order of docs/scheduler.md (the
+    loops over requests here, their bodies inlined phases). Returns the records written, or -1
+    if rec_f is full."""
     n = arrival.shape[0]
     budget, max_conc, bs = pi[PI_BUDGET], pi[PI_MAX_CONC], pi[PI_BLOCK_SIZE]
     chunked = pi[PI_CHUNKED] != 0

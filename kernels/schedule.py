@@ -1,10 +1,8 @@
 """Scheduling phases of the batching kernel (docs/scheduler.md rules 1 and 3 to 5), Numba.
 
 Each function here is the body of one scheduling loop of `kernels/batching._run` for one
-request: the loops themselves stay in `_run`. An inlined function that contains a loop pays a
-reference-count update per array argument on every call (LLVM's refcount pruning cannot remove
-them across a loop), which on the per-step path cost more than the step itself; loop-free
-bodies are pruned to nothing. Rarely taken loops (preemption) are plain calls.
+request: the loops themselves stay in `_run`, which is compiled without reference counting
+(batching.py says why), so these inlined bodies cost nothing beyond their arithmetic.
 
 The per-step tallies of a scheduling pass travel as scalars: `left` (token budget left),
 `n_sched` (scheduled sequences), `n_pf_tok` (prefill tokens), `n_dec` (decodes), `n_samp`
@@ -137,8 +135,8 @@ def preempt_for(
     r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool
 ):
     """Rule 4c when blocks are short: preempt the most recently admitted running requests
-    (recompute) until `deficit` blocks are free or `r` itself is preempted. A plain call: it
-    loops, and runs only under KV pressure. Returns (nrun, free, npre, r_itself_preempted)."""
+    (recompute) until `deficit` blocks are free or `r` itself is preempted. A plain call, made
+    only under KV pressure. Returns (nrun, free, npre, r_itself_preempted)."""
     while free < deficit:
         v = run[nrun - 1]
         nrun -= 1
