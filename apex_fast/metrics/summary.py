@@ -83,6 +83,9 @@ class PlanMetrics:
     # KV tokens one attention copy holds (a sequence must fit in one copy); copies per stage
     kv_tokens_per_copy: int = 0
     attn_copies: int = 1
+    # KV blocks in use at the busiest step of the busiest scheduler stream (from the step
+    # records' blocks_used, after that step's allocations)
+    kv_blocks_peak: int = 0
     # automatic prefix caching (docs/metrics.md): prompt tokens found cached at admission over
     # all prompt tokens of the served requests, and their number; prefix_cache = "on", "off"
     # or "on, <why it is not simulated>"
@@ -278,6 +281,7 @@ def compute_metrics(
         kv_tokens_per_replica=m.kv_tokens_per_replica,
         kv_tokens_per_copy=m.kv_tokens_per_copy,
         attn_copies=m.attn_copies,
+        kv_blocks_peak=int(sums["blocks_peak"]),
         avg_requests_per_iteration=sums["cnt_nsched"] / steps if steps else 0.0,
         avg_tokens_per_iteration=sums["cnt_ntok"] / steps if steps else 0.0,
         makespan_s=makespan,
