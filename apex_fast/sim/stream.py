@@ -229,32 +229,49 @@ def run_stream(
     )
 
 
+# (cfg, costs, max_conc, pc_nkeys, pf, pi) of the last kernel_params call
+_PARAMS_MEMO: list[tuple | None] = [None]
+
+
 def kernel_params(
     cfg: SchedulerConfig, costs: StepCosts, max_conc: int, pc_nkeys: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's scalar parameters packed into (float64 array, int64 array), slots as in
-    kernels/params.py."""
-    pf = np.empty(kp.N_PF, np.float64)
-    pf[kp.PF_C_ATTN] = costs.c_attn
-    pf[kp.PF_C_CTX] = costs.c_ctx
-    pf[kp.PF_OVERHEAD] = costs.overhead
-    pf[kp.PF_HOST_SEQ] = costs.host_seq
-    pf[kp.PF_EAGER_FLOOR] = costs.eager_floor
-    pf[kp.PF_PIECEWISE_FLOOR] = costs.piecewise_floor
-    pf[kp.PF_FULL_FRAC] = cfg.full_kv_fraction
-    pi = np.empty(kp.N_PI, np.int64)
-    pi[kp.PI_NUM_BLOCKS] = cfg.num_blocks
-    pi[kp.PI_BLOCK_SIZE] = cfg.block_size
-    pi[kp.PI_WATERMARK] = cfg.watermark
-    pi[kp.PI_MAX_NUM_SEQS] = cfg.max_num_seqs
-    pi[kp.PI_BUDGET] = cfg.budget
-    pi[kp.PI_CHUNKED] = bool(cfg.chunked)
-    pi[kp.PI_OUTPUT_LAG] = bool(cfg.output_lag)
-    pi[kp.PI_MAX_CONC] = max_conc
-    pi[kp.PI_PC_NKEYS] = pc_nkeys
-    pi[kp.PI_WIN_BLOCKS] = cfg.window_blocks
-    pi[kp.PI_GRAPH_MAX_SEQS] = costs.graph_max_seqs
-    pi[kp.PI_PIECEWISE_TOKENS] = costs.piecewise_tokens
+    kernels/params.py. The streams of a plan share `cfg` and `costs`: the arrays of the last
+    call are reused when the same objects come again (the kernel only reads them)."""
+    memo = _PARAMS_MEMO[0]
+    if (
+        memo is not None
+        and memo[0] is cfg
+        and memo[1] is costs
+        and memo[2] == max_conc
+        and memo[3] == pc_nkeys
+    ):
+        return memo[4], memo[5]
+    f = [0.0] * kp.N_PF
+    f[kp.PF_C_ATTN] = float(costs.c_attn)
+    f[kp.PF_C_CTX] = float(costs.c_ctx)
+    f[kp.PF_OVERHEAD] = float(costs.overhead)
+    f[kp.PF_HOST_SEQ] = float(costs.host_seq)
+    f[kp.PF_EAGER_FLOOR] = float(costs.eager_floor)
+    f[kp.PF_PIECEWISE_FLOOR] = float(costs.piecewise_floor)
+    f[kp.PF_FULL_FRAC] = float(cfg.full_kv_fraction)
+    i = [0] * kp.N_PI
+    i[kp.PI_NUM_BLOCKS] = int(cfg.num_blocks)
+    i[kp.PI_BLOCK_SIZE] = int(cfg.block_size)
+    i[kp.PI_WATERMARK] = int(cfg.watermark)
+    i[kp.PI_MAX_NUM_SEQS] = int(cfg.max_num_seqs)
+    i[kp.PI_BUDGET] = int(cfg.budget)
+    i[kp.PI_CHUNKED] = int(bool(cfg.chunked))
+    i[kp.PI_OUTPUT_LAG] = int(bool(cfg.output_lag))
+    i[kp.PI_MAX_CONC] = int(max_conc)
+    i[kp.PI_PC_NKEYS] = int(pc_nkeys)
+    i[kp.PI_WIN_BLOCKS] = int(cfg.window_blocks)
+    i[kp.PI_GRAPH_MAX_SEQS] = int(costs.graph_max_seqs)
+    i[kp.PI_PIECEWISE_TOKENS] = int(costs.piecewise_tokens)
+    pf = np.array(f, np.float64)
+    pi = np.array(i, np.int64)
+    _PARAMS_MEMO[0] = (cfg, costs, max_conc, pc_nkeys, pf, pi)
     return pf, pi
 
 
