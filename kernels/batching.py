@@ -125,6 +125,17 @@ def _step_cost(n_tok, n_samp, n_sched, n_pf_tok, n_dec, work, ctx, tok_table, se
 
 
 @njit(cache=True, inline="always")
+def _run_limit(n_sched, n_dec, free, bs, s_idx, output, gen):
+    """Most steps a decode-only batch can run unchanged: until its first request finishes, and
+    at most bs * (free // n_dec) + 1, which no sequence can take with free == 0 (a sliding
+    window only slows the growth of its blocks)."""
+    kmax = 1 << 62
+    for t in range(n_sched):
+        kmax = min(kmax, output[s_idx[t]] - gen[s_idx[t]])
+    return min(kmax, bs * (free // n_dec) + 1)
+
+
+@njit(cache=True, inline="always")
 def _skip_decode_run(now, kmax, limit_t, base, host, floor, floored, c_ctx, ctx, n_dec, gap_hist):
     """Event skipping: the steps after the first of a run of identical decode-only steps, until
     `kmax` steps, the time `limit_t` or the launch floor is outgrown. Returns (steps, now)."""
@@ -300,11 +311,7 @@ def _run(
         now = start + d0
         k = 1
         if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
-            kmax = 1 << 62  # steps until the first request finishes
-            for t in range(n_sched):
-                kmax = min(kmax, output[s_idx[t]] - gen[s_idx[t]])
-            ext_blk = bs * (free // n_dec)  # no sequence finds free == 0 before (a window
-            kmax = min(kmax, ext_blk + 1)  # only slows the growth)
+            kmax = _run_limit(n_sched, n_dec, free, bs, s_idx, output, gen)
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
                 limit_t = arrival[next_arr]

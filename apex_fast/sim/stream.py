@@ -248,29 +248,22 @@ def kernel_params(
         and memo[3] == pc_nkeys
     ):
         return memo[4], memo[5]
-    f = [0.0] * kp.N_PF
-    f[kp.PF_C_ATTN] = float(costs.c_attn)
-    f[kp.PF_C_CTX] = float(costs.c_ctx)
-    f[kp.PF_OVERHEAD] = float(costs.overhead)
-    f[kp.PF_HOST_SEQ] = float(costs.host_seq)
-    f[kp.PF_EAGER_FLOOR] = float(costs.eager_floor)
-    f[kp.PF_PIECEWISE_FLOOR] = float(costs.piecewise_floor)
-    f[kp.PF_FULL_FRAC] = float(cfg.full_kv_fraction)
-    i = [0] * kp.N_PI
-    i[kp.PI_NUM_BLOCKS] = int(cfg.num_blocks)
-    i[kp.PI_BLOCK_SIZE] = int(cfg.block_size)
-    i[kp.PI_WATERMARK] = int(cfg.watermark)
-    i[kp.PI_MAX_NUM_SEQS] = int(cfg.max_num_seqs)
-    i[kp.PI_BUDGET] = int(cfg.budget)
-    i[kp.PI_CHUNKED] = int(bool(cfg.chunked))
-    i[kp.PI_OUTPUT_LAG] = int(bool(cfg.output_lag))
-    i[kp.PI_MAX_CONC] = int(max_conc)
-    i[kp.PI_PC_NKEYS] = int(pc_nkeys)
-    i[kp.PI_WIN_BLOCKS] = int(cfg.window_blocks)
-    i[kp.PI_GRAPH_MAX_SEQS] = int(costs.graph_max_seqs)
-    i[kp.PI_PIECEWISE_TOKENS] = int(costs.piecewise_tokens)
-    pf = np.array(f, np.float64)
-    pi = np.array(i, np.int64)
+    floats = {
+        kp.PF_C_ATTN: costs.c_attn, kp.PF_C_CTX: costs.c_ctx, kp.PF_OVERHEAD: costs.overhead,
+        kp.PF_HOST_SEQ: costs.host_seq, kp.PF_EAGER_FLOOR: costs.eager_floor,
+        kp.PF_PIECEWISE_FLOOR: costs.piecewise_floor, kp.PF_FULL_FRAC: cfg.full_kv_fraction,
+    }  # fmt: skip
+    ints = {
+        kp.PI_NUM_BLOCKS: cfg.num_blocks, kp.PI_BLOCK_SIZE: cfg.block_size,
+        kp.PI_WATERMARK: cfg.watermark, kp.PI_MAX_NUM_SEQS: cfg.max_num_seqs,
+        kp.PI_BUDGET: cfg.budget, kp.PI_CHUNKED: bool(cfg.chunked),
+        kp.PI_OUTPUT_LAG: bool(cfg.output_lag), kp.PI_MAX_CONC: max_conc,
+        kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
+        kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
+    }  # fmt: skip
+    # every slot filled (a KeyError here is a slot without a value)
+    pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
+    pi = np.array([int(ints[k]) for k in range(kp.N_PI)], np.int64)
     _PARAMS_MEMO[0] = (cfg, costs, max_conc, pc_nkeys, pf, pi)
     return pf, pi
 
