@@ -136,6 +136,27 @@ def _run_limit(n_sched, n_dec, free, bs, s_idx, output, gen):
 
 
 @njit(cache=True, inline="always")
+def _requeue_preempted(npre, pre_buf, waitq, wst):
+    """Preempted requests rejoin the front of the waiting queue, each pushed in turn."""
+    for t in range(npre):
+        wst[HEAD] = (wst[HEAD] - 1 + waitq.shape[0]) % waitq.shape[0]
+        waitq[wst[HEAD]] = pre_buf[t]
+        wst[SIZE] += 1
+
+
+@njit(cache=True, inline="always")
+def _extend_run(k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool):
+    """Blocks of the k - 1 skipped steps of a decode run (step j writes the KV of context
+    L + j). Returns the new free count."""
+    for t in range(n_sched):
+        r = s_idx[t]
+        L = prefix[r] + prompt[r] + gen[r] + k - 1
+        nb = blocks_for(L, pi[PI_BLOCK_SIZE], pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
+        free = kv_extend(free, r, nb, blocks, pc, pool)
+    return free
+
+
+@njit(cache=True, inline="always")
 def _skip_decode_run(now, kmax, limit_t, base, host, floor, floored, c_ctx, ctx, n_dec, gap_hist):
     """Event skipping: the steps after the first of a run of identical decode-only steps, until
     `kmax` steps, the time `limit_t` or the launch floor is outgrown. Returns (steps, now)."""
@@ -168,6 +189,7 @@ def _skip_decode_run(now, kmax, limit_t, base, host, floor, floored, c_ctx, ctx,
 
 @njit(cache=True, inline="always")
 def _write_record(rec_f, rec_i, j, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, ns):
+    """Record j: a run of k steps (columns: apex_fast/sim/records.py). Returns j + 1."""
     rec_f[j, F_START] = start
     rec_f[j, F_D0] = d0
     rec_f[j, F_DD] = dd
@@ -179,6 +201,7 @@ def _write_record(rec_f, rec_i, j, start, d0, dd, work, k, n_pf_tok, n_dec, n_sa
     rec_i[j, I_CTX0] = ctx
     rec_i[j, I_BLOCKS] = used
     rec_i[j, I_SCHED] = ns
+    return j + 1
 
 
 @njit(cache=True, inline="always")
@@ -250,7 +273,9 @@ def _run(
     next_arr = nrun = nlag = nrec = 0
     while True:
         while next_arr < n and arrival[next_arr] <= now:  # queue arrivals
-            if not queue_arrival(next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t):  # fmt: skip
+            if not queue_arrival(
+                next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t
+            ):
                 break
             next_arr += 1
         if nrun == 0 and wst[SIZE] == 0:  # idle: pending outputs are processed at once
@@ -270,8 +295,9 @@ def _run(
         work = 0.0
         # chunked: the running requests, then admission; not chunked: admission, then the
         # running requests (decodes) only in a step without prefills
+        admit_part = 1 if chunked else 0
         for part in range(2):
-            if part == chunked:  # admit waiting requests
+            if part == admit_part:  # admit waiting requests
                 act = DONE
                 while wst[SIZE] > 0 and act == DONE:
                     act, left, n_sched, n_pf_tok, n_samp, work, nrun, free = admit_head(
@@ -293,10 +319,7 @@ def _run(
                     i += 1
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
         # extendleft), so they are not re-admitted in the step that preempted them
-        for t in range(npre):
-            wst[HEAD] = (wst[HEAD] - 1 + n) % n
-            waitq[wst[HEAD]] = pre_buf[t]
-            wst[SIZE] += 1
+        _requeue_preempted(npre, pre_buf, waitq, wst)
         if n_sched == 0:
             continue  # everything got preempted or rejected: no time passes, schedule again
         if nrec >= rec_f.shape[0]:
@@ -305,7 +328,8 @@ def _run(
             budget - left, n_samp, n_sched, n_pf_tok, n_dec, work, ctx, tok_table, seq_table, pf, pi
         )  # fmt: skip
         for t in range(nlag):  # deliver the previous step's outputs
-            _deliver_one(lag_idx[t], lag_kind[t], d0, status, first_token, finish, max_conc, sem, slot_t)  # fmt: skip
+            r = lag_idx[t]
+            _deliver_one(r, lag_kind[t], d0, status, first_token, finish, max_conc, sem, slot_t)
         nlag = 0
         start = now
         now = start + d0
@@ -318,18 +342,17 @@ def _run(
             k, now = _skip_decode_run(
                 now, kmax, limit_t, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec, gap_hist
             )  # fmt: skip
-            for t in range(n_sched if k > 1 else 0):  # step j writes the KV of context L + j
-                r = s_idx[t]
-                L = prefix[r] + prompt[r] + gen[r] + k - 1
-                nb = blocks_for(L, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
-                free = kv_extend(free, r, nb, blocks, pc, pool)
+            if k > 1:
+                free = _extend_run(
+                    k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool
+                )
         dd = 0.0 if floored else pf[PF_C_CTX] * n_dec
-        used = pi[PI_NUM_BLOCKS] - free
-        _write_record(rec_f, rec_i, nrec, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, n_sched)  # fmt: skip
-        nrec += 1
+        used = pi[PI_NUM_BLOCKS] - free  # blocks after the run's allocations, before its frees
+        nrec = _write_record(
+            rec_f, rec_i, nrec, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, n_sched
+        )
         any_done = False  # sample and finish
-        g_prev = np.nan
-        b_prev = 0
+        g_prev, b_prev = np.nan, 0
         for t in range(n_sched):
             r = s_idx[t]
             if s_pf[t] and computed[r] < target[r]:
