@@ -283,8 +283,9 @@ def simulate(
         running.append(r)
         return hit * bs
 
-    def decode_slot(r: _Req) -> bool:
-        """Make room for the KV of r's newest token (rule 4c). False if r preempted itself."""
+    def make_room(r: _Req) -> bool:
+        """Rule 4c: room for the KV of r's newest token, preempting the last running request
+        while no block is free. False if r preempted itself."""
         nonlocal free
         need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen)
         assert need - r.blocks in (0, 1), (need, r.blocks)
@@ -300,8 +301,12 @@ def simulate(
                 r.block_ids.append(take_block())
         return True
 
-    while True:
-        # 1. arrivals
+    # this pass's schedule, each entry: (request, is_prefill, tokens, computed_before)
+    sched: list[tuple[_Req, bool, int, int]] = []
+
+    def queue_arrivals() -> None:
+        """Rule 1: arrivals join the back of `waiting` (behind a free slot in a closed loop)."""
+        nonlocal nxt
         while nxt < n and reqs[nxt].arrival <= now:
             if max_concurrency > 0:
                 if not slots:
@@ -310,130 +315,77 @@ def simulate(
             reqs[nxt].status = _WAITING
             waiting.append(reqs[nxt])
             nxt += 1
-        # 2. idle: jump to the next arrival
-        if not running and not waiting:
-            if max_concurrency > 0 and lagged:
-                for r, _, is_finish in lagged:
-                    if is_finish:
-                        release(r.finish)
-                lagged.clear()
+
+    def admit_waiting(left: int) -> int:
+        """Rules 3, 4a, 5b: reject or admit heads of `waiting` while they fit; chunked, the
+        first chunk is what `left` allows, not chunked the whole prompt must fit. Returns the
+        tokens left."""
+        while waiting:
+            r = waiting[0]
+            if rejected_at_head(r):
+                waiting.popleft()
+                reject(r)
                 continue
-            lagged.clear()  # 7b: the engine goes idle, pending outputs stay where they are
-            if nxt >= n:
+            need = kv_blocks(pre_kv[r.idx] + r.target)
+            hit, shared = lookup(r) if pc else (0, 0)
+            u = r.target - hit * bs  # tokens to compute
+            c = min(u, left) if chunked else u
+            if (
+                c == 0
+                or c > left
+                or len(running) + 1 > max_num_seqs
+                or free - (need - shared) < watermark
+            ):
                 break
-            now = max(now, reqs[nxt].arrival)
-            continue
+            cb = admit(r, hit)
+            sched.append((r, True, c, cb))
+            r.computed = cb + c
+            if pc:
+                register(r, r.computed)
+            left -= c
+        return left
 
-        # each entry: (request, is_prefill, tokens, computed_before)
-        sched: list[tuple[_Req, bool, int, int]] = []
-        preempted.clear()
-        if not chunked:
-            # 4a. prefills
-            tokens = 0
-            while waiting:
-                r = waiting[0]
-                if rejected_at_head(r):
-                    waiting.popleft()
-                    reject(r)
-                    continue
-                need = kv_blocks(pre_kv[r.idx] + r.target)
-                hit, shared = lookup(r) if pc else (0, 0)
-                u = r.target - hit * bs  # tokens to compute
-                if (
-                    tokens + u > budget
-                    or len(running) + 1 > max_num_seqs
-                    or free - (need - shared) < watermark
-                ):
-                    break
-                cb = admit(r, hit)
-                sched.append((r, True, u, cb))
-                r.computed = r.target
+    def schedule_running(left: int) -> int:
+        """Rules 4c, 5a: walk `running` from the front, a prefill chunk (chunked only) or one
+        decode token each, until the budget is used up or a request preempts itself."""
+        i = 0
+        while i < len(running):
+            r = running[i]
+            prefill = r.computed < r.target
+            c = min(r.target - r.computed, left) if prefill else min(1, left)
+            if c == 0:
+                break
+            if not prefill and not make_room(r):
+                break
+            sched.append((r, prefill, c, r.computed))
+            if prefill:
+                r.computed += c
                 if pc:
                     register(r, r.computed)
-                tokens += u
-            # 4b/4c. decodes only if no prefill was scheduled
-            if not sched:
-                i = 0
-                while i < len(running) and len(sched) + 1 <= budget:
-                    r = running[i]
-                    if not decode_slot(r):
-                        break
-                    sched.append((r, False, 1, r.computed))
-                    i += 1
-        else:
-            left = budget
-            # 5a. running requests, front to back
-            i = 0
-            while i < len(running):
-                r = running[i]
-                prefill = r.computed < r.target
-                c = min(r.target - r.computed, left) if prefill else min(1, left)
-                if c == 0:
-                    break
-                if not prefill and not decode_slot(r):
-                    break
-                sched.append((r, prefill, c, r.computed))
-                if prefill:
-                    r.computed += c
-                    if pc:
-                        register(r, r.computed)
-                left -= c
-                i += 1
-            # 5b. new prefills
-            while waiting:
-                r = waiting[0]
-                if rejected_at_head(r):
-                    waiting.popleft()
-                    reject(r)
-                    continue
-                need = kv_blocks(pre_kv[r.idx] + r.target)
-                hit, shared = lookup(r) if pc else (0, 0)
-                c = min(r.target - hit * bs, left)
-                if c == 0 or len(running) + 1 > max_num_seqs or free - (need - shared) < watermark:
-                    break
-                cb = admit(r, hit)
-                sched.append((r, True, c, cb))
-                r.computed = cb + c
-                if pc:
-                    register(r, r.computed)
-                left -= c
+            left -= c
+            i += 1
+        return left
 
-        # preempted requests go to the front of `waiting` once the pass is over (vLLM
-        # `waiting.extendleft(preempted)`), the last one preempted at the very front
-        for v in preempted:
-            waiting.appendleft(v)
-
-        if not sched:
-            # rule 8: only after every waiting head was rejected or a lone sequence preempted
-            # itself; the next pass admits or rejects the head with all blocks free.
-            assert not running, "nothing scheduled while requests run"
-            assert free == num_blocks
-            continue
-
-        # 6. cost
-        n_pf = 0
-        n_pf_seqs = 0
-        n_dec = 0
-        n_samp = 0
-        work = 0.0
-        ctx = 0
+    def step_cost() -> tuple[float, dict[str, float], list[_Req]]:
+        """Rule 6: (duration, the step's tallies, the sequences that sample a token)."""
+        t = {"n_pf": 0, "n_pf_seqs": 0, "n_dec": 0, "n_samp": 0, "work": 0.0, "ctx": 0}
         samplers: list[_Req] = []
         for r, is_pf, c, before in sched:
             if is_pf:
-                n_pf += c
-                n_pf_seqs += 1
-                work += c * (pre_kv[r.idx] + before + (c + 1) / 2)
+                t["n_pf"] += c
+                t["n_pf_seqs"] += 1
+                t["work"] += c * (pre_kv[r.idx] + before + (c + 1) / 2)
                 if before + c == r.target:
-                    n_samp += 1
+                    t["n_samp"] += 1
                     samplers.append(r)
             else:
-                n_dec += 1
-                n_samp += 1
-                ctx += pre_kv[r.idx] + r.prompt + r.gen
+                t["n_dec"] += 1
+                t["n_samp"] += 1
+                t["ctx"] += pre_kv[r.idx] + r.prompt + r.gen
                 samplers.append(r)
-        n_tok = n_pf + n_dec
+        n_tok = t["n_pf"] + t["n_dec"]
         assert n_tok <= budget
-        assert n_samp <= max_num_seqs
+        assert t["n_samp"] <= max_num_seqs
         assert 0 <= free <= num_blocks
         if pc:
             assert free == len(free_q)
@@ -441,16 +393,18 @@ def simulate(
             assert len(held) == num_blocks - free  # referenced blocks + free queue = capacity
             assert all(ref[b] == sum(q.block_ids.count(b) for q in running) for b in held)
         host = overhead + host_seq * len(sched)
-        gpu = tok_table[n_tok] + seq_table[n_samp] + c_attn * work + c_ctx * ctx
+        gpu = tok_table[n_tok] + seq_table[t["n_samp"]] + c_attn * t["work"] + c_ctx * t["ctx"]
         # launch floor: none when a decode-only batch replays a whole CUDA graph
-        if n_pf == 0 and n_dec <= graph_max_seqs:
+        if t["n_pf"] == 0 and t["n_dec"] <= graph_max_seqs:
             floor = 0.0
         elif n_tok <= piecewise_tokens:
             floor = piecewise_floor
         else:
             floor = eager_floor
-        duration = host + max(gpu, floor)
-        # 7b. outputs of the previous step are delivered when this one ends
+        return host + max(gpu, floor), t, samplers
+
+    def deliver_lagged(duration: float) -> None:
+        """Rule 7b: outputs of the previous step are delivered when this one ends."""
         for r, is_first, is_finish in lagged:
             if is_first:
                 r.first += duration
@@ -458,12 +412,10 @@ def simulate(
                 r.finish += duration
                 release(r.finish)
         lagged.clear()
-        start = now
-        n_run = len(running)
-        now = now + duration
-        peak = num_blocks - free
 
-        # 7. sampling
+    def sample_and_finish(samplers: list[_Req]) -> None:
+        """Rule 7: one token per sampling sequence; first tokens; finishes free their blocks."""
+        nonlocal free
         for r in samplers:
             r.gen += 1
             r.tokens += 1
@@ -485,19 +437,67 @@ def simulate(
             if output_lag and (is_first or is_finish):
                 lagged.append((r, is_first, is_finish))
 
+    def write_record(start: float, duration: float, t: dict[str, float], n_run: int, peak: int):
+        """One row per step (the kernel's records, expanded)."""
         res.start.append(start)
         res.duration.append(duration)
-        res.n_prefill_tokens.append(n_pf)
-        res.n_decode.append(n_dec)
-        res.n_samp.append(n_samp)
-        res.n_prefill_seqs.append(n_pf_seqs)
+        res.n_prefill_tokens.append(t["n_pf"])
+        res.n_decode.append(t["n_dec"])
+        res.n_samp.append(t["n_samp"])
+        res.n_prefill_seqs.append(t["n_pf_seqs"])
         res.n_sched.append(len(sched))
         res.n_running.append(n_run)
-        res.ctx.append(ctx)
-        res.work.append(work)
+        res.ctx.append(t["ctx"])
+        res.work.append(t["work"])
         res.blocks_used.append(peak)
         res.blocks_after.append(num_blocks - free)
         res.cached_free.append(sum(1 for b in free_q if block_key[b] is not None) if pc else 0)
+
+    while True:
+        queue_arrivals()
+        # 2. idle: jump to the next arrival
+        if not running and not waiting:
+            if max_concurrency > 0 and lagged:
+                for r, _, is_finish in lagged:
+                    if is_finish:
+                        release(r.finish)
+                lagged.clear()
+                continue
+            lagged.clear()  # 7b: the engine goes idle, pending outputs stay where they are
+            if nxt >= n:
+                break
+            now = max(now, reqs[nxt].arrival)
+            continue
+
+        sched.clear()
+        preempted.clear()
+        if chunked:  # 5. running requests first, then new prefills (even after a preemption)
+            admit_waiting(schedule_running(budget))
+        else:  # 4. prefills; decodes only in a step without prefills
+            left = admit_waiting(budget)
+            if not sched:
+                schedule_running(left)
+
+        # preempted requests go to the front of `waiting` once the pass is over (vLLM
+        # `waiting.extendleft(preempted)`), the last one preempted at the very front
+        for v in preempted:
+            waiting.appendleft(v)
+
+        if not sched:
+            # rule 8: only after every waiting head was rejected or a lone sequence preempted
+            # itself; the next pass admits or rejects the head with all blocks free.
+            assert not running, "nothing scheduled while requests run"
+            assert free == num_blocks
+            continue
+
+        duration, tally, samplers = step_cost()
+        deliver_lagged(duration)
+        start = now
+        n_run = len(running)
+        now = now + duration
+        peak = num_blocks - free
+        sample_and_finish(samplers)
+        write_record(start, duration, tally, n_run, peak)
 
     for r in reqs:
         assert r.status in (_FINISHED, _REJECTED), r.status

@@ -54,3 +54,10 @@ def test_compacted_streams_give_the_same_metrics(monkeypatch):
     assert all(s.rec_sums is not None and s.rec_count.size == 0 for s in res.streams)
     assert sum(s.num_steps for s in res.streams) == whole.num_steps
     _same(compute_metrics(res, wl, cluster), whole)
+
+
+def test_peak_kv_blocks_is_the_largest_record() -> None:
+    res, m, _ = _run()
+    peak = max(int(s.rec_blocks.max()) for s in res.streams)
+    assert m.kv_blocks_peak == peak > 0
+    assert peak <= res.memory.kv_blocks_per_replica

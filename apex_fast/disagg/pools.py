@@ -14,6 +14,7 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, divisors, enumerate_plans
 from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
+from apex_fast.sim import records
 from apex_fast.sim.engine import CompiledCosts, EngineOptions, PlanResult, simulate_plan
 from apex_fast.workload import Workload
 
@@ -82,7 +83,7 @@ def pool_busy(res: PlanResult) -> np.ndarray:
     out = []
     for s in res.streams:
         cnt = s.rec_count.astype(np.float64)
-        out.append(float(np.sum(cnt * s.rec_d0 + s.rec_dd * cnt * (cnt - 1) / 2.0)))
+        out.append(float(np.sum(records.run_duration(cnt, s.rec_d0, s.rec_dd))))
     return np.array(out)
 
 

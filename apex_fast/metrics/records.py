@@ -27,6 +27,7 @@ from apex_fast.metrics.energy import step_power_w
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import moe_step_weight_bytes
 from apex_fast.plans.plan import Plan
+from apex_fast.sim import records as rec
 from apex_fast.sim.costs import CompiledCosts
 from apex_fast.sim.stream import StreamResult
 
@@ -42,6 +43,7 @@ _COLUMNS = {
     "ctx0": "rec_ctx0",
     "work": "rec_work",
     "nsched": "rec_sched",
+    "blocks": "rec_blocks",
 }
 
 
@@ -53,20 +55,22 @@ def record_sums(
     clock_factor: float,
     model: ModelSpec | None = None,
 ) -> dict[str, float]:
-    """Sums over one chunk of records (columns as in _COLUMNS). Keys: `records`, `dur` (busy
-    seconds of a stream), `cnt` (steps), `cnt_ntok`, `cnt_nsched`, `cnt_work`, `ctx`, `stretch`, `flops`,
+    """Sums over one chunk of records (columns as in _COLUMNS; run arithmetic in
+    apex_fast/sim/records.py). Keys: `records`, `dur` (busy seconds of a stream), `cnt`
+    (steps), `blocks_peak` (most KV blocks in use at once), `cnt_ntok`, `cnt_nsched`,
+    `cnt_work`, `ctx`, `stretch`, `flops`,
     `bytes`, `gpu_busy`, `energy` (J) and `tok:NAME` / `seq:NAME` per operator."""
     costs = cc.costs
     dev = cluster.device
     cnt = r["cnt"].astype(np.float64)
-    tri = cnt * (cnt - 1) / 2.0
-    dur = cnt * r["d0"] + r["dd"] * tri  # seconds per record
-    ntok = r["pf"] + r["dec"]
-    ctx_total = cnt * r["ctx0"] + r["dec"] * tri
+    dur = rec.run_duration(cnt, r["d0"], r["dd"])  # seconds per record
+    ntok = r["pf"] + r["dec"]  # tokens per step
+    ctx_total = rec.run_ctx(cnt, r["ctx0"], r["dec"])
     out: dict[str, float] = {
         "records": float(cnt.size),
         "dur": float(dur.sum()),
         "cnt": float(cnt.sum()),
+        "blocks_peak": float(r["blocks"].max()) if r["blocks"].size else 0.0,
     }
     for name, table in cc.tok_ops.items():
         out["tok:" + name] = float(np.sum(cnt * table[ntok]))
@@ -75,7 +79,7 @@ def record_sums(
     out["cnt_work"] = float(np.sum(cnt * r["work"]))
     out["ctx"] = float(ctx_total.sum())
     out["cnt_nsched"] = float(np.sum(cnt * r["nsched"]))
-    out["cnt_ntok"] = float(np.sum(cnt * ntok))
+    out["cnt_ntok"] = float(np.sum(rec.run_tokens(cnt, r["pf"], r["dec"])))
     # launch-floor time: what the steps lasted beyond their host and GPU time (a step lasts
     # host + max(gpu, floor), sim/stream.StepCosts), read off the records rather than
     # re-deriving the kernel's graph rules; clipped at 0 per record against rounding
@@ -108,11 +112,17 @@ def record_sums(
 
 
 def add_sums(parts: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Key-wise sum, in order (the first part's keys first)."""
+    """Key-wise sum, in order (the first part's keys first); `blocks_peak` (KV blocks in use at
+    the busiest step of any stream) takes the largest."""
     total: dict[str, float] = {}
     for p in parts:
         for k, v in p.items():
-            total[k] = total[k] + v if k in total else v
+            if k not in total:
+                total[k] = v
+            elif k == "blocks_peak":
+                total[k] = max(total[k], v)
+            else:
+                total[k] = total[k] + v
     return total
 
 
@@ -167,7 +177,7 @@ def compact_stream(
         return s
     s.rec_sums = stream_sums(s, cc, cluster, plan, clock_factor, model)
     s.rec_steps = int(s.rec_count.sum())
-    for attr in (*_COLUMNS.values(), "rec_start", "rec_blocks"):
+    for attr in (*_COLUMNS.values(), "rec_start"):
         a = getattr(s, attr)
         setattr(s, attr, a[:0].copy())
     return s

@@ -18,6 +18,7 @@ from apex_fast.hardware.devices import peak_flops
 from apex_fast.metrics.records import plan_sums
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import GIB
+from apex_fast.sim.costs import CompiledCosts
 from apex_fast.sim.engine import PlanResult
 from apex_fast.sim.prefix import cache_stats
 from apex_fast.sim.stream import gap_bin_edges
@@ -84,6 +85,9 @@ class PlanMetrics:
     # KV tokens one attention copy holds (a sequence must fit in one copy); copies per stage
     kv_tokens_per_copy: int = 0
     attn_copies: int = 1
+    # KV blocks in use at the busiest step of the busiest scheduler stream (from the step
+    # records' blocks_used, after that step's allocations)
+    kv_blocks_peak: int = 0
     # automatic prefix caching (docs/metrics.md): prompt tokens found cached at admission over
     # all prompt tokens of the served requests, and their number; prefix_cache = "on", "off"
     # or "on, <why it is not simulated>"
@@ -122,26 +126,16 @@ def hist_percentiles(hist: np.ndarray, ps: list[float]) -> dict[float, float]:
     return out
 
 
-def compute_metrics(
+def _request_row(
     res: PlanResult,
     workload: Workload,
-    cluster: Cluster,
-    request_percentiles: list[float] | None = None,
-    token_percentiles: list[float] | None = None,
-    ttft_slo_ms: float = math.inf,
-    tpot_slo_ms: float = math.inf,
-    model: ModelSpec | None = None,
-) -> PlanMetrics:
-    assert res.compiled is not None
-    cc = res.compiled
-    plan = res.plan
-    dev = cluster.device
-    req_ps = sorted({50.0, 95.0, *(request_percentiles or [])})
-    tok_ps = sorted({50.0, 95.0, *(token_percentiles or [])})
-    # the benchmark table: median and P99 always, plus the percentiles asked for
-    bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
-    bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
-
+    req_ps: list[float],
+    bench_req_ps: list[float],
+    ttft_slo_ms: float,
+    tpot_slo_ms: float,
+) -> dict:
+    """Per-request aggregates of the served requests (one Polars row): TTFT, TPOT, ITL,
+    latency means and percentiles, makespan end, token counts, SLO attainment."""
     import polars as pl  # here, not at import: command lines that stop earlier skip it
 
     # ---- per request (Polars; the columns are dropped as soon as the frame holds them)
@@ -198,7 +192,63 @@ def compute_metrics(
         aggs += [
             pl.col(col).quantile(p / 100.0, "linear").alias(f"b_{col}_p{p}") for p in bench_req_ps
         ]
-    row = df.select(aggs).row(0, named=True)
+    return df.select(aggs).row(0, named=True)
+
+
+def _breakdown(
+    sums: dict[str, float], cc: CompiledCosts, makespan: float, nstreams: int
+) -> list[tuple[str, float, float, str]]:
+    """Per-operator breakdown from the record sums: mean over streams, Idle = makespan - mean
+    busy."""
+    costs = cc.costs
+    raw: dict[str, float] = {}
+    for name in cc.tok_ops:
+        raw[name] = sums["tok:" + name]
+    for name in cc.seq_ops:
+        raw[name] = raw.get(name, 0.0) + sums["seq:" + name]
+    attn_t = costs.c_attn * sums["cnt_work"] + costs.c_ctx * sums["ctx"]
+    raw[cc.attn_op] = raw.get(cc.attn_op, 0.0) + attn_t
+    raw[cc.overhead_op] = costs.overhead * sums["cnt"]
+    if costs.host_seq > 0:
+        per_seq = costs.host_seq * sums["cnt_nsched"]
+        raw[names.SEQ_OVERHEAD] = per_seq
+    if costs.eager_floor > 0:
+        raw[names.LAUNCH_FLOOR] = sums["stretch"]
+    breakdown: list[tuple[str, float, float, str]] = []
+    total = makespan if makespan > 0 else 1.0
+    for name, t in raw.items():
+        t_mean = t / nstreams
+        if t_mean <= 1e-9:
+            continue
+        src = cc.provenance.get(name, "analytic")
+        breakdown.append((name, t_mean, 100.0 * t_mean / total, src))
+    idle = max(0.0, makespan - sums["dur"] / nstreams)
+    breakdown.append((names.IDLE, idle, 100.0 * idle / total, "simulated"))
+    breakdown.append((names.TOTAL, makespan, 100.0, ""))
+    return breakdown
+
+
+def compute_metrics(
+    res: PlanResult,
+    workload: Workload,
+    cluster: Cluster,
+    request_percentiles: list[float] | None = None,
+    token_percentiles: list[float] | None = None,
+    ttft_slo_ms: float = math.inf,
+    tpot_slo_ms: float = math.inf,
+    model: ModelSpec | None = None,
+) -> PlanMetrics:
+    assert res.compiled is not None
+    cc = res.compiled
+    plan = res.plan
+    dev = cluster.device
+    req_ps = sorted({50.0, 95.0, *(request_percentiles or [])})
+    tok_ps = sorted({50.0, 95.0, *(token_percentiles or [])})
+    # the benchmark table: median and P99 always, plus the percentiles asked for
+    bench_req_ps = sorted({50.0, 99.0, *(request_percentiles or [])})
+    bench_tok_ps = sorted({50.0, 99.0, *(token_percentiles or [])})
+
+    row = _request_row(res, workload, req_ps, bench_req_ps, ttft_slo_ms, tpot_slo_ms)
     bench = {
         col: {p: _f(row[f"b_{col}_p{p}"]) for p in bench_req_ps}
         for col in ("ttft", "tpot", "latency")
@@ -209,20 +259,6 @@ def compute_metrics(
     # ---- per step records (sums over bounded chunks of records: apex_fast.metrics.records)
     sums = plan_sums(res.streams, cc, cluster, plan, res.clock_factor, model)
     busy = sums["dur"]
-    costs = cc.costs
-    breakdown_raw: dict[str, float] = {}
-    for name in cc.tok_ops:
-        breakdown_raw[name] = sums["tok:" + name]
-    for name in cc.seq_ops:
-        breakdown_raw[name] = breakdown_raw.get(name, 0.0) + sums["seq:" + name]
-    attn_t = costs.c_attn * sums["cnt_work"] + costs.c_ctx * sums["ctx"]
-    breakdown_raw[cc.attn_op] = breakdown_raw.get(cc.attn_op, 0.0) + attn_t
-    breakdown_raw[cc.overhead_op] = costs.overhead * sums["cnt"]
-    if costs.host_seq > 0:
-        per_seq = costs.host_seq * sums["cnt_nsched"]
-        breakdown_raw[names.SEQ_OVERHEAD] = per_seq
-    if costs.eager_floor > 0:
-        breakdown_raw[names.LAUNCH_FLOOR] = sums["stretch"]
 
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)
     peak, _ = peak_flops(dev, cdt)
@@ -233,19 +269,8 @@ def compute_metrics(
     idle_gpu_s = max(0.0, cluster.num_gpus * makespan - sums["gpu_busy"])
     energy_j = busy_energy + dev.idle_w * idle_gpu_s
 
-    # per-operator breakdown: mean over streams, Idle = makespan - mean busy
     nstreams = len(res.streams)
-    breakdown: list[tuple[str, float, float, str]] = []
-    total = makespan if makespan > 0 else 1.0
-    for name, t in breakdown_raw.items():
-        t_mean = t / nstreams
-        if t_mean <= 1e-9:
-            continue
-        src = cc.provenance.get(name, "analytic")
-        breakdown.append((name, t_mean, 100.0 * t_mean / total, src))
-    idle = max(0.0, makespan - busy / nstreams)
-    breakdown.append((names.IDLE, idle, 100.0 * idle / total, "simulated"))
-    breakdown.append((names.TOTAL, makespan, 100.0, ""))
+    breakdown = _breakdown(sums, cc, makespan, nstreams)
 
     hist = np.sum(np.stack([s.gap_hist for s in res.streams]), axis=0)
     tbt = hist_percentiles(hist, tok_ps)
@@ -279,6 +304,7 @@ def compute_metrics(
         kv_tokens_per_replica=m.kv_tokens_per_replica,
         kv_tokens_per_copy=m.kv_tokens_per_copy,
         attn_copies=m.attn_copies,
+        kv_blocks_peak=int(sums["blocks_peak"]),
         avg_requests_per_iteration=sums["cnt_nsched"] / steps if steps else 0.0,
         avg_tokens_per_iteration=sums["cnt_ntok"] / steps if steps else 0.0,
         makespan_s=makespan,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from apex_fast.errors import ApexError
+from apex_fast.kernels import params as kp
+from apex_fast.sim import records as rec
 
 __all__ = [
     "SchedulerConfig",
@@ -131,17 +133,18 @@ class StreamResult:
         idx = np.repeat(np.arange(cnt.size), cnt)
         first = np.cumsum(cnt) - cnt
         j = np.arange(idx.size) - first[idx]
-        dur = self.rec_d0[idx] + self.rec_dd[idx] * j
-        # start of step j inside a record = start + j*d0 + dd*j*(j-1)/2
-        start = self.rec_start[idx] + j * self.rec_d0[idx] + self.rec_dd[idx] * j * (j - 1) / 2
+        d0 = self.rec_d0[idx]
+        dd = self.rec_dd[idx]
         dec = self.rec_dec[idx]
+        dur = rec.step_duration(d0, dd, j)
+        start = rec.step_start(self.rec_start[idx], d0, dd, j)
         return {
             "start": start,
             "duration": dur,
             "n_prefill_tokens": self.rec_pf_tok[idx],
             "n_decode": dec,
             "n_samp": self.rec_samp[idx],
-            "ctx": self.rec_ctx0[idx] + dec * j,
+            "ctx": rec.step_ctx(self.rec_ctx0[idx], dec, j),
             "work": self.rec_work[idx],
             "n_sched": self.rec_sched[idx],
         }
@@ -184,54 +187,24 @@ def run_stream(
     from apex_fast.kernels.batching import GAP_BINS, simulate_stream
 
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
+    pf, pi = kernel_params(cfg, costs, int(min(max_concurrency, n)), nkeys)
+    tok_table = np.ascontiguousarray(costs.tok_table, dtype=np.float64)
+    seq_table = np.ascontiguousarray(costs.seq_table, dtype=np.float64)
     chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
     cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024
     while True:
         first = np.empty(n, np.float64)
         finish = np.empty(n, np.float64)
         pre = np.zeros(n, np.int64)
-        rf = np.empty((cap, 4), np.float64)
-        ri = np.empty((cap, 7), np.int64)
+        rf = np.empty((cap, rec.N_F), np.float64)
+        ri = np.empty((cap, rec.N_I), np.int64)
         hist = np.zeros(GAP_BINS, np.int64)
         entry = np.empty(n, np.float64)
         cached = np.empty(n, np.int64)
         nrec = simulate_stream(
-            arrival,
-            prompt,
-            output,
-            prefix,
-            cfg.num_blocks,
-            cfg.block_size,
-            cfg.watermark,
-            cfg.max_num_seqs,
-            cfg.budget,
-            cfg.chunked,
-            np.ascontiguousarray(costs.tok_table, dtype=np.float64),
-            np.ascontiguousarray(costs.seq_table, dtype=np.float64),
-            float(costs.c_attn),
-            float(costs.c_ctx),
-            float(costs.overhead),
-            float(costs.host_seq),
-            float(costs.eager_floor),
-            bool(cfg.output_lag),
-            first,
-            finish,
-            pre,
-            rf,
-            ri,
-            hist,
-            int(min(max_concurrency, n)),
-            entry,
-            pc_key,
-            pc_off,
-            nkeys,
-            cached,
-            int(cfg.window_blocks),
-            float(cfg.full_kv_fraction),
-            int(costs.graph_max_seqs),
-            int(costs.piecewise_tokens),
-            float(costs.piecewise_floor),
-        )
+            arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, pc_key, pc_off,
+            first, finish, pre, entry, cached, rf, ri, hist,
+        )  # fmt: skip
         if nrec >= 0:
             break
         cap *= 4
@@ -239,21 +212,60 @@ def run_stream(
         first_token=first,
         finish=finish,
         preemptions=pre,
-        rec_start=rf[:nrec, 0].copy(),
-        rec_d0=rf[:nrec, 1].copy(),
-        rec_dd=rf[:nrec, 2].copy(),
-        rec_work=rf[:nrec, 3].copy(),
-        rec_count=ri[:nrec, 0].copy(),
-        rec_pf_tok=ri[:nrec, 1].copy(),
-        rec_dec=ri[:nrec, 2].copy(),
-        rec_samp=ri[:nrec, 3].copy(),
-        rec_ctx0=ri[:nrec, 4].copy(),
-        rec_blocks=ri[:nrec, 5].copy(),
-        rec_sched=ri[:nrec, 6].copy(),
+        rec_start=rf[:nrec, rec.F_START].copy(),
+        rec_d0=rf[:nrec, rec.F_D0].copy(),
+        rec_dd=rf[:nrec, rec.F_DD].copy(),
+        rec_work=rf[:nrec, rec.F_WORK].copy(),
+        rec_count=ri[:nrec, rec.I_COUNT].copy(),
+        rec_pf_tok=ri[:nrec, rec.I_PF_TOK].copy(),
+        rec_dec=ri[:nrec, rec.I_DEC].copy(),
+        rec_samp=ri[:nrec, rec.I_SAMP].copy(),
+        rec_ctx0=ri[:nrec, rec.I_CTX0].copy(),
+        rec_blocks=ri[:nrec, rec.I_BLOCKS].copy(),
+        rec_sched=ri[:nrec, rec.I_SCHED].copy(),
         gap_hist=hist,
         arrival=entry,
         cached=cached,
     )
+
+
+# (cfg, costs, max_conc, pc_nkeys, pf, pi) of the last kernel_params call
+_PARAMS_MEMO: list[tuple | None] = [None]
+
+
+def kernel_params(
+    cfg: SchedulerConfig, costs: StepCosts, max_conc: int, pc_nkeys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's scalar parameters packed into (float64 array, int64 array), slots as in
+    kernels/params.py. The streams of a plan share `cfg` and `costs`: the arrays of the last
+    call are reused when the same objects come again (the kernel only reads them)."""
+    memo = _PARAMS_MEMO[0]
+    if (
+        memo is not None
+        and memo[0] is cfg
+        and memo[1] is costs
+        and memo[2] == max_conc
+        and memo[3] == pc_nkeys
+    ):
+        return memo[4], memo[5]
+    floats = {
+        kp.PF_C_ATTN: costs.c_attn, kp.PF_C_CTX: costs.c_ctx, kp.PF_OVERHEAD: costs.overhead,
+        kp.PF_HOST_SEQ: costs.host_seq, kp.PF_EAGER_FLOOR: costs.eager_floor,
+        kp.PF_PIECEWISE_FLOOR: costs.piecewise_floor, kp.PF_FULL_FRAC: cfg.full_kv_fraction,
+    }  # fmt: skip
+    ints = {
+        kp.PI_NUM_BLOCKS: cfg.num_blocks, kp.PI_BLOCK_SIZE: cfg.block_size,
+        kp.PI_WATERMARK: cfg.watermark, kp.PI_MAX_NUM_SEQS: cfg.max_num_seqs,
+        kp.PI_BUDGET: cfg.budget, kp.PI_CHUNKED: bool(cfg.chunked),
+        kp.PI_OUTPUT_LAG: bool(cfg.output_lag), kp.PI_MAX_CONC: max_conc,
+        kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
+        kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
+    }  # fmt: skip
+    # every slot filled (a KeyError here is a slot without a value)
+    pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
+    pi = np.array([int(ints[k]) for k in range(kp.N_PI)], np.int64)
+    _PARAMS_MEMO[0] = (cfg, costs, max_conc, pc_nkeys, pf, pi)
+    return pf, pi
 
 
 def _dense_keys(

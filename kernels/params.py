@@ -1,0 +1,35 @@
+"""Slots of the kernel's packed scalar parameters (no Numba here: sim/stream.py imports it).
+
+`simulate_stream` takes its scalar parameters as one float64 array `pf` and one int64 array `pi`
+(a Numba call pays type dispatch per argument; two arrays replace 19 scalars). The slots are
+module-level integers, compile-time constants in the kernel. `sim/stream.kernel_params` is the
+one Python function that fills them (note: Numba's cache does not see a change here; clear
+`kernels/__pycache__` after renumbering).
+"""
+
+from __future__ import annotations
+
+# ---- pf: float64 parameters
+PF_C_ATTN = 0  # s per causal query-key pair of prefill attention
+PF_C_CTX = 1  # s per context token read by a decode
+PF_OVERHEAD = 2  # s of host time per step
+PF_HOST_SEQ = 3  # s of host time per scheduled sequence per step
+PF_EAGER_FLOOR = 4  # s, launch floor of an eager step
+PF_PIECEWISE_FLOOR = 5  # s, launch floor of a step replaying piecewise graphs
+PF_FULL_FRAC = 6  # share of the KV bytes in full-attention layers (sliding window)
+N_PF = 7
+
+# ---- pi: int64 parameters
+PI_NUM_BLOCKS = 0  # KV capacity of the stream, blocks
+PI_BLOCK_SIZE = 1  # tokens per KV block
+PI_WATERMARK = 2  # blocks kept free when admitting
+PI_MAX_NUM_SEQS = 3  # running sequences at most
+PI_BUDGET = 4  # batched tokens per step at most
+PI_CHUNKED = 5  # 1: chunked prefill (vLLM _schedule_chunked_prefill), 0: _schedule_default
+PI_OUTPUT_LAG = 6  # 1: async output processing (outputs delivered when the next step ends)
+PI_MAX_CONC = 7  # closed loop: requests in the system at most (0: open loop)
+PI_PC_NKEYS = 8  # distinct prefix-cache block keys (0: prefix cache off)
+PI_WIN_BLOCKS = 9  # sliding-window blocks per sequence (0: no window)
+PI_GRAPH_MAX_SEQS = 10  # decode-only batches of at most this many sequences replay a CUDA graph
+PI_PIECEWISE_TOKENS = 11  # steps of at most this many tokens replay piecewise graphs
+N_PI = 12

@@ -1,0 +1,193 @@
+"""Scheduling phases of the batching kernel (docs/scheduler.md rules 1 and 3 to 5), Numba.
+
+Each function here is the body of one scheduling loop of `kernels/batching._run` for one
+request: the loops themselves stay in `_run`, which is compiled without reference counting
+(batching.py says why), so these inlined bodies cost nothing beyond their arithmetic.
+
+The per-step tallies of a scheduling pass travel as scalars: `left` (token budget left),
+`n_sched` (scheduled sequences), `n_pf_tok` (prefill tokens), `n_dec` (decodes), `n_samp`
+(sequences that sample a token), `ctx` (context read by the decodes), `work` (causal pairs).
+"""
+
+from __future__ import annotations
+
+from apex_fast.kernels.kv_blocks import (
+    blocks_for,
+    kv_admit,
+    kv_extend,
+    kv_free,
+    pool_lookup,
+    pool_register,
+)
+from apex_fast.kernels.params import (
+    PF_FULL_FRAC,
+    PI_BLOCK_SIZE,
+    PI_BUDGET,
+    PI_CHUNKED,
+    PI_MAX_CONC,
+    PI_MAX_NUM_SEQS,
+    PI_NUM_BLOCKS,
+    PI_WATERMARK,
+    PI_WIN_BLOCKS,
+)
+from numba import njit
+
+# status codes
+WAITING = 1
+RUNNING = 2
+FINISHED = 3
+REJECTED = 4
+
+# waiting queue state wst = (head, size); closed-loop semaphore state sem = (head, free slots)
+HEAD = 0
+SIZE = 1
+
+# what a scheduling body did
+DONE = 0  # scheduled (or rejected): the loop goes on
+STOP = 1  # the loop stops
+
+
+@njit(cache=True, inline="always")
+def sem_release(sem, slot_t, t):
+    """A closed-loop slot is freed at time t (joins the back of the FIFO of free slots)."""
+    slot_t[(sem[HEAD] + sem[SIZE]) % slot_t.shape[0]] = t
+    sem[SIZE] += 1
+
+
+@njit(cache=True, inline="always")
+def queue_arrival(i, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t):
+    """Rule 1 for request i (arrived): it joins the back of the waiting queue, taking the slot
+    freed longest ago under a concurrency limit. False if no slot is free."""
+    if max_conc > 0:
+        if sem[SIZE] == 0:
+            return False
+        arr_eff[i] = max(arrival[i], slot_t[sem[HEAD]])
+        sem[HEAD] = (sem[HEAD] + 1) % slot_t.shape[0]
+        sem[SIZE] -= 1
+    waitq[(wst[HEAD] + wst[SIZE]) % waitq.shape[0]] = i
+    wst[SIZE] += 1
+    status[i] = WAITING
+    return True
+
+
+@njit(cache=True, inline="always")
+def sched_push(s_idx, s_pf, n_sched, r, is_prefill):
+    s_idx[n_sched] = r
+    s_pf[n_sched] = is_prefill
+    return n_sched + 1
+
+
+@njit(cache=True, inline="always")
+def admit_head(
+    now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, prefix, status, computed,
+    gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi, pc,
+    pool, sem, slot_t,
+):  # fmt: skip
+    """Rules 3, 4a and 5b for the head of the waiting queue: rejected if it can never fit;
+    else admitted with the blocks of its whole target and a first chunk of min(tokens to
+    compute, left) (not chunked: the whole prompt must fit in `left`), or STOP if it does not
+    fit now. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
+    num_blocks, bs, watermark = pi[PI_NUM_BLOCKS], pi[PI_BLOCK_SIZE], pi[PI_WATERMARK]
+    chunked = pi[PI_CHUNKED] != 0
+    r = waitq[wst[HEAD]]
+    tgt = prompt[r] + gen[r]
+    need_b = blocks_for(prefix[r] + tgt, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
+    if need_b > num_blocks - watermark or (not chunked and tgt > pi[PI_BUDGET]):
+        wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
+        wst[SIZE] -= 1
+        status[r] = REJECTED
+        first_token[r] = -1.0
+        if pi[PI_MAX_CONC] > 0:
+            sem_release(sem, slot_t, now)
+        return DONE, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    hit = 0
+    shared = 0
+    if pc:
+        hit, shared = pool_lookup(r, tgt, bs, pool)
+    cached = hit * bs
+    u = tgt - cached  # tokens to compute
+    c = min(u, left)
+    if (
+        c == 0
+        or (not chunked and c < u)
+        or nrun + 1 > pi[PI_MAX_NUM_SEQS]
+        or free - (need_b - shared) < watermark
+    ):
+        return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
+    wst[SIZE] -= 1
+    free = kv_admit(free, r, hit, need_b, cached + c, bs, blocks, pc, pool)
+    if cached_out[r] < 0:
+        cached_out[r] = cached
+    target[r] = tgt
+    computed[r] = cached + c
+    status[r] = RUNNING
+    run[nrun] = r
+    work += c * (prefix[r] + cached + (c + 1) / 2.0)
+    if cached + c == tgt:
+        n_samp += 1
+    n_sched = sched_push(s_idx, s_pf, n_sched, r, True)
+    return DONE, left - c, n_sched, n_pf_tok + c, n_samp, work, nrun + 1, free
+
+
+@njit(cache=True)
+def preempt_for(
+    r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool
+):
+    """Rule 4c when blocks are short: preempt the most recently admitted running requests
+    (recompute) until `deficit` blocks are free or `r` itself is preempted. A plain call, made
+    only under KV pressure. Returns (nrun, free, npre, r_itself_preempted)."""
+    while free < deficit:
+        v = run[nrun - 1]
+        nrun -= 1
+        free = kv_free(free, v, blocks, pc, pool)
+        computed[v] = 0
+        status[v] = WAITING
+        pre_buf[npre] = v
+        npre += 1
+        pre[v] += 1
+        if v == r:
+            return nrun, free, npre, True
+    return nrun, free, npre, False
+
+
+@njit(cache=True, inline="always")
+def schedule_one(
+    r, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre, prompt, prefix,
+    status, computed, gen, target, blocks, run, s_idx, s_pf, pre_buf, preemptions, pf, pi, pc,
+    pool,
+):  # fmt: skip
+    """Rules 4c and 5a for running request r: still in prefill (chunked only), a chunk of
+    min(remaining, left); decoding, one token and the block its KV needs, preempting the newest
+    requests while blocks are short (make room). STOP when the budget is used up or r preempted
+    itself. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun,
+    free, npre)."""
+    bs = pi[PI_BLOCK_SIZE]
+    if computed[r] < target[r]:
+        c = min(target[r] - computed[r], left)
+        if c == 0:
+            return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+        cb = computed[r]
+        computed[r] += c
+        if pc:
+            pool_register(r, computed[r], bs, pool)
+        n_sched = sched_push(s_idx, s_pf, n_sched, r, True)
+        work += c * (prefix[r] + cb + (c + 1) / 2.0)
+        if computed[r] == target[r]:
+            n_samp += 1
+        return DONE, left - c, n_sched, n_pf_tok + c, n_dec, n_samp, ctx, work, nrun, free, npre
+    if left == 0:
+        return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+    L = prefix[r] + prompt[r] + gen[r]
+    deficit = blocks_for(L, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]) - blocks[r]
+    if free < deficit:  # make room
+        nrun, free, npre, self_pre = preempt_for(
+            r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, preemptions,
+            pc, pool,
+        )  # fmt: skip
+        if self_pre:
+            return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+    if deficit > 0:
+        free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool)
+    n_sched = sched_push(s_idx, s_pf, n_sched, r, False)
+    return DONE, left - 1, n_sched, n_pf_tok, n_dec + 1, n_samp + 1, ctx + L, work, nrun, free, npre
