@@ -57,7 +57,7 @@ NO_CHUNKING_FLAG = "--no-chunked-prefill"
 V0_ONLY_FLAGS = frozenset({"--num-scheduler-steps", "--disable-frontend-multiprocessing"})
 KNOWN_FLAGS = COMMON_FLAGS | {NO_CHUNKING_FLAG} | V0_ONLY_FLAGS
 
-# Attention kernels the cost model distinguishes (apex_fast/sim/costs.py, sim/step_time.py):
+# Attention kernels the cost model distinguishes (apex_fast/sim/costs/, sim/step_time.py):
 # flash-attn: FlashAttention-2/3 for prefill and paged decode; xformers: xFormers prefill +
 # vLLM PagedAttention decode (prefill at about 2/3 of FlashAttention's throughput);
 # flashinfer: FlashInfer prefill/decode; trtllm: TensorRT-LLM's own fused attention op (context

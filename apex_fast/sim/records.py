@@ -10,7 +10,7 @@ constants when the kernel imports them (note: Numba's cache does not see a chang
 Step j (0-based) of a record lasts d0 + dd*j: a decode run grows every sequence's context by one
 token per step, so the context read by step j is ctx0 + n_decode*j and, at c_ctx seconds per
 context token, dd = c_ctx * n_decode (0 when the run is held at a launch floor). Every reader of
-records (sim/stream.py, metrics/records.py, disagg.py) uses the functions below for the times
+records (sim/stream.py, metrics/records.py, disagg/pools.py) uses the functions below for the times
 and sums of a run, so the closed forms live here only.
 """
 

@@ -4,7 +4,7 @@ A step of the serving engine (vLLM 0.6 V0, single-step scheduling) is
 
     duration = host_step + host_seq * n_scheduled + max(gpu, launch)
 
-- `gpu`: the device time of the step's kernels (`sim/costs.py`, from the device model).
+- `gpu`: the device time of the step's kernels (`sim/costs/`, from the device model).
 - `host_step`: CPU time per step that does not overlap the GPU: scheduling, input preparation,
   the eagerly launched sampler, the GPU->CPU sync of the sampled tokens and output processing.
 - `host_seq`: CPU time per scheduled sequence in the engine process (block tables, input lists,
