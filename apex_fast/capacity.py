@@ -37,6 +37,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.metrics.latency import meets_slo, request_latencies
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
@@ -85,15 +86,16 @@ def slo_outcome(
     ids = np.concatenate(res.stream_index)
     first = np.concatenate([s.first_token for s in res.streams])
     fin = np.concatenate([s.finish for s in res.streams])
-    ok = fin >= 0
-    arr = workload.arrival[ids]
     out = workload.output[ids]
-    ttft = first - arr
-    tpot = np.where(out > 1, (fin - first) / np.maximum(out - 1, 1), 0.0)
-    met = ok & (ttft <= ttft_slo_ms / 1e3) & (tpot <= tpot_slo_ms / 1e3)
+    ok, ttft, tpot, _ = request_latencies(workload.arrival[ids], first, fin, out)
+    ttft_ok, tpot_ok = meets_slo(ttft, tpot, ttft_slo_ms, tpot_slo_ms)
+    met = ttft_ok & tpot_ok
     makespan = float(fin[ok].max()) if ok.any() else 0.0
     multi = ok & (out > 1)
-    ratio = np.where(ok, np.maximum(ttft / (ttft_slo_ms / 1e3), tpot / (tpot_slo_ms / 1e3)), np.inf)
+    tpot0 = np.nan_to_num(tpot, nan=0.0)
+    ratio = np.where(
+        ok, np.maximum(ttft / (ttft_slo_ms / 1e3), tpot0 / (tpot_slo_ms / 1e3)), np.inf
+    )
     k = min(max(math.ceil(target * n), 1), ratio.size)
     return SloOutcome(
         attainment=float(met.sum()) / n,

@@ -17,6 +17,7 @@ from apex_fast.disagg.kv_transfer import (
 )
 from apex_fast.disagg.pools import PoolConfig, pool_busy, request_times, run_decode, run_prefill
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.metrics.latency import meets_slo, request_latencies
 from apex_fast.models.spec import ModelSpec
 from apex_fast.sim.engine import EngineOptions, PlanResult
 from apex_fast.workload import Workload
@@ -87,17 +88,13 @@ def deployment_metrics(
     fin = np.full(n, -1.0)
     first[order] = d_first
     fin[order] = d_fin
-    ok = fin >= 0
-    arr = workload.arrival
     out = workload.output
-    ttft = (first - arr)[ok]
-    lat = (fin - arr)[ok]
-    multi = ok & (out > 1)
-    tpot_all = np.zeros(n)
-    tpot_all[multi] = (fin - first)[multi] / (out[multi] - 1)
-    tpot = tpot_all[ok]
+    ok, ttft_all, tpot_all, lat_all = request_latencies(workload.arrival, first, fin, out)
+    ttft_met, tpot_met = (m[ok] for m in meets_slo(ttft_all, tpot_all, ttft_slo_ms, tpot_slo_ms))
+    ttft, lat = ttft_all[ok], lat_all[ok]
+    tpot = np.nan_to_num(tpot_all, nan=0.0)[ok]  # a one-token request: 0
     makespan = float(fin[ok].max()) if ok.any() else math.inf
-    meet = (ttft <= ttft_slo_ms / 1e3) & (tpot <= tpot_slo_ms / 1e3)
+    meet = ttft_met & tpot_met
     good = float(meet.sum()) / makespan if makespan > 0 else 0.0
     pb = pool_busy(prefill_res)
     db = pool_busy(decode_res)
@@ -112,8 +109,8 @@ def deployment_metrics(
         throughput_tokens_per_s=float(out[ok].sum()) / makespan,
         throughput_requests_per_s=float(ok.sum()) / makespan,
         makespan_s=makespan,
-        slo_ttft_pct=100.0 * float(np.mean(ttft <= ttft_slo_ms / 1e3)),
-        slo_tpot_pct=100.0 * float(np.mean(tpot <= tpot_slo_ms / 1e3)),
+        slo_ttft_pct=100.0 * float(np.mean(ttft_met)),
+        slo_tpot_pct=100.0 * float(np.mean(tpot_met)),
         slo_both_pct=100.0 * float(meet.sum()) / n,
         goodput_rps=good,
         goodput_per_gpu=good / gpus,
@@ -125,7 +122,7 @@ def deployment_metrics(
         transfer_p95_s=float(np.percentile(transfer, 95)),
         transfer_max_s=float(transfer.max()),
         transfer_total_gb=float(np.sum(workload.prompt) * bytes_per_token / 1e9),
-        prefill_mean_s=float(np.mean(prefill_done - arr)),
+        prefill_mean_s=float(np.mean(prefill_done - workload.arrival)),
         preemptions=int(sum(int(s.preemptions.sum()) for s in decode_res.streams)),
     )
 

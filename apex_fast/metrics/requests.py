@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from apex_fast.errors import ApexError
+from apex_fast.metrics.latency import request_latencies
 from apex_fast.sim.engine import PlanResult
 from apex_fast.workload import Workload
 
@@ -34,11 +35,8 @@ def request_table(res: PlanResult, workload: Workload) -> pl.DataFrame:
         cols["stream"].append(np.full(ids.size, sid % pp, np.int64))
     c = {k: np.concatenate(v) for k, v in cols.items()}
     ids = c["id"]
-    served = c["finish"] >= 0
     out = workload.output[ids]
-    ttft = np.where(served, c["first"] - c["entry"], np.nan)
-    latency = np.where(served, c["finish"] - c["entry"], np.nan)
-    tpot = np.where(served & (out > 1), (latency - ttft) / np.maximum(out - 1, 1), np.nan)
+    _, ttft, tpot, latency = request_latencies(c["entry"], c["first"], c["finish"], out)
     df = pl.DataFrame(
         {
             "request": ids.astype(np.int64),

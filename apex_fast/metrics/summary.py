@@ -15,6 +15,7 @@ from apex_fast import cells as names
 from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
+from apex_fast.metrics.latency import meets_slo, request_latencies
 from apex_fast.metrics.records import plan_sums
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import GIB
@@ -155,18 +156,17 @@ def _request_row(
         "output": workload.output[ids],
     }
     del ids
+    _, cols["ttft"], cols["tpot"], cols["latency"] = request_latencies(
+        cols["arrival"], cols["first"], cols["finish"], cols["output"]
+    )
+    cols["ttft_ok"], cols["tpot_ok"] = meets_slo(
+        cols["ttft"], cols["tpot"], ttft_slo_ms, tpot_slo_ms
+    )
     df = pl.DataFrame(cols)
     del cols
     if not served:
         df = df.filter(pl.col("finish") >= 0)
-    df = df.with_columns(
-        (pl.col("first") - pl.col("arrival")).alias("ttft"),
-        (pl.col("finish") - pl.col("arrival")).alias("latency"),
-        pl.when(pl.col("output") > 1)
-        .then((pl.col("finish") - pl.col("first")) / (pl.col("output") - 1))
-        .otherwise(None)
-        .alias("tpot"),
-    )
+    df = df.with_columns(pl.col("tpot").fill_nan(None))
     aggs = [
         pl.col("ttft").mean().alias("ttft_mean"),
         pl.col("ttft").quantile(0.5, "linear").alias("ttft_p50"),
@@ -178,14 +178,9 @@ def _request_row(
         pl.col("output").sum().alias("gen"),
         (pl.col("prompt") + pl.col("output")).sum().alias("proc"),
         pl.len().alias("n"),
-        (pl.col("ttft") <= ttft_slo_ms / 1e3).mean().alias("slo_ttft"),
-        (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3).mean().alias("slo_tpot"),
-        (
-            (pl.col("ttft") <= ttft_slo_ms / 1e3)
-            & (pl.col("tpot").fill_null(0.0) <= tpot_slo_ms / 1e3)
-        )
-        .mean()
-        .alias("slo_both"),
+        pl.col("ttft_ok").mean().alias("slo_ttft"),
+        pl.col("tpot_ok").mean().alias("slo_tpot"),
+        (pl.col("ttft_ok") & pl.col("tpot_ok")).mean().alias("slo_both"),
     ]
     aggs += [pl.col("latency").quantile(p / 100.0, "linear").alias(f"lat_p{p}") for p in req_ps]
     for col in ("ttft", "tpot", "latency"):
