@@ -37,6 +37,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.memo import put_bounded
 from apex_fast.metrics.latency import meets_slo, request_latencies
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import memory_report
@@ -163,11 +164,8 @@ class CapacitySearch:
         """The scaled workload, built once per scale and shared by every plan."""
         w = self._workloads.get(scale)
         if w is None:
-            if len(self._workloads) >= MAX_CACHED_WORKLOADS:
-                self._workloads.pop(next(iter(self._workloads)))
-            w = self._workloads[scale] = scaled(
-                self.workload, scale, self.horizon_s, open_loop=True
-            )
+            w = scaled(self.workload, scale, self.horizon_s, open_loop=True)
+            put_bounded(self._workloads, scale, w, MAX_CACHED_WORKLOADS)
         return w
 
     def _eval(self, plan: Plan, scale: float, cache: dict[float, SloOutcome]) -> SloOutcome:

@@ -17,6 +17,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.metrics.energy import gpu_seconds_per_token
+from apex_fast.plotting import pyplot, save_figure
 from apex_fast.search import Evaluated
 
 # (column, label, sign): sign +1 = lower is better, -1 = higher is better
@@ -114,15 +115,7 @@ def plot_pareto(
     evaluated: list[Evaluated], path: str | Path, title: str = "", best_label: str | None = None
 ) -> None:
     """Two panels: TPOT vs energy per token, and throughput vs TTFT; Pareto plans highlighted."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ApexError(
-            "--plot needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
-        ) from None
+    plt = pyplot("--plot")
     pts = pareto_points(evaluated)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
     panels = (
@@ -178,12 +171,7 @@ def plot_pareto(
     axes[1].set_title("Throughput vs time to first token (upper-left is better)")
     if title:
         fig.suptitle(title, fontsize=11)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:
-        raise ApexError(f"cannot write --plot file {path}: {err.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, "--plot")
 
 
 def _label_groups(

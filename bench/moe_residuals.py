@@ -25,43 +25,26 @@ import numpy as np
 
 from apex_fast import cells as names
 from apex_fast.data import published_measurements
-from apex_fast.engines.options import LaunchSettings, engine_option_fields
-from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
-from apex_fast.plans.enumerate import Pins, enumerate_plans
 from apex_fast.sim.costs import CompiledCosts
-from apex_fast.sim.engine import EngineOptions, costs_for_options
-from apex_fast.validation.published import _base_model_id, _workload, replay_row, row_dtype
+from apex_fast.sim.engine import costs_for_options
+from apex_fast.validation.published import _base_model_id, _workload, replay_row, row_plan
 
 
 def _plan_and_costs(row: dict) -> tuple[CompiledCosts, int, int] | None:
     """The replayed plan's compiled costs, its token budget and max-num-seqs (as replay_row)."""
     model = load_model(_base_model_id(row["model_hf_id"]))
     device = get_device(row["gpu"])
-    tp = int(row["tp"] or 1)
-    ep = int(row["ep"]) if row["ep"] else None
-    wdt, kvdt = row_dtype(row["weight_dtype"]), row_dtype(row["kv_dtype"])
-    cluster = Cluster(device, 1, tp)
-    plans, _ = enumerate_plans(
-        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
-    )
-    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
-    if not plans:
+    built_plan = row_plan(row, model, device)
+    if isinstance(built_plan, str):
         return None
-    fields = engine_option_fields(
-        LaunchSettings(engine=row["engine_profile"]),
-        device.name,
-        device.hbm_gb * 1e9 / 2**30,
-        model.max_position_embeddings or None,
-        tp,
-    )
-    opts = EngineOptions(**fields)
+    cluster, plan, opts = built_plan
     built = _workload(row)
     if isinstance(built, str):
         return None
     budget = opts.budget(built[0])
-    cc = costs_for_options(model, cluster, plans[0], budget, opts.max_num_seqs, opts)
+    cc = costs_for_options(model, cluster, plan, budget, opts.max_num_seqs, opts)
     return cc, budget, opts.max_num_seqs
 
 

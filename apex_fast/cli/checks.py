@@ -95,15 +95,6 @@ def check_trace_file(path: Path | None) -> None:
         check_no_bom(path, "--trace-file")
 
 
-def check_plot_available(flag: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ApexError(
-            f"{flag} needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
-        )
-
-
 def percentiles(values: list[str] | None, flag: str) -> tuple[float, ...]:
     """`--request-percentiles 90 99` / `90,99`: numbers in [0, 100]."""
     out: list[float] = []

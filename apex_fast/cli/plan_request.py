@@ -12,13 +12,13 @@ from apex_fast.cli import options as o
 from apex_fast.cli.checks import (
     check_input_dir,
     check_output_path,
-    check_plot_available,
     check_trace_file,
     is_file,
     percentiles,
 )
 from apex_fast.engines.options import LaunchSettings
 from apex_fast.errors import ApexError
+from apex_fast.plotting import check_plot_available
 from apex_fast.request import PlanRequest
 
 # options that describe the workload when there is no trace file
@@ -62,10 +62,8 @@ def check_plan_inputs(ctx: typer.Context, p: dict[str, Any]) -> None:
     if p["requests_out"] is not None:
         check_output_path(p["requests_out"], "--requests-out")
     if p["plot_cdf"] is not None:
-        from apex_fast.metrics.requests import check_plot_available as check_cdf_plot
-
         check_output_path(p["plot_cdf"], "--plot-cdf")
-        check_cdf_plot()
+        check_plot_available("--plot-cdf")
     _check_sizes(p)
 
 

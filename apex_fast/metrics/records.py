@@ -17,6 +17,7 @@ simulated (`compact_stream`), and its record arrays are dropped: the 10-million-
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,21 +48,28 @@ _COLUMNS = {
 }
 
 
-def record_sums(
-    r: dict[str, np.ndarray],
-    cc: CompiledCosts,
-    cluster: Cluster,
-    plan: Plan,
-    clock_factor: float,
-    model: ModelSpec | None = None,
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class SumInputs:
+    """What the sums read besides the records: the plan's compiled step costs, its cluster, the
+    plan, the clock factor (fraction of the boost clock, for power) and the model (None: the
+    weights are read whole every step, as for a dense model)."""
+
+    cc: CompiledCosts
+    cluster: Cluster
+    plan: Plan
+    clock_factor: float
+    model: ModelSpec | None = None
+
+
+def record_sums(r: dict[str, np.ndarray], at: SumInputs) -> dict[str, float]:
     """Sums over one chunk of records (columns as in _COLUMNS; run arithmetic in
     apex_fast/sim/records.py). Keys: `records`, `dur` (busy seconds of a stream), `cnt`
     (steps), `blocks_peak` (most KV blocks in use at once), `cnt_ntok`, `cnt_nsched`,
     `cnt_work`, `ctx`, `stretch`, `flops`,
     `bytes`, `gpu_busy`, `energy` (J) and `tok:NAME` / `seq:NAME` per operator."""
+    cc, plan, model = at.cc, at.plan, at.model
     costs = cc.costs
-    dev = cluster.device
+    dev = at.cluster.device
     cnt = r["cnt"].astype(np.float64)
     dur = rec.run_duration(cnt, r["d0"], r["dd"])  # seconds per record
     ntok = r["pf"] + r["dec"]  # tokens per step
@@ -103,7 +111,7 @@ def record_sums(
     with np.errstate(divide="ignore", invalid="ignore"):
         u_c = np.where(gpu_busy > 0, flops / (peak * gpu_busy), 0.0)
         u_m = np.where(gpu_busy > 0, nbytes / (bw * gpu_busy), 0.0)
-    power = step_power_w(dev, u_c, clock_factor, u_m)
+    power = step_power_w(dev, u_c, at.clock_factor, u_m)
     out["flops"] = float(flops.sum())
     out["bytes"] = float(nbytes.sum())
     out["gpu_busy"] = float(gpu_busy.sum())
@@ -133,35 +141,21 @@ def _chunks(streams: list[StreamResult]) -> Iterable[dict[str, np.ndarray]]:
             yield {k: getattr(s, attr)[a : a + RECORD_CHUNK] for k, attr in _COLUMNS.items()}
 
 
-def stream_sums(
-    s: StreamResult,
-    cc: CompiledCosts,
-    cluster: Cluster,
-    plan: Plan,
-    clock_factor: float,
-    model: ModelSpec | None = None,
-) -> dict[str, float]:
+def stream_sums(s: StreamResult, at: SumInputs) -> dict[str, float]:
     """Sums over one stream's records (its stored sums once it has been compacted)."""
     if s.rec_sums is not None:
         return s.rec_sums
-    return add_sums(record_sums(r, cc, cluster, plan, clock_factor, model) for r in _chunks([s]))
+    return add_sums(record_sums(r, at) for r in _chunks([s]))
 
 
-def plan_sums(
-    streams: list[StreamResult],
-    cc: CompiledCosts,
-    cluster: Cluster,
-    plan: Plan,
-    clock_factor: float,
-    model: ModelSpec | None = None,
-) -> dict[str, float]:
+def plan_sums(streams: list[StreamResult], at: SumInputs) -> dict[str, float]:
     """Sums over the records of every stream of a plan."""
     total = sum(s.rec_count.size for s in streams)
     if total <= RECORD_CHUNK and all(s.rec_sums is None for s in streams):
         # one chunk: the concatenated records, as the metrics have always been computed
         r = {k: np.concatenate([getattr(s, attr) for s in streams]) for k, attr in _COLUMNS.items()}
-        return record_sums(r, cc, cluster, plan, clock_factor, model)
-    return add_sums(stream_sums(s, cc, cluster, plan, clock_factor, model) for s in streams)
+        return record_sums(r, at)
+    return add_sums(stream_sums(s, at) for s in streams)
 
 
 def compact_stream(
@@ -175,7 +169,7 @@ def compact_stream(
     """Past COMPACT_RECORDS records: keep the stream's record sums, drop its record arrays."""
     if s.rec_sums is not None or s.rec_count.size <= COMPACT_RECORDS:
         return s
-    s.rec_sums = stream_sums(s, cc, cluster, plan, clock_factor, model)
+    s.rec_sums = stream_sums(s, SumInputs(cc, cluster, plan, clock_factor, model))
     s.rec_steps = int(s.rec_count.sum())
     for attr in (*_COLUMNS.values(), "rec_start"):
         a = getattr(s, attr)

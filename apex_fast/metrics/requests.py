@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from apex_fast.errors import ApexError
 from apex_fast.metrics.latency import request_latencies
+from apex_fast.plotting import pyplot, save_figure
 from apex_fast.sim.engine import PlanResult
 from apex_fast.workload import Workload
 
@@ -66,24 +66,9 @@ def _stream_number(res: PlanResult, k: int) -> int:
     return res.stream_numbers[k] if res.stream_numbers else k
 
 
-def check_plot_available(flag: str = "--plot-cdf") -> None:
-    """Fail before the search when matplotlib (the `plot` extra) is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ApexError(
-            f"{flag} needs matplotlib: pip install 'apex-fast[plot]' (or pip install matplotlib)"
-        ) from None
-
-
 def plot_cdfs(df: pl.DataFrame, path: Path, title: str) -> None:
     """Empirical CDFs of TTFT, TPOT and end-to-end latency (one panel each)."""
-    check_plot_available()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("--plot-cdf")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, (col, name) in zip(
         axes,
@@ -99,9 +84,4 @@ def plot_cdfs(df: pl.DataFrame, path: Path, title: str) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=11)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:
-        raise ApexError(f"cannot write --plot-cdf file {path}: {err.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, "--plot-cdf")

@@ -16,7 +16,7 @@ from apex_fast.dtypes import compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import peak_flops
 from apex_fast.metrics.latency import meets_slo, request_latencies
-from apex_fast.metrics.records import plan_sums
+from apex_fast.metrics.records import SumInputs, plan_sums
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import GIB
 from apex_fast.sim.costs import CompiledCosts
@@ -252,7 +252,7 @@ def compute_metrics(
     lat_ps = {p: float(row[f"lat_p{p}"]) for p in req_ps}
 
     # ---- per step records (sums over bounded chunks of records: apex_fast.metrics.records)
-    sums = plan_sums(res.streams, cc, cluster, plan, res.clock_factor, model)
+    sums = plan_sums(res.streams, SumInputs(cc, cluster, plan, res.clock_factor, model))
     busy = sums["dur"]
 
     cdt = compute_dtype(plan.weight_dtype, plan.activation_dtype)

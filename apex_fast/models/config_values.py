@@ -41,19 +41,18 @@ class Cfg:
         return default
 
     def bool(self, key: str, default: bool) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise self.fail(f"{key} must be true or false, got {short_repr(value)}")
-        return value
+        return self._typed(key, default, bool, "true or false")
 
     def str(self, key: str, default: str = "") -> str:
+        return self._typed(key, default, str, "a string")
+
+    def _typed(self, key: str, default: Any, kind: type, what: str) -> Any:
+        """The value of `key` (`default` when absent or null); one of another type fails."""
         value = self.data.get(key)
         if value is None:
             return default
-        if not isinstance(value, str):
-            raise self.fail(f"{key} must be a string, got {short_repr(value)}")
+        if not isinstance(value, kind):
+            raise self.fail(f"{key} must be {what}, got {short_repr(value)}")
         return value
 
     def sub(self, key: str) -> Cfg:

@@ -218,6 +218,11 @@ def _ancestors(path: str) -> list[str]:
     return [".".join(bits[:k]) for k in range(len(bits), 0, -1)]
 
 
+def _first_few(items: list[str], sep: str) -> str:
+    """The first three items joined by `sep`, then `...` when there are more."""
+    return sep.join(items[:3]) + (f"{sep}..." if len(items) > 3 else "")
+
+
 def parse_mixed_precision(
     q: dict, method: str, fmt: str, kw: dict, mt: str, dtype: str, where: str
 ) -> MixedPrecision | None:
@@ -275,18 +280,16 @@ def parse_mixed_precision(
                 partial.append(f"layer {i} {kind} ({', '.join(got)})")
     notes = []
     if partial:
-        shown = "; ".join(partial[:3]) + ("; ..." if len(partial) > 3 else "")
-        many = len(partial) > 1
+        have = "cells have" if len(partial) > 1 else "cell has"
         notes.append(
-            f"{len(partial)} {'cells have' if many else 'cell has'} only some projections "
-            f"unquantised, modelled as quantised: {shown}"
+            f"{len(partial)} {have} only some projections "
+            f"unquantised, modelled as quantised: {_first_few(partial, '; ')}"
         )
     if unknown:
-        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-        many = len(unknown) > 1
+        match = "names match" if len(unknown) > 1 else "name matches"
         notes.append(
-            f"{len(unknown)} unquantised module {'names match' if many else 'name matches'} no "
-            f"linear layer of the model, ignored: {shown}"
+            f"{len(unknown)} unquantised module {match} no "
+            f"linear layer of the model, ignored: {_first_few(unknown, ', ')}"
         )
     return MixedPrecision(
         method=method,

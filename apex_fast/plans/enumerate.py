@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 from apex_fast import cells as K
-from apex_fast.cells import attention_name, ffn_name
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
@@ -63,11 +62,6 @@ def tp_problem(model: ModelSpec, tp: int) -> str:
     return ""
 
 
-def cell_names(model: ModelSpec) -> tuple[str, str]:
-    attn = attention_name(model.num_heads, model.num_kv_heads)
-    return attn, ffn_name(model.is_moe, model.gated_ffn)
-
-
 def build_plan(
     model: ModelSpec,
     dp: int,
@@ -91,7 +85,6 @@ def build_plan(
     """
     d = tp * attn_replicas
     r = attn_replicas
-    an, fn = cell_names(model)
     colls: list[Collective] = []
     if model.is_moe:
         etp = d // ep

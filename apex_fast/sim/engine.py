@@ -10,6 +10,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.memo import put_bounded
 from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import MemoryReport, memory_report
@@ -213,10 +214,7 @@ def _compiled_costs(
     if hit is not None:
         return hit
     compiled = costs_for_options(model, cluster, plan, budget, opts.max_num_seqs, opts)
-    if len(_COST_CACHE) >= _COST_CACHE_MAX:
-        _COST_CACHE.pop(next(iter(_COST_CACHE)))
-    _COST_CACHE[key] = compiled
-    return compiled
+    return put_bounded(_COST_CACHE, key, compiled, _COST_CACHE_MAX)
 
 
 def scheduler_config(

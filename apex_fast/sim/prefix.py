@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from apex_fast.errors import ApexError
+from apex_fast.memo import put_bounded
 from apex_fast.workload import Workload
 
 ROUTERS = ("round-robin", "prefix")
@@ -94,9 +95,7 @@ def prefix_split(
         where = hit[1]
     else:
         where = _prefix_route(workload, units, block_size)
-        if len(_SPLITS) >= 8:
-            _SPLITS.pop(next(iter(_SPLITS)))
-        _SPLITS[memo] = (workload, where)
+        put_bounded(_SPLITS, memo, (workload, where), _SPLITS_MAX)
     stream = where // copies
     order = np.argsort(stream, kind="stable")
     bounds = np.searchsorted(stream[order], np.arange(streams + 1))
@@ -104,6 +103,7 @@ def prefix_split(
 
 
 _SPLITS: dict[tuple[int, int, int], tuple[Workload, np.ndarray]] = {}
+_SPLITS_MAX = 8  # routed workloads kept (one search routes its workload once per cache count)
 
 
 def _prefix_route(workload: Workload, streams: int, block_size: int) -> np.ndarray:

@@ -42,6 +42,7 @@ from apex_fast import cells as names
 from apex_fast.dtypes import DTYPE_BYTES
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.memo import put_bounded
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.memory import (
     kv_bytes_per_token_per_device,
@@ -342,9 +343,7 @@ def apply_to_plan(
         compiled = dataclasses.replace(big, costs=costs, seq_ops=seq_ops)
         compiled.provenance[names.SPEC_VERIFY] = f"target tables at {k + 1} tokens per sequence"
         compiled.provenance[names.SPEC_PROPOSALS] = f"{spec.method} proposer, {k} per step"
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.pop(next(iter(_CACHE)))
-        hit = _CACHE[key] = (compiled, prop)
+        hit = put_bounded(_CACHE, key, (compiled, prop), _CACHE_MAX)
     compiled, prop = hit
     blocks = kv_blocks(kv_available, kv_bytes_per_token, prop, opts.block_size, plan.attn_replicas)
     return compiled, blocks // plan.pp, speculative_workload(workload, spec)

@@ -32,10 +32,12 @@ from apex_fast.dtypes import canonical_dtype
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
-from apex_fast.hardware.devices import get_device
+from apex_fast.hardware.devices import DeviceSpec, get_device
 from apex_fast.metrics.summary import compute_metrics
 from apex_fast.models import load_model, model_aliases
+from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
+from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.workload import Workload
 
@@ -160,6 +162,37 @@ def _workload(row: dict) -> tuple[Workload, bool] | str:
     )
 
 
+def row_plan(
+    row: dict, model: ModelSpec, device: DeviceSpec
+) -> tuple[Cluster, Plan, EngineOptions] | str:
+    """The plan a published row ran (one replica at its TP and EP, its dtypes) and the engine's
+    options for it; a string says why there is none."""
+    tp = int(row["tp"] or 1)
+    ep = int(row["ep"]) if row["ep"] else None
+    wdt = row_dtype(row["weight_dtype"])
+    kvdt = row_dtype(row["kv_dtype"])
+    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+        # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
+        # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
+        kvdt = "float8"
+    cluster = Cluster(device, 1, tp)
+    plans, _ = enumerate_plans(
+        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
+    )
+    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    if not plans:
+        return "no plan with this TP/EP"
+    fields = engine_option_fields(
+        LaunchSettings(engine=row["engine_profile"]),
+        device.name,
+        device.hbm_gb * 1e9 / 2**30,
+        model.max_position_embeddings or None,
+        tp,
+    )
+    opts = EngineOptions(**fields)
+    return cluster, plans[0], opts
+
+
 def replay_row(row: dict) -> dict:
     """Prediction and errors for one published row (or the reason it is skipped)."""
     out = {
@@ -182,30 +215,11 @@ def replay_row(row: dict) -> dict:
     if approx:
         out["class"] += f", {APPROX_LENGTHS}"
         out["approximation"] = f"every request at the mean dataset lengths ({wl.name})"
-    tp = int(row["tp"] or 1)
-    ep = int(row["ep"]) if row["ep"] else None
-    wdt = row_dtype(row["weight_dtype"])
-    kvdt = row_dtype(row["kv_dtype"])
-    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
-        # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
-        # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
-        kvdt = "float8"
-    cluster = Cluster(device, 1, tp)
-    plans, _ = enumerate_plans(
-        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
-    )
-    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
-    if not plans:
-        return {**out, "skipped": "no plan with this TP/EP"}
-    fields = engine_option_fields(
-        LaunchSettings(engine=row["engine_profile"]),
-        device.name,
-        device.hbm_gb * 1e9 / 2**30,
-        model.max_position_embeddings or None,
-        tp,
-    )
-    opts = EngineOptions(**fields)
-    res = simulate_plan(model, cluster, plans[0], wl, opts)
+    built_plan = row_plan(row, model, device)
+    if isinstance(built_plan, str):
+        return {**out, "skipped": built_plan}
+    cluster, plan, opts = built_plan
+    res = simulate_plan(model, cluster, plan, wl, opts)
     if not res.feasible:
         return {**out, "skipped": f"infeasible: {res.reason}"}
     m = compute_metrics(res, wl, cluster)

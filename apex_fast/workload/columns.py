@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apex_fast.errors import ApexError
+from apex_fast.errors import ApexError, check_at_least
 
 MAX_TOKENS = 100_000_000  # tokens of one request's prompt or output, at most
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: a Mooncake line with 100k-token prompts is ~2 KB
@@ -80,10 +80,8 @@ def check_request(
     tn, pn, on = names
     if t < 0:
         raise ApexError(f"{where}: {tn} is negative ({t})")
-    if p < 1:
-        raise ApexError(f"{where}: {pn} must be at least 1, got {int(p)}")
-    if o < 0:
-        raise ApexError(f"{where}: {on} must be at least 0, got {int(o)}")
+    check_at_least(f"{where}: {pn}", p, 1)
+    check_at_least(f"{where}: {on}", o, 0)
     if p > MAX_TOKENS or o > MAX_TOKENS:
         raise ApexError(f"{where}: token counts above {MAX_TOKENS} are not plausible")
     if t > 1e21:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apex_fast.errors import ApexError
+from apex_fast.errors import ApexError, check_at_least
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,9 @@ class Workload:
 
 def check_sizes(num_requests: int, prompt_len: int, output_len: int) -> None:
     """--num-requests, --prompt-len and --output-len of synthetic requests: each at least 1."""
-    if num_requests < 1:
-        raise ApexError(f"--num-requests must be at least 1, got {num_requests}")
-    if prompt_len < 1:
-        raise ApexError(f"--prompt-len must be at least 1, got {prompt_len}")
-    if output_len < 1:
-        raise ApexError(f"--output-len must be at least 1, got {output_len}")
+    check_at_least("--num-requests", num_requests, 1)
+    check_at_least("--prompt-len", prompt_len, 1)
+    check_at_least("--output-len", output_len, 1)
 
 
 def static_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
