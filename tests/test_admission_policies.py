@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from apex_fast.kernels.params import ADMIT_NO_EVICT, ADMIT_PER_CHUNK, ADMIT_WHOLE_PROMPT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import simulate
@@ -24,7 +25,6 @@ from test_kernel_vs_oracle import (
     shared_prefix_keys,
 )
 
-from apex_fast.kernels.params import ADMIT_NO_EVICT, ADMIT_PER_CHUNK, ADMIT_WHOLE_PROMPT
 from apex_fast.sim.stream import SchedulerConfig, run_stream
 
 POLICIES = st.sampled_from([ADMIT_NO_EVICT, ADMIT_PER_CHUNK])
