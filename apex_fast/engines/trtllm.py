@@ -156,8 +156,9 @@ TRTLLM = EngineProfile(
         _CAPSCHED,
     ),
     not_modelled=(
-        "GUARANTEED_NO_EVICT admission (KV reserved for prompt + maximum output): the kernel "
-        "admits by the prompt's blocks and may preempt",
+        "GUARANTEED_NO_EVICT: the prefix-reuse skip of a pending request (beneficialToSkip) "
+        "and the micro-batch scheduler's stop at the first context request over the token "
+        "budget (admission and reservation themselves are modelled)",
         "without chunked context a prompt is never split; the kernel's mixed mode may split "
         "one when decodes already use part of the budget",
         "kv_cache_free_gpu_mem_fraction is applied to the memory left after this tool's "

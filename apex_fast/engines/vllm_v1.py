@@ -106,6 +106,8 @@ VLLM_V1 = EngineProfile(
         "prefix caching of generated tokens (only full prompt blocks are cached)",
         "priority scheduling, speculative decoding, KV-transfer connectors",
         "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
+        "per-chunk KV allocation runs with one block pool for all layers (V1 allocates per "
+        "KV-cache group for sliding-window models)",
     ),
     kernel_mode_note=(
         "kernel chunked-mixed mode: running requests first, then waiting prompts cut to one "
