@@ -301,9 +301,9 @@ def _run(
                 act = DONE
                 while wst[SIZE] > 0 and act == DONE:
                     act, left, n_sched, n_pf_tok, n_samp, work, nrun, free = admit_head(
-                        now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, prefix,
-                        status, computed, gen, target, blocks, run, waitq, wst, s_idx, s_pf,
-                        first_token, cached_out, pf, pi, pc, pool, sem, slot_t,
+                        now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre, prompt,
+                        output, prefix, status, computed, gen, target, blocks, run, waitq, wst,
+                        s_idx, s_pf, first_token, cached_out, pf, pi, pc, pool, sem, slot_t,
                     )  # fmt: skip
             elif chunked or n_sched == 0:  # schedule running requests (make room / preempt)
                 act = DONE

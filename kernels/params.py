@@ -32,4 +32,10 @@ PI_PC_NKEYS = 8  # distinct prefix-cache block keys (0: prefix cache off)
 PI_WIN_BLOCKS = 9  # sliding-window blocks per sequence (0: no window)
 PI_GRAPH_MAX_SEQS = 10  # decode-only batches of at most this many sequences replay a CUDA graph
 PI_PIECEWISE_TOKENS = 11  # steps of at most this many tokens replay piecewise graphs
-N_PI = 12
+PI_ADMISSION = 12  # KV admission policy: ADMIT_WHOLE_PROMPT, ADMIT_NO_EVICT, ADMIT_PER_CHUNK
+N_PI = 13
+
+# ---- values of PI_ADMISSION (docs/scheduler.md "Admission policies")
+ADMIT_WHOLE_PROMPT = 0  # vLLM V0: the blocks of the whole prompt at admission, above a watermark
+ADMIT_NO_EVICT = 1  # TensorRT-LLM GUARANTEED_NO_EVICT: prompt + max output reserved, no preemption
+ADMIT_PER_CHUNK = 2  # vLLM V1: blocks per scheduled chunk; no admission in a step that preempted

@@ -20,7 +20,10 @@ from apex_fast.kernels.kv_blocks import (
     pool_register,
 )
 from apex_fast.kernels.params import (
+    ADMIT_NO_EVICT,
+    ADMIT_PER_CHUNK,
     PF_FULL_FRAC,
+    PI_ADMISSION,
     PI_BLOCK_SIZE,
     PI_BUDGET,
     PI_CHUNKED,
@@ -78,21 +81,46 @@ def sched_push(s_idx, s_pf, n_sched, r, is_prefill):
 
 
 @njit(cache=True, inline="always")
+def reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi):
+    """ADMIT_NO_EVICT: blocks the running requests still need to reach their maximum output,
+    sum of blocks_for(prefix + prompt + output) - blocks held (TensorRT-LLM
+    KVCacheManager::getRemainingBlocksToCompletion, summed by GuaranteedNoEvictScheduler)."""
+    bs, win, frac = pi[PI_BLOCK_SIZE], pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
+    res = 0
+    for t in range(nrun):
+        v = run[t]
+        res += max(blocks_for(prefix[v] + prompt[v] + output[v], bs, win, frac) - blocks[v], 0)
+    return res
+
+
+@njit(cache=True, inline="always")
 def admit_head(
-    now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, prefix, status, computed,
-    gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi, pc,
-    pool, sem, slot_t,
+    now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre, prompt, output, prefix, status,
+    computed, gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi,
+    pc, pool, sem, slot_t,
 ):  # fmt: skip
     """Rules 3, 4a and 5b for the head of the waiting queue: rejected if it can never fit;
-    else admitted with the blocks of its whole target and a first chunk of min(tokens to
-    compute, left) (not chunked: the whole prompt must fit in `left`), or STOP if it does not
-    fit now. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
+    else admitted with a first chunk of min(tokens to compute, left) (not chunked: the whole
+    prompt must fit in `left`), or STOP if it does not fit now. The blocks it needs and gets
+    follow the admission policy (docs/scheduler.md "Admission policies"): ADMIT_WHOLE_PROMPT
+    allocates its whole target above the watermark; ADMIT_NO_EVICT the same, admitted only if
+    its prompt + max output fits the free blocks less the running requests' reservations;
+    ADMIT_PER_CHUNK only its first chunk's blocks, and nothing is admitted in a step that
+    preempted (`npre` > 0). Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun,
+    free)."""
     num_blocks, bs, watermark = pi[PI_NUM_BLOCKS], pi[PI_BLOCK_SIZE], pi[PI_WATERMARK]
+    win, frac = pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
+    policy = pi[PI_ADMISSION]
     chunked = pi[PI_CHUNKED] != 0
+    if policy == ADMIT_PER_CHUNK and npre > 0:
+        return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     r = waitq[wst[HEAD]]
     tgt = prompt[r] + gen[r]
-    need_b = blocks_for(prefix[r] + tgt, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
-    if need_b > num_blocks - watermark or (not chunked and tgt > pi[PI_BUDGET]):
+    need_b = blocks_for(prefix[r] + tgt, bs, win, frac)
+    full_b = need_b  # blocks it can ever hold (the rejection test)
+    if policy == ADMIT_NO_EVICT:
+        full_b = blocks_for(prefix[r] + prompt[r] + output[r], bs, win, frac)
+    if full_b > num_blocks - watermark or (not chunked and tgt > pi[PI_BUDGET]):
         wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
         wst[SIZE] -= 1
         status[r] = REJECTED
@@ -107,12 +135,17 @@ def admit_head(
     cached = hit * bs
     u = tgt - cached  # tokens to compute
     c = min(u, left)
-    if (
-        c == 0
-        or (not chunked and c < u)
-        or nrun + 1 > pi[PI_MAX_NUM_SEQS]
-        or free - (need_b - shared) < watermark
-    ):
+    if c == 0 or (not chunked and c < u) or nrun + 1 > pi[PI_MAX_NUM_SEQS]:
+        return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    if policy == ADMIT_PER_CHUNK:
+        need_b = blocks_for(prefix[r] + cached + c, bs, win, frac)
+        if free - (need_b - shared) < watermark:
+            return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    elif policy == ADMIT_NO_EVICT:
+        avail = free - reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi)
+        if avail - (full_b - shared) < watermark:
+            return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    elif free - (need_b - shared) < watermark:
         return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
     wst[SIZE] -= 1
@@ -167,6 +200,21 @@ def schedule_one(
         c = min(target[r] - computed[r], left)
         if c == 0:
             return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+        if pi[PI_ADMISSION] == ADMIT_PER_CHUNK:  # the chunk's blocks (make room)
+            nb = blocks_for(prefix[r] + computed[r] + c, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
+            if nb > blocks[r]:
+                deficit = nb - blocks[r]
+                if free < deficit:
+                    nrun, free, npre, self_pre = preempt_for(
+                        r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre,
+                        preemptions, pc, pool,
+                    )  # fmt: skip
+                    if self_pre:
+                        return (
+                            STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
+                            npre,
+                        )  # fmt: skip
+                free = kv_extend(free, r, nb, blocks, pc, pool)
         cb = computed[r]
         computed[r] += c
         if pc:

@@ -156,6 +156,10 @@ def simulate(
     output_lag = bool(getattr(cfg, "output_lag", False))
     win_blocks = int(getattr(cfg, "window_blocks", 0))
     full_frac = float(getattr(cfg, "full_kv_fraction", 1.0))
+    # admission policy (docs/scheduler.md "Admission policies"): 0 whole prompt (vLLM V0),
+    # 1 no-evict reservation (TensorRT-LLM), 2 per-chunk allocation (vLLM V1)
+    policy = int(getattr(cfg, "admission", 0))
+    assert policy in (0, 1, 2)
 
     def kv_blocks(tokens: int) -> int:
         """Blocks of a sequence of `tokens` tokens: full-attention layers keep all, the
@@ -251,16 +255,25 @@ def simulate(
         victim.pre += 1
         preempted.append(victim)
 
+    def full_need(r: _Req) -> int:
+        """Blocks of r to completion: prompt + max output under no-evict, else its target."""
+        if policy == 1:
+            return kv_blocks(pre_kv[r.idx] + r.prompt + r.output)
+        return kv_blocks(pre_kv[r.idx] + r.target)
+
     def rejected_at_head(r: _Req) -> bool:
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
-        need = kv_blocks(pre_kv[r.idx] + r.target)
-        return need > num_blocks - watermark or (not chunked and r.target > budget)
+        return full_need(r) > num_blocks - watermark or (not chunked and r.target > budget)
 
-    def admit(r: _Req, hit: int) -> int:
-        """Admit the head r with `hit` cached blocks; returns the cached tokens."""
+    def reserved() -> int:
+        """No-evict: blocks the running requests still need to reach their maximum output."""
+        return sum(max(full_need(q) - q.blocks, 0) for q in running)
+
+    def admit(r: _Req, hit: int, need: int) -> int:
+        """Admit the head r with `hit` cached blocks and `need` blocks in all; returns the
+        cached tokens."""
         nonlocal free
-        need = kv_blocks(pre_kv[r.idx] + r.target)
         waiting.popleft()
         r.blocks = need
         if pc:
@@ -301,6 +314,24 @@ def simulate(
                 r.block_ids.append(take_block())
         return True
 
+    def make_room_chunk(r: _Req, c: int) -> bool:
+        """Per-chunk allocation: the blocks of r's next chunk of c tokens, preempting the last
+        running request while they are short. False if r preempted itself."""
+        nonlocal free
+        need = kv_blocks(pre_kv[r.idx] + r.computed + c) - r.blocks
+        if need <= 0:
+            return True
+        while free < need:
+            victim = running[-1]
+            preempt(victim)
+            if victim is r:
+                return False
+        r.blocks += need
+        free -= need
+        if pc:
+            r.block_ids += [take_block() for _ in range(need)]
+        return True
+
     # this pass's schedule, each entry: (request, is_prefill, tokens, computed_before)
     sched: list[tuple[_Req, bool, int, int]] = []
 
@@ -321,23 +352,30 @@ def simulate(
         first chunk is what `left` allows, not chunked the whole prompt must fit. Returns the
         tokens left."""
         while waiting:
+            if policy == 2 and preempted:
+                break  # vLLM V1 admits nothing in a step that preempted
             r = waiting[0]
             if rejected_at_head(r):
                 waiting.popleft()
                 reject(r)
                 continue
-            need = kv_blocks(pre_kv[r.idx] + r.target)
             hit, shared = lookup(r) if pc else (0, 0)
             u = r.target - hit * bs  # tokens to compute
             c = min(u, left) if chunked else u
-            if (
-                c == 0
-                or c > left
-                or len(running) + 1 > max_num_seqs
-                or free - (need - shared) < watermark
-            ):
+            if c == 0 or c > left or len(running) + 1 > max_num_seqs:
                 break
-            cb = admit(r, hit)
+            if policy == 2:  # the blocks of the first chunk only
+                need = kv_blocks(pre_kv[r.idx] + hit * bs + c)
+                avail = free
+            elif policy == 1:  # the whole target now, prompt + max output reserved
+                need = kv_blocks(pre_kv[r.idx] + r.target)
+                avail = free - reserved() - (full_need(r) - need)
+            else:
+                need = kv_blocks(pre_kv[r.idx] + r.target)
+                avail = free
+            if avail - (need - shared) < watermark:
+                break
+            cb = admit(r, hit, need)
             sched.append((r, True, c, cb))
             r.computed = cb + c
             if pc:
@@ -356,6 +394,8 @@ def simulate(
             if c == 0:
                 break
             if not prefill and not make_room(r):
+                break
+            if prefill and policy == 2 and not make_room_chunk(r, c):
                 break
             sched.append((r, prefill, c, r.computed))
             if prefill:
@@ -387,6 +427,11 @@ def simulate(
         assert n_tok <= budget
         assert t["n_samp"] <= max_num_seqs
         assert 0 <= free <= num_blocks
+        if policy == 1:  # no-evict: never preempts, the reservations always fit
+            assert not preempted and free - reserved() >= 0
+        if policy == 2:  # per-chunk: no request holds more blocks than its tokens need
+            for q in running:
+                assert q.blocks <= kv_blocks(pre_kv[q.idx] + max(q.computed, q.prompt + q.gen))
         if pc:
             assert free == len(free_q)
             held = {b for q in running for b in q.block_ids}

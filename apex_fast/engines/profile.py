@@ -126,6 +126,10 @@ class EngineProfile:
     chunked_prefill_can_be_disabled: bool  # False: the engine always chunks (vLLM V1)
     preemption: str  # what happens when KV blocks run out mid-decode
     admission: str  # when a waiting request may start
+    # the kernel's KV admission policy (kernels/params.py ADMIT_*: 0 whole prompt above a
+    # watermark, 1 prompt + max output reserved and no preemption, 2 blocks per scheduled
+    # chunk); docs/scheduler.md "Admission policies"
+    admission_policy: int
 
     # --- defaults ---------------------------------------------------------------------
     # tokens per step with chunked prefill, by GPU memory: ((min_gib, tokens), ...) tried in

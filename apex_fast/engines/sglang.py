@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from apex_fast.engines.profile import COMMON_FLAGS, NO_CHUNKING_FLAG, AttentionChoice, EngineProfile
 from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
+from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 
 _TAG = "https://github.com/sgl-project/sglang/blob/v0.4.6.post5/python/sglang/srt/"
 _SA = _TAG + "server_args.py"
@@ -51,6 +52,7 @@ SGLANG = EngineProfile(
     # extend_len + min(max_new, 4096) fits the free + evictable memory minus the running
     # requests' reserved future tokens x new_token_ratio (starts 0.7, decays to 0.098).
     admission="FCFS (default policy from 0.4.3.post4); memory reserve by new_token_ratio",
+    admission_policy=ADMIT_WHOLE_PROMPT,  # PrefillAdder's new_token_ratio is not modelled
     # SA `__post_init__`: chunked_prefill_size 2048 if GPU memory < 25_000 MiB (as nvidia-smi
     # reports it), else 8192.
     budget_chunked_by_memory=((25_000 / 1024, 8192), (0.0, 2048)),

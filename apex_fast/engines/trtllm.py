@@ -21,6 +21,7 @@ from apex_fast.engines.profile import (
     EagerKernels,
     EngineProfile,
 )
+from apex_fast.kernels.params import ADMIT_NO_EVICT
 
 _ARGS = "https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py"
 _DOCS = "https://nvidia.github.io/TensorRT-LLM/"
@@ -82,6 +83,9 @@ TRTLLM = EngineProfile(
     # packs more and may pause requests when KV runs out.
     preemption="none under the default GUARANTEED_NO_EVICT policy",
     admission="a request starts only if KV for its prompt and maximum output is reserved",
+    # cpp/tensorrt_llm/batch_manager/capacityScheduler.cpp GuaranteedNoEvictScheduler and
+    # kvCacheManager.cpp getRemainingBlocksToCompletion (docs/engines.md)
+    admission_policy=ADMIT_NO_EVICT,
     budget_chunked_by_memory=((0.0, 8192),),  # ARGS `max_num_tokens` 8192
     budget_unchunked_floor=8192,  # ARGS `max_num_tokens` 8192 (no max_model_len rule)
     budget_unchunked_uses_max_model_len=False,
@@ -152,8 +156,9 @@ TRTLLM = EngineProfile(
         _CAPSCHED,
     ),
     not_modelled=(
-        "GUARANTEED_NO_EVICT admission (KV reserved for prompt + maximum output): the kernel "
-        "admits by the prompt's blocks and may preempt",
+        "GUARANTEED_NO_EVICT: the prefix-reuse skip of a pending request (beneficialToSkip) "
+        "and the micro-batch scheduler's stop at the first context request over the token "
+        "budget (admission and reservation themselves are modelled)",
         "without chunked context a prompt is never split; the kernel's mixed mode may split "
         "one when decodes already use part of the budget",
         "kv_cache_free_gpu_mem_fraction is applied to the memory left after this tool's "

@@ -12,6 +12,7 @@ Sources are the files of the vllm 0.6.0 release (PyPI package, same paths as the
 from __future__ import annotations
 
 from apex_fast.engines.profile import KNOWN_FLAGS, AttentionChoice, EagerKernels, EngineProfile
+from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 
 _TAG = "https://github.com/vllm-project/vllm/blob/v0.6.0/vllm/"
 _S = _TAG + "core/scheduler.py"
@@ -78,6 +79,7 @@ VLLM_06 = EngineProfile(
     # block_manager_v1/v2 `can_allocate`: admit only if free - needed blocks >= 1% of all
     # (watermark 0.01); no new prefills while any request is swapped out (S).
     admission="FCFS; needs its prompt's KV blocks above a 1% free-block watermark",
+    admission_policy=ADMIT_WHOLE_PROMPT,  # block_manager_v1/v2 can_allocate (whole prompt)
     # C `SchedulerConfig`: max_num_batched_tokens 512 with chunked prefill (comment: ITL/TTFT
     # balance on A100), whatever the GPU.
     budget_chunked_by_memory=((0.0, 512),),

@@ -16,6 +16,7 @@ from apex_fast.engines.profile import (
     EngineProfile,
 )
 from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
+from apex_fast.kernels.params import ADMIT_PER_CHUNK
 
 _TAG = "https://github.com/vllm-project/vllm/blob/v0.8.4/vllm/"
 _A = _TAG + "engine/arg_utils.py"
@@ -44,6 +45,10 @@ VLLM_V1 = EngineProfile(
     # (lowest priority under priority scheduling) is preempted and recomputed later.
     preemption="recompute; victim = last running request",
     admission="FCFS after all running requests; needs the KV blocks of the scheduled tokens",
+    # SCH Scheduler.schedule and v1/core/kv_cache_manager.py allocate_slots (v0.8.4 ..
+    # v0.11.0): blocks of the scheduled chunk only, no watermark; no admission in a step
+    # that preempted
+    admission_policy=ADMIT_PER_CHUNK,
     # A `_set_default_args_v1`: OpenAI server 2048 tokens (LLM class 8192) on GPUs other than
     # H100/H200 ...
     budget_chunked_by_memory=((0.0, 2048),),
@@ -101,6 +106,8 @@ VLLM_V1 = EngineProfile(
         "prefix caching of generated tokens (only full prompt blocks are cached)",
         "priority scheduling, speculative decoding, KV-transfer connectors",
         "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
+        "per-chunk KV allocation runs with one block pool for all layers (V1 allocates per "
+        "KV-cache group for sliding-window models)",
     ),
     kernel_mode_note=(
         "kernel chunked-mixed mode: running requests first, then waiting prompts cut to one "

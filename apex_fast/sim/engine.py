@@ -10,6 +10,7 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
+from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 from apex_fast.memo import put_bounded
 from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
@@ -91,6 +92,13 @@ class EngineOptions:
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first
     # one-token step runs like a decode (apex_fast.disagg.pools.decode_pool_costs)
     decode_pool: bool = False
+
+    @property
+    def admission_policy(self) -> int:
+        """The engine's KV admission policy (kernels/params.py ADMIT_*; EngineProfile)."""
+        from apex_fast.engines import get_engine
+
+        return get_engine(self.engine).admission_policy
 
     @property
     def memory_fraction_kind(self) -> str:
@@ -221,16 +229,21 @@ def scheduler_config(
     blocks: int, budget: int, opts: EngineOptions, model: ModelSpec
 ) -> SchedulerConfig:
     """The scheduler limits of one stream with `blocks` KV blocks."""
+    policy = opts.admission_policy
+    # the 1% watermark is vLLM V0's (BlockSpaceManager); vLLM V1's allocate_slots (0.8.4 ..
+    # 0.11.0) and TensorRT-LLM's GuaranteedNoEvictScheduler compare with the free blocks alone
+    watermark = int(ep.WATERMARK_FRACTION * blocks) if policy == ADMIT_WHOLE_PROMPT else 0
     return SchedulerConfig(
         num_blocks=blocks,
         block_size=opts.block_size,
-        watermark=int(ep.WATERMARK_FRACTION * blocks),
+        watermark=watermark,
         max_num_seqs=opts.max_num_seqs,
         budget=budget,
         chunked=opts.chunked_prefill,
         output_lag=opts.async_output,
         window_blocks=model.kv_window_blocks(opts.block_size),
         full_kv_fraction=model.kv_full_fraction,
+        admission=policy,
     )
 
 

@@ -54,6 +54,10 @@ class SchedulerConfig:
     # and the share of the KV bytes in full-attention layers (kernels/batching.py _kv_blocks)
     window_blocks: int = 0
     full_kv_fraction: float = 1.0
+    # KV admission policy (kernels/params.py ADMIT_*): 0 whole prompt (vLLM V0), 1 prompt +
+    # max output reserved, never preempt (TensorRT-LLM GUARANTEED_NO_EVICT), 2 blocks per
+    # scheduled chunk (vLLM V1); docs/scheduler.md "Admission policies"
+    admission: int = 0
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ def kernel_params(
         kp.PI_OUTPUT_LAG: bool(cfg.output_lag), kp.PI_MAX_CONC: max_conc,
         kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
+        kp.PI_ADMISSION: cfg.admission,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
