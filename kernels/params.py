@@ -20,9 +20,9 @@ PF_FULL_FRAC = 6  # share of the KV bytes in full-attention layers (sliding wind
 N_PF = 7
 
 # ---- pi: int64 parameters
-PI_NUM_BLOCKS = 0  # KV capacity of the stream, blocks
+PI_NUM_BLOCKS = 0  # KV capacity of the stream, blocks (all attention copies)
 PI_BLOCK_SIZE = 1  # tokens per KV block
-PI_WATERMARK = 2  # blocks kept free when admitting
+PI_WATERMARK = 2  # blocks kept free when admitting, per attention copy
 PI_MAX_NUM_SEQS = 3  # running sequences at most
 PI_BUDGET = 4  # batched tokens per step at most
 PI_CHUNKED = 5  # 1: chunked prefill (vLLM _schedule_chunked_prefill), 0: _schedule_default
@@ -32,4 +32,5 @@ PI_PC_NKEYS = 8  # distinct prefix-cache block keys (0: prefix cache off)
 PI_WIN_BLOCKS = 9  # sliding-window blocks per sequence (0: no window)
 PI_GRAPH_MAX_SEQS = 10  # decode-only batches of at most this many sequences replay a CUDA graph
 PI_PIECEWISE_TOKENS = 11  # steps of at most this many tokens replay piecewise graphs
-N_PI = 12
+PI_COPIES = 12  # attention copies, each a pool of NUM_BLOCKS / COPIES blocks (docs/memory.md)
+N_PI = 13

@@ -24,6 +24,7 @@ from apex_fast.kernels.params import (
     PI_BLOCK_SIZE,
     PI_BUDGET,
     PI_CHUNKED,
+    PI_COPIES,
     PI_MAX_CONC,
     PI_MAX_NUM_SEQS,
     PI_NUM_BLOCKS,
@@ -81,13 +82,15 @@ def sched_push(s_idx, s_pf, n_sched, r, is_prefill):
 def admit_head(
     now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, prefix, status, computed,
     gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi, pc,
-    pool, sem, slot_t,
+    pool, sem, slot_t, copy, cfree,
 ):  # fmt: skip
     """Rules 3, 4a and 5b for the head of the waiting queue: rejected if it can never fit;
     else admitted with the blocks of its whole target and a first chunk of min(tokens to
     compute, left) (not chunked: the whole prompt must fit in `left`), or STOP if it does not
-    fit now. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
+    fit now. Blocks and watermark are those of the head's attention copy (docs/memory.md).
+    Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
     num_blocks, bs, watermark = pi[PI_NUM_BLOCKS], pi[PI_BLOCK_SIZE], pi[PI_WATERMARK]
+    num_blocks //= pi[PI_COPIES]  # one copy's blocks
     chunked = pi[PI_CHUNKED] != 0
     r = waitq[wst[HEAD]]
     tgt = prompt[r] + gen[r]
@@ -111,12 +114,12 @@ def admit_head(
         c == 0
         or (not chunked and c < u)
         or nrun + 1 > pi[PI_MAX_NUM_SEQS]
-        or free - (need_b - shared) < watermark
+        or cfree[copy[r]] - (need_b - shared) < watermark
     ):
         return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
     wst[SIZE] -= 1
-    free = kv_admit(free, r, hit, need_b, cached + c, bs, blocks, pc, pool)
+    free = kv_admit(free, r, hit, need_b, cached + c, bs, blocks, pc, pool, copy, cfree)
     if cached_out[r] < 0:
         cached_out[r] = cached
     target[r] = tgt
@@ -132,15 +135,23 @@ def admit_head(
 
 @njit(cache=True)
 def preempt_for(
-    r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool
-):
-    """Rule 4c when blocks are short: preempt the most recently admitted running requests
-    (recompute) until `deficit` blocks are free or `r` itself is preempted. A plain call, made
-    only under KV pressure. Returns (nrun, free, npre, r_itself_preempted)."""
-    while free < deficit:
-        v = run[nrun - 1]
+    r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool, copy,
+    cfree,
+):  # fmt: skip
+    """Rule 4c when blocks are short: preempt the most recently admitted running requests of
+    r's attention copy (recompute) until `deficit` blocks are free in that copy or `r` itself
+    is preempted. A plain call, made only under KV pressure. Returns (nrun, free, npre,
+    r_itself_preempted)."""
+    c = copy[r]
+    while cfree[c] < deficit:
+        j = nrun - 1  # the copy's last running request (r at the latest)
+        while copy[run[j]] != c:
+            j -= 1
+        v = run[j]
+        for t in range(j, nrun - 1):
+            run[t] = run[t + 1]
         nrun -= 1
-        free = kv_free(free, v, blocks, pc, pool)
+        free = kv_free(free, v, blocks, pc, pool, copy, cfree)
         computed[v] = 0
         status[v] = WAITING
         pre_buf[npre] = v
@@ -155,7 +166,7 @@ def preempt_for(
 def schedule_one(
     r, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre, prompt, prefix,
     status, computed, gen, target, blocks, run, s_idx, s_pf, pre_buf, preemptions, pf, pi, pc,
-    pool,
+    pool, copy, cfree,
 ):  # fmt: skip
     """Rules 4c and 5a for running request r: still in prefill (chunked only), a chunk of
     min(remaining, left); decoding, one token and the block its KV needs, preempting the newest
@@ -180,14 +191,14 @@ def schedule_one(
         return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     L = prefix[r] + prompt[r] + gen[r]
     deficit = blocks_for(L, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]) - blocks[r]
-    if free < deficit:  # make room
+    if cfree[copy[r]] < deficit:  # make room (in r's attention copy)
         nrun, free, npre, self_pre = preempt_for(
             r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, preemptions,
-            pc, pool,
+            pc, pool, copy, cfree,
         )  # fmt: skip
         if self_pre:
             return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     if deficit > 0:
-        free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool)
+        free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool, copy, cfree)
     n_sched = sched_push(s_idx, s_pf, n_sched, r, False)
     return DONE, left - 1, n_sched, n_pf_tok, n_dec + 1, n_samp + 1, ctx + L, work, nrun, free, npre

@@ -29,6 +29,11 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   A block is cached (its key registered) once the tokens computed or scheduled fill it, unless
   another block already holds the key; lookup is the longest run of cached keys from block 0,
   at most (target - 1) // block_size blocks.
+* attention copies (`cfg.copies` > 1, `copy[i]` the copy serving request i): one counter of free
+  blocks per copy, num_blocks / copies each; a request's blocks all come from its copy, the
+  rejection bound, the watermark and make-room look at that copy, and the victim of a
+  preemption is the last running request of that copy. One waiting queue, one running list
+  and one step for all copies. Not combined with prefix caching.
 """
 
 from __future__ import annotations
@@ -121,13 +126,15 @@ class OracleResult:
 
 
 def simulate(
-    arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0, block_keys=None
-) -> OracleResult:
+    arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0, block_keys=None,
+    copy=None,
+) -> OracleResult:  # fmt: skip
     """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
     objects with the same attributes). `prefix` (per request, default 0): KV tokens present at
     admission that need no compute and that every token attends to (run_stream's `prefix`):
     they take blocks, add `prefix` keys to every prefill query and to every decode's context.
-    `block_keys` (keys, offsets): prefix caching, as run_stream's."""
+    `block_keys` (keys, offsets): prefix caching, as run_stream's. `copy` (per request): the
+    attention copy serving it, as run_stream's."""
     n = len(arrival)
     reqs = [_Req(i, float(arrival[i]), int(prompt[i]), int(output[i])) for i in range(n)]
     pre_kv = [0] * n if prefix is None else [int(x) for x in prefix]
@@ -156,6 +163,11 @@ def simulate(
     output_lag = bool(getattr(cfg, "output_lag", False))
     win_blocks = int(getattr(cfg, "window_blocks", 0))
     full_frac = float(getattr(cfg, "full_kv_fraction", 1.0))
+    copies = int(getattr(cfg, "copies", 1))
+    copy_of = [0] * n if copy is None else [int(x) for x in copy]
+    assert num_blocks % copies == 0 and all(0 <= c < copies for c in copy_of)
+    copy_blocks = num_blocks // copies  # one copy's pool
+    cfree = [copy_blocks] * copies  # free blocks per copy
 
     def kv_blocks(tokens: int) -> int:
         """Blocks of a sequence of `tokens` tokens: full-attention layers keep all, the
@@ -172,6 +184,7 @@ def simulate(
         ks, off = [int(x) for x in block_keys[0]], [int(x) for x in block_keys[1]]
         pkeys = [ks[off[i] : off[i + 1]] for i in range(n)]
     pc = any(pkeys)
+    assert not (pc and copies > 1), "prefix caching runs with one attention copy"
     nb_pc = num_blocks if pc else 0  # physical blocks are tracked only with the cache on
     free_q: OrderedDict[int, None] = OrderedDict((b, None) for b in range(nb_pc))
     block_key: list[int | None] = [None] * nb_pc
@@ -244,7 +257,9 @@ def simulate(
     def preempt(victim: _Req) -> None:
         nonlocal free
         running.remove(victim)
-        free += release_blocks(victim) if pc else victim.blocks
+        freed = release_blocks(victim) if pc else victim.blocks
+        free += freed
+        cfree[copy_of[victim.idx]] += freed
         victim.blocks = 0
         victim.computed = 0
         victim.status = _WAITING
@@ -255,7 +270,7 @@ def simulate(
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
         need = kv_blocks(pre_kv[r.idx] + r.target)
-        return need > num_blocks - watermark or (not chunked and r.target > budget)
+        return need > copy_blocks - watermark or (not chunked and r.target > budget)
 
     def admit(r: _Req, hit: int) -> int:
         """Admit the head r with `hit` cached blocks; returns the cached tokens."""
@@ -273,9 +288,11 @@ def simulate(
                 r.block_ids.append(b)
             r.nreg = hit
             r.block_ids += [take_block() for _ in range(need - hit)]
+            cfree[copy_of[r.idx]] -= free - len(free_q)
             free = len(free_q)
         else:
             free -= need
+            cfree[copy_of[r.idx]] -= need
         if cached[r.idx] < 0:
             cached[r.idx] = hit * bs
         r.computed = hit * bs
@@ -284,19 +301,21 @@ def simulate(
         return hit * bs
 
     def make_room(r: _Req) -> bool:
-        """Rule 4c: room for the KV of r's newest token, preempting the last running request
-        while no block is free. False if r preempted itself."""
+        """Rule 4c: room for the KV of r's newest token, preempting the last running request of
+        r's copy while that copy has no block free. False if r preempted itself."""
         nonlocal free
         need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen)
         assert need - r.blocks in (0, 1), (need, r.blocks)
+        c = copy_of[r.idx]
         if need > r.blocks:
-            while free == 0:
-                victim = running[-1]
+            while cfree[c] == 0:
+                victim = [q for q in running if copy_of[q.idx] == c][-1]
                 preempt(victim)
                 if victim is r:
                     return False
             r.blocks += 1
             free -= 1
+            cfree[c] -= 1
             if pc:
                 r.block_ids.append(take_block())
         return True
@@ -334,7 +353,7 @@ def simulate(
                 c == 0
                 or c > left
                 or len(running) + 1 > max_num_seqs
-                or free - (need - shared) < watermark
+                or cfree[copy_of[r.idx]] - (need - shared) < watermark
             ):
                 break
             cb = admit(r, hit)
@@ -387,6 +406,12 @@ def simulate(
         assert n_tok <= budget
         assert t["n_samp"] <= max_num_seqs
         assert 0 <= free <= num_blocks
+        for c in range(copies):  # no copy over its pool; a request's blocks are in its copy
+            assert 0 <= cfree[c] <= copy_blocks
+            if not pc:
+                held_c = sum(q.blocks for q in running if copy_of[q.idx] == c)
+                assert held_c + cfree[c] == copy_blocks, (c, held_c, cfree[c])
+        assert sum(cfree) == free
         if pc:
             assert free == len(free_q)
             held = {b for q in running for b in q.block_ids}
@@ -429,7 +454,9 @@ def simulate(
             if is_finish:
                 r.finish = now
                 r.status = _FINISHED
-                free += release_blocks(r) if pc else r.blocks
+                freed = release_blocks(r) if pc else r.blocks
+                free += freed
+                cfree[copy_of[r.idx]] += freed
                 r.blocks = 0
                 running.remove(r)
                 if not output_lag:
