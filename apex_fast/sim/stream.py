@@ -285,13 +285,13 @@ def _copy_tags(
         raise ApexError(
             f"{cfg.num_blocks} KV blocks cannot be split over {cfg.copies} attention copies"
         )
+    if cfg.copies > 1 and nkeys > 0:
+        raise ApexError("the prefix cache is not simulated with several attention copies")
     if copy is None:
         return np.zeros(n, np.int64)
     tags = np.ascontiguousarray(copy, dtype=np.int64)
     if tags.size != n or (n and (tags.min() < 0 or tags.max() >= cfg.copies)):
         raise ApexError(f"copy must give each request an attention copy in 0..{cfg.copies - 1}")
-    if cfg.copies > 1 and nkeys > 0:
-        raise ApexError("the prefix cache is not simulated with several attention copies")
     return tags
 
 
