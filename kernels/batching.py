@@ -312,14 +312,16 @@ def _run(
                 act = DONE
                 i = 0
                 while i < nrun and act == DONE:
+                    r = run[i]
                     act, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre = (
                         schedule_one(
-                            run[i], left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
+                            r, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
                             npre, prompt, prefix, status, computed, gen, target, blocks, run,
                             s_idx, s_pf, pre_buf, preemptions, pf, pi, pc, pool, copy, cfree,
                         )
                     )  # fmt: skip
-                    i += 1
+                    if status[r] == RUNNING:  # else r preempted itself: run[i] is the next
+                        i += 1
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
         # extendleft), so they are not re-admitted in the step that preempted them
         _requeue_preempted(npre, pre_buf, waitq, wst)

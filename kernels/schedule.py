@@ -170,8 +170,8 @@ def schedule_one(
 ):  # fmt: skip
     """Rules 4c and 5a for running request r: still in prefill (chunked only), a chunk of
     min(remaining, left); decoding, one token and the block its KV needs, preempting the newest
-    requests while blocks are short (make room). STOP when the budget is used up or r preempted
-    itself. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun,
+    requests of r's copy while its blocks are short (make room). STOP when the budget is used
+    up; r may preempt itself (status WAITING; with one copy it was the last running). Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun,
     free, npre)."""
     bs = pi[PI_BLOCK_SIZE]
     if computed[r] < target[r]:
@@ -196,8 +196,8 @@ def schedule_one(
             r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, preemptions,
             pc, pool, copy, cfree,
         )  # fmt: skip
-        if self_pre:
-            return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+        if self_pre:  # the loop goes on with the next running request (another copy's)
+            return DONE, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     if deficit > 0:
         free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool, copy, cfree)
     n_sched = sched_push(s_idx, s_pf, n_sched, r, False)

@@ -366,7 +366,8 @@ def simulate(
 
     def schedule_running(left: int) -> int:
         """Rules 4c, 5a: walk `running` from the front, a prefill chunk (chunked only) or one
-        decode token each, until the budget is used up or a request preempts itself."""
+        decode token each, until the budget is used up; a request that preempts itself is
+        skipped (with one copy it was the last running one)."""
         i = 0
         while i < len(running):
             r = running[i]
@@ -375,7 +376,7 @@ def simulate(
             if c == 0:
                 break
             if not prefill and not make_room(r):
-                break
+                continue  # r preempted itself: on with the next (another copy's) request
             sched.append((r, prefill, c, r.computed))
             if prefill:
                 r.computed += c
