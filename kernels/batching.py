@@ -146,7 +146,9 @@ def _requeue_preempted(npre, pre_buf, waitq, wst):
 
 
 @njit(cache=True, inline="always")
-def _extend_run(k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy, cfree):
+def _extend_run(
+    k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy, cfree
+):
     """Blocks of the k - 1 skipped steps of a decode run (step j writes the KV of context
     L + j). Returns the new free count."""
     for t in range(n_sched):

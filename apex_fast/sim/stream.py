@@ -277,9 +277,7 @@ def kernel_params(
     return pf, pi
 
 
-def _copy_tags(
-    copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int
-) -> np.ndarray:
+def _copy_tags(copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int) -> np.ndarray:
     """The attention copy of every request for the kernel, checked against `cfg`."""
     if cfg.copies < 1 or cfg.num_blocks % cfg.copies:
         raise ApexError(
