@@ -80,9 +80,10 @@ def kernel_rejection_reason(workload: Workload, rej: np.ndarray, cfg: SchedulerC
     if why == "KV capacity" and longest <= cap_tokens:  # rejected once their KV outgrew it
         total = int(np.max(workload.prompt[rej] + workload.output[rej]))
         what = f"prompts plus outputs up to {total} tokens"
+    per = "per stream" if cfg.copies == 1 else "per attention copy and stream"
     return (
         f"{numbered(rej)} have {what}, beyond the {why} of this plan ({cap_tokens} KV tokens "
-        f"per stream, budget {cfg.budget})"
+        f"{per}, budget {cfg.budget})"
     )
 
 
