@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from apex_fast.kernels.kv_blocks import blocks_for, kv_extend, kv_free, pool_new
 from apex_fast.kernels.params import (
+    ADMIT_PER_CHUNK,
     PF_C_ATTN,
     PF_C_CTX,
     PF_EAGER_FLOOR,
@@ -29,9 +30,11 @@ from apex_fast.kernels.params import (
     PF_HOST_SEQ,
     PF_OVERHEAD,
     PF_PIECEWISE_FLOOR,
+    PI_ADMISSION,
     PI_BLOCK_SIZE,
     PI_BUDGET,
     PI_CHUNKED,
+    PI_COPIES,
     PI_GRAPH_MAX_SEQS,
     PI_MAX_CONC,
     PI_NUM_BLOCKS,
@@ -44,9 +47,11 @@ from apex_fast.kernels.schedule import (
     DONE,
     FINISHED,
     HEAD,
+    REJECT,
     REJECTED,
     RUNNING,
     SIZE,
+    STOP,
     admit_head,
     queue_arrival,
     schedule_one,
@@ -145,14 +150,16 @@ def _requeue_preempted(npre, pre_buf, waitq, wst):
 
 
 @njit(cache=True, inline="always")
-def _extend_run(k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool):
+def _extend_run(
+    k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy, cfree
+):
     """Blocks of the k - 1 skipped steps of a decode run (step j writes the KV of context
     L + j). Returns the new free count."""
     for t in range(n_sched):
         r = s_idx[t]
         L = prefix[r] + prompt[r] + gen[r] + k - 1
         nb = blocks_for(L, pi[PI_BLOCK_SIZE], pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
-        free = kv_extend(free, r, nb, blocks, pc, pool)
+        free = kv_extend(free, r, nb, blocks, pc, pool, copy, cfree)
     return free
 
 
@@ -221,7 +228,7 @@ def _deliver_one(r, kind, d0, status, first_token, finish, max_conc, sem, slot_t
 @njit(cache=True, inline="always")
 def _sample_one(
     r, k, end_first, now, free, status, gen, blocks, output, last_tok, first_token, finish,
-    gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t,
+    gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t, copy, cfree,
 ):  # fmt: skip
     """Rule 7 for sampling sequence r: its k tokens (the first at end_first, the last at now),
     the first token of a new request, a finish (its blocks are freed). Returns (output kind:
@@ -242,7 +249,7 @@ def _sample_one(
     if gen[r] >= output[r]:
         finish[r] = now
         status[r] = FINISHED
-        free = kv_free(free, r, blocks, pc, pool)
+        free = kv_free(free, r, blocks, pc, pool, copy, cfree)
         kind |= 2
         if pi[PI_MAX_CONC] > 0 and pi[PI_OUTPUT_LAG] == 0:
             sem_release(sem, slot_t, now)
@@ -260,6 +267,7 @@ def _run(
     arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
     preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist, status, computed, gen, target,
     blocks, last_tok, waitq, wst, run, s_idx, s_pf, pre_buf, lag_idx, lag_kind, sem, slot_t, pool,
+    copy, cfree,
 ):  # fmt: skip
     """The scheduler loop: one pass per step, phases in the order of docs/scheduler.md (the
     loops over requests here, their bodies inlined phases). Returns the records written, or -1
@@ -269,6 +277,7 @@ def _run(
     chunked = pi[PI_CHUNKED] != 0
     pc = pi[PI_PC_NKEYS] > 0
     free = pi[PI_NUM_BLOCKS]
+    ncopy = pi[PI_COPIES]
     now = 0.0
     next_arr = nrun = nlag = nrec = 0
     while True:
@@ -299,24 +308,30 @@ def _run(
         for part in range(2):
             if part == admit_part:  # admit waiting requests
                 act = DONE
-                while wst[SIZE] > 0 and act == DONE:
+                if pi[PI_ADMISSION] == ADMIT_PER_CHUNK and npre > 0:
+                    act = STOP  # vLLM V1 admits nothing in a step that preempted
+                while wst[SIZE] > 0 and act != STOP:
                     act, left, n_sched, n_pf_tok, n_samp, work, nrun, free = admit_head(
-                        now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre, prompt,
-                        output, prefix, status, computed, gen, target, blocks, run, waitq, wst,
-                        s_idx, s_pf, first_token, cached_out, pf, pi, pc, pool, sem, slot_t,
+                        left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, output,
+                        prefix, status, computed, gen, target, blocks, run, waitq, wst, s_idx,
+                        s_pf, first_token, cached_out, pf, pi, pc, pool, copy, cfree,
                     )  # fmt: skip
+                    if act == REJECT and pi[PI_MAX_CONC] > 0:
+                        sem_release(sem, slot_t, now)  # the rejected request's slot
             elif chunked or n_sched == 0:  # schedule running requests (make room / preempt)
                 act = DONE
                 i = 0
                 while i < nrun and act == DONE:
+                    r = run[i]
                     act, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre = (
                         schedule_one(
-                            run[i], left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
+                            r, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
                             npre, prompt, prefix, status, computed, gen, target, blocks, run,
-                            s_idx, s_pf, pre_buf, preemptions, pf, pi, pc, pool,
+                            s_idx, s_pf, pre_buf, preemptions, pf, pi, pc, pool, copy, cfree,
                         )
                     )  # fmt: skip
-                    i += 1
+                    if status[r] == RUNNING:  # else r preempted itself: run[i] is the next
+                        i += 1
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
         # extendleft), so they are not re-admitted in the step that preempted them
         _requeue_preempted(npre, pre_buf, waitq, wst)
@@ -335,7 +350,11 @@ def _run(
         now = start + d0
         k = 1
         if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
-            kmax = _run_limit(n_sched, n_dec, free, bs, s_idx, output, gen)
+            fmin = free  # the fullest copy bounds the run (n_dec >= its decodes)
+            if ncopy > 1:
+                for c in range(ncopy):
+                    fmin = min(fmin, cfree[c])
+            kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
                 limit_t = arrival[next_arr]
@@ -344,8 +363,9 @@ def _run(
             )  # fmt: skip
             if k > 1:
                 free = _extend_run(
-                    k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool
-                )
+                    k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
+                    cfree,
+                )  # fmt: skip
         dd = 0.0 if floored else pf[PF_C_CTX] * n_dec
         used = pi[PI_NUM_BLOCKS] - free  # blocks after the run's allocations, before its frees
         nrec = _write_record(
@@ -359,7 +379,7 @@ def _run(
                 continue  # a prefill chunk that does not finish the prompt samples nothing
             kind, free, g_prev, b_prev = _sample_one(
                 r, k, start + d0, now, free, status, gen, blocks, output, last_tok, first_token,
-                finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t,
+                finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t, copy, cfree,
             )  # fmt: skip
             any_done |= kind >= 2
             if pi[PI_OUTPUT_LAG] != 0 and kind:
@@ -378,7 +398,7 @@ def _run(
 
 @njit(cache=True)
 def simulate_stream(
-    arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, pc_key, pc_off,
+    arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, pc_key, pc_off, copy,
     first_token, finish, preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist,
 ):  # fmt: skip
     """Simulate one scheduler stream. Returns the number of records written, or -1 if `rec_f`
@@ -395,6 +415,10 @@ def simulate_stream(
     pc_off[r+1] - pc_off[r] prompt blocks have the keys pc_key[pc_off[r]:pc_off[r+1]] (dense,
     0..pc_nkeys-1); cached blocks are reused across the requests of this stream and evicted
     LRU from the free queue. `cached_out[r]`: prompt tokens found cached at r's first admission.
+
+    KV per attention copy (pi[PI_COPIES] > 1, docs/memory.md): request r is served by copy
+    copy[r] (0..copies-1) and takes its blocks from that copy's pool of num_blocks / copies;
+    admission, the watermark and preemption look at that copy only. One copy: copy is all 0.
 
     Records: rec_f / rec_i, columns in apex_fast/sim/records.py (step j of a record lasts
     d0 + dd*j). Sliding-window KV: kv_blocks.blocks_for.
@@ -428,6 +452,8 @@ def simulate_stream(
         np.array([0, max_conc]),  # sem: (head, free slots) of the closed-loop semaphore
         np.full(max(max_conc, 1), -np.inf),  # slot_t: times the free slots were released
         pool_new(pi[PI_NUM_BLOCKS], pi[PI_PC_NKEYS], pc_key, pc_off, n),
+        copy,
+        np.full(pi[PI_COPIES], pi[PI_NUM_BLOCKS] // pi[PI_COPIES], np.int64),  # cfree per copy
     )  # fmt: skip
     for i in range(n):
         if cached_out[i] < 0 or status[i] == REJECTED:

@@ -1,10 +1,18 @@
 """KV-block allocator of the scheduler kernel, with the prefix-cache block pool (Numba).
 
 The scheduler (kernels/batching.py) sees only the allocator interface at the end of this module:
-`free` (blocks no running request references) is a scalar the kernel keeps, and every operation
-takes it and returns its new value: `kv_admit` (a request's blocks at admission), `kv_extend`
-(grow a running request's blocks), `kv_free` (release them all). With the prefix cache off they
-are counter arithmetic; on, they also move blocks through the pool `pool` (below).
+`free` (blocks no running request references, all attention copies together) is a scalar the
+kernel keeps, and every operation takes it and returns its new value: `kv_admit` (a request's
+blocks at admission), `kv_extend` (grow a running request's blocks), `kv_free` (release them
+all). With the prefix cache off they are counter arithmetic; on, they also move blocks through
+the pool `pool` (below).
+
+KV per attention copy (docs/memory.md): a stream whose stage copies attention `PI_COPIES` times
+has one pool of num_blocks / copies blocks per copy. `copy[r]` is the copy serving request r
+(fixed when the request is routed, before the simulation) and `cfree[c]` the free blocks of copy
+c; every operation moves r's blocks in and out of cfree[copy[r]] as well as `free`. With one
+copy cfree[0] == free. The prefix-cache pool has one free queue, so it runs with one copy only
+(sim/stream.run_stream refuses the combination).
 
 Prefix cache (vLLM V1 KVCacheManager / BlockPool semantics; docs/scheduler.md, "Prefix cache").
 Requests carry dense block keys: request r's hashed blocks are positions 0..nk-1 with keys
@@ -202,33 +210,38 @@ def _pool_release(r, nblocks, pool):
 
 
 @njit(cache=True, inline="always")
-def kv_admit(free, r, hit, need, done, bs, blocks, pc, pool):
+def kv_admit(free, r, hit, need, done, bs, blocks, pc, pool, copy, cfree):
     """Admit r with `need` blocks of which `hit` are cached prompt blocks; `done` tokens are
-    computed or scheduled (their full blocks are cached). Returns the new free count."""
+    computed or scheduled (their full blocks are cached). The blocks come from r's attention
+    copy copy[r] (cfree: free blocks per copy). Returns the new free count (all copies)."""
     blocks[r] = need
     if pc:
-        free -= _pool_admit(r, hit, need - hit, pool)
+        used = _pool_admit(r, hit, need - hit, pool)
         pool_register(r, done, bs, pool)
-        return free
+        cfree[copy[r]] -= used
+        return free - used
+    cfree[copy[r]] -= need
     return free - need
 
 
 @njit(cache=True, inline="always")
-def kv_extend(free, r, nb, blocks, pc, pool):
-    """Grow running r's blocks to `nb` (>= blocks[r]). Returns the new free count."""
+def kv_extend(free, r, nb, blocks, pc, pool, copy, cfree):
+    """Grow running r's blocks to `nb` (>= blocks[r]) from its copy. Returns the new free count."""
     m = nb - blocks[r]
     if pc:
         pool_take(m, pool)
     blocks[r] = nb
+    cfree[copy[r]] -= m
     return free - m
 
 
 @njit(cache=True, inline="always")
-def kv_free(free, r, blocks, pc, pool):
-    """Release all of r's blocks. Returns the new free count."""
+def kv_free(free, r, blocks, pc, pool, copy, cfree):
+    """Release all of r's blocks to its copy. Returns the new free count."""
     if pc:
-        free += _pool_release(r, blocks[r], pool)
+        freed = _pool_release(r, blocks[r], pool)
     else:
-        free += blocks[r]
+        freed = blocks[r]
+    cfree[copy[r]] += freed
     blocks[r] = 0
-    return free
+    return free + freed

@@ -20,9 +20,9 @@ PF_FULL_FRAC = 6  # share of the KV bytes in full-attention layers (sliding wind
 N_PF = 7
 
 # ---- pi: int64 parameters
-PI_NUM_BLOCKS = 0  # KV capacity of the stream, blocks
+PI_NUM_BLOCKS = 0  # KV capacity of the stream, blocks (all attention copies)
 PI_BLOCK_SIZE = 1  # tokens per KV block
-PI_WATERMARK = 2  # blocks kept free when admitting
+PI_WATERMARK = 2  # blocks kept free when admitting, per attention copy
 PI_MAX_NUM_SEQS = 3  # running sequences at most
 PI_BUDGET = 4  # batched tokens per step at most
 PI_CHUNKED = 5  # 1: chunked prefill (vLLM _schedule_chunked_prefill), 0: _schedule_default
@@ -33,7 +33,8 @@ PI_WIN_BLOCKS = 9  # sliding-window blocks per sequence (0: no window)
 PI_GRAPH_MAX_SEQS = 10  # decode-only batches of at most this many sequences replay a CUDA graph
 PI_PIECEWISE_TOKENS = 11  # steps of at most this many tokens replay piecewise graphs
 PI_ADMISSION = 12  # KV admission policy: ADMIT_WHOLE_PROMPT, ADMIT_NO_EVICT, ADMIT_PER_CHUNK
-N_PI = 13
+PI_COPIES = 13  # attention copies, each a pool of NUM_BLOCKS / COPIES blocks (docs/memory.md)
+N_PI = 14
 
 # ---- values of PI_ADMISSION (docs/scheduler.md "Admission policies")
 ADMIT_WHOLE_PROMPT = 0  # vLLM V0: the blocks of the whole prompt at admission, above a watermark

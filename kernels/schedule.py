@@ -27,7 +27,7 @@ from apex_fast.kernels.params import (
     PI_BLOCK_SIZE,
     PI_BUDGET,
     PI_CHUNKED,
-    PI_MAX_CONC,
+    PI_COPIES,
     PI_MAX_NUM_SEQS,
     PI_NUM_BLOCKS,
     PI_WATERMARK,
@@ -46,8 +46,9 @@ HEAD = 0
 SIZE = 1
 
 # what a scheduling body did
-DONE = 0  # scheduled (or rejected): the loop goes on
+DONE = 0  # scheduled: the loop goes on
 STOP = 1  # the loop stops
+REJECT = 2  # admit_head rejected the head (the caller frees its closed-loop slot): go on
 
 
 @njit(cache=True, inline="always")
@@ -81,39 +82,42 @@ def sched_push(s_idx, s_pf, n_sched, r, is_prefill):
 
 
 @njit(cache=True, inline="always")
-def reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi):
-    """ADMIT_NO_EVICT: blocks the running requests still need to reach their maximum output,
-    sum of blocks_for(prefix + prompt + output) - blocks held (TensorRT-LLM
-    KVCacheManager::getRemainingBlocksToCompletion, summed by GuaranteedNoEvictScheduler)."""
+def reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi, copy, r):
+    """ADMIT_NO_EVICT: blocks the running requests of r's attention copy still need to reach
+    their maximum output, sum of blocks_for(prefix + prompt + output) - blocks held
+    (TensorRT-LLM KVCacheManager::getRemainingBlocksToCompletion, summed by
+    GuaranteedNoEvictScheduler)."""
     bs, win, frac = pi[PI_BLOCK_SIZE], pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
     res = 0
     for t in range(nrun):
         v = run[t]
+        if copy[v] != copy[r]:
+            continue
         res += max(blocks_for(prefix[v] + prompt[v] + output[v], bs, win, frac) - blocks[v], 0)
     return res
 
 
 @njit(cache=True, inline="always")
 def admit_head(
-    now, left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre, prompt, output, prefix, status,
-    computed, gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi,
-    pc, pool, sem, slot_t,
+    left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, output, prefix, status, computed,
+    gen, target, blocks, run, waitq, wst, s_idx, s_pf, first_token, cached_out, pf, pi, pc, pool,
+    copy, cfree,
 ):  # fmt: skip
     """Rules 3, 4a and 5b for the head of the waiting queue: rejected if it can never fit;
     else admitted with a first chunk of min(tokens to compute, left) (not chunked: the whole
-    prompt must fit in `left`), or STOP if it does not fit now. The blocks it needs and gets
-    follow the admission policy (docs/scheduler.md "Admission policies"): ADMIT_WHOLE_PROMPT
-    allocates its whole target above the watermark; ADMIT_NO_EVICT the same, admitted only if
-    its prompt + max output fits the free blocks less the running requests' reservations;
-    ADMIT_PER_CHUNK only its first chunk's blocks, and nothing is admitted in a step that
-    preempted (`npre` > 0). Returns (DONE | STOP, left, n_sched, n_pf_tok, n_samp, work, nrun,
-    free)."""
+    prompt must fit in `left`), or STOP if it does not fit now. Blocks and watermark are those
+    of the head's attention copy (docs/memory.md). The blocks it needs and gets follow the
+    admission policy (docs/scheduler.md "Admission policies"): ADMIT_WHOLE_PROMPT allocates its
+    whole target above the watermark; ADMIT_NO_EVICT the same, admitted only if its prompt + max
+    output fits the free blocks less the running requests' reservations; ADMIT_PER_CHUNK only
+    its first chunk's blocks (and the caller admits nothing in a step that preempted). At most
+    30 arguments: CPython passes more as *args, which Numba cannot inline. Returns (DONE | STOP
+    | REJECT, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
     num_blocks, bs, watermark = pi[PI_NUM_BLOCKS], pi[PI_BLOCK_SIZE], pi[PI_WATERMARK]
+    num_blocks //= pi[PI_COPIES]  # one copy's blocks
     win, frac = pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
     policy = pi[PI_ADMISSION]
     chunked = pi[PI_CHUNKED] != 0
-    if policy == ADMIT_PER_CHUNK and npre > 0:
-        return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     r = waitq[wst[HEAD]]
     tgt = prompt[r] + gen[r]
     need_b = blocks_for(prefix[r] + tgt, bs, win, frac)
@@ -125,9 +129,7 @@ def admit_head(
         wst[SIZE] -= 1
         status[r] = REJECTED
         first_token[r] = -1.0
-        if pi[PI_MAX_CONC] > 0:
-            sem_release(sem, slot_t, now)
-        return DONE, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+        return REJECT, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     hit = 0
     shared = 0
     if pc:
@@ -137,19 +139,20 @@ def admit_head(
     c = min(u, left)
     if c == 0 or (not chunked and c < u) or nrun + 1 > pi[PI_MAX_NUM_SEQS]:
         return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    cf = cfree[copy[r]]  # the free blocks of r's attention copy
     if policy == ADMIT_PER_CHUNK:
         need_b = blocks_for(prefix[r] + cached + c, bs, win, frac)
-        if free - (need_b - shared) < watermark:
+        if cf - (need_b - shared) < watermark:
             return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     elif policy == ADMIT_NO_EVICT:
-        avail = free - reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi)
-        if avail - (full_b - shared) < watermark:
+        res = reserved_to_completion(run, nrun, prefix, prompt, output, blocks, pf, pi, copy, r)
+        if cf - res - (full_b - shared) < watermark:
             return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
-    elif free - (need_b - shared) < watermark:
+    elif cf - (need_b - shared) < watermark:
         return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
     wst[SIZE] -= 1
-    free = kv_admit(free, r, hit, need_b, cached + c, bs, blocks, pc, pool)
+    free = kv_admit(free, r, hit, need_b, cached + c, bs, blocks, pc, pool, copy, cfree)
     if cached_out[r] < 0:
         cached_out[r] = cached
     target[r] = tgt
@@ -165,15 +168,23 @@ def admit_head(
 
 @njit(cache=True)
 def preempt_for(
-    r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool
-):
-    """Rule 4c when blocks are short: preempt the most recently admitted running requests
-    (recompute) until `deficit` blocks are free or `r` itself is preempted. A plain call, made
-    only under KV pressure. Returns (nrun, free, npre, r_itself_preempted)."""
-    while free < deficit:
-        v = run[nrun - 1]
+    r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, pre, pc, pool, copy,
+    cfree,
+):  # fmt: skip
+    """Rule 4c when blocks are short: preempt the most recently admitted running requests of
+    r's attention copy (recompute) until `deficit` blocks are free in that copy or `r` itself
+    is preempted. A plain call, made only under KV pressure. Returns (nrun, free, npre,
+    r_itself_preempted)."""
+    c = copy[r]
+    while cfree[c] < deficit:
+        j = nrun - 1  # the copy's last running request (r at the latest)
+        while copy[run[j]] != c:
+            j -= 1
+        v = run[j]
+        for t in range(j, nrun - 1):
+            run[t] = run[t + 1]
         nrun -= 1
-        free = kv_free(free, v, blocks, pc, pool)
+        free = kv_free(free, v, blocks, pc, pool, copy, cfree)
         computed[v] = 0
         status[v] = WAITING
         pre_buf[npre] = v
@@ -188,13 +199,13 @@ def preempt_for(
 def schedule_one(
     r, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre, prompt, prefix,
     status, computed, gen, target, blocks, run, s_idx, s_pf, pre_buf, preemptions, pf, pi, pc,
-    pool,
+    pool, copy, cfree,
 ):  # fmt: skip
     """Rules 4c and 5a for running request r: still in prefill (chunked only), a chunk of
     min(remaining, left); decoding, one token and the block its KV needs, preempting the newest
-    requests while blocks are short (make room). STOP when the budget is used up or r preempted
-    itself. Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun,
-    free, npre)."""
+    requests of r's copy while its blocks are short (make room). STOP when the budget is used
+    up; r may preempt itself (status WAITING; with one copy it was the last running).
+    Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre)."""
     bs = pi[PI_BLOCK_SIZE]
     if computed[r] < target[r]:
         c = min(target[r] - computed[r], left)
@@ -204,17 +215,17 @@ def schedule_one(
             nb = blocks_for(prefix[r] + computed[r] + c, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
             if nb > blocks[r]:
                 deficit = nb - blocks[r]
-                if free < deficit:
+                if cfree[copy[r]] < deficit:
                     nrun, free, npre, self_pre = preempt_for(
                         r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre,
-                        preemptions, pc, pool,
+                        preemptions, pc, pool, copy, cfree,
                     )  # fmt: skip
-                    if self_pre:
+                    if self_pre:  # as below: the loop goes on with the next running request
                         return (
-                            STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
+                            DONE, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free,
                             npre,
                         )  # fmt: skip
-                free = kv_extend(free, r, nb, blocks, pc, pool)
+                free = kv_extend(free, r, nb, blocks, pc, pool, copy, cfree)
         cb = computed[r]
         computed[r] += c
         if pc:
@@ -228,14 +239,14 @@ def schedule_one(
         return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     L = prefix[r] + prompt[r] + gen[r]
     deficit = blocks_for(L, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]) - blocks[r]
-    if free < deficit:  # make room
+    if cfree[copy[r]] < deficit:  # make room (in r's attention copy)
         nrun, free, npre, self_pre = preempt_for(
             r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, preemptions,
-            pc, pool,
+            pc, pool, copy, cfree,
         )  # fmt: skip
-        if self_pre:
-            return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
+        if self_pre:  # the loop goes on with the next running request (another copy's)
+            return DONE, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     if deficit > 0:
-        free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool)
+        free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool, copy, cfree)
     n_sched = sched_push(s_idx, s_pf, n_sched, r, False)
     return DONE, left - 1, n_sched, n_pf_tok, n_dec + 1, n_samp + 1, ctx + L, work, nrun, free, npre

@@ -29,6 +29,11 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   A block is cached (its key registered) once the tokens computed or scheduled fill it, unless
   another block already holds the key; lookup is the longest run of cached keys from block 0,
   at most (target - 1) // block_size blocks.
+* attention copies (`cfg.copies` > 1, `copy[i]` the copy serving request i): one counter of free
+  blocks per copy, num_blocks / copies each; a request's blocks all come from its copy, the
+  rejection bound, the watermark and make-room look at that copy, and the victim of a
+  preemption is the last running request of that copy. One waiting queue, one running list
+  and one step for all copies. Not combined with prefix caching.
 """
 
 from __future__ import annotations
@@ -121,13 +126,15 @@ class OracleResult:
 
 
 def simulate(
-    arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0, block_keys=None
-) -> OracleResult:
+    arrival, prompt, output, cfg, costs, prefix=None, max_concurrency=0, block_keys=None,
+    copy=None,
+) -> OracleResult:  # fmt: skip
     """Run docs/scheduler.md literally. `cfg` is a SchedulerConfig, `costs` a StepCosts (or any
     objects with the same attributes). `prefix` (per request, default 0): KV tokens present at
     admission that need no compute and that every token attends to (run_stream's `prefix`):
     they take blocks, add `prefix` keys to every prefill query and to every decode's context.
-    `block_keys` (keys, offsets): prefix caching, as run_stream's."""
+    `block_keys` (keys, offsets): prefix caching, as run_stream's. `copy` (per request): the
+    attention copy serving it, as run_stream's."""
     n = len(arrival)
     reqs = [_Req(i, float(arrival[i]), int(prompt[i]), int(output[i])) for i in range(n)]
     pre_kv = [0] * n if prefix is None else [int(x) for x in prefix]
@@ -160,6 +167,11 @@ def simulate(
     # 1 no-evict reservation (TensorRT-LLM), 2 per-chunk allocation (vLLM V1)
     policy = int(getattr(cfg, "admission", 0))
     assert policy in (0, 1, 2)
+    copies = int(getattr(cfg, "copies", 1))
+    copy_of = [0] * n if copy is None else [int(x) for x in copy]
+    assert num_blocks % copies == 0 and all(0 <= c < copies for c in copy_of)
+    copy_blocks = num_blocks // copies  # one copy's pool
+    cfree = [copy_blocks] * copies  # free blocks per copy
 
     def kv_blocks(tokens: int) -> int:
         """Blocks of a sequence of `tokens` tokens: full-attention layers keep all, the
@@ -176,6 +188,7 @@ def simulate(
         ks, off = [int(x) for x in block_keys[0]], [int(x) for x in block_keys[1]]
         pkeys = [ks[off[i] : off[i + 1]] for i in range(n)]
     pc = any(pkeys)
+    assert not (pc and copies > 1), "prefix caching runs with one attention copy"
     nb_pc = num_blocks if pc else 0  # physical blocks are tracked only with the cache on
     free_q: OrderedDict[int, None] = OrderedDict((b, None) for b in range(nb_pc))
     block_key: list[int | None] = [None] * nb_pc
@@ -248,7 +261,9 @@ def simulate(
     def preempt(victim: _Req) -> None:
         nonlocal free
         running.remove(victim)
-        free += release_blocks(victim) if pc else victim.blocks
+        freed = release_blocks(victim) if pc else victim.blocks
+        free += freed
+        cfree[copy_of[victim.idx]] += freed
         victim.blocks = 0
         victim.computed = 0
         victim.status = _WAITING
@@ -264,11 +279,12 @@ def simulate(
     def rejected_at_head(r: _Req) -> bool:
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
-        return full_need(r) > num_blocks - watermark or (not chunked and r.target > budget)
+        return full_need(r) > copy_blocks - watermark or (not chunked and r.target > budget)
 
-    def reserved() -> int:
-        """No-evict: blocks the running requests still need to reach their maximum output."""
-        return sum(max(full_need(q) - q.blocks, 0) for q in running)
+    def reserved(c: int) -> int:
+        """No-evict: blocks the running requests of copy c still need to reach their maximum
+        output."""
+        return sum(max(full_need(q) - q.blocks, 0) for q in running if copy_of[q.idx] == c)
 
     def admit(r: _Req, hit: int, need: int) -> int:
         """Admit the head r with `hit` cached blocks and `need` blocks in all; returns the
@@ -286,9 +302,11 @@ def simulate(
                 r.block_ids.append(b)
             r.nreg = hit
             r.block_ids += [take_block() for _ in range(need - hit)]
+            cfree[copy_of[r.idx]] -= free - len(free_q)
             free = len(free_q)
         else:
             free -= need
+            cfree[copy_of[r.idx]] -= need
         if cached[r.idx] < 0:
             cached[r.idx] = hit * bs
         r.computed = hit * bs
@@ -297,37 +315,41 @@ def simulate(
         return hit * bs
 
     def make_room(r: _Req) -> bool:
-        """Rule 4c: room for the KV of r's newest token, preempting the last running request
-        while no block is free. False if r preempted itself."""
+        """Rule 4c: room for the KV of r's newest token, preempting the last running request of
+        r's copy while that copy has no block free. False if r preempted itself."""
         nonlocal free
         need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen)
         assert need - r.blocks in (0, 1), (need, r.blocks)
+        c = copy_of[r.idx]
         if need > r.blocks:
-            while free == 0:
-                victim = running[-1]
+            while cfree[c] == 0:
+                victim = [q for q in running if copy_of[q.idx] == c][-1]
                 preempt(victim)
                 if victim is r:
                     return False
             r.blocks += 1
             free -= 1
+            cfree[c] -= 1
             if pc:
                 r.block_ids.append(take_block())
         return True
 
     def make_room_chunk(r: _Req, c: int) -> bool:
         """Per-chunk allocation: the blocks of r's next chunk of c tokens, preempting the last
-        running request while they are short. False if r preempted itself."""
+        running request of r's copy while they are short. False if r preempted itself."""
         nonlocal free
         need = kv_blocks(pre_kv[r.idx] + r.computed + c) - r.blocks
         if need <= 0:
             return True
-        while free < need:
-            victim = running[-1]
+        k = copy_of[r.idx]
+        while cfree[k] < need:
+            victim = [q for q in running if copy_of[q.idx] == k][-1]
             preempt(victim)
             if victim is r:
                 return False
         r.blocks += need
         free -= need
+        cfree[k] -= need
         if pc:
             r.block_ids += [take_block() for _ in range(need)]
         return True
@@ -364,15 +386,16 @@ def simulate(
             c = min(u, left) if chunked else u
             if c == 0 or c > left or len(running) + 1 > max_num_seqs:
                 break
+            cf = cfree[copy_of[r.idx]]  # the free blocks of r's attention copy
             if policy == 2:  # the blocks of the first chunk only
                 need = kv_blocks(pre_kv[r.idx] + hit * bs + c)
-                avail = free
+                avail = cf
             elif policy == 1:  # the whole target now, prompt + max output reserved
                 need = kv_blocks(pre_kv[r.idx] + r.target)
-                avail = free - reserved() - (full_need(r) - need)
+                avail = cf - reserved(copy_of[r.idx]) - (full_need(r) - need)
             else:
                 need = kv_blocks(pre_kv[r.idx] + r.target)
-                avail = free
+                avail = cf
             if avail - (need - shared) < watermark:
                 break
             cb = admit(r, hit, need)
@@ -385,7 +408,8 @@ def simulate(
 
     def schedule_running(left: int) -> int:
         """Rules 4c, 5a: walk `running` from the front, a prefill chunk (chunked only) or one
-        decode token each, until the budget is used up or a request preempts itself."""
+        decode token each, until the budget is used up; a request that preempts itself is
+        skipped (with one copy it was the last running one)."""
         i = 0
         while i < len(running):
             r = running[i]
@@ -394,9 +418,9 @@ def simulate(
             if c == 0:
                 break
             if not prefill and not make_room(r):
-                break
+                continue  # r preempted itself: on with the next (another copy's) request
             if prefill and policy == 2 and not make_room_chunk(r, c):
-                break
+                continue
             sched.append((r, prefill, c, r.computed))
             if prefill:
                 r.computed += c
@@ -428,10 +452,16 @@ def simulate(
         assert t["n_samp"] <= max_num_seqs
         assert 0 <= free <= num_blocks
         if policy == 1:  # no-evict: never preempts, the reservations always fit
-            assert not preempted and free - reserved() >= 0
+            assert not preempted and all(cfree[k] - reserved(k) >= 0 for k in range(copies))
         if policy == 2:  # per-chunk: no request holds more blocks than its tokens need
             for q in running:
                 assert q.blocks <= kv_blocks(pre_kv[q.idx] + max(q.computed, q.prompt + q.gen))
+        for c in range(copies):  # no copy over its pool; a request's blocks are in its copy
+            assert 0 <= cfree[c] <= copy_blocks
+            if not pc:
+                held_c = sum(q.blocks for q in running if copy_of[q.idx] == c)
+                assert held_c + cfree[c] == copy_blocks, (c, held_c, cfree[c])
+        assert sum(cfree) == free
         if pc:
             assert free == len(free_q)
             held = {b for q in running for b in q.block_ids}
@@ -474,7 +504,9 @@ def simulate(
             if is_finish:
                 r.finish = now
                 r.status = _FINISHED
-                free += release_blocks(r) if pc else r.blocks
+                freed = release_blocks(r) if pc else r.blocks
+                free += freed
+                cfree[copy_of[r.idx]] += freed
                 r.blocks = 0
                 running.remove(r)
                 if not output_lag:

@@ -114,3 +114,38 @@ def test_cli_does_not_pick_a_plan_whose_copy_cannot_hold_the_request(capsys) -> 
     ranked = out.split("* Infeasible plans:")[0]
     assert "ATTN-TP1x8" not in ranked.split("Ranked by latency.")[1]
     assert "one attention copy" in out
+
+
+def test_each_copy_holds_only_its_own_sequences() -> None:
+    # ATTN-TP1x8, requests dealt to the copies in turn: #0 and #8 land on copy 0, each growing
+    # to 0.6 of one copy's KV; the others are small. The pooled blocks of all copies held
+    # everything (no preemption); copy 0 alone cannot hold #0 and #8, so its last running
+    # request, #8, is preempted
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    opts = EngineOptions()
+    mem = _mem(plan, opts, static_workload(16, 1000, 16))
+    copy_tokens = copy_seq_blocks(mem, plan.pp, WATERMARK_FRACTION) * opts.block_size
+    big = int(0.3 * copy_tokens)
+    prompt = np.full(16, 1000, np.int64)
+    output = np.full(16, 16, np.int64)
+    prompt[[0, 8]] = big
+    output[[0, 8]] = big
+    wl = Workload(np.zeros(16), prompt, output, "two big on copy 0")
+    assert int((prompt + output).sum()) < mem.kv_tokens_per_replica // 2  # pooled: ample
+    res = simulate_plan(MODEL, CLUSTER, plan, wl, opts)
+    assert res.feasible, res.reason
+    assert res.scheduler is not None and res.scheduler.copies == 8
+    (s,) = res.streams
+    assert s.preemptions[8] >= 1
+    assert s.preemptions[np.arange(16) != 8].sum() == 0
+    assert int(s.rec_blocks.max()) <= res.scheduler.num_blocks
+
+
+def test_prefix_cache_is_not_simulated_with_copies() -> None:
+    plan = _plan("DP1 PP1 ATTN-TP1x8")
+    opts = EngineOptions(prefix_caching=True)
+    res = simulate_plan(MODEL, CLUSTER, plan, static_workload(8, 2000, 16), opts)
+    assert not res.prefix_cache_on
+    assert "8 attention copies" in res.prefix_cache_note
+    one = _plan("DP1 PP1 TP8")
+    assert simulate_plan(MODEL, CLUSTER, one, static_workload(8, 2000, 16), opts).prefix_cache_on

@@ -172,6 +172,18 @@ class PlanResult:
     prefix_cache_note: str = ""
 
 
+def copies_blocker(copies: int) -> str:
+    """Why prefix caching is not simulated for a plan with `copies` attention copies ("" if
+    it is): each copy keeps a KV pool of its own, and the simulated prefix cache is one pool
+    (docs/memory.md, "KV cache per attention copy")."""
+    if copies > 1:
+        return (
+            f"not simulated with {copies} attention copies per stage (each copy keeps its own "
+            "KV cache; the simulated prefix cache is one pool)"
+        )
+    return ""
+
+
 def stream_split(workload: Workload, dp: int, pp: int) -> list[np.ndarray]:
     """Round-robin over DP replicas, then over the pipeline virtual engines of each replica."""
     ids = np.arange(workload.num_requests)
@@ -226,15 +238,17 @@ def _compiled_costs(
 
 
 def scheduler_config(
-    blocks: int, budget: int, opts: EngineOptions, model: ModelSpec
+    blocks: int, budget: int, opts: EngineOptions, model: ModelSpec, copies: int = 1
 ) -> SchedulerConfig:
-    """The scheduler limits of one stream with `blocks` KV blocks."""
+    """The scheduler limits of one stream with `blocks` KV blocks split over `copies` attention
+    copies (each a pool of blocks // copies with its own watermark)."""
     policy = opts.admission_policy
+    per_copy = blocks // copies
     # the 1% watermark is vLLM V0's (BlockSpaceManager); vLLM V1's allocate_slots (0.8.4 ..
     # 0.11.0) and TensorRT-LLM's GuaranteedNoEvictScheduler compare with the free blocks alone
-    watermark = int(ep.WATERMARK_FRACTION * blocks) if policy == ADMIT_WHOLE_PROMPT else 0
+    watermark = int(ep.WATERMARK_FRACTION * per_copy) if policy == ADMIT_WHOLE_PROMPT else 0
     return SchedulerConfig(
-        num_blocks=blocks,
+        num_blocks=per_copy * copies,
         block_size=opts.block_size,
         watermark=watermark,
         max_num_seqs=opts.max_num_seqs,
@@ -244,6 +258,7 @@ def scheduler_config(
         window_blocks=model.kv_window_blocks(opts.block_size),
         full_kv_fraction=model.kv_full_fraction,
         admission=policy,
+        copies=copies,
     )
 
 
@@ -287,11 +302,13 @@ def simulate_plan(
         from apex_fast.disagg.pools import decode_pool_costs
 
         compiled = decode_pool_costs(compiled)
-    cfg = scheduler_config(blocks, budget, opts, model)
+    copies = plan.attn_replicas  # each attention copy has a KV pool of its own
+    cfg = scheduler_config(blocks, budget, opts, model, copies)
     streams: list[StreamResult] = []
-    pc_note = prefix_cache_blocker(workload, cfg.window_blocks) if opts.prefix_caching else ""
+    pc_note = ""
+    if opts.prefix_caching:
+        pc_note = prefix_cache_blocker(workload, cfg.window_blocks) or copies_blocker(copies)
     pc_on = opts.prefix_caching and not pc_note
-    copies = plan.attn_replicas  # each attention copy has a cache of its own
     tags = None
     if getattr(opts, "router", "round-robin") == "prefix" and not workload.max_concurrency:
         index, tags = prefix_split(workload, plan.dp, plan.pp, opts.block_size, copies)
@@ -302,13 +319,14 @@ def simulate_plan(
         index, slots = closed_loop_split(
             workload.num_requests, plan.dp, plan.pp, workload.max_concurrency
         )
-    if pc_on and copies > 1 and tags is None:
+    if copies > 1 and tags is None:  # requests dealt to the copies in turn (round robin)
         tags = copy_tags(workload.num_requests, index, copies)
     rejected: list[np.ndarray] = []
     too_long = np.empty(0, np.int64)
     if plan.attn_replicas > 1:
         # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
-        # outgrows one copy can never be served (the kernel pools the copies' blocks)
+        # outgrows one copy can never be served (the kernel would reject it too; taken out
+        # here to say why)
         index, too_long = beyond_copy(workload, index, mem, plan.pp, opts.block_size)
         if too_long.size:
             rejected.append(too_long)
@@ -327,6 +345,7 @@ def simulate_plan(
             block_keys=(
                 block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
             ),
+            copy=None if tags is None else tags[ids],
         )
         streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]

@@ -5,8 +5,8 @@ when its KV cache so far (prefix + prompt + tokens generated before a preemption
 exceeds its stream's blocks less vLLM's watermark, and, without chunked prefill, when its
 prompt exceeds the step's token budget; a running request may grow into the watermark, and one
 that outgrows every block is preempted and then rejected. With several attention copies a
-sequence's KV cache must fit in the one copy that serves it, so the bound that matters is one
-copy's share: `stream_kv_capacity`. `simulate_plan` (sim/engine.py) and the "no plan fits"
+sequence's KV cache must fit in the one copy that serves it (the kernel keeps a pool per copy),
+so the bound that matters is one copy's share: `stream_kv_capacity`. `simulate_plan` (sim/engine.py) and the "no plan fits"
 message (search/diagnose.py) take their numbers and words from here.
 """
 
@@ -74,15 +74,16 @@ def kernel_rejection_reason(workload: Workload, rej: np.ndarray, cfg: SchedulerC
     chunked prefill, else their KV cache (prompt alone, or prompt plus output once it grew)
     above the stream's blocks less the watermark."""
     longest = int(np.max(workload.prompt[rej]))
-    cap_tokens = (cfg.num_blocks - cfg.watermark) * cfg.block_size
+    cap_tokens = (cfg.num_blocks // cfg.copies - cfg.watermark) * cfg.block_size
     why = "KV capacity" if cfg.chunked or longest <= cfg.budget else "token budget"
     what = f"prompts up to {longest} tokens"
     if why == "KV capacity" and longest <= cap_tokens:  # rejected once their KV outgrew it
         total = int(np.max(workload.prompt[rej] + workload.output[rej]))
         what = f"prompts plus outputs up to {total} tokens"
+    per = "per stream" if cfg.copies == 1 else "per attention copy and stream"
     return (
         f"{numbered(rej)} have {what}, beyond the {why} of this plan ({cap_tokens} KV tokens "
-        f"per stream, budget {cfg.budget})"
+        f"{per}, budget {cfg.budget})"
     )
 
 

@@ -41,7 +41,7 @@ def gap_bin_edges() -> np.ndarray:
 class SchedulerConfig:
     """vLLM scheduler limits for one stream."""
 
-    num_blocks: int
+    num_blocks: int  # KV blocks of the stream, all attention copies together
     block_size: int = 16
     watermark: int = 0
     max_num_seqs: int = 256
@@ -58,6 +58,10 @@ class SchedulerConfig:
     # max output reserved, never preempt (TensorRT-LLM GUARANTEED_NO_EVICT), 2 blocks per
     # scheduled chunk (vLLM V1); docs/scheduler.md "Admission policies"
     admission: int = 0
+    # attention copies of the stage (docs/memory.md "KV cache per attention copy"): each copy
+    # has a pool of num_blocks / copies blocks and keeps `watermark` of them free at admission;
+    # a request takes all its blocks from the one copy that serves it
+    copies: int = 1
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ def run_stream(
     prefix: np.ndarray | None = None,
     max_concurrency: int = 0,
     block_keys: tuple[np.ndarray, np.ndarray] | None = None,
+    copy: np.ndarray | None = None,
 ) -> StreamResult:
     """Simulate one stream. Arrays must be sorted by arrival; prompt and output >= 1.
 
@@ -174,6 +179,8 @@ def run_stream(
     offsets[i+1] - offsets[i] prompt blocks (of cfg.block_size tokens) have the int64 keys
     keys[offsets[i]:offsets[i+1]]; equal keys mean equal prompt prefixes up to the end of that
     block (docs/scheduler.md, "Prefix cache"). None or no keys: no prefix cache.
+    `copy` (optional, per request, 0..cfg.copies-1): the attention copy serving each request
+    (docs/memory.md, "KV cache per attention copy"); None: all on copy 0.
     """
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     prompt = np.ascontiguousarray(prompt, dtype=np.int64)
@@ -191,6 +198,7 @@ def run_stream(
     from apex_fast.kernels.batching import GAP_BINS, simulate_stream
 
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
+    copy = _copy_tags(copy, n, cfg, nkeys)
     pf, pi = kernel_params(cfg, costs, int(min(max_concurrency, n)), nkeys)
     tok_table = np.ascontiguousarray(costs.tok_table, dtype=np.float64)
     seq_table = np.ascontiguousarray(costs.seq_table, dtype=np.float64)
@@ -206,7 +214,7 @@ def run_stream(
         entry = np.empty(n, np.float64)
         cached = np.empty(n, np.int64)
         nrec = simulate_stream(
-            arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, pc_key, pc_off,
+            arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, pc_key, pc_off, copy,
             first, finish, pre, entry, cached, rf, ri, hist,
         )  # fmt: skip
         if nrec >= 0:
@@ -265,12 +273,29 @@ def kernel_params(
         kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
         kp.PI_ADMISSION: cfg.admission,
+        kp.PI_COPIES: cfg.copies,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
     pi = np.array([int(ints[k]) for k in range(kp.N_PI)], np.int64)
     _PARAMS_MEMO[0] = (cfg, costs, max_conc, pc_nkeys, pf, pi)
     return pf, pi
+
+
+def _copy_tags(copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int) -> np.ndarray:
+    """The attention copy of every request for the kernel, checked against `cfg`."""
+    if cfg.copies < 1 or cfg.num_blocks % cfg.copies:
+        raise ApexError(
+            f"{cfg.num_blocks} KV blocks cannot be split over {cfg.copies} attention copies"
+        )
+    if cfg.copies > 1 and nkeys > 0:
+        raise ApexError("the prefix cache is not simulated with several attention copies")
+    if copy is None:
+        return np.zeros(n, np.int64)
+    tags = np.ascontiguousarray(copy, dtype=np.int64)
+    if tags.size != n or (n and (tags.min() < 0 or tags.max() >= cfg.copies)):
+        raise ApexError(f"copy must give each request an attention copy in 0..{cfg.copies - 1}")
+    return tags
 
 
 def _dense_keys(
