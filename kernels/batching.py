@@ -20,6 +20,7 @@ The KV blocks (and the prefix-cache block pool) are behind the allocator of kern
 from __future__ import annotations
 
 import numpy as np
+from apex_fast.kernels.gaps import gap_bin, gap_bin_safe_hi
 from apex_fast.kernels.kv_blocks import blocks_for, kv_extend, kv_free, pool_new
 from apex_fast.kernels.params import (
     ADMIT_PER_CHUNK,
@@ -72,39 +73,6 @@ from apex_fast.sim.records import (
     I_SAMP,
     I_SCHED,
 )
-
-# Inter-token gap histogram: log-spaced bins from 1e-7 s to 1e4 s, 400 per decade (0.58% wide).
-GAP_LOG_MIN = -7.0
-GAP_BINS_PER_DECADE = 400
-GAP_BINS = 11 * GAP_BINS_PER_DECADE
-
-
-def gap_bin_edges() -> np.ndarray:
-    """Edges (seconds) of the gap histogram bins; bin i holds gaps in [edges[i], edges[i+1])."""
-    return 10.0 ** (GAP_LOG_MIN + np.arange(GAP_BINS + 1) / GAP_BINS_PER_DECADE)
-
-
-@njit(cache=True, inline="always")
-def _gap_bin(g: float) -> int:
-    if g <= 0.0:
-        return 0
-    b = int(np.floor((np.log10(g) - GAP_LOG_MIN) * GAP_BINS_PER_DECADE))
-    if b < 0:
-        return 0
-    if b >= GAP_BINS:
-        return GAP_BINS - 1
-    return b
-
-
-@njit(cache=True, inline="always")
-def _gap_bin_safe_hi(b: int) -> float:
-    """A bound below the upper edge of bin b such that every gap g in [g_b, bound), where
-    _gap_bin(g_b) == b, also has _gap_bin(g) == b (the margin of 1e-12 relative covers the
-    rounding of log10 in _gap_bin, ~1e-15 relative)."""
-    if b >= GAP_BINS - 1:
-        return np.inf
-    return 10.0 ** (GAP_LOG_MIN + (b + 1) / GAP_BINS_PER_DECADE) * (1.0 - 1e-12)
-
 
 # --------------------------------------------------------------------------- a step
 
@@ -184,9 +152,9 @@ def _skip_decode_run(now, kmax, limit_t, base, host, floor, floored, c_ctx, ctx,
         if d < d_lo or d >= d_hi:
             gap_hist[b] += cnt * n_dec
             cnt = 0
-            b = _gap_bin(d)
+            b = gap_bin(d)
             d_lo = d
-            d_hi = _gap_bin_safe_hi(b)
+            d_hi = gap_bin_safe_hi(b)
         cnt += 1
         now += d
         k += 1
@@ -239,7 +207,7 @@ def _sample_one(
         g = end_first - last_tok[r]
         if g != g_prev:
             g_prev = g
-            b_prev = _gap_bin(g)
+            b_prev = gap_bin(g)
         gap_hist[b_prev] += 1
     else:
         first_token[r] = end_first
@@ -262,6 +230,37 @@ def _sample_one(
 # pruning cannot pair them across the phases' branches and loops), which made the kernel 2-6x
 # slower than the single-function form. The functions it calls (kernels/kv_blocks.py pool
 # functions, schedule.preempt_for) count their own references as usual.
+@njit(cache=True, inline="always")
+def _queue_arrivals(now, next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t):
+    """Rule 1 for every arrival up to `now`; returns the next request not yet queued."""
+    while next_arr < arrival.shape[0] and arrival[next_arr] <= now:
+        if not queue_arrival(next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t):
+            break
+        next_arr += 1
+    return next_arr
+
+
+@njit(cache=True, inline="always")
+def _fewest_free(free, cfree, ncopy):
+    """The free blocks of the fullest attention copy (`free` with one copy)."""
+    f = free
+    if ncopy > 1:
+        for c in range(ncopy):
+            f = min(f, cfree[c])
+    return f
+
+
+@njit(cache=True, inline="always")
+def _compact_running(run, nrun, status):
+    """Finished requests leave the running list (order kept); returns its new length."""
+    m = 0
+    for i in range(nrun):
+        if status[run[i]] == RUNNING:
+            run[m] = run[i]
+            m += 1
+    return m
+
+
 @njit(cache=True, _nrt=False)
 def _run(
     arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
@@ -281,12 +280,9 @@ def _run(
     now = 0.0
     next_arr = nrun = nlag = nrec = 0
     while True:
-        while next_arr < n and arrival[next_arr] <= now:  # queue arrivals
-            if not queue_arrival(
-                next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t
-            ):
-                break
-            next_arr += 1
+        next_arr = _queue_arrivals(
+            now, next_arr, arrival, status, waitq, wst, arr_eff, max_conc, sem, slot_t
+        )
         if nrun == 0 and wst[SIZE] == 0:  # idle: pending outputs are processed at once
             if max_conc > 0 and nlag > 0:  # their finishes free slots now: queue again
                 for t in range(nlag):
@@ -350,10 +346,7 @@ def _run(
         now = start + d0
         k = 1
         if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
-            fmin = free  # the fullest copy bounds the run (n_dec >= its decodes)
-            if ncopy > 1:
-                for c in range(ncopy):
-                    fmin = min(fmin, cfree[c])
+            fmin = _fewest_free(free, cfree, ncopy)  # the fullest copy bounds the run
             kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
@@ -387,12 +380,7 @@ def _run(
                 lag_kind[nlag] = kind
                 nlag += 1
         if any_done:  # finished requests leave the running list
-            m = 0
-            for i in range(nrun):
-                if status[run[i]] == RUNNING:
-                    run[m] = run[i]
-                    m += 1
-            nrun = m
+            nrun = _compact_running(run, nrun, status)
     return nrec
 
 

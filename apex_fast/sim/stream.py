@@ -23,16 +23,20 @@ __all__ = [
 # The Numba kernel (and Numba itself) is imported when a stream is first simulated, not when
 # this module is: command lines that stop before simulating (bad input, listings) skip it.
 def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
-    if name in ("GAP_BINS", "simulate_stream"):
-        from apex_fast.kernels import batching
+    if name == "GAP_BINS":
+        from apex_fast.kernels.gaps import GAP_BINS
 
-        return getattr(batching, name)
+        return GAP_BINS
+    if name == "simulate_stream":
+        from apex_fast.kernels.batching import simulate_stream
+
+        return simulate_stream
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def gap_bin_edges() -> np.ndarray:
-    """Edges of the inter-token-gap histogram bins (kernels/batching.py)."""
-    from apex_fast.kernels.batching import gap_bin_edges as edges
+    """Edges of the inter-token-gap histogram bins (kernels/gaps.py)."""
+    from apex_fast.kernels.gaps import gap_bin_edges as edges
 
     return edges()
 
@@ -195,7 +199,8 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
-    from apex_fast.kernels.batching import GAP_BINS, simulate_stream
+    from apex_fast.kernels.batching import simulate_stream
+    from apex_fast.kernels.gaps import GAP_BINS
 
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     copy = _copy_tags(copy, n, cfg, nkeys)
