@@ -40,7 +40,6 @@ from apex_fast.hardware.cluster import Cluster
 from apex_fast.memo import put_bounded
 from apex_fast.metrics.latency import meets_slo, request_latencies
 from apex_fast.models.spec import ModelSpec
-from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.workload import Workload
@@ -179,16 +178,7 @@ class CapacitySearch:
     def _kv_per_stream(self, plan: Plan) -> float:
         """KV cache blocks of one stream (a pipeline engine of one DP replica)."""
         o = self.options
-        mem = memory_report(
-            self.model,
-            plan,
-            self.cluster.device.hbm_gb,
-            o.gpu_memory_utilization,
-            o.budget(self.workload),
-            o.max_num_seqs,
-            o.block_size,
-            o.memory_fraction_kind,
-        )
+        mem = o.memory(self.model, plan, self.cluster, o.budget(self.workload))
         return mem.kv_blocks_per_replica / plan.pp
 
     def _saturation(self, o: SloOutcome) -> float | None:

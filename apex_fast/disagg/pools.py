@@ -12,7 +12,6 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, divisors, enumerate_plans
-from apex_fast.plans.memory import memory_report
 from apex_fast.plans.plan import Plan
 from apex_fast.sim import records
 from apex_fast.sim.engine import CompiledCosts, EngineOptions, PlanResult, simulate_plan
@@ -154,16 +153,7 @@ def instance_plans(
         return []
     out = []
     for p in plans:
-        mem = memory_report(
-            model,
-            p,
-            cluster.device.hbm_gb,
-            opts.gpu_memory_utilization,
-            budget,
-            opts.max_num_seqs,
-            opts.block_size,
-            opts.memory_fraction_kind,
-        )
+        mem = opts.memory(model, p, cluster, budget)
         if mem.fits:
             out.append(p)
     return out

@@ -14,7 +14,7 @@ from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.enumerate import Pins, enumerate_plans
-from apex_fast.plans.memory import GIB, USABLE_FRACTION, MemoryReport, memory_report
+from apex_fast.plans.memory import GIB, USABLE_FRACTION, MemoryReport
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult
 from apex_fast.sim.rejection import (
@@ -49,16 +49,7 @@ class _Probe:
     def capacity(self, c: Cluster, plan: Plan) -> tuple[int, MemoryReport]:
         """KV tokens one stream of `plan` gives a single request (0 = memory does not fit)."""
         o = self.options
-        mem = memory_report(
-            self.model,
-            plan,
-            c.device.hbm_gb,
-            o.gpu_memory_utilization,
-            self.budget,
-            o.max_num_seqs,
-            o.block_size,
-            o.memory_fraction_kind,
-        )
+        mem = o.memory(self.model, plan, c, self.budget)
         return (stream_kv_capacity(mem, plan.pp, o.block_size) if mem.fits else 0), mem
 
 

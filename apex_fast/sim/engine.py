@@ -100,6 +100,20 @@ class EngineOptions:
 
         return get_engine(self.engine).admission_policy
 
+    def memory(self, model: ModelSpec, plan: Plan, cluster: Cluster, budget: int) -> MemoryReport:
+        """Memory of `plan`'s most loaded device under these settings (plans/memory.py): the
+        engine's memory fraction read as its kind, `budget` tokens in the profiling step."""
+        return memory_report(
+            model,
+            plan,
+            cluster.device.hbm_gb,
+            self.gpu_memory_utilization,
+            budget,
+            self.max_num_seqs,
+            self.block_size,
+            self.memory_fraction_kind,
+        )
+
     @property
     def memory_fraction_kind(self) -> str:
         """What `gpu_memory_utilization` means for this engine (plans.memory.kv_pool_bytes)."""
@@ -270,16 +284,7 @@ def simulate_plan(
     opts: EngineOptions,
 ) -> PlanResult:
     budget = opts.budget(workload)
-    mem = memory_report(
-        model,
-        plan,
-        cluster.device.hbm_gb,
-        opts.gpu_memory_utilization,
-        budget,
-        opts.max_num_seqs,
-        opts.block_size,
-        opts.memory_fraction_kind,
-    )
+    mem = opts.memory(model, plan, cluster, budget)
     if not mem.fits:
         return PlanResult(plan, mem, False, mem.reason, budget=budget)
     blocks = mem.kv_blocks_per_replica // plan.pp
