@@ -5,6 +5,8 @@ run one step together. Kernel against the oracle, invariants, closed-form cases.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -166,3 +168,19 @@ def test_bad_copy_inputs_are_refused() -> None:
     prompt16 = np.array([16, 16])
     with pytest.raises(ApexError, match="prefix cache"):
         run_stream(arrival, prompt16, output, _cfg(copies=2), COSTS, block_keys=keys)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(copy_cases(), st.sampled_from([1, 2]))
+def test_kernel_matches_oracle_with_copies_and_engine_admission(case, policy):
+    """The engines' admission rules (TensorRT-LLM no-evict, vLLM V1 per-chunk) act within the
+    request's copy: reservations and free blocks are the copy's own."""
+    arrival, prompt, output, cfg, costs, copy = case
+    cfg = dataclasses.replace(cfg, admission=policy)
+    res, _ = check_copies(arrival, prompt, output, cfg, costs, copy)
+    if policy == 1:  # no-evict never preempts
+        assert int(res.preemptions.sum()) == 0
