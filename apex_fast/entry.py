@@ -7,7 +7,26 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: remembered, then raised. Python ignores an exception raised inside some
+    import-machinery callbacks ("Exception ignored in ... _get_module_lock"), so a Ctrl-C that
+    lands while modules load could otherwise be lost and the run finish as a success."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C arrived, even one Python swallowed: called before
+    a command runs and before a report is written."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def _listing(args: list[str]) -> str | None:
@@ -21,6 +40,11 @@ def _listing(args: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        try:
+            signal.signal(signal.SIGINT, _on_sigint)
+        except ValueError:  # not the main thread: keep Python's handler
+            pass
     args = list(sys.argv[1:] if argv is None else argv)
     text = _listing(args)
     if text is not None:

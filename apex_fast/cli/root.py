@@ -14,6 +14,7 @@ import traceback
 
 import typer
 
+from apex_fast.entry import check_interrupted
 from apex_fast.errors import ApexError
 
 app = typer.Typer(
@@ -141,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         register(args[0] if not args[0].startswith("-") else None)
+        check_interrupted()  # a Ctrl-C Python swallowed while the command's modules loaded
         rv = app(args=args, standalone_mode=False)
         if rv == 130:  # Typer turns Ctrl-C inside a command into this exit code
             raise KeyboardInterrupt
+        check_interrupted()
     except ApexError as e:
         _say(f"error: {' '.join(str(e).split()) or 'invalid input'}")
         return 2

@@ -104,6 +104,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename it into place, so that an
     interrupted run never leaves a partial report behind."""
     import os
+
+    from apex_fast.entry import check_interrupted
+
+    check_interrupted()  # no report for a run the user stopped
     import stat
     import tempfile
 
