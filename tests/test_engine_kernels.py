@@ -10,10 +10,22 @@ from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans import memory as mem
 from apex_fast.plans.enumerate import Pins, enumerate_plans
-from apex_fast.sim.costs import XFORMERS_REL_EFFICIENCY, compile_costs, default_attention_backend
+from apex_fast.sim.costs import XFORMERS_REL_EFFICIENCY, compile_costs
 from apex_fast.sim.step_time import K_FP8_ACT_QUANT, launch_counts
 
 GPUS = ("H100-SXM-80GB", "A100-SXM-80GB", "V100-PCIE-16GB")
+
+# GPUs older than SM 8.0 (no FlashAttention-2)
+_PRE_AMPERE = ("V100", "T4", "P100")
+
+
+def v0_attention_backend(kv_dtype: str, device_name: str) -> str:
+    """vLLM 0.6's choice restated independently of the engine profiles (vllm@0.6.0:
+    vllm/attention/selector.py which_attn_to_use): FlashAttention unless the KV cache is FP8 or
+    the GPU is older than SM 8.0, then xFormers for prefill and PagedAttention for decode."""
+    if kv_dtype in ("float8", "int8") or device_name.upper().startswith(_PRE_AMPERE):
+        return "xformers"
+    return "flash-attn"
 
 
 def _plan(model: str, gpu: str, tp: int, wdt: str, kvdt: str):
@@ -26,10 +38,10 @@ def _plan(model: str, gpu: str, tp: int, wdt: str, kvdt: str):
 @pytest.mark.parametrize("gpu", GPUS)
 @pytest.mark.parametrize("kv", ["half", "float8", "int8"])
 def test_vllm06_profile_reproduces_the_v0_selector(gpu, kv):
-    """The profile's choice is the rule costs.default_attention_backend encodes (vLLM 0.6.0
+    """The profile's choice is the rule v0_attention_backend restates (vLLM 0.6.0
     attention/selector.py), so moving the choice to the engine changes nothing for vLLM 0.6."""
     for name in ("vllm-0.6", "vllm-0.5"):
-        assert ENGINES[name].attention_kernel(kv, gpu) == default_attention_backend(kv, gpu)
+        assert ENGINES[name].attention_kernel(kv, gpu) == v0_attention_backend(kv, gpu)
 
 
 def test_engines_choose_their_own_attention_kernel():

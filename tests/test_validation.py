@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from apex_fast.engines import ENGINES
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import Pins, enumerate_plans
-from apex_fast.sim.costs import default_attention_backend
 from apex_fast.sim.step_time import (
     K_FP8_ACT_QUANT,
     PARAM_RANGES,
@@ -128,9 +128,9 @@ def test_fp8_w8a8_adds_activation_quantisation_launches() -> None:
 
 
 def test_attention_backend_follows_kv_dtype_and_gpu() -> None:
-    assert default_attention_backend("half", "H100-SXM-80GB") == "flash-attn"
-    assert default_attention_backend("float8", "H100-SXM-80GB") == "xformers"
-    assert default_attention_backend("half", "V100-PCIE-16GB") == "xformers"
+    assert ENGINES["vllm-0.6"].attention_kernel("half", "H100-SXM-80GB") == "flash-attn"
+    assert ENGINES["vllm-0.6"].attention_kernel("float8", "H100-SXM-80GB") == "xformers"
+    assert ENGINES["vllm-0.6"].attention_kernel("half", "V100-PCIE-16GB") == "xformers"
 
 
 def test_band_for_validated_and_unvalidated_configurations() -> None:

@@ -53,20 +53,7 @@ __all__ = [
     "CompiledCosts",
     "compile_costs",
     "custom_all_reduce_time",
-    "default_attention_backend",
 ]
-
-# GPUs older than SM 8.0 (no FlashAttention-2)
-_PRE_AMPERE = ("V100", "T4", "P100")
-
-
-def default_attention_backend(kv_dtype: str, device_name: str) -> str:
-    """vLLM 0.6's choice (vllm@0.6.0:vllm/attention/selector.py which_attn_to_use): FlashAttention
-    unless the KV cache is FP8 or the GPU is older than SM 8.0, then xFormers for prefill and
-    vLLM's PagedAttention kernel for decode."""
-    if kv_dtype in ("float8", "int8") or device_name.upper().startswith(_PRE_AMPERE):
-        return "xformers"
-    return "flash-attn"
 
 
 @dataclass
