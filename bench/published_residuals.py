@@ -79,7 +79,11 @@ def collect(engine: str, moe: bool) -> list[dict]:
             "model": _short_model(src["model_hf_id"]),
             "dtype": f"w={src['weight_dtype'] or '-'} kv={src['kv_dtype'] or '-'}",
             "tp": int(src["tp"] or 1),
-            "isl_osl": f"{int(src['input_len'])}/{int(src['output_len'])}",
+            "isl_osl": (
+                f"{int(src['input_len'])}/{int(src['output_len'])}"
+                if src["input_len"] is not None and src["output_len"] is not None
+                else "dataset"
+            ),
             "rate": (
                 f"conc {int(src['max_concurrency'])}"
                 if src["max_concurrency"]
