@@ -18,7 +18,10 @@ second of one call are steps per second per core. The pure-Python oracle (`tests
 one step at a time) runs on a small prefix of each trace for comparison.
 
 Prints figures only; `bench/ci_guard.py` compares them with `bench/baseline.json`.
-Usage: python bench/kernel.py [--json] [--repeat N] [--no-oracle]
+`--old FILE`: also time another version of kernels/batching.py (e.g. `git show
+main:kernels/batching.py > /tmp/old_batching.py`) in the same run, check that its outputs are
+identical and print the ratio.
+Usage: python bench/kernel.py [--json] [--repeat N] [--no-oracle] [--old FILE]
 """
 
 from __future__ import annotations
@@ -94,6 +97,34 @@ def time_kernel(trace, cfg, costs, repeat: int) -> tuple[float, int, int]:
     return best, res.num_steps, int(res.rec_count.size), seq_steps
 
 
+def load_old_kernel(path: str):
+    """simulate_stream of another version of kernels/batching.py (same package imports)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("apex_fast.kernels._old_batching", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # Numba's cache finds the module again by name
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod.simulate_stream
+
+
+def swap_kernel(fn):
+    """Make run_stream call `fn`; returns the previous simulate_stream."""
+    import apex_fast.kernels.batching as kb
+
+    prev = kb.simulate_stream
+    kb.simulate_stream = fn
+    return prev
+
+
+def same_result(a, b) -> bool:
+    return all(
+        np.array_equal(getattr(a, f), getattr(b, f))
+        for f in a.__dataclass_fields__
+        if isinstance(getattr(a, f), np.ndarray)
+    )
+
+
 def time_oracle(trace, cfg, costs, n: int) -> tuple[float, int]:
     sys.path.insert(0, str(ROOT / "tests"))
     from oracle import simulate  # type: ignore[import-not-found]
@@ -111,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
+    ap.add_argument("--old", help="another kernels/batching.py to time side by side")
     a = ap.parse_args(argv)
     cfg, costs = setup()
     figures: dict[str, float] = {}
@@ -121,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         trace = make_trace(kind, a.requests)
         secs, steps, recs, seq_steps = time_kernel(trace, cfg, costs, a.repeat)
+        ref = run_stream(*trace, cfg, costs)
         sps = steps / secs
         key = kind.replace("-", "_")
         figures[f"kernel_{key}_steps_per_s"] = sps
@@ -129,6 +162,19 @@ def main(argv: list[str] | None = None) -> dict:
             f"records, {secs * 1e3:7.2f} ms -> {sps / 1e6:7.2f} M steps/s, "
             f"{seq_steps / secs / 1e6:7.1f} M sequence-steps/s (best of {a.repeat})"
         )
+        if a.old:
+            new_fn = swap_kernel(load_old_kernel(a.old))
+            try:
+                osecs, osteps, orecs, _ = time_kernel(trace, cfg, costs, a.repeat)
+                same = same_result(run_stream(*trace, cfg, costs), ref)
+            finally:
+                swap_kernel(new_fn)
+            figures[f"old_kernel_{key}_steps_per_s"] = osteps / osecs
+            lines.append(
+                f"{kind:16s} old kernel: {orecs:>7,d} records, {osecs * 1e3:7.2f} ms -> "
+                f"{osteps / osecs / 1e6:7.2f} M steps/s; new/old {osecs / secs:5.2f}x; "
+                f"outputs {'identical' if same else 'DIFFER'}"
+            )
         if not a.no_oracle:
             osecs, osteps = time_oracle(trace, cfg, costs, a.oracle_requests)
             osps = osteps / osecs

@@ -20,9 +20,20 @@ The KV blocks (and the prefix-cache block pool) are behind the allocator of kern
 from __future__ import annotations
 
 import numpy as np
+from apex_fast.kernels.decode import (
+    heap_pop,
+    lazy_dissolve,
+    lazy_join,
+    lazy_leave,
+    lazy_run_blocks,
+    lazy_step_blocks,
+    lazy_step_fits,
+    lazy_write_back,
+)
 from apex_fast.kernels.gaps import gap_bin, gap_bin_safe_hi
 from apex_fast.kernels.kv_blocks import blocks_for, kv_extend, kv_free, pool_new
 from apex_fast.kernels.params import (
+    ADMIT_NO_EVICT,
     ADMIT_PER_CHUNK,
     PF_C_ATTN,
     PF_C_CTX,
@@ -251,10 +262,29 @@ def _fewest_free(free, cfree, ncopy):
 
 
 @njit(cache=True, inline="always")
-def _compact_running(run, nrun, status):
-    """Finished requests leave the running list (order kept); returns its new length."""
-    m = 0
-    for i in range(nrun):
+def _may_join(r, now, last_tok, computed, target, prefix, prompt, gen, blocks, bs):
+    """Running r may join the lazy set: it decodes, sampled a token at `now` and holds exactly
+    the blocks of its context but the newest token."""
+    if last_tok[r] != now or computed[r] < target[r]:
+        return False
+    return blocks[r] == blocks_for(prefix[r] + prompt[r] + gen[r] - 1, bs, 0, 1.0)
+
+
+@njit(cache=True, inline="always")
+def _compact_from(run, nrun, status, adm, a_min):
+    """Finished requests leave the running list (order kept); `run` is in admission order
+    (adm), so the walk starts at the first request admitted at a_min or later (the earliest
+    finished one). Returns its new length."""
+    lo = 0
+    hi = nrun
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if adm[run[mid]] < a_min:
+            lo = mid + 1
+        else:
+            hi = mid
+    m = lo
+    for i in range(lo, nrun):
         if status[run[i]] == RUNNING:
             run[m] = run[i]
             m += 1
@@ -266,17 +296,27 @@ def _run(
     arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
     preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist, status, computed, gen, target,
     blocks, last_tok, waitq, wst, run, s_idx, s_pf, pre_buf, lag_idx, lag_kind, sem, slot_t, pool,
-    copy, cfree,
+    copy, cfree, adm, eag, lz_c, hk, hr, cnt, nlzc, need,
 ):  # fmt: skip
     """The scheduler loop: one pass per step, phases in the order of docs/scheduler.md (the
     loops over requests here, their bodies inlined phases). Returns the records written, or -1
-    if rec_f is full."""
+    if rec_f is full.
+
+    Lazy decode set (kernels/decode.py): while `lazy_on`, the running requests are the set's
+    members (nlz, advanced as a whole) and the eager ones `eag` (admission order), and a step
+    whose walk provably neither preempts nor runs out of budget schedules the members in one
+    go; any other step first writes the members back (lazy_on off) and walks `running`."""
     n = arrival.shape[0]
     budget, max_conc, bs = pi[PI_BUDGET], pi[PI_MAX_CONC], pi[PI_BLOCK_SIZE]
     chunked = pi[PI_CHUNKED] != 0
     pc = pi[PI_PC_NKEYS] > 0
     free = pi[PI_NUM_BLOCKS]
     ncopy = pi[PI_COPIES]
+    policy = pi[PI_ADMISSION]
+    lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0
+    lazy_on = False
+    T = nlz = sum_c = hn = neag = adm_ctr = 0
+    last_sh = 0.0
     now = 0.0
     next_arr = nrun = nlag = nrec = 0
     while True:
@@ -297,6 +337,7 @@ def _run(
             continue
         left = budget
         n_sched = n_pf_tok = n_dec = n_samp = ctx = npre = 0
+        nlz_s = 0  # lazy members scheduled in this step (all of them, or none)
         work = 0.0
         # chunked: the running requests, then admission; not chunked: admission, then the
         # running requests (decodes) only in a step without prefills
@@ -304,8 +345,12 @@ def _run(
         for part in range(2):
             if part == admit_part:  # admit waiting requests
                 act = DONE
-                if pi[PI_ADMISSION] == ADMIT_PER_CHUNK and npre > 0:
+                if policy == ADMIT_PER_CHUNK and npre > 0:
                     act = STOP  # vLLM V1 admits nothing in a step that preempted
+                if nlz > 0 and policy == ADMIT_NO_EVICT and wst[SIZE] > 0:
+                    for h in range(hn):  # the reservations read the members' blocks
+                        r = hr[h]
+                        blocks[r] = blocks_for(lz_c[r] + T - (1 if nlz_s == 0 else 0), bs, 0, 1.0)
                 while wst[SIZE] > 0 and act != STOP:
                     act, left, n_sched, n_pf_tok, n_samp, work, nrun, free = admit_head(
                         left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, output,
@@ -314,7 +359,44 @@ def _run(
                     )  # fmt: skip
                     if act == REJECT and pi[PI_MAX_CONC] > 0:
                         sem_release(sem, slot_t, now)  # the rejected request's slot
+                    elif act == DONE:  # admitted: the back of running
+                        adm[run[nrun - 1]] = adm_ctr
+                        adm_ctr += 1
+                        if lazy_on:
+                            eag[neag] = run[nrun - 1]
+                            neag += 1
             elif chunked or n_sched == 0:  # schedule running requests (make room / preempt)
+                if lazy_on and not lazy_step_fits(
+                    T, nlz, left, neag, eag, cnt, ncopy, bs, need, cfree, computed, target,
+                    prefix, prompt, gen, blocks, copy, policy == ADMIT_PER_CHUNK,
+                ):  # fmt: skip
+                    lazy_dissolve(
+                        T, hn, hr, last_sh, lz_c, cnt, nlzc, prompt, prefix, gen, blocks,
+                        last_tok, bs,
+                    )  # fmt: skip
+                    lazy_on = False
+                    nlz = sum_c = hn = neag = 0
+                if lazy_on:  # no preemption, no budget stop: the eager ones, then the set
+                    for i in range(neag):
+                        act, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre = (
+                            schedule_one(
+                                eag[i], left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun,
+                                free, npre, prompt, prefix, status, computed, gen, target, blocks,
+                                run, s_idx, s_pf, pre_buf, preemptions, pf, pi, pc, pool, copy,
+                                cfree,
+                            )
+                        )  # fmt: skip
+                    if nlz > 0:
+                        lazy_step_blocks(T, cnt, ncopy, bs, need)
+                        for c in range(ncopy):
+                            cfree[c] -= need[c]
+                            free -= need[c]
+                        nlz_s = nlz
+                        n_dec += nlz
+                        n_samp += nlz
+                        ctx += sum_c + nlz * T
+                        left -= nlz
+                    continue
                 act = DONE
                 i = 0
                 while i < nrun and act == DONE:
@@ -331,12 +413,13 @@ def _run(
         # preempted requests rejoin the front of the waiting queue after this pass (vLLM
         # extendleft), so they are not re-admitted in the step that preempted them
         _requeue_preempted(npre, pre_buf, waitq, wst)
-        if n_sched == 0:
+        ns = n_sched + nlz_s  # sequences scheduled (s_idx holds the n_sched eager ones)
+        if ns == 0:
             continue  # everything got preempted or rejected: no time passes, schedule again
         if nrec >= rec_f.shape[0]:
             return -1
         d0, base, host, floor, floored = _step_cost(
-            budget - left, n_samp, n_sched, n_pf_tok, n_dec, work, ctx, tok_table, seq_table, pf, pi
+            budget - left, n_samp, ns, n_pf_tok, n_dec, work, ctx, tok_table, seq_table, pf, pi
         )  # fmt: skip
         for t in range(nlag):  # deliver the previous step's outputs
             r = lag_idx[t]
@@ -348,6 +431,8 @@ def _run(
         if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
             fmin = _fewest_free(free, cfree, ncopy)  # the fullest copy bounds the run
             kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
+            if nlz_s > 0:
+                kmax = min(kmax, hk[0] - T)  # the set's first finish
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
                 limit_t = arrival[next_arr]
@@ -359,12 +444,18 @@ def _run(
                     k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
                     cfree,
                 )  # fmt: skip
+                if nlz_s > 0:
+                    for c in range(ncopy):
+                        m = lazy_run_blocks(T, k, c, cnt, nlzc, bs)
+                        cfree[c] -= m
+                        free -= m
         dd = 0.0 if floored else pf[PF_C_CTX] * n_dec
         used = pi[PI_NUM_BLOCKS] - free  # blocks after the run's allocations, before its frees
         nrec = _write_record(
-            rec_f, rec_i, nrec, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, n_sched
+            rec_f, rec_i, nrec, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, ns
         )
         any_done = False  # sample and finish
+        a_min = adm_ctr  # the earliest admission among the finished
         g_prev, b_prev = np.nan, 0
         for t in range(n_sched):
             r = s_idx[t]
@@ -374,13 +465,74 @@ def _run(
                 r, k, start + d0, now, free, status, gen, blocks, output, last_tok, first_token,
                 finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t, copy, cfree,
             )  # fmt: skip
-            any_done |= kind >= 2
+            if kind >= 2:
+                any_done = True
+                a_min = min(a_min, adm[r])
             if pi[PI_OUTPUT_LAG] != 0 and kind:
                 lag_idx[nlag] = r
                 lag_kind[nlag] = kind
                 nlag += 1
+        if nlz_s > 0:  # the set: its finishing members are written back and sampled alone
+            while hn > 0 and hk[0] <= T + k:
+                r = hr[0]
+                hn = heap_pop(hk, hr, hn)
+                nlz, sum_c = lazy_leave(r, nlz, sum_c, lz_c, cnt, nlzc, copy, bs)
+                L0 = lz_c[r] + T
+                lazy_write_back(
+                    r, L0, blocks_for(L0 + k - 1, bs, 0, 1.0), last_sh, prompt, prefix, gen,
+                    blocks, last_tok,
+                )  # fmt: skip
+                kind, free, g_prev, b_prev = _sample_one(
+                    r, k, start + d0, now, free, status, gen, blocks, output, last_tok,
+                    first_token, finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t,
+                    copy, cfree,
+                )  # fmt: skip
+                any_done = True
+                a_min = min(a_min, adm[r])
+                if pi[PI_OUTPUT_LAG] != 0:
+                    lag_idx[nlag] = r
+                    lag_kind[nlag] = kind
+                    nlag += 1
+            if nlz > 0:  # the others' first gap: all last sampled at last_sh
+                gap_hist[gap_bin(start + d0 - last_sh)] += nlz
+            T += k
+            last_sh = now
         if any_done:  # finished requests leave the running list
-            nrun = _compact_running(run, nrun, status)
+            nrun = _compact_from(run, nrun, status, adm, a_min)
+        if lazy_on:  # eager decoders that sampled with the set join it
+            m = 0
+            for i in range(neag):
+                r = eag[i]
+                if status[r] != RUNNING:
+                    continue
+                if (nlz == 0 or nlz_s > 0) and _may_join(
+                    r, now, last_tok, computed, target, prefix, prompt, gen, blocks, bs
+                ):
+                    last_sh = now
+                    nlz, sum_c, hn = lazy_join(
+                        r, prefix[r] + prompt[r] + gen[r], T, nlz, sum_c, hn, lz_c, hk, hr, cnt,
+                        nlzc, copy, output, gen, bs,
+                    )  # fmt: skip
+                else:
+                    eag[m] = r
+                    m += 1
+            neag = m
+        elif lazy_ok and nrun > 0 and nrun <= budget:
+            if _fewest_free(free, cfree, ncopy) >= 2 * nrun:  # room for two full steps: build
+                lazy_on = True
+                last_sh = now
+                for i in range(nrun):
+                    r = run[i]
+                    if _may_join(
+                        r, now, last_tok, computed, target, prefix, prompt, gen, blocks, bs
+                    ):
+                        nlz, sum_c, hn = lazy_join(
+                            r, prefix[r] + prompt[r] + gen[r], T, nlz, sum_c, hn, lz_c, hk, hr,
+                            cnt, nlzc, copy, output, gen, bs,
+                        )  # fmt: skip
+                    else:
+                        eag[neag] = r
+                        neag += 1
     return nrec
 
 
@@ -442,6 +594,14 @@ def simulate_stream(
         pool_new(pi[PI_NUM_BLOCKS], pi[PI_PC_NKEYS], pc_key, pc_off, n),
         copy,
         np.full(pi[PI_COPIES], pi[PI_NUM_BLOCKS] // pi[PI_COPIES], np.int64),  # cfree per copy
+        np.zeros(m, np.int64),  # adm: admission number (running is in this order)
+        np.empty(m, np.int64),  # eag: running requests outside the lazy set
+        np.zeros(m, np.int64),  # lz_c: a lazy member's context minus the set's counter
+        np.empty(m, np.int64),  # hk: the members' finish counters (min-heap)
+        np.empty(m, np.int64),  # hr: ... and the members
+        np.zeros((pi[PI_COPIES], pi[PI_BLOCK_SIZE]), np.int64),  # cnt: members by copy, slot
+        np.zeros(pi[PI_COPIES], np.int64),  # nlzc: members per copy
+        np.empty(pi[PI_COPIES], np.int64),  # need: new blocks per copy in a step
     )  # fmt: skip
     for i in range(n):
         if cached_out[i] < 0 or status[i] == REJECTED:
