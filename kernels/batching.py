@@ -48,6 +48,7 @@ from apex_fast.kernels.params import (
     PI_CHUNKED,
     PI_COPIES,
     PI_GRAPH_MAX_SEQS,
+    PI_LAZY_MIN,
     PI_MAX_CONC,
     PI_NUM_BLOCKS,
     PI_OUTPUT_LAG,
@@ -313,7 +314,11 @@ def _run(
     free = pi[PI_NUM_BLOCKS]
     ncopy = pi[PI_COPIES]
     policy = pi[PI_ADMISSION]
-    lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0
+    # the lazy decode set is built after a decode-only step of at least lazy_min running
+    # sequences and written back when fewer than half as many run (below that, walking the
+    # batch costs less than keeping the set; the results are the same either way)
+    lazy_min = pi[PI_LAZY_MIN]
+    lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0 and lazy_min > 0
     lazy_on = False
     T = nlz = sum_c = hn = neag = adm_ctr = 0
     last_sh = 0.0
@@ -366,9 +371,12 @@ def _run(
                             eag[neag] = run[nrun - 1]
                             neag += 1
             elif chunked or n_sched == 0:  # schedule running requests (make room / preempt)
-                if lazy_on and not lazy_step_fits(
+                if lazy_on and (
+                    nrun < lazy_min // 2
+                    or not lazy_step_fits(
                     T, nlz, left, neag, eag, cnt, ncopy, bs, need, cfree, computed, target,
-                    prefix, prompt, gen, blocks, copy, policy == ADMIT_PER_CHUNK,
+                        prefix, prompt, gen, blocks, copy, policy == ADMIT_PER_CHUNK,
+                    )
                 ):  # fmt: skip
                     lazy_dissolve(
                         T, hn, hr, last_sh, lz_c, cnt, nlzc, prompt, prefix, gen, blocks,
@@ -517,7 +525,7 @@ def _run(
                     eag[m] = r
                     m += 1
             neag = m
-        elif lazy_ok and nrun > 0 and nrun <= budget:
+        elif lazy_ok and lazy_min <= nrun <= budget and n_pf_tok == 0:
             if _fewest_free(free, cfree, ncopy) >= 2 * nrun:  # room for two full steps: build
                 lazy_on = True
                 last_sh = now

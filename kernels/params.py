@@ -34,7 +34,8 @@ PI_GRAPH_MAX_SEQS = 10  # decode-only batches of at most this many sequences rep
 PI_PIECEWISE_TOKENS = 11  # steps of at most this many tokens replay piecewise graphs
 PI_ADMISSION = 12  # KV admission policy: ADMIT_WHOLE_PROMPT, ADMIT_NO_EVICT, ADMIT_PER_CHUNK
 PI_COPIES = 13  # attention copies, each a pool of NUM_BLOCKS / COPIES blocks (docs/memory.md)
-N_PI = 14
+PI_LAZY_MIN = 14  # running sequences from which decodes are advanced as a set (0: never)
+N_PI = 15
 
 # ---- values of PI_ADMISSION (docs/scheduler.md "Admission policies")
 ADMIT_WHOLE_PROMPT = 0  # vLLM V0: the blocks of the whole prompt at admission, above a watermark

@@ -66,6 +66,9 @@ class SchedulerConfig:
     # has a pool of num_blocks / copies blocks and keeps `watermark` of them free at admission;
     # a request takes all its blocks from the one copy that serves it
     copies: int = 1
+    # speed only, the results are identical: from this many running sequences the kernel
+    # advances decoding sequences as one lazy set (docs/scheduler.md "Lazy decode set"; 0: never)
+    lazy_min_running: int = 32
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ def kernel_params(
         kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
         kp.PI_ADMISSION: cfg.admission,
-        kp.PI_COPIES: cfg.copies,
+        kp.PI_COPIES: cfg.copies, kp.PI_LAZY_MIN: cfg.lazy_min_running,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
