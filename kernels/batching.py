@@ -272,10 +272,10 @@ def _may_join(r, now, last_tok, computed, target, prefix, prompt, gen, blocks, b
 
 
 @njit(cache=True, inline="always")
-def _compact_from(run, nrun, status, adm, a_min):
-    """Finished requests leave the running list (order kept); `run` is in admission order
-    (adm), so the walk starts at the first request admitted at a_min or later (the earliest
-    finished one). Returns its new length."""
+def _compact_from(run, nrun, status, adm, a_min, ndone):
+    """The `ndone` finished requests leave the running list (order kept); `run` is in
+    admission order (adm), so only the requests from the earliest finished one (admitted at
+    a_min) on move. Returns its new length."""
     lo = 0
     hi = nrun
     while lo < hi:
@@ -284,6 +284,10 @@ def _compact_from(run, nrun, status, adm, a_min):
             lo = mid + 1
         else:
             hi = mid
+    if ndone == 1:  # run[lo] finished: the rest moves down one place
+        for i in range(lo, nrun - 1):
+            run[i] = run[i + 1]
+        return nrun - 1
     m = lo
     for i in range(lo, nrun):
         if status[run[i]] == RUNNING:
@@ -462,7 +466,7 @@ def _run(
         nrec = _write_record(
             rec_f, rec_i, nrec, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, ns
         )
-        any_done = False  # sample and finish
+        ndone = 0  # sample and finish
         a_min = adm_ctr  # the earliest admission among the finished
         g_prev, b_prev = np.nan, 0
         for t in range(n_sched):
@@ -474,7 +478,7 @@ def _run(
                 finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t, copy, cfree,
             )  # fmt: skip
             if kind >= 2:
-                any_done = True
+                ndone += 1
                 a_min = min(a_min, adm[r])
             if pi[PI_OUTPUT_LAG] != 0 and kind:
                 lag_idx[nlag] = r
@@ -495,18 +499,21 @@ def _run(
                     first_token, finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t,
                     copy, cfree,
                 )  # fmt: skip
-                any_done = True
+                ndone += 1
                 a_min = min(a_min, adm[r])
                 if pi[PI_OUTPUT_LAG] != 0:
                     lag_idx[nlag] = r
                     lag_kind[nlag] = kind
                     nlag += 1
             if nlz > 0:  # the others' first gap: all last sampled at last_sh
-                gap_hist[gap_bin(start + d0 - last_sh)] += nlz
+                g = start + d0 - last_sh
+                if g != g_prev:
+                    b_prev = gap_bin(g)
+                gap_hist[b_prev] += nlz
             T += k
             last_sh = now
-        if any_done:  # finished requests leave the running list
-            nrun = _compact_from(run, nrun, status, adm, a_min)
+        if ndone > 0:  # finished requests leave the running list
+            nrun = _compact_from(run, nrun, status, adm, a_min, ndone)
         if lazy_on:  # eager decoders that sampled with the set join it
             m = 0
             for i in range(neag):
