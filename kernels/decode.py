@@ -124,8 +124,10 @@ def lazy_run_blocks(T, k, c, cnt, nlzc, bs):
     """New blocks of copy c's members in the steps at counters T + 1 .. T + k - 1."""
     q = (k - 1) // bs
     m = q * nlzc[c]
-    for j in range(1, (k - 1) - q * bs + 1):
-        m += cnt[c, (-(T + j)) % bs]
+    ph = (-(T + 1)) % bs  # the slot that needs a block at T + 1; one lower at each step
+    for _ in range((k - 1) - q * bs):
+        m += cnt[c, ph]
+        ph = ph - 1 if ph > 0 else bs - 1
     return m
 
 
