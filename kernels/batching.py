@@ -14,6 +14,10 @@ same rules is `tests/oracle.py`, written in the same phases. One pass of `_run` 
   write record        one record of the run (_write_record; schema: apex_fast/sim/records.py)
   sample and finish   rule 7 (_sample_one: tokens, first tokens, completions)
 
+Decoding sequences of a large batch are advanced as one lazy set (kernels/decode.py,
+docs/scheduler.md "Lazy decode set"): a step that cannot preempt or run out of budget schedules,
+costs, extends and samples them without walking them.
+
 The KV blocks (and the prefix-cache block pool) are behind the allocator of kernels/kv_blocks.py.
 """
 
@@ -378,7 +382,7 @@ def _run(
                 if lazy_on and (
                     nrun < lazy_min // 2
                     or not lazy_step_fits(
-                    T, nlz, left, neag, eag, cnt, ncopy, bs, need, cfree, computed, target,
+                        T, nlz, left, neag, eag, cnt, ncopy, bs, need, cfree, computed, target,
                         prefix, prompt, gen, blocks, copy, policy == ADMIT_PER_CHUNK,
                     )
                 ):  # fmt: skip
