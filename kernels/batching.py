@@ -54,6 +54,7 @@ from apex_fast.kernels.params import (
     PI_GRAPH_MAX_SEQS,
     PI_LAZY_MIN,
     PI_MAX_CONC,
+    PI_MAX_NUM_SEQS,
     PI_NUM_BLOCKS,
     PI_OUTPUT_LAG,
     PI_PC_NKEYS,
@@ -360,8 +361,11 @@ def _run(
                 act = DONE
                 if policy == ADMIT_PER_CHUNK and npre > 0:
                     act = STOP  # vLLM V1 admits nothing in a step that preempted
-                if nlz > 0 and policy == ADMIT_NO_EVICT and wst[SIZE] > 0:
-                    for h in range(hn):  # the reservations read the members' blocks
+                if (
+                    nlz > 0 and policy == ADMIT_NO_EVICT and wst[SIZE] > 0
+                    and nrun < pi[PI_MAX_NUM_SEQS] and left > 0
+                ):  # fmt: skip
+                    for h in range(hn):  # the head's reservation test reads members' blocks
                         r = hr[h]
                         blocks[r] = blocks_for(lz_c[r] + T - (1 if nlz_s == 0 else 0), bs, 0, 1.0)
                 while wst[SIZE] > 0 and act != STOP:
