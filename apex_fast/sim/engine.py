@@ -10,7 +10,6 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
-from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 from apex_fast.memo import put_bounded
 from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
@@ -258,9 +257,7 @@ def scheduler_config(
     copies (each a pool of blocks // copies with its own watermark)."""
     policy = opts.admission_policy
     per_copy = blocks // copies
-    # the 1% watermark is vLLM V0's (BlockSpaceManager); vLLM V1's allocate_slots (0.8.4 ..
-    # 0.11.0) and TensorRT-LLM's GuaranteedNoEvictScheduler compare with the free blocks alone
-    watermark = int(ep.WATERMARK_FRACTION * per_copy) if policy == ADMIT_WHOLE_PROMPT else 0
+    watermark = int(ep.watermark_fraction(policy) * per_copy)
     return SchedulerConfig(
         num_blocks=per_copy * copies,
         block_size=opts.block_size,
@@ -332,7 +329,7 @@ def simulate_plan(
         # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
         # outgrows one copy can never be served (the kernel would reject it too; taken out
         # here to say why)
-        index, too_long = beyond_copy(workload, index, mem, plan.pp, opts.block_size)
+        index, too_long = beyond_copy(workload, index, mem, plan.pp, opts)
         if too_long.size:
             rejected.append(too_long)
     clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
@@ -367,7 +364,7 @@ def simulate_plan(
     result.clock_factor = clock_factor
     if too_long.size:
         result.feasible = False
-        copy_tokens = stream_kv_capacity(mem, plan.pp, opts.block_size)
+        copy_tokens = stream_kv_capacity(mem, plan.pp, opts)
         result.reason = beyond_copy_reason(workload, rej, copy_tokens)
     elif rej.size:
         result.feasible = False
