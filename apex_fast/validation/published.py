@@ -29,7 +29,8 @@ import numpy as np
 
 from apex_fast.data import published_measurements
 from apex_fast.dtypes import canonical_dtype
-from apex_fast.engines.options import LaunchSettings, engine_option_fields
+from apex_fast.engines.launch_line import read_launch_line
+from apex_fast.engines.options import engine_option_fields
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import DeviceSpec, get_device
@@ -182,8 +183,13 @@ def row_plan(
     plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
     if not plans:
         return "no plan with this TP/EP"
+    # the row's own launch line, in the engine's spelling; what it does not set takes the
+    # engine's defaults (for vLLM V0 its real ones, not this tool's planning default)
+    line = read_launch_line(
+        row["engine_profile"], row["engine_flags"] or "", model.max_position_embeddings or None
+    )
     fields = engine_option_fields(
-        LaunchSettings(engine=row["engine_profile"]),
+        line.settings,
         device.name,
         device.hbm_gb * 1e9 / 2**30,
         model.max_position_embeddings or None,
