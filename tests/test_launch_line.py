@@ -55,3 +55,22 @@ def test_vllm_v0_takes_the_engines_own_defaults() -> None:
 def test_a_flag_without_its_value_is_an_error() -> None:
     with pytest.raises(ValueError, match="--max-num-seqs needs a value"):
         read_launch_line("vllm-0.6", "--max-num-seqs")
+
+
+def test_offline_vllm_v0_benchmark_turns_chunking_off() -> None:
+    """vLLM 0.6's benchmark_throughput.py passes enable_chunked_prefill=False unless asked, so
+    a 91680-token context runs unchunked there (and profiles a 91680-token step), while the
+    same launch line served online chunks by itself."""
+    from apex_fast.validation.published import _effective_flags
+
+    row = {
+        "engine_profile": "vllm-0.6",
+        "engine_flags": "--max-model-len 91680 --num-scheduler-steps 1",
+        "source_detail": "saved result of benchmark_throughput.py: requests_per_second",
+    }
+    off = read_launch_line("vllm-0.6", _effective_flags(row)).settings
+    assert off.chunked_prefill is False and off.max_num_batched_tokens is None
+    online = read_launch_line("vllm-0.6", _effective_flags({**row, "source_detail": "serving"}))
+    assert online.settings.chunked_prefill is True
+    asked = {**row, "engine_flags": row["engine_flags"] + " --enable-chunked-prefill"}
+    assert read_launch_line("vllm-0.6", _effective_flags(asked)).settings.chunked_prefill

@@ -163,6 +163,21 @@ def _workload(row: dict) -> tuple[Workload, bool] | str:
     )
 
 
+def _effective_flags(row: dict) -> str:
+    """The row's launch line plus what its client sets on the engine: vLLM's offline
+    `benchmark_throughput.py` (0.5.x .. 0.6.x) passes enable_chunked_prefill=False to the
+    engine unless given --enable-chunked-prefill (argparse store_true; benchmarks/
+    benchmark_throughput.py of vllm 0.6.3.post1, lines 110 and 473), so vLLM's own long-context
+    default (chunking above 32k) never applies there."""
+    flags = row["engine_flags"] or ""
+    offline_v0 = row["engine_profile"] in ("vllm-0.5", "vllm-0.6") and "benchmark_throughput" in (
+        row["source_detail"] or ""
+    )
+    if offline_v0 and "--enable-chunked-prefill" not in flags:
+        flags += " --no-enable-chunked-prefill"
+    return flags
+
+
 def row_plan(
     row: dict, model: ModelSpec, device: DeviceSpec
 ) -> tuple[Cluster, Plan, EngineOptions] | str:
@@ -186,7 +201,7 @@ def row_plan(
     # the row's own launch line, in the engine's spelling; what it does not set takes the
     # engine's defaults (for vLLM V0 its real ones, not this tool's planning default)
     line = read_launch_line(
-        row["engine_profile"], row["engine_flags"] or "", model.max_position_embeddings or None
+        row["engine_profile"], _effective_flags(row), model.max_position_embeddings or None
     )
     fields = engine_option_fields(
         line.settings,
