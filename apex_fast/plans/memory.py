@@ -102,8 +102,27 @@ def ffn_weights_per_device(model: ModelSpec, plan: Plan) -> float:
     return experts + shared + model.router_params()
 
 
+# dtype of the token embedding and the LM head in a quantised plan: engines quantise linear
+# layers only. vLLM's FP8/AWQ/GPTQ methods apply to LinearBase layers, and VocabParallelEmbedding
+# / ParallelLMHead stay unquantised unless a checkpoint says otherwise (vllm 0.6.0
+# model_executor/layers/quantization/fp8.py `get_quant_method`); NVIDIA ModelOpt's default FP8
+# and INT4 configurations exclude `*lm_head*` (TensorRT-LLM checkpoints keep it in bf16).
+EDGE_DTYPE = "half"
+
+
+def edge_weight_dtype(model: ModelSpec, plan: Plan) -> str:
+    """Dtype of the token embedding and the LM head: the checkpoint's unquantised dtype when
+    the plan's weights are narrower than it, else the plan's weight dtype."""
+    mp = plan_mixed_precision(model, plan)
+    wide = mp.dtype if mp is not None else EDGE_DTYPE
+    if DTYPE_BYTES[plan.weight_dtype] < DTYPE_BYTES[wide]:
+        return wide
+    return plan.weight_dtype
+
+
 def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
-    """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head)."""
+    """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head,
+    which stay unquantised in a quantised plan: `edge_weight_dtype`)."""
     wb = DTYPE_BYTES[plan.weight_dtype]
     d = plan.devices_per_stage
     attn_total = model.attn_params_per_layer()
@@ -121,7 +140,8 @@ def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
     experts = layers * routed_expert_params_per_device(model, plan)
     ewb = expert_weight_bytes(model, plan.weight_dtype)
     return (
-        (layers * per_layer + edge + enc) * wb
+        (layers * per_layer + enc) * wb
+        + edge * DTYPE_BYTES[edge_weight_dtype(model, plan)]
         + experts * (ewb - wb)
         + (model.extra_params * wb / d)
         + unquantised_extra_bytes(model, plan)
@@ -146,7 +166,7 @@ def unquantised_extra_bytes(model: ModelSpec, plan: Plan) -> float:
     """Bytes the checkpoint's unquantised linears add on the most loaded device over the same
     linears in the plan's weight dtype (0 without mixed precision): the stage holding the most
     unquantised attention and FFN cells (their per-device shards as weight_bytes_per_device
-    splits them), plus the LM head on the last stage."""
+    splits them). The LM head is counted with the embedding (`edge_weight_dtype`)."""
     mp = plan_mixed_precision(model, plan)
     if mp is None:
         return 0.0
@@ -156,14 +176,13 @@ def unquantised_extra_bytes(model: ModelSpec, plan: Plan) -> float:
     dense = model.dense_ffn_params() / plan.ffn_tp
     ranges = stage_layer_ranges(plan)
     per_stage = []
-    for s, (a, b) in enumerate(ranges):
+    for a, b in ranges:
         ffn_bytes = sum(
             dense if model.is_moe and i < model.num_dense_layers else ffn
             for i in mp.ffn_layers
             if a <= i < b
         )
-        head = model.lm_head_params() / plan.devices_per_stage if s == len(ranges) - 1 else 0.0
-        per_stage.append(mp.layers_in("attention", a, b) * attn + ffn_bytes + head * mp.lm_head)
+        per_stage.append(mp.layers_in("attention", a, b) * attn + ffn_bytes)
     return delta * max(per_stage)
 
 
