@@ -74,3 +74,32 @@ def test_offline_vllm_v0_benchmark_turns_chunking_off() -> None:
     assert online.settings.chunked_prefill is True
     asked = {**row, "engine_flags": row["engine_flags"] + " --enable-chunked-prefill"}
     assert read_launch_line("vllm-0.6", _effective_flags(asked)).settings.chunked_prefill
+
+
+def test_sglang_dp_attention_rows_run_attention_copies() -> None:
+    """`--enable-dp-attention --dp-size 8` on 8 GPUs: eight attention copies at TP1, each with
+    its own KV pool, and the MoE layers over all eight GPUs (TP8, no EP without --ep-size)."""
+    from apex_fast.hardware.devices import get_device
+    from apex_fast.models import load_model
+    from apex_fast.validation.published import attention_copies, row_plan
+
+    row = {
+        "engine_profile": "sglang",
+        "engine_flags": "--tp 8 --trust-remote-code --enable-dp-attention --dp-size 8",
+        "source_detail": "",
+        "tp": 8,
+        "ep": None,
+        "weight_dtype": "fp8",
+        "kv_dtype": "bf16",
+        "model_hf_id": "deepseek-ai/DeepSeek-R1",
+    }
+    assert attention_copies(row) == 8
+    assert (
+        attention_copies({**row, "engine_flags": "--tp 8 --dp-size=2 --enable-dp-attention"}) == 2
+    )
+    assert attention_copies({**row, "engine_flags": "--tp 8"}) == 1
+    assert attention_copies({**row, "engine_profile": "vllm-v1"}) == 1
+    built = row_plan(row, load_model("deepseek-r1"), get_device("H200-SXM-141GB"))
+    assert not isinstance(built, str)
+    _, plan, _ = built
+    assert (plan.attn_replicas, plan.tp, plan.ep, plan.ffn_tp) == (8, 1, 1, 8)

@@ -178,6 +178,21 @@ def _effective_flags(row: dict) -> str:
     return flags
 
 
+def attention_copies(row: dict) -> int:
+    """Attention copies of a row's launch line: SGLang's --enable-dp-attention runs --dp-size
+    copies of attention at TP tp/dp, each with its own KV cache, while the MoE layers span all
+    tp devices (sglang server_args.py 0.4.x: dp_size defaults to 1, and DP attention requires
+    dp_size > 1); 1 otherwise."""
+    flags = (row["engine_flags"] or "").split()
+    if row["engine_profile"] != "sglang" or "--enable-dp-attention" not in flags:
+        return 1
+    for i, word in enumerate(flags):
+        name, eq, value = word.partition("=")
+        if name == "--dp-size":
+            return int(value if eq else flags[i + 1])
+    return 1
+
+
 def row_plan(
     row: dict, model: ModelSpec, device: DeviceSpec
 ) -> tuple[Cluster, Plan, EngineOptions] | str:
@@ -192,10 +207,22 @@ def row_plan(
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
         kvdt = "float8"
     cluster = Cluster(device, 1, tp)
-    plans, _ = enumerate_plans(
-        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
-    )
-    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    copies = attention_copies(row)
+    if copies == 1:
+        plans, _ = enumerate_plans(
+            model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
+        )
+        plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    else:  # data-parallel attention: `copies` attention copies of TP tp/copies, FFN over all
+        plans, _ = enumerate_plans(model, cluster, Pins(dp=1, pp=1), weight=wdt, act=wdt, kv=kvdt)
+        plans = [
+            p
+            for p in plans
+            if p.attn_replicas == copies
+            and p.tp * copies == tp
+            and p.ffn_replicas == 1
+            and p.ep == (ep or 1)
+        ]
     if not plans:
         return "no plan with this TP/EP"
     # the row's own launch line, in the engine's spelling; what it does not set takes the
