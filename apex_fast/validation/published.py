@@ -162,6 +162,43 @@ def _workload(row: dict) -> tuple[Workload, bool] | str:
     )
 
 
+# TensorRT-LLM launch flags a published row may give, as this tool's launch settings
+# (trtllm-serve / LLM-API names; engines/trtllm.py flag_spelling). Other flags are ignored.
+_TRTLLM_FLAGS = {
+    "--max_num_tokens": ("max_num_batched_tokens", int),
+    "--max_batch_size": ("max_num_seqs", int),
+    "--kv_cache_free_gpu_memory_fraction": ("gpu_memory_utilization", float),
+    "--max_seq_len": ("max_model_len", int),
+}
+
+
+def trtllm_row_settings(row: dict) -> dict:
+    """Launch settings of a TensorRT-LLM row's `engine_flags` (`--name value` or
+    `--name=value`; `--enable_chunked_prefill` alone turns chunked context on). Rows of other
+    engines give none: they are replayed with their engine's defaults."""
+    if row["engine_profile"] != "trtllm" or not row.get("engine_flags"):
+        return {}
+    words = row["engine_flags"].replace("=", " ").replace(";", " ").split()
+    out: dict = {}
+    for i, word in enumerate(words):
+        if word == "--enable_chunked_prefill":
+            out["chunked_prefill"] = True
+        elif word in _TRTLLM_FLAGS and i + 1 < len(words):
+            field, kind = _TRTLLM_FLAGS[word]
+            out[field] = kind(words[i + 1])
+    return out
+
+
+def _nvidia_quantised(row: dict) -> bool:
+    """The row ran a checkpoint NVIDIA quantised: one of its ModelOpt checkpoints
+    (`nvidia/...`), or a NIM container, whose optimised TensorRT-LLM engines NVIDIA builds.
+    The NIM case is an assumption the NIM sweep itself supports: its saturated concurrency
+    (920 tokens/s x 93 ms per token = ~86 running requests of 5000 + 500 tokens on 2x H100
+    with FP8 weights) does not fit a BF16 KV cache (room for ~45 in this tool's memory model,
+    ~55 with every byte left after the weights), and fits an FP8 one (~90)."""
+    return row["model_hf_id"].startswith("nvidia/") or "NIM" in (row["engine_version"] or "")
+
+
 def row_plan(
     row: dict, model: ModelSpec, device: DeviceSpec
 ) -> tuple[Cluster, Plan, EngineOptions] | str:
@@ -171,7 +208,7 @@ def row_plan(
     ep = int(row["ep"]) if row["ep"] else None
     wdt = row_dtype(row["weight_dtype"])
     kvdt = row_dtype(row["kv_dtype"])
-    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+    if not row["kv_dtype"] and wdt == "float8" and _nvidia_quantised(row):
         # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
         kvdt = "float8"
@@ -183,7 +220,7 @@ def row_plan(
     if not plans:
         return "no plan with this TP/EP"
     fields = engine_option_fields(
-        LaunchSettings(engine=row["engine_profile"]),
+        LaunchSettings(engine=row["engine_profile"], **trtllm_row_settings(row)),
         device.name,
         device.hbm_gb * 1e9 / 2**30,
         model.max_position_embeddings or None,
