@@ -193,6 +193,16 @@ def attention_copies(row: dict) -> int:
     return 1
 
 
+def _nvidia_quantised(row: dict) -> bool:
+    """The row ran a checkpoint NVIDIA quantised: one of its ModelOpt checkpoints
+    (`nvidia/...`), or a NIM container, whose optimised TensorRT-LLM engines NVIDIA builds.
+    The NIM case is an assumption the NIM sweep itself supports: its saturated concurrency
+    (920 tokens/s x 93 ms per token = ~86 running requests of 5000 + 500 tokens on 2x H100
+    with FP8 weights) does not fit a BF16 KV cache (room for ~45 in this tool's memory model,
+    ~55 with every byte left after the weights), and fits an FP8 one (~90)."""
+    return row["model_hf_id"].startswith("nvidia/") or "NIM" in (row["engine_version"] or "")
+
+
 def row_plan(
     row: dict, model: ModelSpec, device: DeviceSpec
 ) -> tuple[Cluster, Plan, EngineOptions] | str:
@@ -202,7 +212,7 @@ def row_plan(
     ep = int(row["ep"]) if row["ep"] else None
     wdt = row_dtype(row["weight_dtype"])
     kvdt = row_dtype(row["kv_dtype"])
-    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+    if not row["kv_dtype"] and wdt == "float8" and _nvidia_quantised(row):
         # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
         kvdt = "float8"
