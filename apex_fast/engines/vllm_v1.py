@@ -108,6 +108,10 @@ VLLM_V1 = EngineProfile(
         "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
         "per-chunk KV allocation runs with one block pool for all layers (V1 allocates per "
         "KV-cache group for sliding-window models)",
+        # vLLM issue #25301 (tokenisation on one worker thread of the API server); published
+        # chat-endpoint runs of 0.11.0 show the cost (docs/validation.md, vLLM V1 dense)
+        "the API-server process's time per request (chat template, tokenisation, streaming): "
+        "TTFT at low load and the throughput of bursts of short requests are optimistic",
     ),
     kernel_mode_note=(
         "kernel chunked-mixed mode: running requests first, then waiting prompts cut to one "
