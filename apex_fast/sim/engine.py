@@ -19,11 +19,11 @@ from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
 from apex_fast.sim.prefix import (
-    block_keys,
     check_router,
     copy_tags,
     prefix_cache_blocker,
     prefix_split,
+    stream_keys,
 )
 from apex_fast.sim.rejection import (
     beyond_copy,
@@ -348,7 +348,9 @@ def simulate_plan(
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
             block_keys=(
-                block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
+                stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
+                if pc_on
+                else None
             ),
             copy=None if tags is None else tags[ids],
         )
