@@ -102,3 +102,17 @@ def test_engines_without_the_rule_are_unchanged_by_prefix_caching(tight):
     off = simulate_plan(model, cluster, plan, wl, dataclasses.replace(opts, prefix_caching=False))
     for a, b in zip(on.streams, off.streams, strict=True):
         assert np.array_equal(a.finish, b.finish) and np.array_equal(a.first_token, b.first_token)
+
+
+def test_v1_without_preemption_is_the_same_with_or_without_prefix_caching():
+    """Distinct prompts hit nothing unless a request is preempted: a run with room for every
+    request gives the same times with prefix caching on as off (the keys go only to a rerun of
+    a stream that preempted)."""
+    model = load_model("llama3.1-8b")
+    wl = _wl([2000] * 16, output=100)
+    cluster, plan, opts = _opts("vllm-v1", "A100-SXM-80GB", model, 0.90)
+    on = simulate_plan(model, cluster, plan, wl, opts)
+    off = simulate_plan(model, cluster, plan, wl, dataclasses.replace(opts, prefix_caching=False))
+    assert sum(int(s.preemptions.sum()) for s in on.streams) == 0
+    for a, b in zip(on.streams, off.streams, strict=True):
+        assert np.array_equal(a.finish, b.finish) and np.array_equal(a.first_token, b.first_token)
