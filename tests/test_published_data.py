@@ -194,3 +194,25 @@ def test_offline_rows_compare_request_throughput():
     assert out["request_s_meas"] == row["request_s"] and out["request_s_pred"] > 0
     summ = per_engine_summary([out])
     assert summ["vllm-0.6 (dense)"]["throughput_n"] == 1
+
+
+def test_fixed_rows_with_totals_agree_with_their_lengths_and_rates(rows):
+    """A fixed-length row whose client printed its token totals: the totals are within 5% of
+    prompts x lengths (the client counts the random prompt without the chat template and may
+    re-tokenise a few tokens away; a few requests may stop at end-of-sequence), and output
+    tokens/s / requests/s is the mean output per request, up to the printed rounding (two
+    decimals). A mistyped cell breaks one of these."""
+    checked = 0
+    for i, r in enumerate(rows):
+        if r["lengths"] != "fixed" or not r["total_output_tokens"]:
+            continue
+        n = int(r["num_prompts"])
+        tin, tout = int(r["total_input_tokens"]), int(r["total_output_tokens"])
+        assert 0.95 <= tout / (n * int(r["output_len"])) <= 1.0, i
+        assert 0.95 <= tin / (n * int(r["input_len"])) <= 1.05, i
+        if r["output_tok_s"] and r["request_s"]:
+            per_req = tout / n
+            want = float(r["request_s"]) * per_req
+            assert abs(float(r["output_tok_s"]) - want) <= 0.005 * per_req + 0.005, i
+        checked += 1
+    assert checked >= 8  # the GPUStack Qwen3-14B rows print their totals

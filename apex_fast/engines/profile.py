@@ -180,6 +180,13 @@ class EngineProfile:
     not_modelled: tuple[str, ...]  # engine behaviour the simulation does not reproduce
     kernel_mode_note: str  # how the step formation maps onto the kernel's modes
 
+    # --- prefix cache without prompt hashes -------------------------------------------
+    # With prefix caching on and a workload that carries no prompt hashes, treat every prompt
+    # as distinct and give its blocks keys of their own, so that a preempted request finds
+    # its own freed prompt blocks when it is recomputed (docs/scheduler.md "Prefix cache").
+    # False: no keys, prefix caching has no effect on such a workload.
+    hashless_prompts_keep_own_blocks: bool = False
+
     # ----------------------------------------------------------------------------------
     def _device_rule(self, device_name: str) -> tuple[str, int, int] | None:
         for rule in self.device_defaults:

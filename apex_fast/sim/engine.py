@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,11 @@ from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
 from apex_fast.sim.prefix import (
-    block_keys,
     check_router,
     copy_tags,
     prefix_cache_blocker,
     prefix_split,
+    stream_keys,
 )
 from apex_fast.sim.rejection import (
     beyond_copy,
@@ -336,7 +337,13 @@ def simulate_plan(
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
-        res = run_stream(
+        keys = (
+            stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
+            if pc_on
+            else None
+        )
+        run = functools.partial(
+            run_stream,
             workload.arrival[ids],
             workload.prompt[ids],
             workload.output[ids],
@@ -344,11 +351,14 @@ def simulate_plan(
             compiled.costs,
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
-            block_keys=(
-                block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
-            ),
             copy=None if tags is None else tags[ids],
         )
+        # distinct prompts (keys without workload hashes) hit only their own blocks after a
+        # preemption: without one the keys change nothing, so they are given only to a rerun
+        own_only = keys is not None and keys[0].size > 0 and not workload.has_hash_ids
+        res = run(block_keys=None if own_only else keys)
+        if own_only and res.preemptions.any():
+            res = run(block_keys=keys)
         streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]
         if bad.size:
