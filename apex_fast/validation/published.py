@@ -23,6 +23,7 @@ not what a cold start of C prompts gives.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -61,13 +62,33 @@ def row_dtype(value: str | None) -> str:
     return canonical_dtype(value) if value else "half"
 
 
+# Checkpoints whose config.json equals a bundled model's except for the context length: Meta's
+# Llama 3 8B has Llama 3.1 8B's layers, widths, heads and vocabulary with 8192 positions and no
+# rope scaling (meta-llama/Meta-Llama-3-8B-Instruct config.json; the bundled Llama 3 70B and
+# 3.1 70B configs differ in exactly these two fields). id (lower case) -> (bundled id, positions)
+_SHORTER_CONTEXT = {
+    "meta-llama/meta-llama-3-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct", 8192),
+}
+
+
+def _context_positions(hf_id: str) -> int | None:
+    """The row's own context length when its checkpoint is a bundled model with a shorter
+    context (None otherwise)."""
+    hit = _SHORTER_CONTEXT.get(hf_id.lower())
+    return hit[1] if hit else None
+
+
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
     checkpoints are meta-llama's models with FP8 weights, Qwen's and Meta's '-FP8' checkpoints
     their own models; the row's dtype says so). A checkpoint bundled with its own config (it
-    keeps some layers unquantised, e.g. meta-llama/Llama-3.1-405B-FP8) is replayed as itself."""
+    keeps some layers unquantised, e.g. meta-llama/Llama-3.1-405B-FP8) is replayed as itself;
+    one that differs from a bundled model only in its context length as that model
+    (`_SHORTER_CONTEXT`, its context set by `_context_positions`)."""
     if hf_id.lower() in model_aliases():
         return hf_id
+    if hf_id.lower() in _SHORTER_CONTEXT:
+        return _SHORTER_CONTEXT[hf_id.lower()][0]
     if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
         return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
     if hf_id.startswith(("Qwen/", "meta-llama/")) and hf_id.endswith("-FP8"):
@@ -120,6 +141,8 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
         if (int(p.sum()), int(o.sum())) != (int(totals[0]), int(totals[1])):
             return "random draw does not reproduce the printed token totals"
         return p, o, False
+    if kind == "sonnet":
+        return _sonnet_lengths(row, n)
     if kind == "dataset":
         if None in totals or not row["num_prompts"]:
             return "lengths come from a dataset"
@@ -128,6 +151,27 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
         mean_out = max(round(totals[1] / n_src), 1)
         return np.full(n, mean_in, np.int64), np.full(n, mean_out, np.int64), True
     return f"unknown lengths kind {kind!r}"
+
+
+def _sonnet_lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
+    """Lengths of vLLM's `benchmark_serving.py --dataset-name sonnet` (0.5.x .. 0.6.x,
+    `sample_sonnet_requests`): every prompt is the same instruction, the same prefix lines and a
+    seeded random choice of whole poem lines, as many as fit `--sonnet-input-len` on average,
+    in the chat template; `--sonnet-output-len` is each request's max_tokens. So prompts differ
+    from one another by a few lines' worth of tokens and fall a few percent short of the stated
+    length. With the printed totals every request gets the mean prompt length and, when the
+    output total is not num_prompts x output_len, the mean output length; without them the
+    stated lengths."""
+    if row["input_len"] is None or row["output_len"] is None:
+        return "sonnet lengths not given"
+    p_len, o_len = int(row["input_len"]), int(row["output_len"])
+    n_src = int(row["num_prompts"] or 0)
+    t_in, t_out = row.get("total_input_tokens"), row.get("total_output_tokens")
+    if n_src and t_in is not None:
+        p_len = max(round(t_in / n_src), 1)
+    if n_src and t_out is not None and int(t_out) != n_src * o_len:
+        o_len = max(round(t_out / n_src), 1)
+    return np.full(n, p_len, np.int64), np.full(n, o_len, np.int64), False
 
 
 def _workload(row: dict) -> tuple[Workload, bool] | str:
@@ -232,6 +276,9 @@ def replay_row(row: dict) -> dict:
         device = get_device(row["gpu"])
     except ApexError:
         return {**out, "skipped": "model or GPU not bundled"}
+    positions = _context_positions(row["model_hf_id"])
+    if positions:
+        model = dataclasses.replace(model, max_position_embeddings=positions)
     out["class"] = "MoE" if model.is_moe else "dense"
     if approx:
         out["class"] += f", {APPROX_LENGTHS}"
