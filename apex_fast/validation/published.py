@@ -3,7 +3,8 @@
 Each row becomes a workload of `num_prompts` requests: Poisson arrivals at the row's request rate
 (fixed seed), all at t = 0 for an infinite rate, behind a closed loop of `max_concurrency` clients
 where the row has one (8 requests per client when the source gives no prompt count). The
-request lengths follow the row's `lengths` column (see `_lengths`): fixed lengths; SGLang's
+request lengths follow the row's `lengths` column (see `_lengths`): fixed lengths; vLLM's sonnet
+prompts (the printed mean prompt length, max_tokens outputs); SGLang's
 seeded uniform draw, reproduced and checked against the totals the client printed; or, for
 dataset-driven lengths whose totals the client printed, every request at the mean lengths (an
 approximation, summarised on its own line). The plan is the row's TP/EP on its GPU and dtypes,
@@ -119,7 +120,7 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
     source's (dataset rows); or why the row's lengths cannot be rebuilt.
 
     `lengths` column: `fixed` (or empty with input_len given) - every request input_len /
-    output_len; `sglang-random` - SGLang's seeded uniform draw, used only when its sums equal
+    output_len; `sonnet` - vLLM's sonnet prompts (`_sonnet_lengths`); `sglang-random` - SGLang's seeded uniform draw, used only when its sums equal
     the totals the client printed (then the requests are the measured ones, up to order);
     `dataset` (or empty without input_len) - lengths from a dataset: with the printed totals,
     every request gets the mean prompt and output length, which keeps the token totals but not
