@@ -228,15 +228,31 @@ def test_sonnet_rows_use_the_printed_mean_prompt_and_the_stated_output():
 
 
 def test_shorter_context_checkpoint_replays_with_its_own_context():
-    """Meta-Llama-3-8B is replayed as the bundled Llama-3.1-8B with its own 8192 positions (the
-    context sets vLLM V0's unchunked step budget and its chunking default)."""
+    """Meta-Llama-3-8B is replayed as the bundled Llama-3.1-8B with its own 8192 positions: the
+    context decides vLLM V0's chunking default (on above 32768) and its unchunked step budget."""
+    from apex_fast.hardware.devices import get_device
     from apex_fast.models import load_model
-    from apex_fast.validation.published import _base_model_id, _context_positions
+    from apex_fast.validation.published import _base_model_id, row_model, row_plan
 
     hf = "meta-llama/Meta-Llama-3-8B-Instruct"
-    assert _context_positions(hf) == 8192
-    assert _context_positions("meta-llama/Llama-3.1-8B-Instruct") is None
     assert load_model(_base_model_id(hf)).max_position_embeddings == 131072
+    assert row_model(hf).max_position_embeddings == 8192
+    assert row_model("meta-llama/Llama-3.1-8B-Instruct").max_position_embeddings == 131072
+    row = {
+        "engine_profile": "vllm-0.6",
+        "engine_flags": "",
+        "source_detail": "serving run",
+        "tp": 1.0,
+        "ep": None,
+        "weight_dtype": "bf16",
+        "kv_dtype": "bf16",
+        "model_hf_id": hf,
+    }
+    device = get_device("H100-SXM-80GB")
+    _, _, own = row_plan(row, row_model(hf), device)
+    _, _, long = row_plan(row, load_model(_base_model_id(hf)), device)
+    assert own.chunked_prefill is False and long.chunked_prefill is True
+    assert long.max_num_batched_tokens == 512
 
 
 def test_vllm_05_rows_replay_with_ttft_and_tpot():

@@ -79,6 +79,16 @@ def _context_positions(hf_id: str) -> int | None:
     return hit[1] if hit else None
 
 
+def row_model(hf_id: str) -> ModelSpec:
+    """The bundled model a row's checkpoint is replayed as, with the checkpoint's own context
+    length (`_base_model_id`, `_context_positions`)."""
+    model = load_model(_base_model_id(hf_id))
+    positions = _context_positions(hf_id)
+    if positions:
+        model = dataclasses.replace(model, max_position_embeddings=positions)
+    return model
+
+
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
     checkpoints are meta-llama's models with FP8 weights, Qwen's and Meta's '-FP8' checkpoints
@@ -120,8 +130,8 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
     source's (dataset rows); or why the row's lengths cannot be rebuilt.
 
     `lengths` column: `fixed` (or empty with input_len given) - every request input_len /
-    output_len; `sonnet` - vLLM's sonnet prompts (`_sonnet_lengths`); `sglang-random` - SGLang's seeded uniform draw, used only when its sums equal
-    the totals the client printed (then the requests are the measured ones, up to order);
+    output_len; `sonnet` - vLLM's sonnet prompts (`_sonnet_lengths`); `sglang-random` -
+    SGLang's seeded uniform draw, used only when its sums equal the totals the client printed (then the requests are the measured ones, up to order);
     `dataset` (or empty without input_len) - lengths from a dataset: with the printed totals,
     every request gets the mean prompt and output length, which keeps the token totals but not
     the spread of the dataset (an approximation)."""
@@ -273,13 +283,10 @@ def replay_row(row: dict) -> dict:
         return {**out, "skipped": built}
     wl, approx = built
     try:
-        model = load_model(_base_model_id(row["model_hf_id"]))
+        model = row_model(row["model_hf_id"])
         device = get_device(row["gpu"])
     except ApexError:
         return {**out, "skipped": "model or GPU not bundled"}
-    positions = _context_positions(row["model_hf_id"])
-    if positions:
-        model = dataclasses.replace(model, max_position_embeddings=positions)
     out["class"] = "MoE" if model.is_moe else "dense"
     if approx:
         out["class"] += f", {APPROX_LENGTHS}"
