@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from apex_fast.engines.profile import COMMON_FLAGS, NO_CHUNKING_FLAG, AttentionChoice, EngineProfile
 from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
-from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
+from apex_fast.kernels.params import ADMIT_TOKEN_RATIO
 
 _TAG = "https://github.com/sgl-project/sglang/blob/v0.4.6.post5/python/sglang/srt/"
 _SA = _TAG + "server_args.py"
@@ -44,15 +44,19 @@ SGLANG = EngineProfile(
     chunked_prefill_default=True,  # SA: chunked_prefill_size is set (8192 or 2048) unless -1
     chunked_auto_above_max_model_len=None,  # SA: no length rule
     chunked_prefill_can_be_disabled=True,  # SA: --chunked-prefill-size -1
-    # SB `retract_decode`, SCH `update_running_batch`: when a decode step cannot get memory,
-    # the requests with the fewest output tokens (ties: longest input) are retracted and
-    # recomputed later; new_token_ratio is then reset from the retracted work.
-    preemption="retract fewest-output requests, recompute; admission ratio reset",
-    # SP `PrefillAdder`: admit while input tokens <= max_prefill_tokens (16384) and
-    # extend_len + min(max_new, 4096) fits the free + evictable memory minus the running
-    # requests' reserved future tokens x new_token_ratio (starts 0.7, decays to 0.098).
+    # SB `check_decode_mem` / `retract_decode`, SCH `update_running_batch`: when a decode step
+    # cannot get memory, the requests with the fewest output tokens (ties: longest input) are
+    # retracted until 20 tokens per remaining request are free, and recomputed later (back of
+    # the queue); new_token_ratio = min(1, (decoded + 20 x n) / sum max_new) of those left.
+    preemption="retract fewest-output requests, recompute; admission ratio re-estimated",
+    # SP `PrefillAdder.add_one_req`, SCH `get_new_batch_prefill`: admit while extend_len +
+    # min(max_new, 4096) < free (+ evictable) tokens - the running requests' min(max_new -
+    # generated, 4096) x new_token_ratio - the requests of this prefill batch (extend +
+    # min(max_new, 4096)); new_token_ratio starts at 0.7, decays by 0.602/600 per decode step
+    # to 0.098 (global_config.py), is reset when idle; after a NO_TOKEN no prefill is tried
+    # until a running request leaves (batch_is_full). Kernel: ADMIT_TOKEN_RATIO.
     admission="FCFS (default policy from 0.4.3.post4); memory reserve by new_token_ratio",
-    admission_policy=ADMIT_WHOLE_PROMPT,  # PrefillAdder's new_token_ratio is not modelled
+    admission_policy=ADMIT_TOKEN_RATIO,
     # SA `__post_init__`: chunked_prefill_size 2048 if GPU memory < 25_000 MiB (as nvidia-smi
     # reports it), else 8192.
     budget_chunked_by_memory=((25_000 / 1024, 8192), (0.0, 2048)),
@@ -118,10 +122,10 @@ SGLANG = EngineProfile(
     ),
     sources=(_SA, _SCH, _SP, _SB, _CGR, _MR, _BLOG),
     not_modelled=(
-        "admission by new_token_ratio and retraction: the kernel admits by free KV blocks "
-        "and preempts the last running request",
-        "a prompt longer than the chunk runs as one prefill step instead of consecutive "
-        "prefill-only chunks (same tokens, decodes paused in both)",
+        "max_prefill_tokens (16384) per prefill batch with chunking on: the chunk (8192 or "
+        "2048 tokens) always binds first",
+        "the ignore_eos admission path (SP add_one_req_ignore_eos), taken only with the radix "
+        "cache off",
         "max_running_requests derived from KV capacity: the tool bounds running sequences "
         "only by KV blocks unless --max-num-seqs is given",
         "radix (prefix) cache: simulated as a block cache of --block-size tokens with LRU "
@@ -132,7 +136,8 @@ SGLANG = EngineProfile(
     ),
     kernel_mode_note=(
         "kernel prefill-first mode: prefill-only and decode-only steps, a new prefill batch "
-        "tried first (the SGLang rule). Its token budget is the chunk size (8192 on GPUs of "
-        "25 GB and more, else 2048), or the longest prompt when that is longer."
+        "tried first (the SGLang rule), at most the chunk size (8192 on GPUs of 25 GB and "
+        "more, else 2048) of prompt tokens per step, a longer prompt split over consecutive "
+        "steps; SGLang's admission by new_token_ratio and its retraction (ADMIT_TOKEN_RATIO)."
     ),
 )
