@@ -25,6 +25,38 @@ _SB = _TAG + "managers/schedule_batch.py"
 _CGR = _TAG + "model_executor/cuda_graph_runner.py"
 _MR = _TAG + "model_executor/model_runner.py"
 _BLOG = "https://lmsys.org/blog/2024-12-04-sglang-v0-4/"
+_SA05 = "https://github.com/sgl-project/sglang/blob/v0.5.6/python/sglang/srt/server_args.py"
+
+# SGLang 0.5.x (read in the 0.5.3.post3 and 0.5.6 packages, server_args.py
+# `_handle_gpu_memory_settings`) derives mem_fraction_static from the GPU's memory instead of
+# 0.4.6's table by TP size: chunked_prefill_size and cuda_graph_max_bs by memory (MiB, as
+# nvidia-smi reports it) and TP, then reserved = 512 + max(chunk, 2048) x 1.5 + graph_max_bs x 2
+# + tp x pp / 8 x 1024 MiB (at least 10240 MiB above 60 GiB) and fraction = round((memory -
+# reserved) / memory, 3). Used to replay published rows of SGLang >= 0.5.3 (validation).
+SGLANG_05_FIRST = (0, 5, 3)  # the first release read with this rule (0.4.6.post5 has the table)
+# (memory below MiB, chunked_prefill_size, cuda_graph_max_bs below TP 4, from TP 4), CUDA GPUs
+_SGLANG_05_BY_MEMORY = (
+    (20 * 1024, 2048, 8, 8),
+    (35 * 1024, 2048, 24, 80),  # 0.5.3.post3: 16 below TP 4
+    (60 * 1024, 4096, 32, 160),
+    (90 * 1024, 8192, 256, 512),
+    (160 * 1024, 8192, 256, 512),
+    (float("inf"), 16384, 512, 512),
+)
+
+
+def mem_fraction_static_05(gpu_mem_mib: float, tp: int, pp: int = 1) -> float:
+    """SGLang 0.5.x's default mem_fraction_static for a GPU of `gpu_mem_mib` MiB at TP `tp`
+    and PP `pp` (no DP attention, no speculative decoding, no piecewise graphs)."""
+    _, chunk, graph_small_tp, graph_large_tp = next(
+        row for row in _SGLANG_05_BY_MEMORY if gpu_mem_mib < row[0]
+    )
+    graph_bs = graph_small_tp if tp < 4 else graph_large_tp
+    reserved = 512 + max(chunk, 2048) * 1.5 + graph_bs * 2 + tp * pp / 8 * 1024
+    if gpu_mem_mib > 60 * 1024:
+        reserved = max(reserved, 10 * 1024)
+    return round((gpu_mem_mib - reserved) / gpu_mem_mib, 3)
+
 
 # CGR `get_batch_sizes_to_capture` (0.4.6.post5): [1, 2, 4, 8] and multiples of 8 from 16 to
 # 160; GPUs with more memory (the threshold is 80, 90 or 96 GiB depending on the release) also
