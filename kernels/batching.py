@@ -24,6 +24,7 @@ from apex_fast.kernels.gaps import gap_bin, gap_bin_safe_hi
 from apex_fast.kernels.kv_blocks import blocks_for, kv_extend, kv_free, pool_new
 from apex_fast.kernels.params import (
     ADMIT_PER_CHUNK,
+    ADMIT_TOKEN_RATIO,
     PF_C_ATTN,
     PF_C_CTX,
     PF_EAGER_FLOOR,
@@ -31,6 +32,7 @@ from apex_fast.kernels.params import (
     PF_HOST_SEQ,
     PF_OVERHEAD,
     PF_PIECEWISE_FLOOR,
+    PF_RATIO_STEPS,
     PI_ADMISSION,
     PI_BLOCK_SIZE,
     PI_BUDGET,
@@ -42,6 +44,7 @@ from apex_fast.kernels.params import (
     PI_OUTPUT_LAG,
     PI_PC_NKEYS,
     PI_PIECEWISE_TOKENS,
+    PI_PREFILL_CHUNK,
     PI_WIN_BLOCKS,
 )
 from apex_fast.kernels.schedule import (
@@ -54,10 +57,13 @@ from apex_fast.kernels.schedule import (
     SIZE,
     STOP,
     admit_head,
+    next_chunk,
     queue_arrival,
+    retract_decode,
     schedule_one,
     sem_release,
 )
+from apex_fast.kernels.token_ratio import ratio_reset, ratio_run_limit
 from numba import njit
 
 from apex_fast.sim.records import (
@@ -291,6 +297,7 @@ def _run(
                 nlag = 0
                 continue
             nlag = 0
+            ratio_reset(pf)  # SGLang's admission ratio restarts when the engine idles
             if next_arr >= n:
                 break
             now = max(now, arrival[next_arr])  # jump to the next arrival
@@ -306,6 +313,12 @@ def _run(
                 act = DONE
                 if pi[PI_ADMISSION] == ADMIT_PER_CHUNK and npre > 0:
                     act = STOP  # vLLM V1 admits nothing in a step that preempted
+                if pi[PI_ADMISSION] == ADMIT_TOKEN_RATIO and pi[PI_PREFILL_CHUNK] > 0:
+                    left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre = next_chunk(
+                        left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre,
+                        prompt, prefix, status, computed, gen, target, blocks, run, s_idx, s_pf,
+                        pre_buf, preemptions, pf, pi, pc, pool, copy, cfree,
+                    )  # fmt: skip
                 while wst[SIZE] > 0 and act != STOP:
                     act, left, n_sched, n_pf_tok, n_samp, work, nrun, free = admit_head(
                         left, n_sched, n_pf_tok, n_samp, work, nrun, free, prompt, output,
@@ -315,6 +328,11 @@ def _run(
                     if act == REJECT and pi[PI_MAX_CONC] > 0:
                         sem_release(sem, slot_t, now)  # the rejected request's slot
             elif chunked or n_sched == 0:  # schedule running requests (make room / preempt)
+                if pi[PI_ADMISSION] == ADMIT_TOKEN_RATIO:  # SGLang retracts before a decode
+                    nrun, free = retract_decode(
+                        run, nrun, free, status, computed, blocks, prompt, prefix, gen, output,
+                        preemptions, waitq, wst, pf, pi, pc, pool, copy, cfree,
+                    )  # fmt: skip
                 act = DONE
                 i = 0
                 while i < nrun and act == DONE:
@@ -348,6 +366,7 @@ def _run(
         if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
             fmin = _fewest_free(free, cfree, ncopy)  # the fullest copy bounds the run
             kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
+            kmax = ratio_run_limit(kmax, nrun, wst[SIZE], pf, pi)  # SGLang admission
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
                 limit_t = arrival[next_arr]
@@ -355,6 +374,7 @@ def _run(
                 now, kmax, limit_t, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec, gap_hist
             )  # fmt: skip
             if k > 1:
+                pf[PF_RATIO_STEPS] += k - 1  # one ratio decay per decode step (SGLang)
                 free = _extend_run(
                     k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
                     cfree,
@@ -422,7 +442,7 @@ def simulate_stream(
         cached_out[i] = -1
     status = np.zeros(n, np.int64)
     nrec = _run(
-        arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
+        arrival, prompt, output, prefix, tok_table, seq_table, pf.copy(), pi, first_token, finish,
         preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist, status,
         np.zeros(n, np.int64),  # computed: prompt tokens whose KV exists
         np.zeros(n, np.int64),  # gen: tokens generated

@@ -219,6 +219,8 @@ def test_fixed_rows_with_totals_agree_with_their_lengths_and_rates(rows):
             assert abs(float(r["output_tok_s"]) - want) <= 0.005 * per_req + 0.005, i
         checked += 1
     assert checked >= 8  # the GPUStack Qwen3-14B rows print their totals
+
+
 def test_sonnet_rows_use_the_printed_mean_prompt_and_the_stated_output():
     """vLLM's sonnet sampler: prompts a few tokens around their mean, max_tokens outputs. With
     the printed totals the replay takes the mean prompt (and the mean output only when the output

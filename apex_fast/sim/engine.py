@@ -87,6 +87,9 @@ class EngineOptions:
     # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
     # steps (apex_fast.engines.options)
     unchunked_budget_floor: int = ep.DEFAULT_UNCHUNKED_BUDGET_FLOOR
+    # SGLang: prefill tokens per prefill-only step, longer prompts split over consecutive steps
+    # (its chunked_prefill_size; the kernel's ADMIT_TOKEN_RATIO); 0 = prompts never split
+    prefill_chunk: int = 0
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first
@@ -271,6 +274,7 @@ def scheduler_config(
         full_kv_fraction=model.kv_full_fraction,
         admission=policy,
         copies=copies,
+        prefill_chunk=opts.prefill_chunk if not opts.chunked_prefill else 0,
     )
 
 

@@ -66,6 +66,9 @@ class SchedulerConfig:
     # has a pool of num_blocks / copies blocks and keeps `watermark` of them free at admission;
     # a request takes all its blocks from the one copy that serves it
     copies: int = 1
+    # admission 3 (SGLang, prefill-only steps: chunked False): prefill tokens per step, a longer
+    # prompt split over consecutive steps (SGLang chunked_prefill_size; 0: never split)
+    prefill_chunk: int = 0
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,8 @@ def kernel_params(
         kp.PF_C_ATTN: costs.c_attn, kp.PF_C_CTX: costs.c_ctx, kp.PF_OVERHEAD: costs.overhead,
         kp.PF_HOST_SEQ: costs.host_seq, kp.PF_EAGER_FLOOR: costs.eager_floor,
         kp.PF_PIECEWISE_FLOOR: costs.piecewise_floor, kp.PF_FULL_FRAC: cfg.full_kv_fraction,
+        # starting state of SGLang's admission (kernels/token_ratio.py)
+        kp.PF_RATIO0: kp.INIT_NEW_TOKEN_RATIO, kp.PF_RATIO_STEPS: 0.0, kp.PF_BLOCKED: np.inf,
     }  # fmt: skip
     ints = {
         kp.PI_NUM_BLOCKS: cfg.num_blocks, kp.PI_BLOCK_SIZE: cfg.block_size,
@@ -278,7 +283,7 @@ def kernel_params(
         kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
         kp.PI_ADMISSION: cfg.admission,
-        kp.PI_COPIES: cfg.copies,
+        kp.PI_COPIES: cfg.copies, kp.PI_PREFILL_CHUNK: cfg.prefill_chunk,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
@@ -295,6 +300,8 @@ def _copy_tags(copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int
         )
     if cfg.copies > 1 and nkeys > 0:
         raise ApexError("the prefix cache is not simulated with several attention copies")
+    if cfg.admission == kp.ADMIT_TOKEN_RATIO and cfg.chunked:
+        raise ApexError("SGLang's admission rule runs with prefill-only steps (chunked off)")
     if copy is None:
         return np.zeros(n, np.int64)
     tags = np.ascontiguousarray(copy, dtype=np.int64)

@@ -32,7 +32,8 @@ import numpy as np
 from apex_fast.data import published_measurements
 from apex_fast.dtypes import canonical_dtype
 from apex_fast.engines.launch_line import read_launch_line
-from apex_fast.engines.options import engine_option_fields
+from apex_fast.engines.options import LaunchSettings, engine_option_fields
+from apex_fast.engines.sglang import SGLANG_05_FIRST, mem_fraction_static_05
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import DeviceSpec, get_device
@@ -310,7 +311,7 @@ def row_plan(
         row["engine_profile"], _effective_flags(row), model.max_position_embeddings or None
     )
     fields = engine_option_fields(
-        line.settings,
+        _launch_settings(row, device, tp, line.settings),
         device.name,
         device.hbm_gb * 1e9 / 2**30,
         model.max_position_embeddings or None,
@@ -318,6 +319,32 @@ def row_plan(
     )
     opts = EngineOptions(**fields)
     return cluster, plans[0], opts
+
+
+def _launch_settings(
+    row: dict, device: DeviceSpec, tp: int, given: LaunchSettings
+) -> LaunchSettings:
+    """The row's launch settings (`given`, from its launch line), with SGLang >= 0.5.3's
+    mem_fraction_static when the line sets none: that version derives it from the GPU memory
+    (engines/sglang.py mem_fraction_static_05; the profile describes 0.4.6.post5's table by
+    TP). The GPU's memory in MiB is read as hbm_gb x 1024 (80 GB parts have 80 GiB;
+    nvidia-smi shows 81559 MiB on an H100 SXM)."""
+    if row["engine_profile"] != "sglang" or given.gpu_memory_utilization is not None:
+        return given
+    if _version(row.get("engine_version") or "") >= SGLANG_05_FIRST:
+        frac = mem_fraction_static_05(device.hbm_gb * 1024, tp, int(row["pp"] or 1))
+        return dataclasses.replace(given, gpu_memory_utilization=frac)
+    return given
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as 0.5.3.post3 ((0,) if none)."""
+    parts = []
+    for p in text.split(" ")[0].split(".")[:3]:
+        if not p.isdigit():
+            break
+        parts.append(int(p))
+    return tuple(parts) or (0,)
 
 
 def replay_row(row: dict) -> dict:
