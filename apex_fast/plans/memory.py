@@ -60,14 +60,14 @@ SAMPLER_LIVE_COPIES = 10.3
 # Allocated-peak rule, memory outside PyTorch (vLLM's "non_torch_memory"): CUDA context and
 # cuBLAS/cuBLASLt workspaces on every device, plus, on a device that talks to others, the NCCL
 # communicator buffers (per channel and per ring/tree neighbour, so about constant in the group
-# size) and vLLM's custom all-reduce buffers. One device alone: the runtime reserve of the
-# free-memory rule (not refitted; the logged single-device values collected, 1.79 and about
-# 0.4 GiB, lie either side of it). The extra of a device in a group of two or more: fitted
-# (bench/memory_logs.py) as the mean non-PyTorch memory the vLLM rows with TP > 1 imply (the
-# logged 3.58 GiB of Llama-3-8B TP2 on H100, vllm PR 10511; the 8.11 GiB KV pool of
-# Qwen3-235B-A22B-FP8 TP4 on H100, vllm issue 21348) less the single-device reserve.
-NON_TORCH_BASE_BYTES = RUNTIME_RESERVE_BYTES
-NON_TORCH_GROUP_BYTES = 1.56 * GIB
+# size) and vLLM's custom all-reduce buffers. Documented fit (bench/memory_logs.py, "Fit"):
+# - base: mean of the non_torch_memory logged by single-device vLLM rows (1.79 GiB on H100,
+#   vllm PR 10511; 0.35 GiB twice on an RTX 3090, vllm issue 10517);
+# - group: mean non-PyTorch memory of the vLLM rows with TP > 1 (3.58 GiB logged for
+#   Llama-3-8B TP2 on H100, vllm PR 10511; the amount the 8.11 GiB KV pool of
+#   Qwen3-235B-A22B-FP8 TP4 on H100 implies, vllm issue 21348) less the base.
+NON_TORCH_BASE_BYTES = 0.83 * GIB
+NON_TORCH_GROUP_BYTES = 2.23 * GIB
 # KV "capacity" of an encoder, which caches nothing: large enough never to bind
 ENCODER_BLOCKS = 1 << 40
 
@@ -236,11 +236,14 @@ def expert_weight_bytes(model: ModelSpec, weight_dtype: str) -> float:
     return min(wb, DTYPE_BYTES[native]) if native else wb
 
 
-def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int) -> float:
+def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int, with_qkv: bool = True) -> float:
     """Bytes of the tensors alive at the FFN of a layer in a forward pass of `budget` tokens:
-    hidden state, residual and norm output (3h), the QKV output, the gate/up output and the
-    activation output of the FFN shard. MoE: the tokens routed to this device's experts (top-k
-    copies of each token, spread over the expert-parallel devices)."""
+    hidden state, residual and norm output (3h), the gate/up output and the activation output
+    of the FFN shard, and (`with_qkv`, as the free-memory rule was calibrated) the QKV output.
+    MoE: the tokens routed to this device's experts (top-k copies of each token, spread over
+    the expert-parallel devices). Without the QKV output, which is freed after attention, this
+    is what vLLM's allocated peak logs: 108 KiB per token for Llama-3.1-8B at 20000 and at
+    29000 tokens (2.07 and 2.99 GiB, vllm issue 10517) = 3 x 8 KiB + 56 + 28 KiB."""
     ab = DTYPE_BYTES[plan.activation_dtype]
     qkv = (model.num_heads // plan.tp + 2 * kv_heads_per_device(model, plan.tp)) * model.head_dim
     if model.is_moe:
@@ -248,7 +251,7 @@ def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int) -> float:
     else:
         width = model.intermediate_size / plan.ffn_tp / plan.ffn_replicas
     ffn = ((2 if model.gated_ffn else 1) + 1) * width
-    per_token = (3 * model.hidden_size + qkv + ffn) * ab
+    per_token = (3 * model.hidden_size + (qkv if with_qkv else 0) + ffn) * ab
     return budget * per_token
 
 
@@ -278,16 +281,21 @@ def allocated_peak_activation_bytes(
     sampler_copies: float = SAMPLER_LIVE_COPIES,
 ) -> float:
     """Activation peak as PyTorch's allocated-bytes peak sees it: the larger of the forward
-    pass (`forward_live_bytes`, freed before sampling) and the sampler (`sampler_live_bytes`)."""
-    forward = forward_live_bytes(model, plan, budget)
+    pass (`forward_live_bytes` at the FFN, freed before sampling) and the sampler
+    (`sampler_live_bytes`)."""
+    forward = forward_live_bytes(model, plan, budget, with_qkv=False)
     return max(forward, sampler_live_bytes(model, max_num_seqs, sampler_copies))
 
 
-def non_torch_bytes(group_devices: int, group_extra: float = NON_TORCH_GROUP_BYTES) -> float:
+def non_torch_bytes(
+    group_devices: int,
+    base: float = NON_TORCH_BASE_BYTES,
+    group_extra: float = NON_TORCH_GROUP_BYTES,
+) -> float:
     """Memory outside PyTorch on one device of a collective group of `group_devices` devices
-    (allocated-peak rule): NON_TORCH_BASE_BYTES, plus `group_extra` of communicator buffers
-    when the device talks to others."""
-    return NON_TORCH_BASE_BYTES + (group_extra if group_devices > 1 else 0.0)
+    (allocated-peak rule): `base`, plus `group_extra` of communicator buffers when the device
+    talks to others."""
+    return base + (group_extra if group_devices > 1 else 0.0)
 
 
 def profiling_terms(
@@ -297,15 +305,16 @@ def profiling_terms(
     max_num_seqs: int,
     peak_rule: str,
     sampler_copies: float = SAMPLER_LIVE_COPIES,
+    base: float = NON_TORCH_BASE_BYTES,
     group_extra: float = NON_TORCH_GROUP_BYTES,
 ) -> tuple[float, float]:
     """(activation peak, runtime / non-PyTorch bytes) per device under an engine's peak rule;
-    `sampler_copies` and `group_extra` override the fitted constants (fits, tests)."""
+    `sampler_copies`, `base` and `group_extra` override the fitted constants (fits, tests)."""
     if peak_rule == PEAK_FREE_MEMORY:
         return activation_bytes(model, plan, budget, max_num_seqs), RUNTIME_RESERVE_BYTES
     if peak_rule == PEAK_ALLOCATED:
         act = allocated_peak_activation_bytes(model, plan, budget, max_num_seqs, sampler_copies)
-        return act, non_torch_bytes(plan.devices_per_stage, group_extra)
+        return act, non_torch_bytes(plan.devices_per_stage, base, group_extra)
     raise ValueError(f"unknown memory peak rule {peak_rule!r}")
 
 

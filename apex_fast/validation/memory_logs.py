@@ -29,6 +29,7 @@ from apex_fast.plans.memory import (
     RUNTIME_RESERVE_BYTES,
     SAMPLER_LIVE_COPIES,
     USABLE_FRACTION,
+    forward_live_bytes,
     kv_bytes_per_token_per_device,
     kv_pool_bytes,
     profiling_terms,
@@ -37,6 +38,9 @@ from apex_fast.plans.memory import (
 from apex_fast.plans.plan import Plan
 
 DATA_FILE = "memory_logs.csv"
+# a logged activation peak above this multiple of the forward pass's live tensors is the
+# sampler's (fit_constants)
+SAMPLER_EXCESS = 1.1
 # the memory-fraction kind each row rule reads its fraction as (plans.memory.kv_pool_bytes)
 RULE_KIND = {
     PEAK_FREE_MEMORY: "gpu_memory_utilization",
@@ -173,6 +177,7 @@ class Constants:
     """The fitted constants of the allocated-peak rule (plans/memory.py)."""
 
     sampler_copies: float = SAMPLER_LIVE_COPIES
+    base: float = NON_TORCH_BASE_BYTES  # bytes
     group_extra: float = NON_TORCH_GROUP_BYTES  # bytes
 
 
@@ -196,7 +201,7 @@ def replay(
     kind = RULE_KIND[row.peak_rule]
     if row.peak_rule in (PEAK_FREE_MEMORY, PEAK_ALLOCATED):
         act, runtime = profiling_terms(
-            model, plan, budget, seqs, row.peak_rule, c.sampler_copies, c.group_extra
+            model, plan, budget, seqs, row.peak_rule, c.sampler_copies, c.base, c.group_extra
         )
     elif row.peak_rule == "free-fraction":
         act, runtime = profiling_terms(model, plan, budget, seqs, PEAK_FREE_MEMORY)
@@ -225,11 +230,12 @@ def fit_constants(rows: list[LogRow], fallback: Constants | None = None) -> Cons
     """Fit the allocated-peak constants on `rows` (docs/memory.md, "Fit"):
 
     - sampler copies: least squares through the origin of the logged activation peaks on the
-      FP32 [max_num_seqs, vocab] unit, over allocated-peak rows that print their activation
-      peak;
+      FP32 [max_num_seqs, vocab] unit, over allocated-peak rows whose logged peak exceeds the
+      forward pass's live tensors by more than 10% (only the sampler can hold the excess);
+    - base: the mean non-PyTorch memory the single-device allocated-peak rows logged;
     - group extra: the mean non-PyTorch memory the allocated-peak rows with TP > 1 imply
       (logged when printed, else fraction x total - weights - activations - logged KV) less
-      NON_TORCH_BASE_BYTES.
+      the base.
 
     A constant without rows to fit it keeps `fallback`'s value."""
     fb = fallback or Constants()
@@ -239,10 +245,17 @@ def fit_constants(rows: list[LogRow], fallback: Constants | None = None) -> Cons
     for r in alloc:
         if r.logged_activation_gib is None or r.max_num_seqs is None:
             continue
-        unit = sampler_unit_bytes(models[r.model], r.max_num_seqs)
+        model = models[r.model]
+        budget = r.max_num_batched_tokens or 0
+        forward = forward_live_bytes(model, row_plan(model, r), budget, with_qkv=False)
+        if r.logged_activation_gib * GIB <= SAMPLER_EXCESS * forward:
+            continue
+        unit = sampler_unit_bytes(model, r.max_num_seqs)
         num += r.logged_activation_gib * GIB * unit
         den += unit * unit
     copies = num / den if den else fb.sampler_copies
+    single = [r.logged_non_torch_gib * GIB for r in alloc if r.tp == 1 and r.logged_non_torch_gib]
+    base = sum(single) / len(single) if single else fb.base
     implied = []
     for r in alloc:
         if r.tp < 2:
@@ -250,10 +263,10 @@ def fit_constants(rows: list[LogRow], fallback: Constants | None = None) -> Cons
         if r.logged_non_torch_gib is not None:
             implied.append(r.logged_non_torch_gib * GIB)
             continue
-        x = replay(r, models[r.model], Constants(copies, 0.0))
+        x = replay(r, models[r.model], Constants(copies, base, 0.0))
         implied.append(r.memory_fraction * x.capacity - x.weights - x.activation - x.logged_kv)
-    extra = sum(implied) / len(implied) - NON_TORCH_BASE_BYTES if implied else fb.group_extra
-    return Constants(copies, extra)
+    extra = sum(implied) / len(implied) - base if implied else fb.group_extra
+    return Constants(copies, base, extra)
 
 
 def leave_one_source_out(rows: list[LogRow]) -> dict[str, Replay]:
