@@ -124,4 +124,9 @@ VLLM_V1 = EngineProfile(
         "token budget (the V1 rule). Defaults follow vLLM 0.8.4's OpenAI server: 8192 tokens "
         "and 1024 sequences on H100/H200, 2048 tokens and 256 sequences elsewhere."
     ),
+    # v1/worker/gpu_worker.py `determine_available_memory` (0.8.4): KV bytes = total x
+    # gpu_memory_utilization - (torch.cuda.memory_stats()["allocated_bytes.all.peak"] of the
+    # profiling step + memory allocated outside PyTorch); the same rule as V0 from 0.6.4
+    # (vllm PR 9352, worker.py `determine_num_available_blocks`).
+    memory_peak_rule="allocated-peak",
 )

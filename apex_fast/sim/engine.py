@@ -115,6 +115,7 @@ class EngineOptions:
             self.max_num_seqs,
             self.block_size,
             self.memory_fraction_kind,
+            self.memory_peak_rule,
         )
 
     @property
@@ -123,6 +124,13 @@ class EngineOptions:
         from apex_fast.engines import get_engine
 
         return get_engine(self.engine).memory_fraction_kind
+
+    @property
+    def memory_peak_rule(self) -> str:
+        """How this engine measures its profiling peak (plans.memory.profiling_terms)."""
+        from apex_fast.engines import get_engine
+
+        return get_engine(self.engine).memory_peak_rule
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
