@@ -199,9 +199,10 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
-    from apex_fast.kernels.batching import simulate_stream
     from apex_fast.kernels.gaps import GAP_BINS
+    from apex_fast.sim.kernel_load import batching_kernel
 
+    simulate_stream = batching_kernel()
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     copy = _copy_tags(copy, n, cfg, nkeys)
     pf, pi = kernel_params(cfg, costs, int(min(max_concurrency, n)), nkeys)
