@@ -8,6 +8,8 @@ each in a fresh process, after one warm-up run per command (Numba cache filled).
 temporary folder with `git archive`), interleaved with this tree's runs so both see the same
 machine load; the figures are the minimum over `--repeat` runs and the ratio old / new.
 CPU time (user + system of the child) is steadier than wall time on a shared machine.
+The children run with PYTHONDONTWRITEBYTECODE unset, so the warm-up leaves .pyc files as any
+installed copy has them.
 
 `--old-path DIR` puts DIR first on the baseline tree's import path (e.g. a folder holding the
 Typer version that tree's pyproject resolves to, `pip install --target DIR typer==X`).
@@ -65,6 +67,9 @@ def run_once(tree: Path, args: list[str], first: str | None = None) -> tuple[flo
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (first, str(tree)) if p))
+    # a warm machine has the .pyc files: let the warm-up write them (a shell that sets
+    # PYTHONDONTWRITEBYTECODE would otherwise have every run compile ~100 modules from source)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     rc = subprocess.run(
         [sys.executable, str(tree / "apex.py"), *args],
         stdout=subprocess.DEVNULL,
