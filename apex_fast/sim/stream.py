@@ -34,6 +34,11 @@ def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# records allocated up front at most (88 MiB of address space for the float and int columns;
+# only the rows the kernel writes are touched); past it the stream re-runs with 4x the room
+RECORDS_RESERVED = 1 << 20
+
+
 def gap_bin_edges() -> np.ndarray:
     """Edges of the inter-token-gap histogram bins (kernels/gaps.py)."""
     from apex_fast.kernels.gaps import gap_bin_edges as edges
@@ -202,16 +207,22 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
-    from apex_fast.kernels.batching import simulate_stream
     from apex_fast.kernels.gaps import GAP_BINS
+    from apex_fast.sim.kernel_load import batching_kernel
 
+    simulate_stream = batching_kernel()
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     copy = _copy_tags(copy, n, cfg, nkeys)
     pf, pi = kernel_params(cfg, costs, int(min(max_concurrency, n)), nkeys)
     tok_table = np.ascontiguousarray(costs.tok_table, dtype=np.float64)
     seq_table = np.ascontiguousarray(costs.seq_table, dtype=np.float64)
     chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
-    cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024
+    chunks = int(np.sum((prompt + chunk - 1) // chunk))
+    cap = 4 * n + chunks + 1024
+    # a record is at least one step and, without preemption, a step prefills a chunk or decodes
+    # a token of some request: room for that many records up to RECORDS_RESERVED avoids most
+    # re-runs of a stream that overflows the first guess (rows never written cost no memory)
+    cap = max(cap, min(chunks + int(np.sum(output)), RECORDS_RESERVED))
     while True:
         first = np.empty(n, np.float64)
         finish = np.empty(n, np.float64)
