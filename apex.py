@@ -4,10 +4,8 @@ import sys
 
 if __name__ == "__main__":
     try:
-        from apex_fast.entry import main
-
-        code = main()
-    except KeyboardInterrupt:  # Ctrl-C while the modules load
+        from apex_fast.entry import run
+    except KeyboardInterrupt:  # Ctrl-C while the entry module loads
         sys.stderr.write("interrupted\n")
-        code = 130
-    sys.exit(code)
+        sys.exit(130)
+    run()

@@ -39,6 +39,7 @@ from apex_fast.kernels.kv_blocks import blocks_for, kv_extend, kv_free, pool_new
 from apex_fast.kernels.params import (
     ADMIT_NO_EVICT,
     ADMIT_PER_CHUNK,
+    ADMIT_TOKEN_RATIO,
     PF_C_ATTN,
     PF_C_CTX,
     PF_EAGER_FLOOR,
@@ -46,6 +47,7 @@ from apex_fast.kernels.params import (
     PF_HOST_SEQ,
     PF_OVERHEAD,
     PF_PIECEWISE_FLOOR,
+    PF_RATIO_STEPS,
     PI_ADMISSION,
     PI_BLOCK_SIZE,
     PI_BUDGET,
@@ -59,6 +61,7 @@ from apex_fast.kernels.params import (
     PI_OUTPUT_LAG,
     PI_PC_NKEYS,
     PI_PIECEWISE_TOKENS,
+    PI_PREFILL_CHUNK,
     PI_WIN_BLOCKS,
 )
 from apex_fast.kernels.schedule import (
@@ -71,10 +74,13 @@ from apex_fast.kernels.schedule import (
     SIZE,
     STOP,
     admit_head,
+    next_chunk,
     queue_arrival,
+    retract_decode,
     schedule_one,
     sem_release,
 )
+from apex_fast.kernels.token_ratio import ratio_reset, ratio_run_limit
 from numba import njit
 
 from apex_fast.sim.records import (
@@ -327,7 +333,9 @@ def _run(
     # sequences and written back when fewer than half as many run (below that, walking the
     # batch costs less than keeping the set; the results are the same either way)
     lazy_min = pi[PI_LAZY_MIN]
-    lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0 and lazy_min > 0
+    # (not with the prefix cache, a sliding window or SGLang's admission, whose reservations
+    # and retractions read every running request's tokens)
+    lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0 and lazy_min > 0 and policy != ADMIT_TOKEN_RATIO
     lazy_on = False
     T = nlz = sum_c = hn = neag = adm_ctr = 0
     last_sh = 0.0
@@ -345,6 +353,7 @@ def _run(
                 nlag = 0
                 continue
             nlag = 0
+            ratio_reset(pf)  # SGLang's admission ratio restarts when the engine idles
             if next_arr >= n:
                 break
             now = max(now, arrival[next_arr])  # jump to the next arrival
@@ -361,6 +370,12 @@ def _run(
                 act = DONE
                 if policy == ADMIT_PER_CHUNK and npre > 0:
                     act = STOP  # vLLM V1 admits nothing in a step that preempted
+                if pi[PI_ADMISSION] == ADMIT_TOKEN_RATIO and pi[PI_PREFILL_CHUNK] > 0:
+                    left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre = next_chunk(
+                        left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre,
+                        prompt, prefix, status, computed, gen, target, blocks, run, s_idx, s_pf,
+                        pre_buf, preemptions, pf, pi, pc, pool, copy, cfree,
+                    )  # fmt: skip
                 if (
                     nlz > 0 and policy == ADMIT_NO_EVICT and wst[SIZE] > 0
                     and nrun < pi[PI_MAX_NUM_SEQS] and left > 0
@@ -417,6 +432,11 @@ def _run(
                         ctx += sum_c + nlz * T
                         left -= nlz
                     continue
+                if pi[PI_ADMISSION] == ADMIT_TOKEN_RATIO:  # SGLang retracts before a decode
+                    nrun, free = retract_decode(
+                        run, nrun, free, status, computed, blocks, prompt, prefix, gen, output,
+                        preemptions, waitq, wst, pf, pi, pc, pool, copy, cfree,
+                    )  # fmt: skip
                 act = DONE
                 i = 0
                 while i < nrun and act == DONE:
@@ -453,6 +473,7 @@ def _run(
             kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
             if nlz_s > 0:
                 kmax = min(kmax, hk[0] - T)  # the set's first finish
+            kmax = ratio_run_limit(kmax, nrun, wst[SIZE], pf, pi)  # SGLang admission
             limit_t = np.inf  # the next arrival ends the run: it may be admitted
             if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
                 limit_t = arrival[next_arr]
@@ -460,6 +481,7 @@ def _run(
                 now, kmax, limit_t, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec, gap_hist
             )  # fmt: skip
             if k > 1:
+                pf[PF_RATIO_STEPS] += k - 1  # one ratio decay per decode step (SGLang)
                 free = _extend_run(
                     k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
                     cfree,
@@ -597,7 +619,7 @@ def simulate_stream(
         cached_out[i] = -1
     status = np.zeros(n, np.int64)
     nrec = _run(
-        arrival, prompt, output, prefix, tok_table, seq_table, pf, pi, first_token, finish,
+        arrival, prompt, output, prefix, tok_table, seq_table, pf.copy(), pi, first_token, finish,
         preemptions, arr_eff, cached_out, rec_f, rec_i, gap_hist, status,
         np.zeros(n, np.int64),  # computed: prompt tokens whose KV exists
         np.zeros(n, np.int64),  # gen: tokens generated

@@ -22,7 +22,12 @@ from apex_fast.kernels.kv_blocks import (
 from apex_fast.kernels.params import (
     ADMIT_NO_EVICT,
     ADMIT_PER_CHUNK,
+    ADMIT_TOKEN_RATIO,
+    CLIP_MAX_NEW_TOKENS,
+    PF_BLOCKED,
     PF_FULL_FRAC,
+    PF_RATIO0,
+    PF_RATIO_STEPS,
     PI_ADMISSION,
     PI_BLOCK_SIZE,
     PI_BUDGET,
@@ -30,9 +35,12 @@ from apex_fast.kernels.params import (
     PI_COPIES,
     PI_MAX_NUM_SEQS,
     PI_NUM_BLOCKS,
+    PI_PREFILL_CHUNK,
     PI_WATERMARK,
     PI_WIN_BLOCKS,
+    RETRACT_DECODE_STEPS,
 )
+from apex_fast.kernels.token_ratio import admission_blocked, ratio_admits
 from numba import njit
 
 # status codes
@@ -110,7 +118,10 @@ def admit_head(
     admission policy (docs/scheduler.md "Admission policies"): ADMIT_WHOLE_PROMPT allocates its
     whole target above the watermark; ADMIT_NO_EVICT the same, admitted only if its prompt + max
     output fits the free blocks less the running requests' reservations; ADMIT_PER_CHUNK only
-    its first chunk's blocks (and the caller admits nothing in a step that preempted). At most
+    its first chunk's blocks (and the caller admits nothing in a step that preempted);
+    ADMIT_TOKEN_RATIO (SGLang, kernels/token_ratio.py) its first chunk's blocks, admitted only
+    if its whole prompt + clipped output fits the free tokens less the running requests'
+    reservations, a prompt split at `prefill_chunk` prefill tokens per step. At most
     30 arguments: CPython passes more as *args, which Numba cannot inline. Returns (DONE | STOP
     | REJECT, left, n_sched, n_pf_tok, n_samp, work, nrun, free)."""
     num_blocks, bs, watermark = pi[PI_NUM_BLOCKS], pi[PI_BLOCK_SIZE], pi[PI_WATERMARK]
@@ -118,13 +129,19 @@ def admit_head(
     win, frac = pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
     policy = pi[PI_ADMISSION]
     chunked = pi[PI_CHUNKED] != 0
+    split = policy == ADMIT_TOKEN_RATIO and pi[PI_PREFILL_CHUNK] > 0  # SGLang chunks prompts
+    if policy == ADMIT_TOKEN_RATIO and admission_blocked(nrun, n_pf_tok, pf):
+        return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     r = waitq[wst[HEAD]]
     tgt = prompt[r] + gen[r]
     need_b = blocks_for(prefix[r] + tgt, bs, win, frac)
     full_b = need_b  # blocks it can ever hold (the rejection test)
     if policy == ADMIT_NO_EVICT:
         full_b = blocks_for(prefix[r] + prompt[r] + output[r], bs, win, frac)
-    if full_b > num_blocks - watermark or (not chunked and tgt > pi[PI_BUDGET]):
+    never = full_b > num_blocks - watermark
+    if policy == ADMIT_TOKEN_RATIO:  # admitted only if it fits with nothing else running
+        never = need_b * bs + min(output[r], CLIP_MAX_NEW_TOKENS) >= (num_blocks - watermark) * bs
+    if never or (not chunked and not split and tgt > pi[PI_BUDGET]):
         wst[HEAD] = (wst[HEAD] + 1) % waitq.shape[0]
         wst[SIZE] -= 1
         status[r] = REJECTED
@@ -137,10 +154,21 @@ def admit_head(
     cached = hit * bs
     u = tgt - cached  # tokens to compute
     c = min(u, left)
-    if c == 0 or (not chunked and c < u) or nrun + 1 > pi[PI_MAX_NUM_SEQS]:
+    if split:  # what is left of the step's prefill tokens
+        c = min(u, pi[PI_PREFILL_CHUNK] - n_pf_tok)
+    if c <= 0 or (not chunked and not split and c < u) or nrun + 1 > pi[PI_MAX_NUM_SEQS]:
         return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
     cf = cfree[copy[r]]  # the free blocks of r's attention copy
-    if policy == ADMIT_PER_CHUNK:
+    if policy == ADMIT_TOKEN_RATIO:
+        need_b = blocks_for(prefix[r] + cached + c, bs, win, frac)  # the first chunk's blocks
+        if cf - (need_b - shared) < watermark or not ratio_admits(
+            r, tgt, hit, shared, cf, run, nrun, n_sched, s_idx, s_pf, prefix, output, gen,
+            computed, target, copy, pf, pi,
+        ):  # fmt: skip
+            if nrun > n_sched:  # SGLang batch_is_full, on a running batch that decodes:
+                pf[PF_BLOCKED] = nrun  # no prefill tried until a running request leaves
+            return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
+    elif policy == ADMIT_PER_CHUNK:
         need_b = blocks_for(prefix[r] + cached + c, bs, win, frac)
         if cf - (need_b - shared) < watermark:
             return STOP, left, n_sched, n_pf_tok, n_samp, work, nrun, free
@@ -211,7 +239,7 @@ def schedule_one(
         c = min(target[r] - computed[r], left)
         if c == 0:
             return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
-        if pi[PI_ADMISSION] == ADMIT_PER_CHUNK:  # the chunk's blocks (make room)
+        if pi[PI_ADMISSION] == ADMIT_PER_CHUNK or pi[PI_ADMISSION] == ADMIT_TOKEN_RATIO:
             nb = blocks_for(prefix[r] + computed[r] + c, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC])
             if nb > blocks[r]:
                 deficit = nb - blocks[r]
@@ -250,3 +278,92 @@ def schedule_one(
         free = kv_extend(free, r, blocks[r] + deficit, blocks, pc, pool, copy, cfree)
     n_sched = sched_push(s_idx, s_pf, n_sched, r, False)
     return DONE, left - 1, n_sched, n_pf_tok, n_dec + 1, n_samp + 1, ctx + L, work, nrun, free, npre
+
+
+@njit(cache=True)
+def next_chunk(
+    left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre, prompt, prefix,
+    status, computed, gen, target, blocks, run, s_idx, s_pf, pre_buf, preemptions, pf, pi, pc,
+    pool, copy, cfree,
+):  # fmt: skip
+    """SCH `get_new_batch_prefill` / SP `add_chunked_req`: the running request whose prompt is
+    split (at most one) gets its next chunk first, at most `prefill_chunk` tokens. Returns
+    (left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre)."""
+    chunk = pi[PI_PREFILL_CHUNK]
+    for i in range(nrun):
+        r = run[i]
+        if computed[r] < target[r]:
+            _, rest, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre = schedule_one(
+                r, chunk, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre,
+                prompt, prefix, status, computed, gen, target, blocks, run, s_idx, s_pf,
+                pre_buf, preemptions, pf, pi, pc, pool, copy, cfree,
+            )  # fmt: skip
+            left -= chunk - rest
+            break
+    return left, n_sched, n_pf_tok, n_samp, work, nrun, free, npre
+
+
+@njit(cache=True)
+def retract_decode(
+    run, nrun, free, status, computed, blocks, prompt, prefix, gen, output, preemptions,
+    waitq, wst, pf, pi, pc, pool, copy, cfree,
+):  # fmt: skip
+    """SCH `update_running_batch` before a decode step: retract (SB `retract_decode`) in every
+    attention copy whose free blocks cannot hold its requests' next tokens, then set the ratio
+    from the requests left; without a retraction the ratio decays one step. Returns (nrun,
+    free)."""
+    if nrun == 0:
+        return nrun, free
+    bs, win, frac = pi[PI_BLOCK_SIZE], pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]
+    retracted = False
+    for c in range(pi[PI_COPIES]):
+        need = 0
+        m = 0
+        for t in range(nrun):
+            v = run[t]
+            if copy[v] == c:
+                m += 1
+                need += max(
+                    blocks_for(prefix[v] + prompt[v] + gen[v], bs, win, frac) - blocks[v], 0
+                )
+        if cfree[c] >= need:
+            continue
+        first = True
+        while first or cfree[c] * bs < RETRACT_DECODE_STEPS * m:
+            if m <= 1:
+                break  # SB: the last request is never retracted
+            first = False
+            j = -1  # fewest output tokens; ties: longest prompt, then latest admitted
+            for t in range(nrun):
+                v = run[t]
+                if copy[v] != c:
+                    continue
+                if (
+                    j < 0
+                    or gen[v] < gen[run[j]]
+                    or (gen[v] == gen[run[j]] and prompt[v] >= prompt[run[j]])
+                ):
+                    j = t
+            v = run[j]
+            for t in range(j, nrun - 1):
+                run[t] = run[t + 1]
+            nrun -= 1
+            m -= 1
+            free = kv_free(free, v, blocks, pc, pool, copy, cfree)
+            computed[v] = 0
+            status[v] = WAITING
+            preemptions[v] += 1
+            waitq[(wst[HEAD] + wst[SIZE]) % waitq.shape[0]] = v  # SCH: back of the queue
+            wst[SIZE] += 1
+            retracted = True
+    if retracted:
+        dec = 0
+        mx = 0
+        for t in range(nrun):
+            dec += gen[run[t]]
+            mx += output[run[t]]
+        pf[PF_RATIO0] = min(1.0, (dec + RETRACT_DECODE_STEPS * nrun) / mx)
+        pf[PF_RATIO_STEPS] = 0.0
+    else:
+        pf[PF_RATIO_STEPS] += 1.0
+    return nrun, free

@@ -34,6 +34,10 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   rejection bound, the watermark and make-room look at that copy, and the victim of a
   preemption is the last running request of that copy. One waiting queue, one running list
   and one step for all copies. Not combined with prefix caching.
+* SGLang's admission (policy 3, docs/scheduler.md "Admission policies"; prefill-only steps):
+  `new_token_ratio` kept as (value at its last reset, decode steps since), the reservation sums
+  taken over integers and multiplied by the ratio once, exactly as the kernel does, so that
+  both compare the same floating-point numbers.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+
+# SGLang's constants (sglang 0.4.6.post5 global_config.py, schedule_policy.py), restated here
+SGL_INIT_RATIO = 0.7
+SGL_MIN_RATIO = 0.7 * 0.14
+SGL_RATIO_DECAY = (SGL_INIT_RATIO - SGL_MIN_RATIO) / 600.0
+SGL_CLIP = 4096
+SGL_RETRACT_STEPS = 20
 
 __all__ = ["OracleResult", "simulate"]
 
@@ -166,7 +177,12 @@ def simulate(
     # admission policy (docs/scheduler.md "Admission policies"): 0 whole prompt (vLLM V0),
     # 1 no-evict reservation (TensorRT-LLM), 2 per-chunk allocation (vLLM V1)
     policy = int(getattr(cfg, "admission", 0))
-    assert policy in (0, 1, 2)
+    assert policy in (0, 1, 2, 3)
+    # 3: SGLang PrefillAdder, prompts split at prefill_chunk prefill tokens per step (0: unsplit)
+    prefill_chunk = int(getattr(cfg, "prefill_chunk", 0))
+    split = policy == 3 and prefill_chunk > 0
+    assert not (policy == 3 and chunked), "SGLang's admission runs with prefill-only steps"
+    sgl = {"ratio0": SGL_INIT_RATIO, "steps": 0.0, "blocked": math.inf}
     copies = int(getattr(cfg, "copies", 1))
     copy_of = [0] * n if copy is None else [int(x) for x in copy]
     assert num_blocks % copies == 0 and all(0 <= c < copies for c in copy_of)
@@ -279,7 +295,90 @@ def simulate(
     def rejected_at_head(r: _Req) -> bool:
         """Rule 3 for the head of `waiting` (sets its target = prompt + gen)."""
         r.target = r.prompt + r.gen
-        return full_need(r) > copy_blocks - watermark or (not chunked and r.target > budget)
+        if policy == 3:  # SGLang: prompt + clipped output must fit with nothing else running
+            never = (
+                kv_blocks(pre_kv[r.idx] + r.target) * bs + min(r.output, SGL_CLIP)
+                >= (copy_blocks - watermark) * bs
+            )
+        else:
+            never = full_need(r) > copy_blocks - watermark
+        return never or (not chunked and not split and r.target > budget)
+
+    def sgl_ratio() -> float:
+        """SGLang's new_token_ratio: decays one step per decode step, floored."""
+        if sgl["steps"] == 0:
+            return sgl["ratio0"]
+        return max(sgl["ratio0"] - sgl["steps"] * SGL_RATIO_DECAY, SGL_MIN_RATIO)
+
+    def sgl_fits(r: _Req, hit: int, shared: int) -> bool:
+        """SGLang PrefillAdder.add_one_req: r's tokens to compute + clipped output < free
+        tokens less the clipped remaining outputs of decoding requests x ratio, less the clipped
+        outputs of the requests whose prefill completes in this step."""
+        c = copy_of[r.idx]
+        s_dec = sum(
+            min(q.output - q.gen, SGL_CLIP)
+            for q in running
+            if copy_of[q.idx] == c and q.computed >= q.target
+        )
+        s_new = 0
+        for q, is_pf, _, _ in sched:
+            if is_pf and copy_of[q.idx] == c and q.computed >= q.target:
+                s_dec -= min(q.output - q.gen, SGL_CLIP)
+                s_new += min(q.output, SGL_CLIP)
+        ext = (kv_blocks(pre_kv[r.idx] + r.target) - hit) * bs
+        avail = (cfree[c] - (hit - shared)) * bs
+        return avail - ext - min(r.output, SGL_CLIP) - s_new > sgl_ratio() * s_dec
+
+    def sgl_next_chunk(left: int) -> int:
+        """SGLang: the running request whose prompt is split gets its next chunk first."""
+        for r in running:
+            if r.computed < r.target:
+                c = min(r.target - r.computed, prefill_chunk)
+                if make_room_chunk(r, c):
+                    sched.append((r, True, c, r.computed))
+                    r.computed += c
+                    if pc:
+                        register(r, r.computed)
+                    left -= c
+                break
+        return left
+
+    def sgl_retract() -> None:
+        """SGLang check_decode_mem / retract_decode before a decode step, per copy; then the
+        ratio is re-estimated, or decays one step."""
+        nonlocal free
+        retracted = False
+        for c in range(copies):
+            mine = [q for q in running if copy_of[q.idx] == c]
+            need = sum(max(kv_blocks(pre_kv[q.idx] + q.prompt + q.gen) - q.blocks, 0) for q in mine)
+            if cfree[c] >= need:
+                continue
+            first = True
+            while first or cfree[c] * bs < SGL_RETRACT_STEPS * len(mine):
+                if len(mine) <= 1:
+                    break
+                first = False
+                # fewest outputs; ties: longest prompt, then the latest admitted
+                pos = {id(q): i for i, q in enumerate(running)}
+                v = min(mine, key=lambda q: (q.gen, -q.prompt, -pos[id(q)]))
+                mine.remove(v)
+                running.remove(v)
+                freed = release_blocks(v) if pc else v.blocks
+                free += freed
+                cfree[c] += freed
+                v.blocks = 0
+                v.computed = 0
+                v.status = _WAITING
+                v.pre += 1
+                waiting.append(v)  # back of the queue (SGLang _extend_requests_to_queue)
+                retracted = True
+        if retracted:
+            dec = sum(q.gen for q in running)
+            mx = sum(q.output for q in running)
+            sgl["ratio0"] = min(1.0, (dec + SGL_RETRACT_STEPS * len(running)) / mx)
+            sgl["steps"] = 0.0
+        else:
+            sgl["steps"] += 1.0
 
     def reserved(c: int) -> int:
         """No-evict: blocks the running requests of copy c still need to reach their maximum
@@ -373,9 +472,16 @@ def simulate(
         """Rules 3, 4a, 5b: reject or admit heads of `waiting` while they fit; chunked, the
         first chunk is what `left` allows, not chunked the whole prompt must fit. Returns the
         tokens left."""
+        if split:
+            left = sgl_next_chunk(left)
         while waiting:
             if policy == 2 and preempted:
                 break  # vLLM V1 admits nothing in a step that preempted
+            n_pf = sum(c for _, is_pf, c, _ in sched if is_pf)
+            if policy == 3 and n_pf == 0:  # SGLang batch_is_full: no prefill tried
+                if len(running) >= sgl["blocked"]:
+                    break
+                sgl["blocked"] = math.inf
             r = waiting[0]
             if rejected_at_head(r):
                 waiting.popleft()
@@ -384,10 +490,19 @@ def simulate(
             hit, shared = lookup(r) if pc else (0, 0)
             u = r.target - hit * bs  # tokens to compute
             c = min(u, left) if chunked else u
-            if c == 0 or c > left or len(running) + 1 > max_num_seqs:
+            if split:
+                c = min(u, prefill_chunk - n_pf)
+            if c <= 0 or c > left or len(running) + 1 > max_num_seqs:
                 break
             cf = cfree[copy_of[r.idx]]  # the free blocks of r's attention copy
-            if policy == 2:  # the blocks of the first chunk only
+            if policy == 3:  # the first chunk's blocks; SGLang's token test
+                need = kv_blocks(pre_kv[r.idx] + hit * bs + c)
+                if cf - (need - shared) < watermark or not sgl_fits(r, hit, shared):
+                    if len(running) > len(sched):  # batch_is_full on a decoding batch
+                        sgl["blocked"] = len(running)
+                    break
+                avail = cf
+            elif policy == 2:  # the blocks of the first chunk only
                 need = kv_blocks(pre_kv[r.idx] + hit * bs + c)
                 avail = cf
             elif policy == 1:  # the whole target now, prompt + max output reserved
@@ -410,6 +525,8 @@ def simulate(
         """Rules 4c, 5a: walk `running` from the front, a prefill chunk (chunked only) or one
         decode token each, until the budget is used up; a request that preempts itself is
         skipped (with one copy it was the last running one)."""
+        if policy == 3 and running:
+            sgl_retract()
         i = 0
         while i < len(running):
             r = running[i]
@@ -419,7 +536,7 @@ def simulate(
                 break
             if not prefill and not make_room(r):
                 continue  # r preempted itself: on with the next (another copy's) request
-            if prefill and policy == 2 and not make_room_chunk(r, c):
+            if prefill and policy in (2, 3) and not make_room_chunk(r, c):
                 continue
             sched.append((r, prefill, c, r.computed))
             if prefill:
@@ -453,7 +570,7 @@ def simulate(
         assert 0 <= free <= num_blocks
         if policy == 1:  # no-evict: never preempts, the reservations always fit
             assert not preempted and all(cfree[k] - reserved(k) >= 0 for k in range(copies))
-        if policy == 2:  # per-chunk: no request holds more blocks than its tokens need
+        if policy in (2, 3):  # per-chunk: no request holds more blocks than its tokens need
             for q in running:
                 assert q.blocks <= kv_blocks(pre_kv[q.idx] + max(q.computed, q.prompt + q.gen))
         for c in range(copies):  # no copy over its pool; a request's blocks are in its copy
@@ -541,6 +658,7 @@ def simulate(
                 lagged.clear()
                 continue
             lagged.clear()  # 7b: the engine goes idle, pending outputs stay where they are
+            sgl["ratio0"], sgl["steps"] = SGL_INIT_RATIO, 0.0  # SGLang: idle resets the ratio
             if nxt >= n:
                 break
             now = max(now, reqs[nxt].arrival)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from apex_fast.kernels.params import ADMIT_TOKEN_RATIO
 
 from apex_fast.cli import main
 from apex_fast.engines import (
@@ -175,11 +176,15 @@ def test_sglang_defaults():
     assert f["chunked_prefill"] is False  # prefill-only steps: the kernel's prefill-first mode
     assert f["engine_chunked_prefill"] is True
     assert f["unchunked_budget_floor"] == 8192
+    assert f["prefill_chunk"] == 8192  # prompt tokens per prefill-only step (chunked_prefill_size)
     assert f["block_size"] == 1 and f["prefix_caching"] is True
     small = fields("sglang", device=("small", 16.0))
     assert small["unchunked_budget_floor"] == 4096  # chunk 2048, floor raised to max_num_seqs
+    assert small["prefill_chunk"] == 2048
     off = fields("sglang", chunked_prefill=False, max_num_seqs=64)
     assert off["unchunked_budget_floor"] == 16384  # max_prefill_tokens
+    assert off["prefill_chunk"] == 0  # prompts never split
+    assert get_engine("sglang").admission_policy == ADMIT_TOKEN_RATIO
 
 
 def test_trtllm_defaults():

@@ -3,8 +3,10 @@ the command-line framework or the numerical stack; other command lines go to the
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,71 @@ def test_bad_input_stops_before_the_kernel_is_loaded():
         "if m in sys.modules))\n"
     )
     assert _python(code).strip().splitlines()[-1] == "2 []"
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+EXIT_NOW = (
+    "import atexit, sys\n"
+    "from apex_fast.entry import exit_now\n"
+    "class Teardown:\n"
+    "    def __del__(self):\n"
+    "        sys.stdout.write('torn down\\n')\n"
+    "keep = Teardown()  # a module global: finalised only when the interpreter is torn down\n"
+    "atexit.register(lambda: sys.stdout.write('atexit handler\\n'))\n"
+    "sys.stdout.write('report\\n')  # still in the buffer (stdout is a pipe)\n"
+)
+
+
+def test_exit_now_runs_atexit_flushes_and_skips_the_teardown():
+    p = _run_python(EXIT_NOW + "exit_now(3)\nsys.stdout.write('not reached\\n')\n")
+    assert p.returncode == 3
+    assert p.stdout == "report\natexit handler\n"  # no "torn down", nothing after the call
+
+
+def test_exit_now_leaves_the_usual_exit_while_another_thread_runs():
+    code = EXIT_NOW + (
+        "import threading\n"
+        "stop = threading.Event()\n"
+        "t = threading.Thread(target=stop.wait)\n"
+        "t.start()\n"
+        "exit_now(3)\n"
+        "sys.stdout.write('returned\\n')\n"
+        "stop.set()\n"
+    )
+    p = _run_python(code)
+    assert p.returncode == 0
+    assert p.stdout.splitlines() == ["report", "returned", "atexit handler", "torn down"]
+
+
+def test_apex_py_writes_its_outputs_before_the_fast_exit(tmp_path):
+    out_json = tmp_path / "r.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "apex.py",
+            "plan",
+            "--model",
+            "llama-7b",
+            "--num-gpus",
+            "1",
+            "--num-requests",
+            "8",
+            "--prompt-len",
+            "64",
+            "--output-len",
+            "8",
+            "--quiet",
+            "--json",
+            str(out_json),
+        ],  # fmt: skip
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "* Optimal schedule for decoder:" in p.stdout
+    assert p.stdout.endswith("=" * 80 + "\n")  # the report's last line: all of it was flushed
+    assert json.loads(out_json.read_text())  # complete and parseable

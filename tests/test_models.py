@@ -62,6 +62,7 @@ PUBLISHED = {
     "qwen2.5-72b": (72.7 * B, 0.02, None, 0, 72_706_203_648, None),  # card 72.7B
     "qwen3-8b": (8.2 * B, 0.02, None, 0, 8_190_735_360, None),  # card 8.2B
     "qwen3-32b": (32.8 * B, 0.02, None, 0, 32_762_123_264, None),  # card 32.8B
+    "qwen3-14b": (14.8 * B, 0.02, None, 0, 14_768_307_200, None),  # card 14.8B
     "deepseek-r1": (671 * B, 0.02, 37 * B, 0.02, 671.03 * B, 37.55 * B),  # V3 architecture
     # gpt-oss card (arXiv 2508.10925): 20.9B / 3.6B and 116.8B / 5.1B; the card's active count
     # leaves out the input embedding table (see ACTIVE_WITHOUT_INPUT_EMBEDDING)
@@ -566,11 +567,14 @@ def test_suggestions_never_cross_sizes():
     msg = str(info.value)
     assert "\n" not in msg and "config.json" in msg
     assert "70b" not in msg.split(";")[0] and "llama3.1-8b" in msg
-    for unknown in ("Qwen/Qwen2.5-14B", "google/gemma-3-12b-it", "meta-llama/Llama-2-34b-hf"):
+    for unknown in ("Qwen/Qwen2.5-1.5B", "google/gemma-3-12b-it", "meta-llama/Llama-2-34b-hf"):
         with pytest.raises(ApexError) as info:
             resolve_model_name(unknown)
         hint = str(info.value).split(";")[0]
         assert "did you mean" not in hint, hint  # no bundled model of that size
+    with pytest.raises(ApexError) as info:
+        resolve_model_name("Qwen/Qwen2.5-14B")  # a 14B exists: the suggestion keeps the size
+    assert "qwen3-14b" in str(info.value).split(";")[0]
 
 
 # ---------------------------------------------------------------------- every model plans

@@ -93,17 +93,20 @@ def test_every_row_model_and_gpu_are_bundled(rows):
         load_model(_base_model_id(r["model_hf_id"]))
         get_device(r["gpu"])
     assert _base_model_id("Qwen/Qwen3-32B-FP8") == "Qwen/Qwen3-32B"
+    assert (
+        _base_model_id("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+    )
     assert _base_model_id("nvidia/Llama-3.1-8B-Instruct-FP8") == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-LENGTH_KINDS = {"fixed", "sglang-random", "dataset"}
+LENGTH_KINDS = {"fixed", "sglang-random", "dataset", "sonnet"}
 
 
 def test_lengths_column_matches_the_row(rows):
     for i, r in enumerate(rows):
         kind = r["lengths"]
         assert kind in LENGTH_KINDS, i
-        if kind == "fixed":
+        if kind in ("fixed", "sonnet"):
             assert r["input_len"] and r["output_len"], i
         if kind == "sglang-random":
             # a seeded uniform draw is replayed only against the totals the client printed
@@ -194,3 +197,95 @@ def test_offline_rows_compare_request_throughput():
     assert out["request_s_meas"] == row["request_s"] and out["request_s_pred"] > 0
     summ = per_engine_summary([out])
     assert summ["vllm-0.6 (dense)"]["throughput_n"] == 1
+
+
+def test_fixed_rows_with_totals_agree_with_their_lengths_and_rates(rows):
+    """A fixed-length row whose client printed its token totals: the totals are within 5% of
+    prompts x lengths (the client counts the random prompt without the chat template and may
+    re-tokenise a few tokens away; a few requests may stop at end-of-sequence), and output
+    tokens/s / requests/s is the mean output per request, up to the printed rounding (two
+    decimals). A mistyped cell breaks one of these."""
+    checked = 0
+    for i, r in enumerate(rows):
+        if r["lengths"] != "fixed" or not r["total_output_tokens"]:
+            continue
+        n = int(r["num_prompts"])
+        tin, tout = int(r["total_input_tokens"]), int(r["total_output_tokens"])
+        assert 0.95 <= tout / (n * int(r["output_len"])) <= 1.0, i
+        assert 0.95 <= tin / (n * int(r["input_len"])) <= 1.05, i
+        if r["output_tok_s"] and r["request_s"]:
+            per_req = tout / n
+            want = float(r["request_s"]) * per_req
+            assert abs(float(r["output_tok_s"]) - want) <= 0.005 * per_req + 0.005, i
+        checked += 1
+    assert checked >= 8  # the GPUStack Qwen3-14B rows print their totals
+
+
+def test_sonnet_rows_use_the_printed_mean_prompt_and_the_stated_output():
+    """vLLM's sonnet sampler: prompts a few tokens around their mean, max_tokens outputs. With
+    the printed totals the replay takes the mean prompt (and the mean output only when the output
+    total says requests stopped early); without totals the stated lengths."""
+    from apex_fast.validation.published import _lengths, _workload
+
+    row = {
+        "lengths": "sonnet",
+        "input_len": 1024.0,
+        "output_len": 512.0,
+        "num_prompts": 200.0,
+        "max_concurrency": None,
+        "request_rate": "10",
+        "total_input_tokens": 191053.0,
+        "total_output_tokens": 102400.0,
+    }
+    p, o, approx = _lengths(row, 200)
+    assert not approx and set(p.tolist()) == {955} and set(o.tolist()) == {512}
+    wl, approx = _workload(row)
+    assert not approx and wl.prompt.size == 200 and wl.name.startswith("955/512 at 10")
+    short = {**row, "total_output_tokens": 90000.0}
+    assert set(_lengths(short, 4)[1].tolist()) == {450}
+    bare = {**row, "total_input_tokens": None, "total_output_tokens": None}
+    p, o, _ = _lengths(bare, 3)
+    assert p.tolist() == [1024] * 3 and o.tolist() == [512] * 3
+    assert _lengths({**bare, "input_len": None}, 3) == "sonnet lengths not given"
+
+
+def test_shorter_context_checkpoint_replays_with_its_own_context():
+    """Meta-Llama-3-8B is replayed as the bundled Llama-3.1-8B with its own 8192 positions: the
+    context decides vLLM V0's chunking default (on above 32768) and its unchunked step budget."""
+    from apex_fast.hardware.devices import get_device
+    from apex_fast.models import load_model
+    from apex_fast.validation.published import _base_model_id, row_model, row_plan
+
+    hf = "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert load_model(_base_model_id(hf)).max_position_embeddings == 131072
+    assert row_model(hf).max_position_embeddings == 8192
+    assert row_model("meta-llama/Llama-3.1-8B-Instruct").max_position_embeddings == 131072
+    row = {
+        "engine_profile": "vllm-0.6",
+        "engine_flags": "",
+        "source_detail": "serving run",
+        "tp": 1.0,
+        "ep": None,
+        "weight_dtype": "bf16",
+        "kv_dtype": "bf16",
+        "model_hf_id": hf,
+    }
+    device = get_device("H100-SXM-80GB")
+    _, _, own = row_plan(row, row_model(hf), device)
+    _, _, long = row_plan(row, load_model(_base_model_id(hf)), device)
+    assert own.chunked_prefill is False and long.chunked_prefill is True
+    assert long.max_num_batched_tokens == 512
+
+
+def test_vllm_05_rows_replay_with_ttft_and_tpot():
+    """The vLLM 0.5 rows (PR 6883's `main` column: 0.5.x with the API server in the engine's
+    process) replay with the vllm-0.5 profile and compare TTFT and TPOT."""
+    from apex_fast.data import published_measurements
+    from apex_fast.validation.published import per_engine_summary, replay_row
+
+    rows = published_measurements("vllm-0.5")
+    assert rows and all(r["engine_version"].startswith("0.5") for r in rows)
+    out = [replay_row(r) for r in rows]
+    summ = per_engine_summary(out)["vllm-0.5 (dense)"]
+    assert summ["replayed"] == len(rows)
+    assert summ["ttft_n"] >= 1 and summ["tpot_itl_n"] >= 1

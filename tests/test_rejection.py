@@ -11,6 +11,7 @@ from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.plans.enumerate import enumerate_plans
+from apex_fast.plans.memory import copy_seq_blocks
 from apex_fast.search import MetricOptions, no_plan_message, search
 from apex_fast.sim.engine import EngineOptions, simulate_plan
 from apex_fast.sim.engine_params import WATERMARK_FRACTION
@@ -28,7 +29,7 @@ OPTS = EngineOptions(gpu_memory_utilization=0.25)
 def _capacity(opts: EngineOptions, wl: Workload) -> tuple[object, int]:
     plan = enumerate_plans(MODEL, ONE)[0][0]
     mem = simulate_plan(MODEL, ONE, plan, wl, opts).memory
-    return plan, stream_kv_capacity(mem, plan.pp, opts.block_size)
+    return plan, stream_kv_capacity(mem, plan.pp, opts)
 
 
 def test_the_capacity_named_is_the_one_the_kernel_enforces() -> None:
@@ -51,11 +52,31 @@ def test_the_capacity_named_is_the_one_the_kernel_enforces() -> None:
 
 def test_kv_bytes_is_the_inverse_of_the_capacity() -> None:
     # whole blocks: pp streams each keep the watermark on top of the request's blocks
-    assert stream_kv_bytes(1600, 2, 16, 1000.0) == pytest.approx(
+    o16 = EngineOptions(block_size=16)
+    assert stream_kv_bytes(1600, 2, o16, 1000.0) == pytest.approx(
         2 * 1600 * 1000.0 / (1 - WATERMARK_FRACTION)
     )
     # a partial block costs a whole one
-    assert stream_kv_bytes(1601, 1, 16, 1.0) == stream_kv_bytes(1616, 1, 16, 1.0)
+    assert stream_kv_bytes(1601, 1, o16, 1.0) == stream_kv_bytes(1616, 1, o16, 1.0)
+    # engines whose admission keeps no watermark need the blocks alone
+    v1 = EngineOptions(engine="vllm-v1", block_size=16)
+    assert stream_kv_bytes(1600, 2, v1, 1000.0) == pytest.approx(2 * 1600 * 1000.0)
+
+
+@pytest.mark.parametrize("engine", ["vllm-v1", "trtllm"])
+def test_without_a_watermark_the_capacity_is_every_block(engine: str) -> None:
+    """vLLM V1 and TensorRT-LLM admit against the free blocks alone: the capacity the screens
+    name is the whole pool, a prompt of exactly that size is served, one token more is not
+    (vLLM V0's rule keeps 1% back, so its capacity would be smaller on the same memory)."""
+    opts = EngineOptions(engine=engine, gpu_memory_utilization=0.25, block_size=16)
+    plan, cap = _capacity(opts, static_workload(1, 16, 16))
+    mem = simulate_plan(MODEL, ONE, plan, static_workload(1, 16, 16), opts).memory
+    assert cap == mem.kv_blocks_per_copy // plan.pp * 16 > 1000
+    wl = Workload(np.zeros(2), np.array([cap - 1, cap + 1], np.int64), np.ones(2, np.int64))
+    res = simulate_plan(MODEL, ONE, plan, wl, opts)
+    assert res.rejected.tolist() == [1]
+    assert f"({cap} KV tokens per stream" in res.reason
+    assert copy_seq_blocks(mem, plan.pp, WATERMARK_FRACTION) * 16 < cap
 
 
 def test_numbered_names_the_first_five() -> None:

@@ -146,7 +146,7 @@ def test_published_measurements_replay_per_engine() -> None:
     rows = replay("trtllm")
     summ = per_engine_summary(rows)
     dense = summ["trtllm (dense)"]
-    assert dense["replayed"] >= 70 and dense["tpot_itl_n"] >= 70
+    assert dense["replayed"] >= 70 and dense["tpot_itl_n"] >= 60
     assert 0.0 < dense["tpot_itl_mae"] < 1.0 and 0.0 < dense["ttft_mae"] < 1.0
     # rows the tool cannot reproduce are counted with their reason, never dropped silently
     assert sum(d["rows"] for d in summ.values()) == len(rows)

@@ -187,6 +187,8 @@ def _sglang(p: EngineProfile, s: LaunchSettings, device: str, mem_gib: float) ->
         "max_num_batched_tokens": None,
         "max_num_seqs": seqs,
         "unchunked_budget_floor": max(chunk, seqs),
+        # the prefill-only steps hold at most `chunk` prompt tokens (kernels/token_ratio.py)
+        "prefill_chunk": chunk if chunking else 0,
     }
 
 

@@ -35,6 +35,13 @@ MemoryFractionKind = Literal[
     "gpu_memory_utilization", "mem_fraction_static", "kv_cache_free_gpu_mem_fraction"
 ]
 
+# How the engine measures the peak memory of its KV-cache profiling step (plans/memory.py
+# `profiling_terms`, docs/memory.md).
+# free-memory-difference: free memory before - after the step; counts the caching allocator's
+#     reserve and all non-PyTorch memory (vLLM <= 0.6.3).
+# allocated-peak: PyTorch's allocated-bytes peak + non-PyTorch memory (vLLM >= 0.6.4, V1).
+MemoryPeakRule = Literal["free-memory-difference", "allocated-peak"]
+
 # Launch settings this tool can express, grouped by which engines have them; an engine lists
 # those it has and the CLI rejects the rest.
 # Settings every profiled engine has (its own spelling in EngineProfile.flag_spelling).
@@ -179,6 +186,17 @@ class EngineProfile:
     sources: tuple[str, ...]  # engine source files at a version, docs URLs
     not_modelled: tuple[str, ...]  # engine behaviour the simulation does not reproduce
     kernel_mode_note: str  # how the step formation maps onto the kernel's modes
+
+    # --- prefix cache without prompt hashes -------------------------------------------
+    # With prefix caching on and a workload that carries no prompt hashes, treat every prompt
+    # as distinct and give its blocks keys of their own, so that a preempted request finds
+    # its own freed prompt blocks when it is recomputed (docs/scheduler.md "Prefix cache").
+    # False: no keys, prefix caching has no effect on such a workload.
+    hashless_prompts_keep_own_blocks: bool = False
+    # --- memory profiling -------------------------------------------------------------
+    # how the KV-cache sizing measures the profiling step's peak (MemoryPeakRule); the default
+    # is vLLM 0.6.0's, the rule the simulation was calibrated with
+    memory_peak_rule: MemoryPeakRule = "free-memory-difference"
 
     # ----------------------------------------------------------------------------------
     def _device_rule(self, device_name: str) -> tuple[str, int, int] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from apex_fast.engines.profile import COMMON_FLAGS, NO_CHUNKING_FLAG, AttentionChoice, EngineProfile
 from apex_fast.engines.vllm_06 import V0_EAGER_KERNELS
-from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
+from apex_fast.kernels.params import ADMIT_TOKEN_RATIO
 
 _TAG = "https://github.com/sgl-project/sglang/blob/v0.4.6.post5/python/sglang/srt/"
 _SA = _TAG + "server_args.py"
@@ -25,6 +25,38 @@ _SB = _TAG + "managers/schedule_batch.py"
 _CGR = _TAG + "model_executor/cuda_graph_runner.py"
 _MR = _TAG + "model_executor/model_runner.py"
 _BLOG = "https://lmsys.org/blog/2024-12-04-sglang-v0-4/"
+_SA05 = "https://github.com/sgl-project/sglang/blob/v0.5.6/python/sglang/srt/server_args.py"
+
+# SGLang 0.5.x (read in the 0.5.3.post3 and 0.5.6 packages, server_args.py
+# `_handle_gpu_memory_settings`) derives mem_fraction_static from the GPU's memory instead of
+# 0.4.6's table by TP size: chunked_prefill_size and cuda_graph_max_bs by memory (MiB, as
+# nvidia-smi reports it) and TP, then reserved = 512 + max(chunk, 2048) x 1.5 + graph_max_bs x 2
+# + tp x pp / 8 x 1024 MiB (at least 10240 MiB above 60 GiB) and fraction = round((memory -
+# reserved) / memory, 3). Used to replay published rows of SGLang >= 0.5.3 (validation).
+SGLANG_05_FIRST = (0, 5, 3)  # the first release read with this rule (0.4.6.post5 has the table)
+# (memory below MiB, chunked_prefill_size, cuda_graph_max_bs below TP 4, from TP 4), CUDA GPUs
+_SGLANG_05_BY_MEMORY = (
+    (20 * 1024, 2048, 8, 8),
+    (35 * 1024, 2048, 24, 80),  # 0.5.3.post3: 16 below TP 4
+    (60 * 1024, 4096, 32, 160),
+    (90 * 1024, 8192, 256, 512),
+    (160 * 1024, 8192, 256, 512),
+    (float("inf"), 16384, 512, 512),
+)
+
+
+def mem_fraction_static_05(gpu_mem_mib: float, tp: int, pp: int = 1) -> float:
+    """SGLang 0.5.x's default mem_fraction_static for a GPU of `gpu_mem_mib` MiB at TP `tp`
+    and PP `pp` (no DP attention, no speculative decoding, no piecewise graphs)."""
+    _, chunk, graph_small_tp, graph_large_tp = next(
+        row for row in _SGLANG_05_BY_MEMORY if gpu_mem_mib < row[0]
+    )
+    graph_bs = graph_small_tp if tp < 4 else graph_large_tp
+    reserved = 512 + max(chunk, 2048) * 1.5 + graph_bs * 2 + tp * pp / 8 * 1024
+    if gpu_mem_mib > 60 * 1024:
+        reserved = max(reserved, 10 * 1024)
+    return round((gpu_mem_mib - reserved) / gpu_mem_mib, 3)
+
 
 # CGR `get_batch_sizes_to_capture` (0.4.6.post5): [1, 2, 4, 8] and multiples of 8 from 16 to
 # 160; GPUs with more memory (the threshold is 80, 90 or 96 GiB depending on the release) also
@@ -44,15 +76,19 @@ SGLANG = EngineProfile(
     chunked_prefill_default=True,  # SA: chunked_prefill_size is set (8192 or 2048) unless -1
     chunked_auto_above_max_model_len=None,  # SA: no length rule
     chunked_prefill_can_be_disabled=True,  # SA: --chunked-prefill-size -1
-    # SB `retract_decode`, SCH `update_running_batch`: when a decode step cannot get memory,
-    # the requests with the fewest output tokens (ties: longest input) are retracted and
-    # recomputed later; new_token_ratio is then reset from the retracted work.
-    preemption="retract fewest-output requests, recompute; admission ratio reset",
-    # SP `PrefillAdder`: admit while input tokens <= max_prefill_tokens (16384) and
-    # extend_len + min(max_new, 4096) fits the free + evictable memory minus the running
-    # requests' reserved future tokens x new_token_ratio (starts 0.7, decays to 0.098).
+    # SB `check_decode_mem` / `retract_decode`, SCH `update_running_batch`: when a decode step
+    # cannot get memory, the requests with the fewest output tokens (ties: longest input) are
+    # retracted until 20 tokens per remaining request are free, and recomputed later (back of
+    # the queue); new_token_ratio = min(1, (decoded + 20 x n) / sum max_new) of those left.
+    preemption="retract fewest-output requests, recompute; admission ratio re-estimated",
+    # SP `PrefillAdder.add_one_req`, SCH `get_new_batch_prefill`: admit while extend_len +
+    # min(max_new, 4096) < free (+ evictable) tokens - the running requests' min(max_new -
+    # generated, 4096) x new_token_ratio - the requests of this prefill batch (extend +
+    # min(max_new, 4096)); new_token_ratio starts at 0.7, decays by 0.602/600 per decode step
+    # to 0.098 (global_config.py), is reset when idle; after a NO_TOKEN no prefill is tried
+    # until a running request leaves (batch_is_full). Kernel: ADMIT_TOKEN_RATIO.
     admission="FCFS (default policy from 0.4.3.post4); memory reserve by new_token_ratio",
-    admission_policy=ADMIT_WHOLE_PROMPT,  # PrefillAdder's new_token_ratio is not modelled
+    admission_policy=ADMIT_TOKEN_RATIO,
     # SA `__post_init__`: chunked_prefill_size 2048 if GPU memory < 25_000 MiB (as nvidia-smi
     # reports it), else 8192.
     budget_chunked_by_memory=((25_000 / 1024, 8192), (0.0, 2048)),
@@ -118,10 +154,10 @@ SGLANG = EngineProfile(
     ),
     sources=(_SA, _SCH, _SP, _SB, _CGR, _MR, _BLOG),
     not_modelled=(
-        "admission by new_token_ratio and retraction: the kernel admits by free KV blocks "
-        "and preempts the last running request",
-        "a prompt longer than the chunk runs as one prefill step instead of consecutive "
-        "prefill-only chunks (same tokens, decodes paused in both)",
+        "max_prefill_tokens (16384) per prefill batch with chunking on: the chunk (8192 or "
+        "2048 tokens) always binds first",
+        "the ignore_eos admission path (SP add_one_req_ignore_eos), taken only with the radix "
+        "cache off",
         "max_running_requests derived from KV capacity: the tool bounds running sequences "
         "only by KV blocks unless --max-num-seqs is given",
         "radix (prefix) cache: simulated as a block cache of --block-size tokens with LRU "
@@ -132,7 +168,8 @@ SGLANG = EngineProfile(
     ),
     kernel_mode_note=(
         "kernel prefill-first mode: prefill-only and decode-only steps, a new prefill batch "
-        "tried first (the SGLang rule). Its token budget is the chunk size (8192 on GPUs of "
-        "25 GB and more, else 2048), or the longest prompt when that is longer."
+        "tried first (the SGLang rule), at most the chunk size (8192 on GPUs of 25 GB and "
+        "more, else 2048) of prompt tokens per step, a longer prompt split over consecutive "
+        "steps; SGLang's admission by new_token_ratio and its retraction (ADMIT_TOKEN_RATIO)."
     ),
 )

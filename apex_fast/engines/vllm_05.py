@@ -42,8 +42,9 @@ VLLM_05 = dataclasses.replace(
     # Multi-step scheduling (PR #7000, BLOG) is not in 0.5.3's arguments (A).
     multi_step_supported=False,
     multi_step_with_chunked_prefill=False,
-    # BLOG: before 0.6.0 the API server and the engine shared one process (and the GIL);
-    # the split (PR #6883) is listed among the 0.6.0 changes.
+    # In 0.5.3 the API server and the engine share one process (and the GIL); the split
+    # (PR #6883) shipped in 0.5.4 (a maintainer's answer in vLLM issue #7653), and BLOG lists
+    # it among the changes since its 0.5.3 baseline.
     separate_api_process=False,
     flags=VLLM_06.flags - {"--num-scheduler-steps"},  # A: no num_scheduler_steps in 0.5.3
     sources=(_A, _C, _S, _MR, _SEL, _BLOG),

@@ -108,10 +108,25 @@ VLLM_V1 = EngineProfile(
         "the FP8-KV fallback to the V0 engine on GPUs without FlashAttention-3",
         "per-chunk KV allocation runs with one block pool for all layers (V1 allocates per "
         "KV-cache group for sliding-window models)",
+        # vLLM issue #25301 (tokenisation on one worker thread of the API server); published
+        # chat-endpoint runs of 0.11.0 show the cost (docs/validation.md, vLLM V1 dense)
+        "the API-server process's time per request (chat template, tokenisation, streaming): "
+        "TTFT at low load and the throughput of bursts of short requests are optimistic",
     ),
+    # SCH `schedule`: a preempted request is freed with `kv_cache_manager.free` and recomputed
+    # from `num_computed_tokens = 0`; with prefix caching on (the V1 default) `free` returns its
+    # blocks to the free queue last block first with their hashes kept (v1/core/block_pool.py,
+    # kv_cache_manager.py), and `get_computed_blocks` at readmission finds those not reused
+    # since. Distinct prompts therefore still hit their own blocks after a preemption.
+    hashless_prompts_keep_own_blocks=True,
     kernel_mode_note=(
         "kernel chunked-mixed mode: running requests first, then waiting prompts cut to one "
         "token budget (the V1 rule). Defaults follow vLLM 0.8.4's OpenAI server: 8192 tokens "
         "and 1024 sequences on H100/H200, 2048 tokens and 256 sequences elsewhere."
     ),
+    # v1/worker/gpu_worker.py `determine_available_memory` (0.8.4): KV bytes = total x
+    # gpu_memory_utilization - (torch.cuda.memory_stats()["allocated_bytes.all.peak"] of the
+    # profiling step + memory allocated outside PyTorch); the same rule as V0 from 0.6.4
+    # (vllm PR 9352, worker.py `determine_num_available_blocks`).
+    memory_peak_rule="allocated-peak",
 )

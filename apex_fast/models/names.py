@@ -63,6 +63,7 @@ qwen2.5-7b: Qwen/Qwen2.5-7B Qwen/Qwen2.5-7B-Instruct qwen2.5-7b-instruct
 qwen2.5-32b: Qwen/Qwen2.5-32B Qwen/Qwen2.5-32B-Instruct qwen2.5-32b-instruct
 qwen2.5-72b: Qwen/Qwen2.5-72B Qwen/Qwen2.5-72B-Instruct qwen2.5-72b-instruct
 qwen3-8b: Qwen/Qwen3-8B Qwen/Qwen3-8B-Base
+qwen3-14b: Qwen/Qwen3-14B Qwen/Qwen3-14B-Base
 qwen3-32b: Qwen/Qwen3-32B
 gpt-oss-20b: openai/gpt-oss-20b
 gpt-oss-120b: openai/gpt-oss-120b

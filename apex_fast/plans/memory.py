@@ -34,6 +34,40 @@ RUNTIME_RESERVE_BYTES = 1.5 * GIB
 # (../shared/reference/README.md); that leaves 7.9 GiB for runtime + activations, i.e. 1.9x the
 # live-tensor estimate below on top of the 1.5 GiB runtime reserve.
 ACTIVATION_PEAK_FACTOR = 1.9
+
+# How an engine measures the peak memory of its profiling step (EngineProfile.memory_peak_rule;
+# docs/memory.md "Profiling peak by engine version").
+# free-memory-difference: vLLM <= 0.6.3 (worker `determine_num_available_blocks`: peak = free
+#     memory at start - free memory after the profiling step), which counts what PyTorch's
+#     caching allocator keeps reserved and every non-PyTorch allocation; modelled as
+#     ACTIVATION_PEAK_FACTOR x the live tensors + RUNTIME_RESERVE_BYTES (the calibrated rule).
+# allocated-peak: vLLM >= 0.6.4 and V1 (peak = torch.cuda.memory_stats()
+#     ["allocated_bytes.all.peak"] + memory allocated outside PyTorch): the largest set of
+#     tensors alive at once, no allocator slack, plus non-PyTorch memory (`non_torch_bytes`).
+PEAK_FREE_MEMORY = "free-memory-difference"
+PEAK_ALLOCATED = "allocated-peak"
+PEAK_RULES = (PEAK_FREE_MEMORY, PEAK_ALLOCATED)
+# Allocated-peak rule, sampling part of the profiling step: vLLM samples one token for each of
+# `max_num_seqs` dummy sequences with top-p/top-k on (V0 model_runner `profile_run` sets
+# top_p=0.99, top_k=vocab_size-1; V1 gpu_model_runner `_dummy_sampler_run`), so FP32 logits
+# over the whole vocabulary and the sampler's copies of them (softmax, log-softmax, sorted
+# values, int64 sort indices, cumulative sums) are alive together; the forward tensors of
+# the step are freed by then. Unit: FP32 [max_num_seqs, vocab] arrays alive at the sampler's
+# peak. Fitted (bench/memory_logs.py) on vLLM's logged activation peak of Meta-Llama-3-8B on
+# H100 at TP1 and TP2 (1.26 GiB both, 256 sequences x 128256 vocab, vllm PR 10511): the peak
+# does not shrink with TP, so it is the sampler's, not the forward pass's.
+SAMPLER_LIVE_COPIES = 10.3
+# Allocated-peak rule, memory outside PyTorch (vLLM's "non_torch_memory"): CUDA context and
+# cuBLAS/cuBLASLt workspaces on every device, plus, on a device that talks to others, the NCCL
+# communicator buffers (per channel and per ring/tree neighbour, so about constant in the group
+# size) and vLLM's custom all-reduce buffers. Documented fit (bench/memory_logs.py, "Fit"):
+# - base: mean of the non_torch_memory logged by single-device vLLM rows (1.79 GiB on H100,
+#   vllm PR 10511; 0.35 GiB twice on an RTX 3090, vllm issue 10517);
+# - group: mean non-PyTorch memory of the vLLM rows with TP > 1 (3.58 GiB logged for
+#   Llama-3-8B TP2 on H100, vllm PR 10511; the amount the 8.11 GiB KV pool of
+#   Qwen3-235B-A22B-FP8 TP4 on H100 implies, vllm issue 21348) less the base.
+NON_TORCH_BASE_BYTES = 0.83 * GIB
+NON_TORCH_GROUP_BYTES = 2.23 * GIB
 # KV "capacity" of an encoder, which caches nothing: large enough never to bind
 ENCODER_BLOCKS = 1 << 40
 
@@ -102,8 +136,27 @@ def ffn_weights_per_device(model: ModelSpec, plan: Plan) -> float:
     return experts + shared + model.router_params()
 
 
+# dtype of the token embedding and the LM head in a quantised plan: engines quantise linear
+# layers only. vLLM's FP8/AWQ/GPTQ methods apply to LinearBase layers, and VocabParallelEmbedding
+# / ParallelLMHead stay unquantised unless a checkpoint says otherwise (vllm 0.6.0
+# model_executor/layers/quantization/fp8.py `get_quant_method`); NVIDIA ModelOpt's default FP8
+# and INT4 configurations exclude `*lm_head*` (TensorRT-LLM checkpoints keep it in bf16).
+EDGE_DTYPE = "half"
+
+
+def edge_weight_dtype(model: ModelSpec, plan: Plan) -> str:
+    """Dtype of the token embedding and the LM head: the checkpoint's unquantised dtype when
+    the plan's weights are narrower than it, else the plan's weight dtype."""
+    mp = plan_mixed_precision(model, plan)
+    wide = mp.dtype if mp is not None else EDGE_DTYPE
+    if DTYPE_BYTES[plan.weight_dtype] < DTYPE_BYTES[wide]:
+        return wide
+    return plan.weight_dtype
+
+
 def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
-    """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head)."""
+    """Bytes of weights on the most loaded device (largest stage, plus embedding or LM head,
+    which stay unquantised in a quantised plan: `edge_weight_dtype`)."""
     wb = DTYPE_BYTES[plan.weight_dtype]
     d = plan.devices_per_stage
     attn_total = model.attn_params_per_layer()
@@ -121,7 +174,8 @@ def weight_bytes_per_device(model: ModelSpec, plan: Plan) -> float:
     experts = layers * routed_expert_params_per_device(model, plan)
     ewb = expert_weight_bytes(model, plan.weight_dtype)
     return (
-        (layers * per_layer + edge + enc) * wb
+        (layers * per_layer + enc) * wb
+        + edge * DTYPE_BYTES[edge_weight_dtype(model, plan)]
         + experts * (ewb - wb)
         + (model.extra_params * wb / d)
         + unquantised_extra_bytes(model, plan)
@@ -146,7 +200,7 @@ def unquantised_extra_bytes(model: ModelSpec, plan: Plan) -> float:
     """Bytes the checkpoint's unquantised linears add on the most loaded device over the same
     linears in the plan's weight dtype (0 without mixed precision): the stage holding the most
     unquantised attention and FFN cells (their per-device shards as weight_bytes_per_device
-    splits them), plus the LM head on the last stage."""
+    splits them). The LM head is counted with the embedding (`edge_weight_dtype`)."""
     mp = plan_mixed_precision(model, plan)
     if mp is None:
         return 0.0
@@ -156,14 +210,13 @@ def unquantised_extra_bytes(model: ModelSpec, plan: Plan) -> float:
     dense = model.dense_ffn_params() / plan.ffn_tp
     ranges = stage_layer_ranges(plan)
     per_stage = []
-    for s, (a, b) in enumerate(ranges):
+    for a, b in ranges:
         ffn_bytes = sum(
             dense if model.is_moe and i < model.num_dense_layers else ffn
             for i in mp.ffn_layers
             if a <= i < b
         )
-        head = model.lm_head_params() / plan.devices_per_stage if s == len(ranges) - 1 else 0.0
-        per_stage.append(mp.layers_in("attention", a, b) * attn + ffn_bytes + head * mp.lm_head)
+        per_stage.append(mp.layers_in("attention", a, b) * attn + ffn_bytes)
     return delta * max(per_stage)
 
 
@@ -183,25 +236,86 @@ def expert_weight_bytes(model: ModelSpec, weight_dtype: str) -> float:
     return min(wb, DTYPE_BYTES[native]) if native else wb
 
 
-def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
-    """Peak activation memory of one step of `budget` tokens (analytic approximation).
-
-    Live tensors at the FFN of a layer: hidden state, residual and norm output (3h), the QKV
-    output, the gate/up output and the activation output of the FFN shard; plus FP32 logits of
-    `max_num_seqs` sequences over the vocabulary shard. MoE: the tokens routed to this device's
-    experts (top-k copies of each token, spread over the expert-parallel devices).
-    """
+def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int, with_qkv: bool = True) -> float:
+    """Bytes of the tensors alive at the FFN of a layer in a forward pass of `budget` tokens:
+    hidden state, residual and norm output (3h), the gate/up output and the activation output
+    of the FFN shard, and (`with_qkv`, as the free-memory rule was calibrated) the QKV output.
+    MoE: the tokens routed to this device's experts (top-k copies of each token, spread over
+    the expert-parallel devices). Without the QKV output, which is freed after attention, this
+    is what vLLM's allocated peak logs: 108 KiB per token for Llama-3.1-8B at 20000 and at
+    29000 tokens (2.07 and 2.99 GiB, vllm issue 10517) = 3 x 8 KiB + 56 + 28 KiB."""
     ab = DTYPE_BYTES[plan.activation_dtype]
-    d = plan.devices_per_stage
     qkv = (model.num_heads // plan.tp + 2 * kv_heads_per_device(model, plan.tp)) * model.head_dim
     if model.is_moe:
         width = model.moe_intermediate_size * max(model.topk, 1) / max(plan.ep, 1) / plan.ffn_tp
     else:
         width = model.intermediate_size / plan.ffn_tp / plan.ffn_replicas
     ffn = ((2 if model.gated_ffn else 1) + 1) * width
-    per_token = (3 * model.hidden_size + qkv + ffn) * ab
+    per_token = (3 * model.hidden_size + (qkv if with_qkv else 0) + ffn) * ab
+    return budget * per_token
+
+
+def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
+    """Peak activation memory of one step of `budget` tokens as a free-memory-difference
+    engine measures it (analytic approximation): ACTIVATION_PEAK_FACTOR x (the forward live
+    tensors, `forward_live_bytes`, plus FP32 logits of `max_num_seqs` sequences over the
+    vocabulary shard)."""
+    d = plan.devices_per_stage
     logits = max_num_seqs * model.vocab_size / d * 4.0
-    return ACTIVATION_PEAK_FACTOR * (budget * per_token + logits)
+    return ACTIVATION_PEAK_FACTOR * (forward_live_bytes(model, plan, budget) + logits)
+
+
+def sampler_live_bytes(
+    model: ModelSpec, max_num_seqs: int, copies: float = SAMPLER_LIVE_COPIES
+) -> float:
+    """Bytes alive at the sampler's peak in vLLM's profiling step: `copies` FP32 arrays of
+    `max_num_seqs` x the whole vocabulary (logits are gathered before sampling)."""
+    return copies * max_num_seqs * model.vocab_size * 4.0
+
+
+def allocated_peak_activation_bytes(
+    model: ModelSpec,
+    plan: Plan,
+    budget: int,
+    max_num_seqs: int,
+    sampler_copies: float = SAMPLER_LIVE_COPIES,
+) -> float:
+    """Activation peak as PyTorch's allocated-bytes peak sees it: the larger of the forward
+    pass (`forward_live_bytes` at the FFN, freed before sampling) and the sampler
+    (`sampler_live_bytes`)."""
+    forward = forward_live_bytes(model, plan, budget, with_qkv=False)
+    return max(forward, sampler_live_bytes(model, max_num_seqs, sampler_copies))
+
+
+def non_torch_bytes(
+    group_devices: int,
+    base: float = NON_TORCH_BASE_BYTES,
+    group_extra: float = NON_TORCH_GROUP_BYTES,
+) -> float:
+    """Memory outside PyTorch on one device of a collective group of `group_devices` devices
+    (allocated-peak rule): `base`, plus `group_extra` of communicator buffers when the device
+    talks to others."""
+    return base + (group_extra if group_devices > 1 else 0.0)
+
+
+def profiling_terms(
+    model: ModelSpec,
+    plan: Plan,
+    budget: int,
+    max_num_seqs: int,
+    peak_rule: str,
+    sampler_copies: float = SAMPLER_LIVE_COPIES,
+    base: float = NON_TORCH_BASE_BYTES,
+    group_extra: float = NON_TORCH_GROUP_BYTES,
+) -> tuple[float, float]:
+    """(activation peak, runtime / non-PyTorch bytes) per device under an engine's peak rule;
+    `sampler_copies`, `base` and `group_extra` override the fitted constants (fits, tests)."""
+    if peak_rule == PEAK_FREE_MEMORY:
+        return activation_bytes(model, plan, budget, max_num_seqs), RUNTIME_RESERVE_BYTES
+    if peak_rule == PEAK_ALLOCATED:
+        act = allocated_peak_activation_bytes(model, plan, budget, max_num_seqs, sampler_copies)
+        return act, non_torch_bytes(plan.devices_per_stage, base, group_extra)
+    raise ValueError(f"unknown memory peak rule {peak_rule!r}")
 
 
 def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
@@ -213,7 +327,14 @@ def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
     return layers * 2 * kv_heads_per_device(model, plan.tp) * model.head_dim * kvb
 
 
-def kv_pool_bytes(cap: float, weights: float, act: float, fraction: float, kind: str) -> float:
+def kv_pool_bytes(
+    cap: float,
+    weights: float,
+    act: float,
+    fraction: float,
+    kind: str,
+    runtime: float = RUNTIME_RESERVE_BYTES,
+) -> float:
     """KV-cache bytes per device for an engine's memory-fraction knob `kind` set to `fraction`
     (negative when nothing is left):
 
@@ -228,14 +349,17 @@ def kv_pool_bytes(cap: float, weights: float, act: float, fraction: float, kind:
     - ``kv_cache_free_gpu_mem_fraction`` (TensorRT-LLM `KvCacheConfig.free_gpu_memory_fraction`):
       the fraction of the memory still free once weights, activation buffers and the runtime
       are allocated.
+
+    `runtime` is the memory taken outside weights and activations (the runtime reserve, or
+    non-PyTorch memory under the allocated-peak rule).
     """
     if kind == "mem_fraction_static":
-        return cap * fraction - weights - RUNTIME_RESERVE_BYTES
+        return cap * fraction - weights - runtime
     if kind == "kv_cache_free_gpu_mem_fraction":
-        return fraction * (cap - weights - act - RUNTIME_RESERVE_BYTES)
+        return fraction * (cap - weights - act - runtime)
     if kind != "gpu_memory_utilization":
         raise ValueError(f"unknown memory-fraction kind {kind!r}")
-    return cap * fraction - weights - act - RUNTIME_RESERVE_BYTES
+    return cap * fraction - weights - act - runtime
 
 
 def memory_report(
@@ -247,13 +371,15 @@ def memory_report(
     max_num_seqs: int,
     block_size: int,
     fraction_kind: str = "gpu_memory_utilization",
+    peak_rule: str = PEAK_FREE_MEMORY,
 ) -> MemoryReport:
     """Memory of the plan's most loaded device; `gpu_memory_utilization` is the engine's
-    memory fraction, read as `fraction_kind` says (`kv_pool_bytes`)."""
+    memory fraction, read as `fraction_kind` says (`kv_pool_bytes`), and the profiling step's
+    peak is measured as `peak_rule` says (`profiling_terms`)."""
     cap = device_hbm_gb * GIB * USABLE_FRACTION
     w = weight_bytes_per_device(model, plan)
-    act = activation_bytes(model, plan, budget, max_num_seqs)
-    kv_avail = kv_pool_bytes(cap, w, act, gpu_memory_utilization, fraction_kind)
+    act, runtime = profiling_terms(model, plan, budget, max_num_seqs, peak_rule)
+    kv_avail = kv_pool_bytes(cap, w, act, gpu_memory_utilization, fraction_kind, runtime)
     # what the weights must fit in: the fraction, except for TensorRT-LLM whose fraction
     # applies to the memory left after them
     weight_room = (
@@ -285,7 +411,7 @@ def memory_report(
         )
         reason = (
             f"no room for the KV cache: {w / GIB:.1f} GiB weights{acts} + "
-            f"{RUNTIME_RESERVE_BYTES / GIB:.1f} GiB runtime exceed {room}"
+            f"{runtime / GIB:.1f} GiB runtime exceed {room}"
         )
         fits = False
     else:
@@ -295,7 +421,7 @@ def memory_report(
         capacity=cap,
         weights=w,
         activation=act,
-        runtime=RUNTIME_RESERVE_BYTES,
+        runtime=runtime,
         kv_available=max(kv_avail, 0.0),
         kv_bytes_per_token=kvt,
         kv_blocks_per_replica=max(blocks, 0),

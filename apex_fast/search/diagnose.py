@@ -50,7 +50,7 @@ class _Probe:
         """KV tokens one stream of `plan` gives a single request (0 = memory does not fit)."""
         o = self.options
         mem = o.memory(self.model, plan, c, self.budget)
-        return (stream_kv_capacity(mem, plan.pp, o.block_size) if mem.fits else 0), mem
+        return (stream_kv_capacity(mem, plan.pp, o) if mem.fits else 0), mem
 
 
 def no_plan_message(
@@ -85,9 +85,8 @@ def no_plan_message(
     if results is None:
         caps = [(probe.capacity(cluster, p)[0], p.label) for p in probe.plans(cluster, pins)]
     else:
-        bs = options.block_size
         caps = [
-            (stream_kv_capacity(r.memory, r.plan.pp, bs) if r.memory.fits else 0, r.plan.label)
+            (stream_kv_capacity(r.memory, r.plan.pp, options) if r.memory.fits else 0, r.plan.label)
             for r in results
         ]
     best_here = max(caps, default=(0, ""))
@@ -138,8 +137,7 @@ def _smallest_cluster(
         for pl in probe.plans(c, None):
             cap_tok, mem = probe.capacity(c, pl)
             if cap_tok >= longest:
-                bs = probe.options.block_size
-                kv_dev = stream_kv_bytes(longest, pl.pp, bs, mem.kv_bytes_per_token)
+                kv_dev = stream_kv_bytes(longest, pl.pp, probe.options, mem.kv_bytes_per_token)
                 per_dev = mem.weights + mem.activation + mem.runtime + kv_dev
                 devs = max(1, g // pl.dp)
                 shape = (

@@ -6,13 +6,12 @@ so a search's answer is the same whatever the number of workers (docs/ray.md).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
@@ -20,6 +19,9 @@ from apex_fast.models.spec import ModelSpec
 from apex_fast.plans.plan import Plan
 from apex_fast.sim.engine import EngineOptions, PlanResult, simulate_plan
 from apex_fast.workload.types import Workload
+
+if TYPE_CHECKING:  # the pool's modules load only when a pool starts
+    from concurrent.futures import ProcessPoolExecutor
 
 AUTO_MIN_PLANS = 4  # automatic mode: fewer remaining plans than this always run here
 # automatic mode uses a pool only with at least this many usable cores: on 2 cores the pickling
@@ -72,6 +74,8 @@ def _ray_run(job: SimJob, i: int, plan: Plan) -> tuple[int, PlanResult]:
 def _pool_context():
     # fork shares the loaded modules and the Numba kernel with the workers at no cost; the
     # workers run only NumPy and Numba code (Polars' thread pool would not survive a fork)
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
@@ -122,6 +126,8 @@ def simulate_plans(
     if i < n:
         # automatic: leave one core to this process, which computes the metrics of the results
         # as they arrive (simulation and metrics then overlap)
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
         nproc = min(workers or max(cores - 1, 1), n - i)
         ex = ProcessPoolExecutor(
             nproc, mp_context=_pool_context(), initializer=_worker_init, initargs=(job,)

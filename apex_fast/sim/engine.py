@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,6 @@ import numpy as np
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
-from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 from apex_fast.memo import put_bounded
 from apex_fast.metrics.records import compact_stream
 from apex_fast.models.spec import ModelSpec
@@ -19,11 +19,11 @@ from apex_fast.plans.plan import Plan
 from apex_fast.sim import engine_params as ep
 from apex_fast.sim.costs import CompiledCosts, compile_costs
 from apex_fast.sim.prefix import (
-    block_keys,
     check_router,
     copy_tags,
     prefix_cache_blocker,
     prefix_split,
+    stream_keys,
 )
 from apex_fast.sim.rejection import (
     beyond_copy,
@@ -87,6 +87,9 @@ class EngineOptions:
     # request): 2048 for vLLM V0 (SchedulerConfig), SGLang's chunk size for its prefill-only
     # steps (apex_fast.engines.options)
     unchunked_budget_floor: int = ep.DEFAULT_UNCHUNKED_BUDGET_FLOOR
+    # SGLang: prefill tokens per prefill-only step, longer prompts split over consecutive steps
+    # (its chunked_prefill_size; the kernel's ADMIT_TOKEN_RATIO); 0 = prompts never split
+    prefill_chunk: int = 0
     # speculative decoding (apex_fast.sim.speculative.SpeculativeConfig); None = off
     speculative: SpeculativeConfig | None = None
     # a disaggregated decode instance: requests arrive with their prompt's KV and their first
@@ -112,6 +115,7 @@ class EngineOptions:
             self.max_num_seqs,
             self.block_size,
             self.memory_fraction_kind,
+            self.memory_peak_rule,
         )
 
     @property
@@ -120,6 +124,13 @@ class EngineOptions:
         from apex_fast.engines import get_engine
 
         return get_engine(self.engine).memory_fraction_kind
+
+    @property
+    def memory_peak_rule(self) -> str:
+        """How this engine measures its profiling peak (plans.memory.profiling_terms)."""
+        from apex_fast.engines import get_engine
+
+        return get_engine(self.engine).memory_peak_rule
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
@@ -258,9 +269,7 @@ def scheduler_config(
     copies (each a pool of blocks // copies with its own watermark)."""
     policy = opts.admission_policy
     per_copy = blocks // copies
-    # the 1% watermark is vLLM V0's (BlockSpaceManager); vLLM V1's allocate_slots (0.8.4 ..
-    # 0.11.0) and TensorRT-LLM's GuaranteedNoEvictScheduler compare with the free blocks alone
-    watermark = int(ep.WATERMARK_FRACTION * per_copy) if policy == ADMIT_WHOLE_PROMPT else 0
+    watermark = int(ep.watermark_fraction(policy) * per_copy)
     return SchedulerConfig(
         num_blocks=per_copy * copies,
         block_size=opts.block_size,
@@ -273,6 +282,7 @@ def scheduler_config(
         full_kv_fraction=model.kv_full_fraction,
         admission=policy,
         copies=copies,
+        prefill_chunk=opts.prefill_chunk if not opts.chunked_prefill else 0,
     )
 
 
@@ -332,14 +342,20 @@ def simulate_plan(
         # each attention copy keeps the KV cache of its own sequences: a sequence whose KV
         # outgrows one copy can never be served (the kernel would reject it too; taken out
         # here to say why)
-        index, too_long = beyond_copy(workload, index, mem, plan.pp, opts.block_size)
+        index, too_long = beyond_copy(workload, index, mem, plan.pp, opts)
         if too_long.size:
             rejected.append(too_long)
     clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
-        res = run_stream(
+        keys = (
+            stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
+            if pc_on
+            else None
+        )
+        run = functools.partial(
+            run_stream,
             workload.arrival[ids],
             workload.prompt[ids],
             workload.output[ids],
@@ -347,11 +363,14 @@ def simulate_plan(
             compiled.costs,
             None if workload.prefix is None else workload.prefix[ids],
             max_concurrency=conc,
-            block_keys=(
-                block_keys(workload, ids, opts.block_size, tags, copies) if pc_on else None
-            ),
             copy=None if tags is None else tags[ids],
         )
+        # distinct prompts (keys without workload hashes) hit only their own blocks after a
+        # preemption: without one the keys change nothing, so they are given only to a rerun
+        own_only = keys is not None and keys[0].size > 0 and not workload.has_hash_ids
+        res = run(block_keys=None if own_only else keys)
+        if own_only and res.preemptions.any():
+            res = run(block_keys=keys)
         streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]
         if bad.size:
@@ -367,7 +386,7 @@ def simulate_plan(
     result.clock_factor = clock_factor
     if too_long.size:
         result.feasible = False
-        copy_tokens = stream_kv_capacity(mem, plan.pp, opts.block_size)
+        copy_tokens = stream_kv_capacity(mem, plan.pp, opts)
         result.reason = beyond_copy_reason(workload, rej, copy_tokens)
     elif rej.size:
         result.feasible = False

@@ -2,9 +2,18 @@
 parameters live in sim/step_time.py."""
 
 from apex_fast.engines import DEFAULT_ENGINE, get_engine
+from apex_fast.kernels.params import ADMIT_WHOLE_PROMPT
 
 # vLLM keeps 1% of the KV blocks free when admitting new prompts (BlockSpaceManager watermark).
 WATERMARK_FRACTION = 0.01
+
+
+def watermark_fraction(admission: int) -> float:
+    """Share of a KV pool an admission rule keeps free when it admits a prompt: vLLM V0's 1%
+    watermark for whole-prompt admission; vLLM V1's allocate_slots (0.8.4 .. 0.11.0) and
+    TensorRT-LLM's GuaranteedNoEvictScheduler compare with the free blocks alone (0)."""
+    return WATERMARK_FRACTION if admission == ADMIT_WHOLE_PROMPT else 0.0
+
 
 # The default engine's own limits, read from its profile (apex_fast/engines/vllm_06.py, where
 # each value cites vLLM 0.6.0's source): the defaults of EngineOptions.

@@ -64,6 +64,44 @@ def block_keys(
     return keys, off
 
 
+def distinct_block_keys(
+    workload: Workload, ids: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, offsets) as `block_keys` for a workload without prompt hashes, every prompt taken
+    as distinct: request i's full prompt blocks get keys no other request has (numbered over
+    the whole workload, so streams and attention copies never share one). No two requests hit
+    each other's blocks; a preempted request can hit its own when it is recomputed."""
+    bs = int(block_size)
+    full = workload.prompt // bs  # full prompt blocks of every request
+    base = np.zeros(full.size + 1, np.int64)
+    np.cumsum(full, out=base[1:])
+    nk = full[ids].astype(np.int64)
+    off = np.zeros(ids.size + 1, np.int64)
+    np.cumsum(nk, out=off[1:])
+    j = np.arange(off[-1], dtype=np.int64) - np.repeat(off[:-1], nk)
+    return np.repeat(base[ids], nk) + j, off
+
+
+def stream_keys(
+    workload: Workload,
+    ids: np.ndarray,
+    block_size: int,
+    engine: str,
+    copy: np.ndarray | None = None,
+    copies: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt-block keys of the requests `ids` with prefix caching on: from the workload's
+    hashes (`block_keys`), or, for a workload without them, distinct keys per request when the
+    engine keeps a preempted request's own blocks (EngineProfile
+    .hashless_prompts_keep_own_blocks); otherwise none."""
+    if not workload.has_hash_ids:
+        from apex_fast.engines import get_engine
+
+        if get_engine(engine).hashless_prompts_keep_own_blocks:
+            return distinct_block_keys(workload, ids, block_size)
+    return block_keys(workload, ids, block_size, copy, copies)
+
+
 def copy_tags(n: int, index: list[np.ndarray], copies: int) -> np.ndarray:
     """Attention copy of every request when requests are dealt to the copies of their stream in
     turn (the batch split evenly, docs/scheduler.md "Prefix cache")."""

@@ -2,7 +2,7 @@
 
 The scheduler kernel (kernels/batching.py, docs/scheduler.md) rejects a request at admission
 when its KV cache so far (prefix + prompt + tokens generated before a preemption, in blocks)
-exceeds its stream's blocks less vLLM's watermark, and, without chunked prefill, when its
+exceeds its stream's blocks less the watermark of the engine's admission rule (vLLM V0's 1%), and, without chunked prefill, when its
 prompt exceeds the step's token budget; a running request may grow into the watermark, and one
 that outgrows every block is preempted and then rejected. With several attention copies a
 sequence's KV cache must fit in the one copy that serves it (the kernel keeps a pool per copy),
@@ -13,26 +13,35 @@ message (search/diagnose.py) take their numbers and words from here.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from apex_fast.plans.memory import MemoryReport, copy_seq_blocks
-from apex_fast.sim.engine_params import WATERMARK_FRACTION
+from apex_fast.sim.engine_params import watermark_fraction
 from apex_fast.sim.stream import SchedulerConfig
 from apex_fast.workload.types import Workload
 
+if TYPE_CHECKING:
+    from apex_fast.sim.engine import EngineOptions
 
-def stream_kv_capacity(mem: MemoryReport, pp: int, block_size: int) -> int:
+
+def stream_kv_capacity(mem: MemoryReport, pp: int, opts: EngineOptions) -> int:
     """KV tokens one request can hold in one pipeline stream of a plan: its attention copy's
-    share of the stream's blocks, less that copy's watermark (0 when no block is left)."""
-    return copy_seq_blocks(mem, pp, WATERMARK_FRACTION) * block_size
+    share of the stream's blocks, less the watermark the engine's admission rule keeps free in
+    that copy (0 when no block is left)."""
+    return copy_seq_blocks(mem, pp, _watermark(opts)) * opts.block_size
 
 
-def stream_kv_bytes(tokens: int, pp: int, block_size: int, kv_bytes_per_token: float) -> float:
+def stream_kv_bytes(tokens: int, pp: int, opts: EngineOptions, kv_bytes_per_token: float) -> float:
     """KV bytes one device needs so that a stream holds a request of `tokens` tokens: the
     inverse of `stream_kv_capacity` (whole blocks, the watermark on top, `pp` stage streams)."""
-    blocks = math.ceil(tokens / block_size)
-    return pp * blocks / (1 - WATERMARK_FRACTION) * block_size * kv_bytes_per_token
+    blocks = math.ceil(tokens / opts.block_size)
+    return pp * blocks / (1 - _watermark(opts)) * opts.block_size * kv_bytes_per_token
+
+
+def _watermark(opts: EngineOptions) -> float:
+    return watermark_fraction(opts.admission_policy)
 
 
 def numbered(ids: np.ndarray) -> str:
@@ -42,12 +51,13 @@ def numbered(ids: np.ndarray) -> str:
 
 
 def beyond_copy(
-    workload: Workload, index: list[np.ndarray], mem: MemoryReport, pp: int, block_size: int
+    workload: Workload, index: list[np.ndarray], mem: MemoryReport, pp: int, opts: EngineOptions
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Take out of every stream the requests whose full KV cache (prefix + prompt + output)
     exceeds one attention copy's capacity; they are what the kernel would reject once their KV
     outgrew the copy (its own rejection test, applied to the copy instead of the pool)."""
-    limit = copy_seq_blocks(mem, pp, WATERMARK_FRACTION)
+    limit = copy_seq_blocks(mem, pp, _watermark(opts))
+    block_size = opts.block_size
     need = workload.prompt + workload.output
     if workload.prefix is not None:
         need = need + workload.prefix

@@ -34,6 +34,11 @@ def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# records allocated up front at most (88 MiB of address space for the float and int columns;
+# only the rows the kernel writes are touched); past it the stream re-runs with 4x the room
+RECORDS_RESERVED = 1 << 20
+
+
 def gap_bin_edges() -> np.ndarray:
     """Edges of the inter-token-gap histogram bins (kernels/gaps.py)."""
     from apex_fast.kernels.gaps import gap_bin_edges as edges
@@ -66,6 +71,9 @@ class SchedulerConfig:
     # has a pool of num_blocks / copies blocks and keeps `watermark` of them free at admission;
     # a request takes all its blocks from the one copy that serves it
     copies: int = 1
+    # admission 3 (SGLang, prefill-only steps: chunked False): prefill tokens per step, a longer
+    # prompt split over consecutive steps (SGLang chunked_prefill_size; 0: never split)
+    prefill_chunk: int = 0
     # speed only, the results are identical: from this many running sequences the kernel
     # advances decoding sequences as one lazy set (docs/scheduler.md "Lazy decode set"; 0: never)
     lazy_min_running: int = 32
@@ -202,16 +210,22 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
-    from apex_fast.kernels.batching import simulate_stream
     from apex_fast.kernels.gaps import GAP_BINS
+    from apex_fast.sim.kernel_load import batching_kernel
 
+    simulate_stream = batching_kernel()
     pc_key, pc_off, nkeys = _dense_keys(block_keys, prompt, cfg.block_size)
     copy = _copy_tags(copy, n, cfg, nkeys)
     pf, pi = kernel_params(cfg, costs, int(min(max_concurrency, n)), nkeys)
     tok_table = np.ascontiguousarray(costs.tok_table, dtype=np.float64)
     seq_table = np.ascontiguousarray(costs.seq_table, dtype=np.float64)
     chunk = cfg.budget if cfg.chunked else max(cfg.budget, 1)
-    cap = 4 * n + int(np.sum((prompt + chunk - 1) // chunk)) + 1024
+    chunks = int(np.sum((prompt + chunk - 1) // chunk))
+    cap = 4 * n + chunks + 1024
+    # a record is at least one step and, without preemption, a step prefills a chunk or decodes
+    # a token of some request: room for that many records up to RECORDS_RESERVED avoids most
+    # re-runs of a stream that overflows the first guess (rows never written cost no memory)
+    cap = max(cap, min(chunks + int(np.sum(output)), RECORDS_RESERVED))
     while True:
         first = np.empty(n, np.float64)
         finish = np.empty(n, np.float64)
@@ -272,6 +286,8 @@ def kernel_params(
         kp.PF_C_ATTN: costs.c_attn, kp.PF_C_CTX: costs.c_ctx, kp.PF_OVERHEAD: costs.overhead,
         kp.PF_HOST_SEQ: costs.host_seq, kp.PF_EAGER_FLOOR: costs.eager_floor,
         kp.PF_PIECEWISE_FLOOR: costs.piecewise_floor, kp.PF_FULL_FRAC: cfg.full_kv_fraction,
+        # starting state of SGLang's admission (kernels/token_ratio.py)
+        kp.PF_RATIO0: kp.INIT_NEW_TOKEN_RATIO, kp.PF_RATIO_STEPS: 0.0, kp.PF_BLOCKED: np.inf,
     }  # fmt: skip
     ints = {
         kp.PI_NUM_BLOCKS: cfg.num_blocks, kp.PI_BLOCK_SIZE: cfg.block_size,
@@ -281,7 +297,8 @@ def kernel_params(
         kp.PI_PC_NKEYS: pc_nkeys, kp.PI_WIN_BLOCKS: cfg.window_blocks,
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
         kp.PI_ADMISSION: cfg.admission,
-        kp.PI_COPIES: cfg.copies, kp.PI_LAZY_MIN: cfg.lazy_min_running,
+        kp.PI_COPIES: cfg.copies, kp.PI_PREFILL_CHUNK: cfg.prefill_chunk,
+        kp.PI_LAZY_MIN: cfg.lazy_min_running,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
@@ -298,6 +315,8 @@ def _copy_tags(copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int
         )
     if cfg.copies > 1 and nkeys > 0:
         raise ApexError("the prefix cache is not simulated with several attention copies")
+    if cfg.admission == kp.ADMIT_TOKEN_RATIO and cfg.chunked:
+        raise ApexError("SGLang's admission rule runs with prefill-only steps (chunked off)")
     if copy is None:
         return np.zeros(n, np.int64)
     tags = np.ascontiguousarray(copy, dtype=np.int64)

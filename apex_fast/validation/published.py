@@ -3,7 +3,8 @@
 Each row becomes a workload of `num_prompts` requests: Poisson arrivals at the row's request rate
 (fixed seed), all at t = 0 for an infinite rate, behind a closed loop of `max_concurrency` clients
 where the row has one (8 requests per client when the source gives no prompt count). The
-request lengths follow the row's `lengths` column (see `_lengths`): fixed lengths; SGLang's
+request lengths follow the row's `lengths` column (see `_lengths`): fixed lengths; vLLM's sonnet
+prompts (the printed mean prompt length, max_tokens outputs); SGLang's
 seeded uniform draw, reproduced and checked against the totals the client printed; or, for
 dataset-driven lengths whose totals the client printed, every request at the mean lengths (an
 approximation, summarised on its own line). The plan is the row's TP/EP on its GPU and dtypes,
@@ -23,13 +24,16 @@ not what a cold start of C prompts gives.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from apex_fast.data import published_measurements
 from apex_fast.dtypes import canonical_dtype
+from apex_fast.engines.launch_line import read_launch_line
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
+from apex_fast.engines.sglang import SGLANG_05_FIRST, mem_fraction_static_05
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import DeviceSpec, get_device
@@ -60,13 +64,43 @@ def row_dtype(value: str | None) -> str:
     return canonical_dtype(value) if value else "half"
 
 
+# Checkpoints whose config.json equals a bundled model's except for the context length: Meta's
+# Llama 3 8B has Llama 3.1 8B's layers, widths, heads and vocabulary with 8192 positions and no
+# rope scaling (meta-llama/Meta-Llama-3-8B-Instruct config.json; the bundled Llama 3 70B and
+# 3.1 70B configs differ in exactly these two fields). id (lower case) -> (bundled id, positions)
+_SHORTER_CONTEXT = {
+    "meta-llama/meta-llama-3-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct", 8192),
+}
+
+
+def _context_positions(hf_id: str) -> int | None:
+    """The row's own context length when its checkpoint is a bundled model with a shorter
+    context (None otherwise)."""
+    hit = _SHORTER_CONTEXT.get(hf_id.lower())
+    return hit[1] if hit else None
+
+
+def row_model(hf_id: str) -> ModelSpec:
+    """The bundled model a row's checkpoint is replayed as, with the checkpoint's own context
+    length (`_base_model_id`, `_context_positions`)."""
+    model = load_model(_base_model_id(hf_id))
+    positions = _context_positions(hf_id)
+    if positions:
+        model = dataclasses.replace(model, max_position_embeddings=positions)
+    return model
+
+
 def _base_model_id(hf_id: str) -> str:
     """A quantised checkpoint's architecture is its base model's (NVIDIA's '-FP8' Llama
     checkpoints are meta-llama's models with FP8 weights, Qwen's and Meta's '-FP8' checkpoints
     their own models; the row's dtype says so). A checkpoint bundled with its own config (it
-    keeps some layers unquantised, e.g. meta-llama/Llama-3.1-405B-FP8) is replayed as itself."""
+    keeps some layers unquantised, e.g. meta-llama/Llama-3.1-405B-FP8) is replayed as itself;
+    one that differs from a bundled model only in its context length as that model
+    (`_SHORTER_CONTEXT`, its context set by `_context_positions`)."""
     if hf_id.lower() in model_aliases():
         return hf_id
+    if hf_id.lower() in _SHORTER_CONTEXT:
+        return _SHORTER_CONTEXT[hf_id.lower()][0]
     if hf_id.startswith("nvidia/") and hf_id.endswith("-FP8"):
         return "meta-llama/" + hf_id[len("nvidia/") : -len("-FP8")]
     if hf_id.startswith(("Qwen/", "meta-llama/")) and hf_id.endswith("-FP8"):
@@ -97,8 +131,8 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
     source's (dataset rows); or why the row's lengths cannot be rebuilt.
 
     `lengths` column: `fixed` (or empty with input_len given) - every request input_len /
-    output_len; `sglang-random` - SGLang's seeded uniform draw, used only when its sums equal
-    the totals the client printed (then the requests are the measured ones, up to order);
+    output_len; `sonnet` - vLLM's sonnet prompts (`_sonnet_lengths`); `sglang-random` -
+    SGLang's seeded uniform draw, used only when its sums equal the totals the client printed (then the requests are the measured ones, up to order);
     `dataset` (or empty without input_len) - lengths from a dataset: with the printed totals,
     every request gets the mean prompt and output length, which keeps the token totals but not
     the spread of the dataset (an approximation)."""
@@ -119,6 +153,8 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
         if (int(p.sum()), int(o.sum())) != (int(totals[0]), int(totals[1])):
             return "random draw does not reproduce the printed token totals"
         return p, o, False
+    if kind == "sonnet":
+        return _sonnet_lengths(row, n)
     if kind == "dataset":
         if None in totals or not row["num_prompts"]:
             return "lengths come from a dataset"
@@ -127,6 +163,27 @@ def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
         mean_out = max(round(totals[1] / n_src), 1)
         return np.full(n, mean_in, np.int64), np.full(n, mean_out, np.int64), True
     return f"unknown lengths kind {kind!r}"
+
+
+def _sonnet_lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
+    """Lengths of vLLM's `benchmark_serving.py --dataset-name sonnet` (0.5.x .. 0.6.x,
+    `sample_sonnet_requests`): every prompt is the same instruction, the same prefix lines and a
+    seeded random choice of whole poem lines, as many as fit `--sonnet-input-len` on average,
+    in the chat template; `--sonnet-output-len` is each request's max_tokens. So prompts differ
+    from one another by a few lines' worth of tokens and fall a few percent short of the stated
+    length. With the printed totals every request gets the mean prompt length and, when the
+    output total is not num_prompts x output_len, the mean output length; without them the
+    stated lengths."""
+    if row["input_len"] is None or row["output_len"] is None:
+        return "sonnet lengths not given"
+    p_len, o_len = int(row["input_len"]), int(row["output_len"])
+    n_src = int(row["num_prompts"] or 0)
+    t_in, t_out = row.get("total_input_tokens"), row.get("total_output_tokens")
+    if n_src and t_in is not None:
+        p_len = max(round(t_in / n_src), 1)
+    if n_src and t_out is not None and int(t_out) != n_src * o_len:
+        o_len = max(round(t_out / n_src), 1)
+    return np.full(n, p_len, np.int64), np.full(n, o_len, np.int64), False
 
 
 def _workload(row: dict) -> tuple[Workload, bool] | str:
@@ -162,6 +219,60 @@ def _workload(row: dict) -> tuple[Workload, bool] | str:
     )
 
 
+def _effective_flags(row: dict) -> str:
+    """The row's launch line plus what its client sets on the engine: vLLM's offline
+    `benchmark_throughput.py` (0.5.x .. 0.6.x) passes enable_chunked_prefill=False to the
+    engine unless given --enable-chunked-prefill (argparse store_true; benchmarks/
+    benchmark_throughput.py of vllm 0.6.3.post1, lines 110 and 473), so vLLM's own long-context
+    default (chunking above 32k) never applies there."""
+    flags = row["engine_flags"] or ""
+    offline_v0 = row["engine_profile"] in ("vllm-0.5", "vllm-0.6") and "benchmark_throughput" in (
+        row["source_detail"] or ""
+    )
+    if offline_v0 and "--enable-chunked-prefill" not in flags:
+        flags += " --no-enable-chunked-prefill"
+    return flags
+
+
+def attention_copies(row: dict) -> int:
+    """Attention copies of a row's launch line: SGLang's --enable-dp-attention runs --dp-size
+    copies of attention at TP tp/dp, each with its own KV cache, while the MoE layers span all
+    tp devices (sglang server_args.py 0.4.x: dp_size defaults to 1, and DP attention requires
+    dp_size > 1); 1 otherwise."""
+    flags = (row["engine_flags"] or "").split()
+    if row["engine_profile"] != "sglang" or "--enable-dp-attention" not in flags:
+        return 1
+    for i, word in enumerate(flags):
+        name, eq, value = word.partition("=")
+        if name == "--dp-size":
+            return int(value if eq else flags[i + 1])
+    return 1
+
+
+def _nvidia_quantised(row: dict) -> bool:
+    """The row ran a checkpoint NVIDIA quantised: one of its ModelOpt checkpoints
+    (`nvidia/...`), or a NIM container, whose optimised TensorRT-LLM engines NVIDIA builds.
+    The NIM case is an assumption the NIM sweep itself supports: its saturated concurrency
+    (920 tokens/s x 93 ms per token = ~86 running requests of 5000 + 500 tokens on 2x H100
+    with FP8 weights) does not fit a BF16 KV cache (room for ~45 in this tool's memory model,
+    ~55 with every byte left after the weights), and fits an FP8 one (~90)."""
+    return row["model_hf_id"].startswith("nvidia/") or "NIM" in (row["engine_version"] or "")
+
+
+# label of vLLM V0 rows measured on source builds older than the profile's release series
+PRE_RELEASE = "source builds before the release"
+
+
+def _pre_release_build(row: dict) -> bool:
+    """A vLLM V0 row measured on a development build older than its profile's release (e.g.
+    an August 2024 main build replayed with the vllm-0.6 profile, whose host time was fitted on
+    0.6.0): shown on its own line, since its host overhead is not the release's."""
+    if row["engine_profile"] not in ("vllm-0.5", "vllm-0.6"):
+        return False
+    series = row["engine_profile"].removeprefix("vllm-")
+    return not (row["engine_version"] or "").startswith(series)
+
+
 def row_plan(
     row: dict, model: ModelSpec, device: DeviceSpec
 ) -> tuple[Cluster, Plan, EngineOptions] | str:
@@ -171,19 +282,36 @@ def row_plan(
     ep = int(row["ep"]) if row["ep"] else None
     wdt = row_dtype(row["weight_dtype"])
     kvdt = row_dtype(row["kv_dtype"])
-    if not row["kv_dtype"] and row["model_hf_id"].startswith("nvidia/") and wdt == "float8":
+    if not row["kv_dtype"] and wdt == "float8" and _nvidia_quantised(row):
         # unstated KV dtype of NVIDIA's ModelOpt FP8 checkpoints: they quantise the KV cache
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
         kvdt = "float8"
     cluster = Cluster(device, 1, tp)
-    plans, _ = enumerate_plans(
-        model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
-    )
-    plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    copies = attention_copies(row)
+    if copies == 1:
+        plans, _ = enumerate_plans(
+            model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
+        )
+        plans = [p for p in plans if p.attn_replicas == 1 and p.ffn_replicas == 1]
+    else:  # data-parallel attention: `copies` attention copies of TP tp/copies, FFN over all
+        plans, _ = enumerate_plans(model, cluster, Pins(dp=1, pp=1), weight=wdt, act=wdt, kv=kvdt)
+        plans = [
+            p
+            for p in plans
+            if p.attn_replicas == copies
+            and p.tp * copies == tp
+            and p.ffn_replicas == 1
+            and p.ep == (ep or 1)
+        ]
     if not plans:
         return "no plan with this TP/EP"
+    # the row's own launch line, in the engine's spelling; what it does not set takes the
+    # engine's defaults (for vLLM V0 its real ones, not this tool's planning default)
+    line = read_launch_line(
+        row["engine_profile"], _effective_flags(row), model.max_position_embeddings or None
+    )
     fields = engine_option_fields(
-        LaunchSettings(engine=row["engine_profile"]),
+        _launch_settings(row, device, tp, line.settings),
         device.name,
         device.hbm_gb * 1e9 / 2**30,
         model.max_position_embeddings or None,
@@ -191,6 +319,32 @@ def row_plan(
     )
     opts = EngineOptions(**fields)
     return cluster, plans[0], opts
+
+
+def _launch_settings(
+    row: dict, device: DeviceSpec, tp: int, given: LaunchSettings
+) -> LaunchSettings:
+    """The row's launch settings (`given`, from its launch line), with SGLang >= 0.5.3's
+    mem_fraction_static when the line sets none: that version derives it from the GPU memory
+    (engines/sglang.py mem_fraction_static_05; the profile describes 0.4.6.post5's table by
+    TP). The GPU's memory in MiB is read as hbm_gb x 1024 (80 GB parts have 80 GiB;
+    nvidia-smi shows 81559 MiB on an H100 SXM)."""
+    if row["engine_profile"] != "sglang" or given.gpu_memory_utilization is not None:
+        return given
+    if _version(row.get("engine_version") or "") >= SGLANG_05_FIRST:
+        frac = mem_fraction_static_05(device.hbm_gb * 1024, tp, int(row["pp"] or 1))
+        return dataclasses.replace(given, gpu_memory_utilization=frac)
+    return given
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as 0.5.3.post3 ((0,) if none)."""
+    parts = []
+    for p in text.split(" ")[0].split(".")[:3]:
+        if not p.isdigit():
+            break
+        parts.append(int(p))
+    return tuple(parts) or (0,)
 
 
 def replay_row(row: dict) -> dict:
@@ -207,11 +361,13 @@ def replay_row(row: dict) -> dict:
         return {**out, "skipped": built}
     wl, approx = built
     try:
-        model = load_model(_base_model_id(row["model_hf_id"]))
+        model = row_model(row["model_hf_id"])
         device = get_device(row["gpu"])
     except ApexError:
         return {**out, "skipped": "model or GPU not bundled"}
     out["class"] = "MoE" if model.is_moe else "dense"
+    if _pre_release_build(row):
+        out["class"] += f", {PRE_RELEASE}"
     if approx:
         out["class"] += f", {APPROX_LENGTHS}"
         out["approximation"] = f"every request at the mean dataset lengths ({wl.name})"

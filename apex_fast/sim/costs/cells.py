@@ -266,8 +266,7 @@ def lm_head(cx: CellContext) -> list[CellCost]:
     FP32 softmax + sampling passes, per sampled sequence."""
     model, m, d = cx.model, cx.m, cx.plan.devices_per_stage
     vocab_dev = -(-model.vocab_size // d)
-    head_gemm = cx.gemm_unquantised if cx.mixed is not None and cx.mixed.lm_head else cx.gemm
-    lm = head_gemm(vocab_dev, model.hidden_size, m)
+    lm = cx.gemm_lm_head(vocab_dev, model.hidden_size, m)
     sample = cx.mem(3 * m * model.vocab_size * 4.0)  # FP32 logits: softmax + sampling passes
     gather = OpCost(np.zeros_like(m))
     samples = model.vocab_size > 0 and model.arch != "encoder"  # an encoder samples nothing
@@ -277,7 +276,7 @@ def lm_head(cx: CellContext) -> list[CellCost]:
         gather = gather.map(zero_first)
     t = (lm + gather).t + sample.t if samples else np.zeros_like(m)
     src = lm + sample + gather  # sources in the order the ops are listed above
-    wbytes = model.lm_head_params() * cx.wb + cx.unquantised_extra_weight_bytes("lm_head")
+    wbytes = model.lm_head_params() * cx.eb
     flops = cx.step_flops.per_seq
     row = OpCost(t, src.sources)
     return [_cell(names.LM_HEAD, row, flops=flops, weight_bytes=wbytes, per_seq=True)]

@@ -14,6 +14,7 @@ from apex_fast.dtypes import DTYPE_BYTES, compute_dtype
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.models.spec import ModelSpec, StepFlops
 from apex_fast.plans.memory import (
+    edge_weight_dtype,
     expert_weight_bytes,
     kv_heads_per_device,
     plan_mixed_precision,
@@ -111,11 +112,24 @@ class CellContext:
         self.mixed = plan_mixed_precision(model, plan)
         self.ub = DTYPE_BYTES[self.mixed.dtype] if self.mixed else self.wb
         self.notes: list[str] = list(self.mixed.notes) if self.mixed else []
+        # embedding and LM head stay unquantised in a quantised plan (plans/memory.py)
+        self.edge_dtype = edge_weight_dtype(model, plan)
+        self.eb = DTYPE_BYTES[self.edge_dtype]
 
     # ------------------------------------------------------------------ op costs
     def gemm(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
         """C[mm x n] = W[mm x kk] . X for the step axis nn, in the plan's dtypes."""
         return self.cm.gemm(mm, kk, nn, self.wb, self.ab, self.cdt).map(zero_first)
+
+    def gemm_lm_head(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
+        """The LM head GEMM: in the plan's dtypes, or with weights and inputs in the
+        unquantised dtype when the plan quantises its linears (`edge_weight_dtype`)."""
+        if self.edge_dtype == self.plan.weight_dtype:
+            return self.gemm(mm, kk, nn)
+        b = self.eb
+        return self.cm.gemm(mm, kk, nn, b, b, compute_dtype(self.edge_dtype, self.edge_dtype)).map(
+            zero_first
+        )
 
     def gemm_unquantised(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
         """A GEMM of a linear the checkpoint keeps unquantised: weights and inputs in its dtype
@@ -144,14 +158,12 @@ class CellContext:
         return ((self.lx - u) / self.lx) * quantised + (u / self.lx) * unquantised()
 
     def unquantised_extra_weight_bytes(self, kind: str) -> float:
-        """Weight bytes the unquantised cells of `kind` ("attention", "ffn", "lm_head") add
-        over the replica, beyond the same weights in the plan's weight dtype."""
+        """Weight bytes the unquantised cells of `kind` ("attention", "ffn") add over the
+        replica, beyond the same weights in the plan's weight dtype."""
         mp, model = self.mixed, self.model
         if mp is None:
             return 0.0
-        if kind == "lm_head":
-            params = model.lm_head_params() if mp.lm_head else 0
-        elif kind == "attention":
+        if kind == "attention":
             params = len(mp.attention_layers) * model.attn_params_per_layer()
         else:
             dense = model.num_dense_layers if model.is_moe else model.num_layers
@@ -163,8 +175,9 @@ class CellContext:
 
     def all_weight_bytes(self) -> float:
         """Every weight of the replica once, in the bytes the checkpoint stores them."""
-        extra = sum(self.unquantised_extra_weight_bytes(k) for k in ("attention", "ffn", "lm_head"))
-        return self.model.params_total() * self.wb + extra
+        extra = sum(self.unquantised_extra_weight_bytes(k) for k in ("attention", "ffn"))
+        edges = self.model.embedding_params() + self.model.lm_head_params()
+        return self.model.params_total() * self.wb + extra + edges * (self.eb - self.wb)
 
     def grouped_gemm(
         self,
