@@ -481,7 +481,8 @@ def _run(
                 now, kmax, limit_t, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec, gap_hist
             )  # fmt: skip
             if k > 1:
-                pf[PF_RATIO_STEPS] += k - 1  # one ratio decay per decode step (SGLang)
+                if policy == ADMIT_TOKEN_RATIO:
+                    pf[PF_RATIO_STEPS] += k - 1  # one ratio decay per decode step (SGLang)
                 free = _extend_run(
                     k, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
                     cfree,
