@@ -34,9 +34,13 @@ def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# records allocated up front at most (88 MiB of address space for the float and int columns;
-# only the rows the kernel writes are touched); past it the stream re-runs with 4x the room
-RECORDS_RESERVED = 1 << 20
+# records allocated up front at most (5.5 MiB for the float and int columns). A larger first
+# reservation is not free although untouched rows cost no memory: the kernel's first writes
+# fault in (and zero) transparent huge pages, 0.5 ms per call at 1 << 20 rows, a sixth of a
+# saturated-decode stream of 4000 requests (bench/kernel.py). A stream that outgrows it re-runs
+# once with room for its bound up to RECORDS_RETRY, then with 4x the room each time.
+RECORDS_RESERVED = 1 << 16
+RECORDS_RETRY = 1 << 20
 
 
 def gap_bin_edges() -> np.ndarray:
@@ -225,7 +229,8 @@ def run_stream(
     # a record is at least one step and, without preemption, a step prefills a chunk or decodes
     # a token of some request: room for that many records up to RECORDS_RESERVED avoids most
     # re-runs of a stream that overflows the first guess (rows never written cost no memory)
-    cap = max(cap, min(chunks + int(np.sum(output)), RECORDS_RESERVED))
+    bound = chunks + int(np.sum(output))
+    cap = max(cap, min(bound, RECORDS_RESERVED))
     while True:
         first = np.empty(n, np.float64)
         finish = np.empty(n, np.float64)
@@ -241,7 +246,7 @@ def run_stream(
         )  # fmt: skip
         if nrec >= 0:
             break
-        cap *= 4
+        cap = max(cap * 4, min(bound, RECORDS_RETRY))
     return StreamResult(
         first_token=first,
         finish=finish,
