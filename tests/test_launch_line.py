@@ -81,7 +81,10 @@ def test_sglang_dp_attention_rows_run_attention_copies() -> None:
     its own KV pool, and the MoE layers over all eight GPUs (TP8, no EP without --ep-size)."""
     from apex_fast.hardware.devices import get_device
     from apex_fast.models import load_model
-    from apex_fast.validation.published import attention_copies, row_plan
+    from apex_fast.validation.published import row_plan
+
+    def attention_copies(row: dict) -> int:
+        return read_launch_line(row["engine_profile"], row["engine_flags"]).attention_copies
 
     row = {
         "engine_profile": "sglang",

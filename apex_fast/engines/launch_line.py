@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from apex_fast.engines import get_engine
 from apex_fast.engines.options import LaunchSettings
+from apex_fast.engines.profile import EngineProfile
 
 
 def _true(_: str | None) -> bool:
@@ -69,6 +70,10 @@ _SGLANG: dict[str, _Entry] = {
     "--disable-cuda-graph": ("enforce_eager", False, _true),
     "--disable-custom-all-reduce": ("disable_custom_all_reduce", False, _true),
     "--page-size": ("block_size", True, _int),
+    # plan shape, not a launch setting (LaunchLine.attention_copies): DP attention runs
+    # --dp-size attention copies (dp_size defaults to 1)
+    "--enable-dp-attention": ("dp_attention", False, _true),
+    "--dp-size": ("dp_size", True, _int),
 }
 # trtllm-serve / trtllm-bench options (TensorRT-LLM 0.19 .. 1.0 llmapi CLI)
 _TRTLLM: dict[str, _Entry] = {
@@ -94,6 +99,8 @@ class LaunchLine:
 
     settings: LaunchSettings
     ignored: tuple[str, ...]
+    # attention copies the line asks for (SGLang --enable-dp-attention --dp-size N), else 1
+    attention_copies: int = 1
 
 
 def read_launch_line(engine: str, line: str, model_max_len: int | None = None) -> LaunchLine:
@@ -130,20 +137,23 @@ def read_launch_line(engine: str, line: str, model_max_len: int | None = None) -
             i += 1
         fields[field] = parse(value)
     if profile.name in ("vllm-0.5", "vllm-0.6"):
-        _v0_defaults(profile.name, fields, model_max_len)
+        _v0_defaults(profile, fields, model_max_len)
+    dp_attention = bool(fields.pop("dp_attention", False))
+    dp_size = int(fields.pop("dp_size", 1))  # type: ignore[call-overload]
     settings = LaunchSettings(engine=profile.name, **fields)  # type: ignore[arg-type]
-    return LaunchLine(settings, tuple(ignored))
+    return LaunchLine(settings, tuple(ignored), dp_size if dp_attention else 1)
 
 
 def _is_bool(word: str) -> bool:
     return word.strip().lower() in ("true", "false", "1", "0")
 
 
-def _v0_defaults(engine: str, fields: dict[str, object], model_max_len: int | None) -> None:
+def _v0_defaults(
+    profile: EngineProfile, fields: dict[str, object], model_max_len: int | None
+) -> None:
     """vLLM V0 turns chunked prefill on by itself above a 32k context (arg_utils.py
     `create_engine_config`, 0.5.3 .. 0.6.x), with 512 tokens per step (config.py
     `SchedulerConfig`); multi-step scheduling keeps it off (0.6.0 rejects the two together)."""
-    profile = get_engine(engine)
     if "chunked_prefill" in fields:
         chunked = bool(fields["chunked_prefill"])
     else:

@@ -234,21 +234,6 @@ def _effective_flags(row: dict) -> str:
     return flags
 
 
-def attention_copies(row: dict) -> int:
-    """Attention copies of a row's launch line: SGLang's --enable-dp-attention runs --dp-size
-    copies of attention at TP tp/dp, each with its own KV cache, while the MoE layers span all
-    tp devices (sglang server_args.py 0.4.x: dp_size defaults to 1, and DP attention requires
-    dp_size > 1); 1 otherwise."""
-    flags = (row["engine_flags"] or "").split()
-    if row["engine_profile"] != "sglang" or "--enable-dp-attention" not in flags:
-        return 1
-    for i, word in enumerate(flags):
-        name, eq, value = word.partition("=")
-        if name == "--dp-size":
-            return int(value if eq else flags[i + 1])
-    return 1
-
-
 def _nvidia_quantised(row: dict) -> bool:
     """The row ran a checkpoint NVIDIA quantised: one of its ModelOpt checkpoints
     (`nvidia/...`), or a NIM container, whose optimised TensorRT-LLM engines NVIDIA builds.
@@ -287,7 +272,14 @@ def row_plan(
         # too (kv_cache_quant_algo FP8 in their hf_quant_config.json) - an assumption
         kvdt = "float8"
     cluster = Cluster(device, 1, tp)
-    copies = attention_copies(row)
+    # the row's own launch line, in the engine's spelling; what it does not set takes the
+    # engine's defaults (for vLLM V0 its real ones, not this tool's planning default)
+    line = read_launch_line(
+        row["engine_profile"], _effective_flags(row), model.max_position_embeddings or None
+    )
+    # SGLang's --enable-dp-attention: attention copies at TP tp/copies, each with its own KV
+    # cache, while the MoE layers span all tp devices
+    copies = line.attention_copies
     if copies == 1:
         plans, _ = enumerate_plans(
             model, cluster, Pins(dp=1, pp=1, tp=tp, ep=ep), weight=wdt, act=wdt, kv=kvdt
@@ -305,11 +297,6 @@ def row_plan(
         ]
     if not plans:
         return "no plan with this TP/EP"
-    # the row's own launch line, in the engine's spelling; what it does not set takes the
-    # engine's defaults (for vLLM V0 its real ones, not this tool's planning default)
-    line = read_launch_line(
-        row["engine_profile"], _effective_flags(row), model.max_position_embeddings or None
-    )
     fields = engine_option_fields(
         _launch_settings(row, device, tp, line.settings),
         device.name,
