@@ -121,22 +121,22 @@ class CellContext:
         """C[mm x n] = W[mm x kk] . X for the step axis nn, in the plan's dtypes."""
         return self.cm.gemm(mm, kk, nn, self.wb, self.ab, self.cdt).map(zero_first)
 
+    def gemm_in(self, dt: str, mm: int, kk: int, nn: np.ndarray) -> OpCost:
+        """A GEMM with weights and inputs both in dtype `dt`, whatever the plan's dtypes."""
+        b = DTYPE_BYTES[dt]
+        return self.cm.gemm(mm, kk, nn, b, b, compute_dtype(dt, dt)).map(zero_first)
+
     def gemm_lm_head(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
         """The LM head GEMM: in the plan's dtypes, or with weights and inputs in the
         unquantised dtype when the plan quantises its linears (`edge_weight_dtype`)."""
         if self.edge_dtype == self.plan.weight_dtype:
             return self.gemm(mm, kk, nn)
-        b = self.eb
-        return self.cm.gemm(mm, kk, nn, b, b, compute_dtype(self.edge_dtype, self.edge_dtype)).map(
-            zero_first
-        )
+        return self.gemm_in(self.edge_dtype, mm, kk, nn)
 
     def gemm_unquantised(self, mm: int, kk: int, nn: np.ndarray) -> OpCost:
         """A GEMM of a linear the checkpoint keeps unquantised: weights and inputs in its dtype
         (bf16 for the usual checkpoints), whatever the plan's activation dtype."""
-        dt = self.mixed.dtype if self.mixed else self.plan.weight_dtype
-        b = DTYPE_BYTES[dt]
-        return self.cm.gemm(mm, kk, nn, b, b, compute_dtype(dt, dt)).map(zero_first)
+        return self.gemm_in(self.mixed.dtype if self.mixed else self.plan.weight_dtype, mm, kk, nn)
 
     def unquantised_layers(self, kind: str) -> int:
         """Layers of a stream step's critical path (`lx`: S x the largest stage) whose `kind`
