@@ -36,6 +36,7 @@ from apex_fast.sim.stream import SchedulerConfig, StreamResult, run_stream
 from apex_fast.workload import Workload, closed_loop_split
 
 if TYPE_CHECKING:
+    from apex_fast.engines.profile import EngineProfile
     from apex_fast.sim.speculative import SpeculativeConfig
 
 
@@ -97,11 +98,16 @@ class EngineOptions:
     decode_pool: bool = False
 
     @property
-    def admission_policy(self) -> int:
-        """The engine's KV admission policy (kernels/params.py ADMIT_*; EngineProfile)."""
+    def profile(self) -> EngineProfile:
+        """The engine's profile (apex_fast/engines/), where its rules are declared."""
         from apex_fast.engines import get_engine
 
-        return get_engine(self.engine).admission_policy
+        return get_engine(self.engine)
+
+    @property
+    def admission_policy(self) -> int:
+        """The engine's KV admission policy (kernels/params.py ADMIT_*; EngineProfile)."""
+        return self.profile.admission_policy
 
     def memory(self, model: ModelSpec, plan: Plan, cluster: Cluster, budget: int) -> MemoryReport:
         """Memory of `plan`'s most loaded device under these settings (plans/memory.py): the
@@ -121,16 +127,12 @@ class EngineOptions:
     @property
     def memory_fraction_kind(self) -> str:
         """What `gpu_memory_utilization` means for this engine (plans.memory.kv_pool_bytes)."""
-        from apex_fast.engines import get_engine
-
-        return get_engine(self.engine).memory_fraction_kind
+        return self.profile.memory_fraction_kind
 
     @property
     def memory_peak_rule(self) -> str:
         """How this engine measures its profiling peak (plans.memory.profiling_terms)."""
-        from apex_fast.engines import get_engine
-
-        return get_engine(self.engine).memory_peak_rule
+        return self.profile.memory_peak_rule
 
     def budget(self, workload: Workload) -> int:
         """Tokens per step. Default: 2048 with chunked prefill; without it vLLM uses
