@@ -348,14 +348,10 @@ def simulate_plan(
         if too_long.size:
             rejected.append(too_long)
     clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
+    own_only = pc_on and not workload.has_hash_ids and opts.profile.hashless_prompts_keep_own_blocks
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
-        keys = (
-            stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
-            if pc_on
-            else None
-        )
         run = functools.partial(
             run_stream,
             workload.arrival[ids],
@@ -367,11 +363,21 @@ def simulate_plan(
             max_concurrency=conc,
             copy=None if tags is None else tags[ids],
         )
-        # distinct prompts (keys without workload hashes) hit only their own blocks after a
-        # preemption: without one the keys change nothing, so they are given only to a rerun
-        own_only = keys is not None and keys[0].size > 0 and not workload.has_hash_ids
-        res = run(block_keys=None if own_only else keys)
-        if own_only and res.preemptions.any():
+        if own_only:
+            # distinct prompts (keys without workload hashes) hit only their own blocks after
+            # a preemption: without one the keys change nothing, so they are built and given
+            # only to a rerun
+            res = run(block_keys=None)
+            if res.preemptions.any():
+                keys = stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
+                if keys[0].size:
+                    res = run(block_keys=keys)
+        else:
+            keys = (
+                stream_keys(workload, ids, opts.block_size, opts.engine, tags, copies)
+                if pc_on
+                else None
+            )
             res = run(block_keys=keys)
         streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]
