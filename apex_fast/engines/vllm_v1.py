@@ -122,7 +122,7 @@ VLLM_V1 = EngineProfile(
     custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
     flags=COMMON_FLAGS,  # A: no --num-scheduler-steps, and chunked prefill cannot be turned off
     flag_spelling=(("--chunked-prefill", "--enable-chunked-prefill"),),
-    sources=(_A, _C, _SCH, _CU, _BLOG, _PREPROC_PR, _SCALEOUT_PR),
+    sources=(_A, _C, _SCH, _CU, _BLOG),  # measurements: V1_REQUEST_FRONTEND_S above
     not_modelled=(
         "prefix caching of generated tokens (only full prompt blocks are cached)",
         "priority scheduling, speculative decoding, KV-transfer connectors",
