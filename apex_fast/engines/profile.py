@@ -197,6 +197,14 @@ class EngineProfile:
     # how the KV-cache sizing measures the profiling step's peak (MemoryPeakRule); the default
     # is vLLM 0.6.0's, the rule the simulation was calibrated with
     memory_peak_rule: MemoryPeakRule = "free-memory-difference"
+    # --- front end ----------------------------------------------------------------------
+    # Seconds from a client sending a request to the engine loop being able to schedule it,
+    # spent outside the engine's steps (HTTP parsing, chat template, tokenisation, hand-off to
+    # the engine process), plus the hand-back of the first token (detokenise, stream). A
+    # latency per request, not a shared server: applied once, in sim/engine.py simulate_plan
+    # (the kernel sees each request this much later; TTFT and latency count from the send).
+    # 0 = not modelled for this engine.
+    request_frontend_s: float = 0.0
 
     # ----------------------------------------------------------------------------------
     def _device_rule(self, device_name: str) -> tuple[str, int, int] | None:

@@ -24,6 +24,27 @@ _C = _TAG + "config.py"
 _SCH = _TAG + "v1/core/sched/scheduler.py"
 _CU = _TAG + "platforms/cuda.py"
 _BLOG = "https://blog.vllm.ai/2025/01/27/v1-alpha-release.html"
+# Public measurements of the time a request spends in V1's front end (API-server process).
+_PREPROC_PR = "https://github.com/vllm-project/vllm/pull/21139"
+_SCALEOUT_PR = "https://github.com/vllm-project/vllm/pull/17546"
+
+# Seconds from a client sending a request to V1's engine core being able to schedule it, plus
+# the hand-back of its first token: the API-server process parses the HTTP request, renders the
+# chat template and tokenises (entrypoints/openai/serving_chat.py, serving_engine.py: one
+# tokeniser worker thread, vLLM issue #25301), builds the EngineCoreRequest
+# (v1/engine/processor.py) and sends it to the engine-core process over ZMQ
+# (v1/engine/core_client.py); the first token comes back the same way and is detokenised
+# (v1/engine/output_processor.py) and streamed. Two public figures agree on ~13 ms:
+#   - _PREPROC_PR (V1, July 2025): a counter of a request's preprocessing time, "compute done
+#     out of engine that could affect prefill and TTFT", printed 14.3, 12.9 and 12.4 ms at a
+#     batch of 96 ("almost always >12"); their mean, 13.2 ms, is taken.
+#   - _SCALEOUT_PR (V1, May 2025): one API server in front of two data-parallel engines on
+#     2x A100 (Llama-3.2-1B, ShareGPT offered at 120 req/s) completed 10000 requests in 130.74 s,
+#     76.5 req/s: 13.1 ms of API-server time per request (derived: 1 / 76.5, on the reading,
+#     the PR's subject, that the single API server limited that run).
+# A host-dependent figure (CPU speed, prompt length, endpoint); applied as a latency per
+# request, not as a shared server (EngineProfile.request_frontend_s).
+V1_REQUEST_FRONTEND_S = 13.2e-3
 
 # C `_set_cudagraph_sizes` (V1 branch): [1, 2, 4] + range(8, 513, 8), kept <= the token
 # budget. V1 graphs are piecewise and indexed by tokens in the step, not by sequences.
@@ -101,7 +122,7 @@ VLLM_V1 = EngineProfile(
     custom_all_reduce_default=True,  # A `disable_custom_all_reduce` False
     flags=COMMON_FLAGS,  # A: no --num-scheduler-steps, and chunked prefill cannot be turned off
     flag_spelling=(("--chunked-prefill", "--enable-chunked-prefill"),),
-    sources=(_A, _C, _SCH, _CU, _BLOG),
+    sources=(_A, _C, _SCH, _CU, _BLOG),  # measurements: V1_REQUEST_FRONTEND_S above
     not_modelled=(
         "prefix caching of generated tokens (only full prompt blocks are cached)",
         "priority scheduling, speculative decoding, KV-transfer connectors",
@@ -110,8 +131,9 @@ VLLM_V1 = EngineProfile(
         "KV-cache group for sliding-window models)",
         # vLLM issue #25301 (tokenisation on one worker thread of the API server); published
         # chat-endpoint runs of 0.11.0 show the cost (docs/validation.md, vLLM V1 dense)
-        "the API-server process's time per request (chat template, tokenisation, streaming): "
-        "TTFT at low load and the throughput of bursts of short requests are optimistic",
+        "the API-server process as a shared server (its per-request time is a fixed latency "
+        "here; requests do not queue for it, and its per-token streaming work is not charged): "
+        "the throughput of bursts of short requests is optimistic",
     ),
     # SCH `schedule`: a preempted request is freed with `kv_cache_manager.free` and recomputed
     # from `num_computed_tokens = 0`; with prefix caching on (the V1 default) `free` returns its
@@ -129,4 +151,5 @@ VLLM_V1 = EngineProfile(
     # profiling step + memory allocated outside PyTorch); the same rule as V0 from 0.6.4
     # (vllm PR 9352, worker.py `determine_num_available_blocks`).
     memory_peak_rule="allocated-peak",
+    request_frontend_s=V1_REQUEST_FRONTEND_S,
 )

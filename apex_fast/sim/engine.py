@@ -288,6 +288,15 @@ def scheduler_config(
     )
 
 
+def frontend_lag(opts: EngineOptions) -> float:
+    """Seconds each request spends in the engine's front end before the engine loop can
+    schedule it (EngineProfile.request_frontend_s). A decode pool of a disaggregated
+    deployment receives its requests from the prefill pool, not from clients: none there."""
+    if getattr(opts, "decode_pool", False):
+        return 0.0
+    return opts.profile.request_frontend_s
+
+
 def simulate_plan(
     model: ModelSpec,
     cluster: Cluster,
@@ -349,12 +358,13 @@ def simulate_plan(
             rejected.append(too_long)
     clock_factor = opts.clock_mhz / cluster.device.boost_clock_mhz if opts.clock_mhz else 1.0
     own_only = pc_on and not workload.has_hash_ids and opts.profile.hashless_prompts_keep_own_blocks
+    lag = frontend_lag(opts)
     for ids, conc in zip(index, slots, strict=True):
         if ids.size == 0:
             continue
         run = functools.partial(
             run_stream,
-            workload.arrival[ids],
+            workload.arrival[ids] + lag,
             workload.prompt[ids],
             workload.output[ids],
             cfg,
@@ -379,6 +389,8 @@ def simulate_plan(
                 else None
             )
             res = run(block_keys=keys)
+        if lag and res.arrival is not None:
+            res.arrival = res.arrival - lag  # the client's send time
         streams.append(compact_stream(res, compiled, cluster, plan, clock_factor, model))
         bad = ids[res.finish < 0]
         if bad.size:
