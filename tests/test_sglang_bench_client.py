@@ -95,3 +95,19 @@ def test_replay_gives_the_cached_tokens_to_the_simulation():
     out = replay_row(row)
     assert "skipped" not in out
     assert out["cached_prompt_tokens"] == int((p[:80] - 1).sum())
+
+
+def test_one_server_rows_keep_the_page_order():
+    """The replay takes the CSV order of a one-server source as the order of its runs: the
+    cookbook's rows stay in the page's order (each scenario low, medium, high concurrency;
+    the 1000-token scenario first)."""
+    rows = [r for r in published_measurements("sglang") if r["source_url"] in ONE_SERVER_SOURCES]
+    got = [(int(r["input_len"]), int(r["max_concurrency"]), int(r["num_prompts"])) for r in rows]
+    assert got == [
+        (1000, 1, 10),
+        (1000, 16, 80),
+        (1000, 100, 500),
+        (8000, 1, 10),
+        (8000, 16, 80),
+        (8000, 64, 320),
+    ]
