@@ -126,6 +126,74 @@ def _sglang_random_lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
     return lens[0], lens[1]
 
 
+# Sources whose runs were made one after another against one server launch, in the order of
+# their rows in the CSV (the page's order): the SGLang cookbook's Llama 3.1 page gives one
+# deployment command for its six bench_serving runs (section 5.1), and its printed P99 TTFTs
+# bound the runs' first waves far below a cold start (1000/1000 at concurrency 100: P99 1.25 s,
+# where 100 uncached prompts of 49398 tokens take over 3.5 s to prefill at the page's own
+# single-request prefill speed), as an earlier run's prompts still in the radix cache give.
+ONE_SERVER_SOURCES = frozenset(
+    {
+        "https://github.com/sgl-project/sgl-cookbook/blob/1e3601bc19dbca27b9791e741e13505acb21cdfe"
+        "/docs/autoregressive/Llama/Llama3.1.md",
+    }
+)
+
+
+def _same_server(a: dict, b: dict) -> bool:
+    """Rows `a` and `b` are runs of SGLang's bench_serving random dataset with one client seed
+    against one server launch (a source of ONE_SERVER_SOURCES, same model, GPU, TP, flags)."""
+    keys = ("source_url", "model_hf_id", "gpu", "tp", "engine_flags", "client_seed", "lengths")
+    return a["source_url"] in ONE_SERVER_SOURCES and all(a[k] == b[k] for k in keys)
+
+
+def _earlier_runs(row: dict) -> list[dict]:
+    """The runs made on the row's server before it (ONE_SERVER_SOURCES; oldest first)."""
+    if row["source_url"] not in ONE_SERVER_SOURCES:
+        return []
+    rows = published_measurements(row["engine_profile"])
+    mine = next((k for k, r in enumerate(rows) if r == row), None)
+    return [r for r in rows[:mine] if _same_server(r, row)] if mine is not None else []
+
+
+def sglang_bench_cached(
+    row: dict, prompt: np.ndarray, output: np.ndarray, capacity: int
+) -> np.ndarray:
+    """Prompt tokens of each request of an SGLang `bench_serving --dataset-name random` run that
+    the server's radix cache already holds when the run starts (python/sglang/bench_serving.py
+    at v0.5.6, `benchmark` and `sample_random_requests`):
+
+    - the warm-up request (`--warmup-requests`, default 1) sends request 0's prompt (at most 32
+      output tokens) just before the run, so request 0 finds its whole prompt cached;
+    - the client flushes the cache only with `--flush-cache` (or in SGLang's CI), and request i
+      of every run with the same `--seed` is the same ShareGPT conversation cut (or repeated) to
+      that run's i-th drawn length, so on one server (ONE_SERVER_SOURCES) request i shares its
+      first min(L_i, L'_i) tokens with request i of every earlier run (up to the token at the cut,
+      which the prompt's text round trip may tokenise differently);
+    - the radix cache evicts least recently used tokens only when its pool is full: an earlier
+      run's tokens are counted while the later runs' prompt and output tokens and this run's
+      requests before i (all taken as distinct, an upper bound) fit next to them in `capacity`.
+
+    SGLang computes at least the last prompt token (schedule_batch.py `init_next_round_input`:
+    max_prefix_len = input_len - 1)."""
+    n = prompt.size
+    cached = np.zeros(n, np.int64)
+    cached[0] = prompt[0]
+    # tokens this run adds before request i (prompts and outputs of requests 0 .. i-1)
+    own_before = np.concatenate([[0], np.cumsum(prompt + output)[:-1]])
+    runs = _earlier_runs(row)
+    # tokens of the runs after run k (k = 0 .. len(runs) - 1), before this one
+    sizes = [int(r["total_input_tokens"]) + int(r["total_output_tokens"]) for r in runs]
+    for k, run in enumerate(runs):
+        n_run = int(run["num_prompts"])
+        p_run, _ = _sglang_random_lengths(run, n_run)
+        m = min(n, n_run)
+        share = np.minimum(prompt[:m], p_run[:m])
+        kept = sum(sizes[k + 1 :]) + own_before[:m] + share <= capacity
+        cached[:m] = np.maximum(cached[:m], np.where(kept, share, 0))
+    return np.minimum(cached, prompt - 1)
+
+
 def _lengths(row: dict, n: int) -> tuple[np.ndarray, np.ndarray, bool] | str:
     """Prompt and output tokens of the row's n requests, and whether they approximate the
     source's (dataset rows); or why the row's lengths cannot be rebuilt.
@@ -362,6 +430,9 @@ def replay_row(row: dict) -> dict:
     if isinstance(built_plan, str):
         return {**out, "skipped": built_plan}
     cluster, plan, opts = built_plan
+    if (row.get("lengths") or "").strip() == "sglang-random":
+        wl = _with_cached_prompts(row, wl, model, cluster, plan, opts)
+        out["cached_prompt_tokens"] = int(wl.prefix.sum())
     res = simulate_plan(model, cluster, plan, wl, opts)
     if not res.feasible:
         return {**out, "skipped": f"infeasible: {res.reason}"}
@@ -376,6 +447,17 @@ def replay_row(row: dict) -> dict:
         out[f"{col}_pred"] = pred
         out[f"{col}_err"] = pred / meas - 1.0
     return out
+
+
+def _with_cached_prompts(
+    row: dict, wl: Workload, model: ModelSpec, cluster: Cluster, plan: Plan, opts: EngineOptions
+) -> Workload:
+    """The workload of an SGLang bench_serving run with the prompt tokens the radix cache holds
+    at its start (`sglang_bench_cached`) as KV each request brings without prefill compute
+    (Workload.prefix: held in the KV cache and attended to, not computed)."""
+    capacity = opts.memory(model, plan, cluster, opts.budget(wl)).kv_tokens
+    cached = sglang_bench_cached(row, wl.prompt, wl.output, capacity)
+    return dataclasses.replace(wl, prompt=wl.prompt - cached, prefix=cached)
 
 
 def _steady_state(res, wl: Workload) -> dict[str, float]:  # noqa: ANN001 - a PlanResult
