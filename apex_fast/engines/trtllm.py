@@ -170,7 +170,9 @@ TRTLLM = EngineProfile(
         "pass per linear), not TensorRT-LLM's single static-scale pass",
         "KV block reuse: simulated with vLLM V1's block-pool rules (hashed full prompt "
         "blocks, LRU eviction), not TensorRT-LLM's own priority-based eviction",
-        "the TensorRT (engine-build) backend, NIM and Triton front-ends",
+        "the TensorRT (engine-build) backend, NIM and Triton front-ends (rows served by "
+        "Triton before 1.0 take that backend's KV-reuse, chunking and KV-fraction defaults, "
+        "TRITON_BACKEND_014; not its lack of CUDA graphs and of host overlap)",
     ),
     kernel_mode_note=(
         "kernel chunked-mixed mode with a max_num_tokens budget (8192): context and "
