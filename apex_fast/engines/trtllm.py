@@ -14,6 +14,8 @@ from a code index, not pinned to a release tag):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from apex_fast.engines.profile import (
     COMMON_FLAGS,
     NO_CHUNKING_FLAG,
@@ -168,10 +170,75 @@ TRTLLM = EngineProfile(
         "pass per linear), not TensorRT-LLM's single static-scale pass",
         "KV block reuse: simulated with vLLM V1's block-pool rules (hashed full prompt "
         "blocks, LRU eviction), not TensorRT-LLM's own priority-based eviction",
-        "the TensorRT (engine-build) backend, NIM and Triton front-ends",
+        "the TensorRT (engine-build) backend, NIM and Triton front-ends (rows served by "
+        "Triton before 1.0 take that backend's KV-reuse, chunking and KV-fraction defaults, "
+        "TRITON_BACKEND_014; not its lack of CUDA graphs and of host overlap)",
     ),
     kernel_mode_note=(
         "kernel chunked-mixed mode with a max_num_tokens budget (8192): context and "
         "generation requests share a step, generation first (the in-flight batching rule)."
     ),
 )
+
+
+# --- The TensorRT engine-build backend behind Triton (releases before 1.0) ----------------------
+# The v0.14 "Online Serving Measurements" of the performance overview ran TensorRT engines
+# through Triton's tensorrtllm_backend, not the PyTorch backend the profile above describes.
+# What that backend does when its model configuration leaves a parameter unset, read at the tag:
+_TRITON_014 = (
+    "https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.14.0/"
+    "inflight_batcher_llm/src/model_instance_state.cc"
+)
+# ExtendedRuntimePerfKnobConfig(multiBlockMode = true, enableContextFMHAFP32Acc = false,
+# cudaGraphMode = false, ...) and ExecutorConfig; read in a later copy of the file (not pinned),
+# the backend at v0.14.0 passes only the first two arguments
+_EXEC_H = _GH + "main/cpp/include/tensorrt_llm/executor/executor.h"
+# Executor::Impl::executionLoop: forwardSync (wait for step n) -> populateNewResponses ->
+# fetchNewRequests -> forwardAsync (schedule and enqueue step n+1); read in a later copy
+_EXEC_LOOP = _GH + "main/cpp/tensorrt_llm/executor/executorImpl.cpp"
+
+
+@dataclass(frozen=True)
+class TritonBackendDefaults:
+    """Serving defaults of the TensorRT engine-build backend behind Triton at one release."""
+
+    release: tuple[int, int, int]  # the tensorrtllm_backend tag read
+    kv_block_reuse: bool  # `enable_kv_cache_reuse` unset
+    chunked_context: bool  # `enable_chunked_context` unset
+    scheduler_policy: str  # `batch_scheduler_policy` unset
+    kv_cache_free_gpu_mem_fraction: float  # `kv_cache_free_gpu_mem_fraction` unset
+    cuda_graphs: bool  # executor cudaGraphMode (not a backend parameter at this tag)
+    host_overlap: bool  # the executor schedules step n+1 only after step n has synced
+    sources: tuple[str, ...]
+
+
+TRITON_BACKEND_014 = TritonBackendDefaults(
+    release=(0, 14, 0),
+    kv_block_reuse=False,  # _TRITON_014 getKvCacheConfigFromParams: "will be set to false"
+    chunked_context=False,  # _TRITON_014 getExecutorConfigFromParams: "will be set to false"
+    scheduler_policy="guaranteed_no_evict",  # _TRITON_014 getSchedulerConfigFromParams
+    kv_cache_free_gpu_mem_fraction=0.9,  # _TRITON_014: "will use default value of 0.9"
+    cuda_graphs=False,  # _EXEC_H ExtendedRuntimePerfKnobConfig cudaGraphMode = false
+    host_overlap=False,  # _EXEC_LOOP executionLoop order
+    sources=(_TRITON_014, _EXEC_H, _EXEC_LOOP),
+)
+
+# The first release whose rows this tool replays with the PyTorch-backend profile as is;
+# TensorRT-LLM made the PyTorch backend the default LLM-API backend at 1.0.
+PYTORCH_BACKEND_FIRST = (1, 0, 0)
+
+
+def triton_backend_defaults(engine_version: str, served_by: str) -> TritonBackendDefaults | None:
+    """The Triton backend defaults of a published row: its version string (e.g. "0.14.0") and
+    what served it (the row's `engine_flags`, e.g. "Triton tensorrtllm_backend (TensorRT
+    engine)"). None for rows of the PyTorch backend, NIM containers or other front ends."""
+    if "triton" not in served_by.lower() or "nim" in engine_version.lower():
+        return None
+    parts: list[int] = []
+    for p in engine_version.split(" ")[0].split(".")[:3]:
+        if not p.isdigit():
+            break
+        parts.append(int(p))
+    if not parts or tuple(parts + [0] * (3 - len(parts))) >= PYTORCH_BACKEND_FIRST:
+        return None
+    return TRITON_BACKEND_014

@@ -34,6 +34,7 @@ from apex_fast.dtypes import canonical_dtype
 from apex_fast.engines.launch_line import read_launch_line
 from apex_fast.engines.options import LaunchSettings, engine_option_fields
 from apex_fast.engines.sglang import SGLANG_05_FIRST, mem_fraction_static_05
+from apex_fast.engines.trtllm import triton_backend_defaults
 from apex_fast.errors import ApexError
 from apex_fast.hardware.cluster import Cluster
 from apex_fast.hardware.devices import DeviceSpec, get_device
@@ -383,13 +384,41 @@ def _launch_settings(
     mem_fraction_static when the line sets none: that version derives it from the GPU memory
     (engines/sglang.py mem_fraction_static_05; the profile describes 0.4.6.post5's table by
     TP). The GPU's memory in MiB is read as hbm_gb x 1024 (80 GB parts have 80 GiB;
-    nvidia-smi shows 81559 MiB on an H100 SXM)."""
+    nvidia-smi shows 81559 MiB on an H100 SXM). TensorRT-LLM rows served by Triton's
+    tensorrtllm_backend before 1.0 take that backend's defaults (engines/trtllm.py
+    TRITON_BACKEND_014) where the line sets nothing."""
+    if row["engine_profile"] == "trtllm":
+        return _triton_settings(row, given)
     if row["engine_profile"] != "sglang" or given.gpu_memory_utilization is not None:
         return given
     if _version(row.get("engine_version") or "") >= SGLANG_05_FIRST:
         frac = mem_fraction_static_05(device.hbm_gb * 1024, tp, int(row["pp"] or 1))
         return dataclasses.replace(given, gpu_memory_utilization=frac)
     return given
+
+
+def _triton_settings(row: dict, given: LaunchSettings) -> LaunchSettings:
+    """The launch settings of a TensorRT-LLM row, with the Triton backend's own defaults for
+    KV block reuse, chunked context and the KV memory fraction when the row ran the TensorRT
+    engine behind Triton (its CUDA-graph and host-overlap defaults are not applied: the
+    launch cost of a TensorRT engine is not in this tool, docs/engines.md)."""
+    triton = triton_backend_defaults(row.get("engine_version") or "", row["engine_flags"] or "")
+    if triton is None:
+        return given
+    return dataclasses.replace(
+        given,
+        prefix_caching=(
+            triton.kv_block_reuse if given.prefix_caching is None else given.prefix_caching
+        ),
+        chunked_prefill=(
+            triton.chunked_context if given.chunked_prefill is None else given.chunked_prefill
+        ),
+        gpu_memory_utilization=(
+            triton.kv_cache_free_gpu_mem_fraction
+            if given.gpu_memory_utilization is None
+            else given.gpu_memory_utilization
+        ),
+    )
 
 
 def _version(text: str) -> tuple[int, ...]:
