@@ -3,9 +3,10 @@
 The KV pool follows what the engine's memory-fraction knob means (`kv_pool_bytes`; the kinds
 are declared in apex_fast/engines/profile.py `MemoryFractionKind`). For vLLM: KV bytes =
 utilisation x device memory - weights - the peak activation memory of a profiling step of
-`max_num_batched_tokens` tokens - non-PyTorch memory (CUDA context, NCCL and cuBLAS workspaces,
-CUDA graphs). The activation and runtime terms are an analytic approximation (documented in
-docs/memory.md), not a measurement.
+`max_num_batched_tokens` tokens - memory outside PyTorch (CUDA context, cuBLAS workspaces, NCCL
+and custom all-reduce buffers). The step's peak is built from the named tensors it holds
+(`profile_step_tensors`); what the engine version reads of it is its peak rule
+(`profiling_terms`). Fitted constants and their sources are below and in docs/memory.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ GIB = 1024**3
 # nvidia-smi shows an "80GB" H100 as 81559 MiB: marketed GB are GiB, ~0.45% of which the driver
 # keeps; we apply the same 0.9956 factor to every device.
 USABLE_FRACTION = 81559 / 81920
-# CUDA context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
+# Legacy runtime reserve (engines without vLLM's profiling step: SGLang, TensorRT-LLM): CUDA
+# context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
 # typically show 0.5-1.5 GiB of non-torch memory plus a few hundred MiB of CUDA graphs).
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
 # Engines without vLLM's profiling step (TensorRT-LLM sizes its activation buffers when the

@@ -189,7 +189,7 @@ def logged_kv_bytes(row: LogRow, kv_per_token: float) -> float:
 
 @dataclass(frozen=True)
 class Constants:
-    """The fitted constants of the allocated-peak rule (plans/memory.py)."""
+    """The fitted constants of vLLM's profiling-step rules (plans/memory.py)."""
 
     sampler_copies: float = SAMPLER_LIVE_COPIES
     base: float = NON_TORCH_BASE_BYTES  # bytes
@@ -259,9 +259,13 @@ def fit_constants(rows: list[LogRow], fallback: Constants | None = None) -> Cons
     - base: the mean non-PyTorch memory the single-device allocated-peak rows logged;
     - group extra: the mean non-PyTorch memory the allocated-peak rows with TP > 1 imply
       (logged when printed, else fraction x total - weights - activations - logged KV) less
-      the base.
+      the base;
+    - reserved ratio (free-memory rule): least squares through the origin of the reserved
+      activation memory each free-memory-difference row implies (fraction x total - weights -
+      logged KV - non-PyTorch memory) on its allocated peak.
 
-    A constant without rows to fit it keeps `fallback`'s value."""
+    Rows in OUTSIDE_MODEL are left out. A constant without rows to fit it keeps `fallback`'s
+    value."""
     fb = fallback or Constants()
     alloc = [r for r in rows if r.peak_rule == PEAK_ALLOCATED and r.row_id not in OUTSIDE_MODEL]
     models = {r.model: load_model(r.model) for r in alloc}
