@@ -242,7 +242,7 @@ def _engine_args_bench(row: dict) -> bool:
     memory model: an unchunked 91680-token profiling step leaves no KV room after its 56.8 GiB
     of weights (docs/memory.md), and vLLM refuses to start with fewer KV tokens than
     max_model_len, yet the runs completed."""
-    version = (row["engine_version"] or "").split("+")[0]
+    version = (row.get("engine_version") or "").split("+")[0]
     return version.startswith("0.6.3.post2") or _version(version) >= (0, 6, 4)
 
 
