@@ -236,9 +236,9 @@ def _effective_flags(row: dict) -> str:
 
 def _engine_args_bench(row: dict) -> bool:
     """The row's benchmark_throughput.py takes the engine's own arguments (vllm PR 9529, "Make
-    benchmarks use EngineArgs", opened 2024-10-19; in the nightlies after 0.6.3.post1 and in
-    0.6.4): enable_chunked_prefill then defaults to None and vLLM's long-context default
-    applies. Inferred for the 0.6.3.post2 nightly of the Llama-3.1-405B-FP8 rows from the
+    benchmarks use EngineArgs", opened 2024-10-19, two days after 0.6.3.post1): its
+    enable_chunked_prefill defaults to None and vLLM's long-context default applies. Taken for
+    the 0.6.3.post2 nightlies and 0.6.4 on; inferred for the Llama-3.1-405B-FP8 rows from the
     memory model: an unchunked 91680-token profiling step leaves no KV room after its 56.8 GiB
     of weights (docs/memory.md), and vLLM refuses to start with fewer KV tokens than
     max_model_len, yet the runs completed."""
