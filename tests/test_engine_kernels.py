@@ -108,9 +108,12 @@ def test_trtllm_kv_fraction_applies_to_memory_left_after_weights():
     rep = mem.memory_report(m, plan, hbm, 0.9, budget, seqs, bs, kind)
     # TensorRT-LLM: (total - peak) x free_gpu_memory_fraction
     assert rep.kv_available == pytest.approx(0.9 * (gpu - fixed))
-    # vLLM's fraction is of the whole GPU
-    v = mem.memory_report(m, plan, hbm, 0.9, budget, seqs, bs, "gpu_memory_utilization")
-    assert v.kv_available == pytest.approx(0.9 * gpu - fixed)
+    # vLLM's fraction is of the whole GPU, with its profiling step's own terms
+    # (vLLM's default 256 sequences: its sampler over 2048 would fill the GPU)
+    v = mem.memory_report(m, plan, hbm, 0.9, budget, 256, bs, "gpu_memory_utilization")
+    act, runtime = mem.profiling_terms(m, plan, budget, 256, mem.PEAK_FREE_MEMORY)
+    w = mem.weight_bytes_per_device(m, plan)
+    assert v.kv_available == pytest.approx(0.9 * gpu - w - act - runtime)
     assert rep.kv_available > v.kv_available
 
 

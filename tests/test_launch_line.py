@@ -76,6 +76,24 @@ def test_offline_vllm_v0_benchmark_turns_chunking_off() -> None:
     assert read_launch_line("vllm-0.6", _effective_flags(asked)).settings.chunked_prefill
 
 
+def test_offline_benchmark_of_engine_args_builds_keeps_vllm_chunking() -> None:
+    """From the nightlies after 0.6.3.post1 (vllm PR 9529) benchmark_throughput.py passes the
+    engine's own defaults: a 91680-token context chunks as it does online (the memory model
+    says the dstack Llama-3.1-405B-FP8 runs could not have profiled unchunked, docs/memory.md);
+    a 0.6.3.post1 release row still runs unchunked."""
+    from apex_fast.validation.published import _effective_flags
+
+    row = {
+        "engine_profile": "vllm-0.6",
+        "engine_version": "0.6.3.post2.dev308+gb489fc3c",
+        "engine_flags": "--max-model-len 91680 --num-scheduler-steps 1",
+        "source_detail": "saved result of benchmark_throughput.py: requests_per_second",
+    }
+    assert read_launch_line("vllm-0.6", _effective_flags(row)).settings.chunked_prefill is True
+    release = {**row, "engine_version": "0.6.3.post1"}
+    assert read_launch_line("vllm-0.6", _effective_flags(release)).settings.chunked_prefill is False
+
+
 def test_sglang_dp_attention_rows_run_attention_copies() -> None:
     """`--enable-dp-attention --dp-size 8` on 8 GPUs: eight attention copies at TP1, each with
     its own KV pool, and the MoE layers over all eight GPUs (TP8, no EP without --ep-size)."""

@@ -3,13 +3,15 @@
 The KV pool follows what the engine's memory-fraction knob means (`kv_pool_bytes`; the kinds
 are declared in apex_fast/engines/profile.py `MemoryFractionKind`). For vLLM: KV bytes =
 utilisation x device memory - weights - the peak activation memory of a profiling step of
-`max_num_batched_tokens` tokens - non-PyTorch memory (CUDA context, NCCL and cuBLAS workspaces,
-CUDA graphs). The activation and runtime terms are an analytic approximation (documented in
-docs/memory.md), not a measurement.
+`max_num_batched_tokens` tokens - memory outside PyTorch (CUDA context, cuBLAS workspaces, NCCL
+and custom all-reduce buffers). The step's peak is built from the named tensors it holds
+(`profile_step_tensors`); what the engine version reads of it is its peak rule
+(`profiling_terms`). Fitted constants and their sources are below and in docs/memory.md.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,29 +26,54 @@ GIB = 1024**3
 # nvidia-smi shows an "80GB" H100 as 81559 MiB: marketed GB are GiB, ~0.45% of which the driver
 # keeps; we apply the same 0.9956 factor to every device.
 USABLE_FRACTION = 81559 / 81920
-# CUDA context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
+# Legacy runtime reserve (engines without vLLM's profiling step: SGLang, TensorRT-LLM): CUDA
+# context + NCCL/cuBLAS workspaces + CUDA graphs, per device (approximation; vLLM 0.6 logs
 # typically show 0.5-1.5 GiB of non-torch memory plus a few hundred MiB of CUDA graphs).
 RUNTIME_RESERVE_BYTES = 1.5 * GIB
-# Peak memory of vLLM's profiling step / bytes of the tensors alive at the FFN (PyTorch's caching
-# allocator keeps freed blocks, and temporaries overlap). Fitted on the one capacity figure of
-# the reference runs: vLLM 0.6 on 2x H100 with gpu_memory_utilization 0.97 and
-# max_num_batched_tokens = max_model_len = 24272 held about 24272 KV tokens per server
-# (../shared/reference/README.md); that leaves 7.9 GiB for runtime + activations, i.e. 1.9x the
-# live-tensor estimate below on top of the 1.5 GiB runtime reserve.
-ACTIVATION_PEAK_FACTOR = 1.9
+# Engines without vLLM's profiling step (TensorRT-LLM sizes its activation buffers when the
+# engine is built; SGLang keeps activations outside its static fraction): activation buffers
+# = LEGACY_ACTIVATION_FACTOR x the live-tensor estimate (`forward_live_bytes` with the QKV
+# output) + LEGACY_RUNTIME_BYTES. This was vLLM's rule until the profiling step was modelled
+# tensor by tensor (`profile_step_tensors`); it was fitted on the one capacity figure of the
+# reference runs (vLLM 0.6 on 2x H100, gpu_memory_utilization 0.97, 24272-token step, about
+# 24272 KV tokens; ../shared/reference/README.md) and is kept unchanged for those engines until
+# logs of their own refit it.
+LEGACY_ACTIVATION_FACTOR = 1.9
+ACTIVATION_PEAK_FACTOR = LEGACY_ACTIVATION_FACTOR  # older name, same constant
 
 # How an engine measures the peak memory of its profiling step (EngineProfile.memory_peak_rule;
-# docs/memory.md "Profiling peak by engine version").
+# docs/memory.md "Profiling peak by engine version"). Both are modelled from the same named
+# tensors of the step (`profile_step_tensors`, `allocated_peak_activation_bytes`) and the same
+# non-PyTorch memory (`non_torch_bytes`):
 # free-memory-difference: vLLM <= 0.6.3 (worker `determine_num_available_blocks`: peak = free
-#     memory at start - free memory after the profiling step), which counts what PyTorch's
-#     caching allocator keeps reserved and every non-PyTorch allocation; modelled as
-#     ACTIVATION_PEAK_FACTOR x the live tensors + RUNTIME_RESERVE_BYTES (the calibrated rule).
+#     memory when the worker started - free memory after the profiling step), which counts what
+#     PyTorch's caching allocator keeps reserved (RESERVED_PER_ALLOCATED x the allocated peak)
+#     and every allocation outside PyTorch made after start-up (NCCL, cuBLAS, custom
+#     all-reduce).
 # allocated-peak: vLLM >= 0.6.4 and V1 (peak = torch.cuda.memory_stats()
 #     ["allocated_bytes.all.peak"] + memory allocated outside PyTorch): the largest set of
-#     tensors alive at once, no allocator slack, plus non-PyTorch memory (`non_torch_bytes`).
+#     tensors alive at once, no allocator slack, plus non-PyTorch memory.
 PEAK_FREE_MEMORY = "free-memory-difference"
 PEAK_ALLOCATED = "allocated-peak"
 PEAK_RULES = (PEAK_FREE_MEMORY, PEAK_ALLOCATED)
+# PyTorch's CUDA caching allocator hands out blocks in multiples of 512 bytes (kMinBlockSize in
+# c10/cuda/CUDACachingAllocator.cpp): every tensor of the step is counted rounded up to it.
+ALLOCATOR_BLOCK_BYTES = 512
+# Free-memory-difference rule: memory the caching allocator holds reserved after vLLM's
+# profiling step per byte of the step's allocated peak. The step frees and re-allocates
+# tensors of a few shapes layer after layer; blocks split from large segments and the
+# sampler's differently sized arrays leave cached memory that no tensor uses, and vLLM <= 0.6.3
+# reads it as used (free memory before - after). Documented fit (bench/memory_logs.py,
+# `fit_constants`): least squares through the origin of the reserved activation memory the
+# free-memory-difference rows imply (fraction x total - weights - logged KV - non-PyTorch
+# memory) on their allocated peak: Llama-2-7B TP1 on A100 (vllm PR 2031, 7351 blocks) and
+# Llama-3.1-70B TP2 on H100 with a 24272-token step (the reference runs, >= 24272 KV tokens).
+RESERVED_PER_ALLOCATED = 1.58
+# vLLM's fused MoE kernel works on at most this many tokens at a time and sizes its three
+# intermediate caches for one such chunk (VLLM_FUSED_MOE_CHUNK_SIZE, default 64 x 1024;
+# vllm/envs.py and model_executor/layers/fused_moe/fused_moe.py `fused_experts`, 0.6.x).
+FUSED_MOE_CHUNK_TOKENS = 64 * 1024
+
 # Allocated-peak rule, sampling part of the profiling step: vLLM samples one token for each of
 # `max_num_seqs` dummy sequences with top-p/top-k on (V0 model_runner `profile_run` sets
 # top_p=0.99, top_k=vocab_size-1; V1 gpu_model_runner `_dummy_sampler_run`), so FP32 logits
@@ -237,13 +264,10 @@ def expert_weight_bytes(model: ModelSpec, weight_dtype: str) -> float:
 
 
 def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int, with_qkv: bool = True) -> float:
-    """Bytes of the tensors alive at the FFN of a layer in a forward pass of `budget` tokens:
+    """The live-tensor estimate of the legacy activation rule (`legacy_activation_bytes`):
     hidden state, residual and norm output (3h), the gate/up output and the activation output
-    of the FFN shard, and (`with_qkv`, as the free-memory rule was calibrated) the QKV output.
-    MoE: the tokens routed to this device's experts (top-k copies of each token, spread over
-    the expert-parallel devices). Without the QKV output, which is freed after attention, this
-    is what vLLM's allocated peak logs: 108 KiB per token for Llama-3.1-8B at 20000 and at
-    29000 tokens (2.07 and 2.99 GiB, vllm issue 10517) = 3 x 8 KiB + 56 + 28 KiB."""
+    of the FFN shard, and (`with_qkv`) the QKV output, all in the plan's activation dtype, for
+    a forward pass of `budget` tokens. MoE: the tokens routed to this device's experts."""
     ab = DTYPE_BYTES[plan.activation_dtype]
     qkv = (model.num_heads // plan.tp + 2 * kv_heads_per_device(model, plan.tp)) * model.head_dim
     if model.is_moe:
@@ -255,14 +279,149 @@ def forward_live_bytes(model: ModelSpec, plan: Plan, budget: int, with_qkv: bool
     return budget * per_token
 
 
-def activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
-    """Peak activation memory of one step of `budget` tokens as a free-memory-difference
-    engine measures it (analytic approximation): ACTIVATION_PEAK_FACTOR x (the forward live
-    tensors, `forward_live_bytes`, plus FP32 logits of `max_num_seqs` sequences over the
-    vocabulary shard)."""
+def legacy_activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_seqs: int) -> float:
+    """Activation buffers of an engine without vLLM's profiling step (TensorRT-LLM, SGLang):
+    LEGACY_ACTIVATION_FACTOR x (`forward_live_bytes` + FP32 logits of `max_num_seqs`
+    sequences over the vocabulary shard)."""
     d = plan.devices_per_stage
     logits = max_num_seqs * model.vocab_size / d * 4.0
-    return ACTIVATION_PEAK_FACTOR * (forward_live_bytes(model, plan, budget) + logits)
+    return LEGACY_ACTIVATION_FACTOR * (forward_live_bytes(model, plan, budget) + logits)
+
+
+# older name of the legacy rule
+activation_bytes = legacy_activation_bytes
+
+
+@dataclass(frozen=True)
+class ActivationTensor:
+    """One tensor alive at a peak of vLLM's profiling step, on one device."""
+
+    name: str  # what it is
+    shape: tuple[float, ...]  # elements per dimension (a routed share may be fractional)
+    dtype: str  # apex_fast.dtypes name
+    source: str  # where the engine allocates it
+    count: float = 1.0  # how many such arrays (a fitted count for the sampler's copies)
+
+    @property
+    def bytes(self) -> float:
+        """Bytes the caching allocator hands out for it (rounded up to ALLOCATOR_BLOCK_BYTES)."""
+        n = 1.0
+        for d in self.shape:
+            n *= d
+        raw = n * DTYPE_BYTES[self.dtype]
+        return self.count * math.ceil(raw / ALLOCATOR_BLOCK_BYTES) * ALLOCATOR_BLOCK_BYTES
+
+
+def stored_activation_dtype(plan: Plan) -> str:
+    """Dtype of the activations vLLM keeps between kernels: the plan's activation dtype, but
+    at least half. With FP8 W8A8 only each GEMM's input is quantised, into a fresh FP8 copy
+    (`ops.scaled_fp8_quant`), and the GEMM writes its output in the model dtype
+    (`cutlass_scaled_mm(..., out_dtype=input.dtype)`, quantization/utils/w8a8_utils.py
+    `apply_fp8_linear`, vllm 0.6.x); hidden states and residuals stay half."""
+    return plan.activation_dtype if DTYPE_BYTES[plan.activation_dtype] >= 2 else "half"
+
+
+def _quantised_activations(plan: Plan) -> bool:
+    return DTYPE_BYTES[plan.activation_dtype] < 2
+
+
+def profile_step_tensors(
+    model: ModelSpec,
+    plan: Plan,
+    budget: int,
+    max_num_seqs: int,
+    sampler_copies: float = SAMPLER_LIVE_COPIES,
+) -> dict[str, list[ActivationTensor]]:
+    """The tensors alive at each candidate peak of vLLM's profiling step on one device: a
+    forward pass of `budget` tokens over `max_num_seqs` dummy sequences (V0 model_runner
+    `profile_run`, V1 gpu_model_runner `profile_run`), then one sampled token per sequence.
+
+    Phases (vllm 0.6.x model_executor/models/llama.py and layers/):
+    - ``attention``: the layer input (still held by the model's layer loop), the residual
+      (fused add-RMSNorm works in place), the QKV output, the attention output and the o_proj
+      output;
+    - ``gate_up GEMM``: layer input, residual, the post-attention hidden state (normed in
+      place), its FP8 copy when activations are quantised, and the gate/up output;
+    - ``activation``: the same three hidden-size tensors, the gate/up output and the
+      SiluAndMul output. vLLM's logged peaks of Llama-3.1-8B (2.07 GiB at 20000 tokens, 2.99
+      GiB at 29000, vllm issue 10517) are exactly these tensors (108 KiB per token), so the
+      down projection's output does not add to the peak;
+    - ``fused MoE`` (MoE models): the three hidden-size tensors and the fused kernel's
+      intermediate caches for one chunk of at most FUSED_MOE_CHUNK_TOKENS tokens (top-k
+      routed copies of the gate/up and activation outputs of this device's expert shard, and
+      the per-copy down outputs of hidden size before they are summed);
+    - ``sampler``: the forward tensors are freed; `sampler_copies` FP32 [max_num_seqs, vocab]
+      arrays (logits gathered over the whole vocabulary, softmax, log-softmax, sorted values,
+      int64 sort indices, cumulative sums; a documented fit, SAMPLER_LIVE_COPIES).
+    """
+    t = budget
+    h = model.hidden_size
+    a = stored_activation_dtype(plan)
+    hd = model.head_dim
+    q = model.num_heads // plan.tp * hd
+    kv = kv_heads_per_device(model, plan.tp) * hd
+    loop = "model forward: layer loop variable (input of the layer, normed in place)"
+    stream = [
+        ActivationTensor("layer input", (t, h), a, loop),
+        ActivationTensor("residual", (t, h), a, "decoder layer: fused_add_rms_norm in place"),
+    ]
+    phases: dict[str, list[ActivationTensor]] = {}
+    phases["attention"] = stream + [
+        ActivationTensor("qkv", (t, q + 2 * kv), a, "QKVParallelLinear output"),
+        ActivationTensor("attention output", (t, q), a, "Attention backend output"),
+        ActivationTensor("o_proj output", (t, h), a, "RowParallelLinear output"),
+    ]
+    post = ActivationTensor("post-attention hidden", (t, h), a, "o_proj output, normed in place")
+    quant = _quantised_activations(plan)
+    gate = 2 if model.gated_ffn else 1
+    if model.is_moe:
+        m = min(t, FUSED_MOE_CHUNK_TOKENS)
+        k = max(model.topk, 1)
+        ep = max(plan.ep, 1)
+        w = model.moe_intermediate_size / plan.ffn_tp
+        src = "fused_moe fused_experts intermediate_cache"
+        phases["fused MoE"] = stream + [
+            post,
+            ActivationTensor("gate/up per routed copy", (m, k / ep, gate * w), a, src + "1"),
+            ActivationTensor("activation per routed copy", (m * k / ep, w), a, src + "2"),
+            ActivationTensor("down output per routed copy", (m, k / ep, h), a, src + "3"),
+        ]
+    else:
+        w = model.intermediate_size / plan.ffn_tp / plan.ffn_replicas
+        gate_up = ActivationTensor("gate/up output", (t, gate * w), a, "MergedColumnParallelLinear")
+        gemm_in = []
+        if quant:
+            gemm_in = [
+                ActivationTensor("FP8 copy of the GEMM input", (t, h), "float8", "fp8 quant")
+            ]
+        phases["gate_up GEMM"] = stream + [post, *gemm_in, gate_up]
+        phases["activation"] = stream + [
+            post,
+            gate_up,
+            ActivationTensor("activation output", (t, w), a, "SiluAndMul / activation output"),
+        ]
+    vocab = model.vocab_size
+    phases["sampler"] = [
+        ActivationTensor(
+            "sampler arrays (logits, probabilities, sorted copies)",
+            (max_num_seqs, vocab),
+            "float",
+            "Sampler: top-p/top-k over the gathered logits",
+            count=sampler_copies,
+        )
+    ]
+    return phases
+
+
+def phase_bytes(phases: dict[str, list[ActivationTensor]]) -> dict[str, float]:
+    """Bytes alive at each phase of `profile_step_tensors`."""
+    return {k: sum(x.bytes for x in v) for k, v in phases.items()}
+
+
+def forward_peak_bytes(model: ModelSpec, plan: Plan, budget: int) -> float:
+    """Allocated peak of the forward pass alone: the largest phase other than the sampler."""
+    got = phase_bytes(profile_step_tensors(model, plan, budget, 0, 0.0))
+    return max(v for k, v in got.items() if k != "sampler")
 
 
 def sampler_live_bytes(
@@ -280,11 +439,10 @@ def allocated_peak_activation_bytes(
     max_num_seqs: int,
     sampler_copies: float = SAMPLER_LIVE_COPIES,
 ) -> float:
-    """Activation peak as PyTorch's allocated-bytes peak sees it: the larger of the forward
-    pass (`forward_live_bytes` at the FFN, freed before sampling) and the sampler
-    (`sampler_live_bytes`)."""
-    forward = forward_live_bytes(model, plan, budget, with_qkv=False)
-    return max(forward, sampler_live_bytes(model, max_num_seqs, sampler_copies))
+    """Activation peak as PyTorch's allocated-bytes peak sees it: the largest phase of the
+    profiling step (`profile_step_tensors`)."""
+    phases = profile_step_tensors(model, plan, budget, max_num_seqs, sampler_copies)
+    return max(phase_bytes(phases).values())
 
 
 def non_torch_bytes(
@@ -292,9 +450,8 @@ def non_torch_bytes(
     base: float = NON_TORCH_BASE_BYTES,
     group_extra: float = NON_TORCH_GROUP_BYTES,
 ) -> float:
-    """Memory outside PyTorch on one device of a collective group of `group_devices` devices
-    (allocated-peak rule): `base`, plus `group_extra` of communicator buffers when the device
-    talks to others."""
+    """Memory outside PyTorch on one device of a collective group of `group_devices` devices:
+    `base`, plus `group_extra` of communicator buffers when the device talks to others."""
     return base + (group_extra if group_devices > 1 else 0.0)
 
 
@@ -307,15 +464,37 @@ def profiling_terms(
     sampler_copies: float = SAMPLER_LIVE_COPIES,
     base: float = NON_TORCH_BASE_BYTES,
     group_extra: float = NON_TORCH_GROUP_BYTES,
+    reserved_ratio: float = RESERVED_PER_ALLOCATED,
 ) -> tuple[float, float]:
-    """(activation peak, runtime / non-PyTorch bytes) per device under an engine's peak rule;
-    `sampler_copies`, `base` and `group_extra` override the fitted constants (fits, tests)."""
+    """(activation peak, non-PyTorch bytes) per device of vLLM's profiling step under an
+    engine's peak rule: the allocated peak of the step's tensors (x `reserved_ratio` when
+    the engine reads free memory), plus the memory outside PyTorch. The keyword arguments
+    override the fitted constants (fits, tests)."""
+    if peak_rule not in PEAK_RULES:
+        raise ValueError(f"unknown memory peak rule {peak_rule!r}")
+    act = allocated_peak_activation_bytes(model, plan, budget, max_num_seqs, sampler_copies)
     if peak_rule == PEAK_FREE_MEMORY:
-        return activation_bytes(model, plan, budget, max_num_seqs), RUNTIME_RESERVE_BYTES
-    if peak_rule == PEAK_ALLOCATED:
-        act = allocated_peak_activation_bytes(model, plan, budget, max_num_seqs, sampler_copies)
-        return act, non_torch_bytes(plan.devices_per_stage, base, group_extra)
-    raise ValueError(f"unknown memory peak rule {peak_rule!r}")
+        act *= reserved_ratio
+    return act, non_torch_bytes(plan.devices_per_stage, base, group_extra)
+
+
+def engine_memory_terms(
+    model: ModelSpec,
+    plan: Plan,
+    budget: int,
+    max_num_seqs: int,
+    peak_rule: str,
+    fraction_kind: str,
+) -> tuple[float, float]:
+    """(activation, runtime) bytes per device an engine sets aside before its KV cache: vLLM's
+    profiling step (`profiling_terms`) when its knob is gpu_memory_utilization; otherwise the
+    legacy rule (`legacy_activation_bytes` + RUNTIME_RESERVE_BYTES), since those engines do
+    not run vLLM's profiling step."""
+    if fraction_kind == "gpu_memory_utilization":
+        return profiling_terms(model, plan, budget, max_num_seqs, peak_rule)
+    if peak_rule not in PEAK_RULES:
+        raise ValueError(f"unknown memory peak rule {peak_rule!r}")
+    return legacy_activation_bytes(model, plan, budget, max_num_seqs), RUNTIME_RESERVE_BYTES
 
 
 def kv_bytes_per_token_per_device(model: ModelSpec, plan: Plan) -> float:
@@ -378,7 +557,7 @@ def memory_report(
     peak is measured as `peak_rule` says (`profiling_terms`)."""
     cap = device_hbm_gb * GIB * USABLE_FRACTION
     w = weight_bytes_per_device(model, plan)
-    act, runtime = profiling_terms(model, plan, budget, max_num_seqs, peak_rule)
+    act, runtime = engine_memory_terms(model, plan, budget, max_num_seqs, peak_rule, fraction_kind)
     kv_avail = kv_pool_bytes(cap, w, act, gpu_memory_utilization, fraction_kind, runtime)
     # what the weights must fit in: the fraction, except for TensorRT-LLM whose fraction
     # applies to the memory left after them

@@ -298,9 +298,21 @@ def _effective_flags(row: dict) -> str:
     offline_v0 = row["engine_profile"] in ("vllm-0.5", "vllm-0.6") and "benchmark_throughput" in (
         row["source_detail"] or ""
     )
-    if offline_v0 and "--enable-chunked-prefill" not in flags:
+    if offline_v0 and "--enable-chunked-prefill" not in flags and not _engine_args_bench(row):
         flags += " --no-enable-chunked-prefill"
     return flags
+
+
+def _engine_args_bench(row: dict) -> bool:
+    """The row's benchmark_throughput.py takes the engine's own arguments (vllm PR 9529, "Make
+    benchmarks use EngineArgs", opened 2024-10-19, two days after 0.6.3.post1): its
+    enable_chunked_prefill defaults to None and vLLM's long-context default applies. Taken for
+    the 0.6.3.post2 nightlies and 0.6.4 on; inferred for the Llama-3.1-405B-FP8 rows from the
+    memory model: an unchunked 91680-token profiling step leaves no KV room after its 56.8 GiB
+    of weights (docs/memory.md), and vLLM refuses to start with fewer KV tokens than
+    max_model_len, yet the runs completed."""
+    version = (row.get("engine_version") or "").split("+")[0]
+    return version.startswith("0.6.3.post2") or _version(version) >= (0, 6, 4)
 
 
 def _nvidia_quantised(row: dict) -> bool:
