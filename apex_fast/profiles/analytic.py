@@ -165,7 +165,8 @@ def weight_only_gemm_time(
 # fit leaves a median error of 1.5% over those shapes (26% without the term; the script
 # prints each). DeepGEMM is the
 # fastest published block-FP8 kernel (its README: 1.0-1.2x faster than CUTLASS 3.6 at M = 4096),
-# so for the CUTLASS and Triton kernels vLLM 0.8.4 runs this is a lower bound on the loss.
+# so for the CUTLASS and Triton kernels vLLM 0.8.4 runs this is a lower bound on the loss; their
+# own rates relative to DeepGEMM: BLOCK_FP8_KERNEL_RATE below.
 BLOCK_FP8_SAT_K = 750.0
 BLOCK_FP8_SOURCE = (
     "fitted: DeepGEMM README block-scaled FP8 GEMMs at M = 4096 on H800 "
