@@ -108,6 +108,10 @@ def test_triton_moe_tiles_follow_the_tuned_config() -> None:
     assert tile[512] == 16 and tile[768] == 16 and tile[769] == 64 and tile[2048] == 64
     cx_dg = CellContext(model, cl, plan, cost_model(cl), 2048, 8, "flash-attn")
     assert cells.moe_tile_rows(cx_dg, cx_dg.n) == an.WEIGHT_ONLY_TILE_N
+    # experts spread over 8 devices: no tuned configuration, the default 64 rows at every batch
+    model, cl, plan8 = _deepseek_plan(8)
+    cx8 = CellContext(model, cl, plan8, cost_model(cl), 2048, 8, "flash-attn", moe_kernel="triton")
+    assert cells.moe_tile_rows(cx8, cx8.n) == 64
 
 
 def test_expert_map_adds_zero_writes_and_full_buffers() -> None:

@@ -142,9 +142,15 @@ TRITON_MOE_LARGE_FROM_TOKENS = 769  # nearer the 1024-token entry than the 512-t
 
 
 def moe_tile_rows(cx: CellContext, n: np.ndarray) -> np.ndarray | float:
-    """Rows each expert's tokens are padded to, by the step's tokens `n`."""
+    """Rows each expert's tokens are padded to, by the step's tokens `n`. The tuned
+    configurations are keyed by the device's experts and width; with experts spread over
+    devices (EP) the Triton kernel falls back to the default configuration, 64 rows at every
+    batch (vLLM shipped the first such configuration for DeepSeek-V3, E=32 N=2048 on H200, in
+    October 2025: https://github.com/vllm-project/vllm/pull/26331)."""
     if cx.moe_kernel != "triton":
         return float(analytic.WEIGHT_ONLY_TILE_N)
+    if cx.plan.ep > 1:
+        return float(TRITON_MOE_TILE_LARGE)
     return np.where(n >= TRITON_MOE_LARGE_FROM_TOKENS, TRITON_MOE_TILE_LARGE, TRITON_MOE_TILE_SMALL)
 
 
