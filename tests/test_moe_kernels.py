@@ -162,3 +162,21 @@ def test_engine_kernels_slow_deepseek_prefill_not_decode() -> None:
     assert moe_v1[8192] > 1.3 * moe_dg[8192]
     assert moe_v1[1] == pytest.approx(moe_dg[1], rel=0.05)
     assert v1.tok_ops[names.ATTENTION][8192] > dg.tok_ops[names.ATTENTION][8192]
+
+
+def test_block_fp8_linear_quantises_its_input_per_group() -> None:
+    """A block-FP8 linear = one 1x128-group quantisation pass over its input (n x k values,
+    16-bit read, FP8 written, one FP32 scale per 128) + the GEMM at the dense kernel's rate."""
+    model, cl, plan = _deepseek_plan(1)
+    cx = CellContext(
+        model, cl, plan, cost_model(cl), 4096, 8, "flash-attn", dense_fp8_kernel="cutlass"
+    )
+    m, k = 2112, 7168
+    got = cells.block_fp8_gemm(cx, m, k, cx.n).t
+    gemm = an.gemm_time(
+        cx.dm, m, k, cx.n, cx.wb, cx.ab, cx.cdt, block_scaled=True, kernel_rate=0.741
+    )
+    quant = cx.mem(cx.n * k * (cx.ab + 1.0 + 4.0 / 128)).t
+    want = np.where(cx.n > 0, gemm, 0.0) + quant
+    assert np.allclose(got, want, rtol=1e-12, atol=0.0)
+    assert got[0] == 0.0

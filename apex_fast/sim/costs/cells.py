@@ -116,14 +116,29 @@ def block_fp8(cx: CellContext) -> bool:
     return cx.plan.weight_dtype == "float8" and cx.model.native_weight_dtype == "float8"
 
 
+# block-FP8 activations carry one FP32 scale per group of 128 values (DeepSeek-V3 config
+# quantization_config.weight_block_size [128, 128]; activations quantised per 1x128 group)
+BLOCK_FP8_GROUP = 128
+
+
 def block_fp8_gemm(cx: CellContext, mm: int, kk: int, nn: np.ndarray) -> OpCost:
-    """A block-scaled FP8 GEMM (analytic: no measured tables hold such kernels), at the rate of
-    the engine's block-FP8 kernel for dense linears (analytic.BLOCK_FP8_KERNEL_RATE)."""
+    """A block-scaled FP8 linear (analytic: no measured tables hold such kernels): its input
+    quantised per 1x128 group in one pass (read 16 bits, write FP8 and one FP32 scale per group:
+    vLLM 0.8.4 fp8_utils.py `apply_w8a8_block_fp8_linear` -> per_token_group_quant_fp8 before
+    each GEMM; SGLang and TensorRT-LLM the same before theirs), then the GEMM at the rate of the
+    engine's block-FP8 kernel for dense linears (analytic.BLOCK_FP8_KERNEL_RATE)."""
     rate = analytic.BLOCK_FP8_KERNEL_RATE[cx.dense_fp8_kernel]
     t = analytic.gemm_time(
         cx.dm, mm, kk, nn, cx.wb, cx.ab, cx.cdt, block_scaled=True, kernel_rate=rate
     )
-    return OpCost(zero_first(t), (analytic.PROVENANCE,))
+    quant = cx.mem(np.asarray(nn, dtype=np.float64) * kk * block_fp8_quant_bytes(cx))
+    return OpCost(zero_first(t), (analytic.PROVENANCE,)) + quant
+
+
+def block_fp8_quant_bytes(cx: CellContext) -> float:
+    """Bytes one value costs in a 1x128-group FP8 quantisation pass: read in the activation
+    dtype, write one byte, plus one FP32 scale per group."""
+    return cx.ab + 1.0 + 4.0 / BLOCK_FP8_GROUP
 
 
 # Row tiles of the Triton fused-MoE kernel (vLLM 0.8.4 and SGLang 0.4.x fused_moe.py): each
@@ -133,9 +148,6 @@ def block_fp8_gemm(cx: CellContext, mm: int, kk: int, nn: np.ndarray) -> OpCost:
 # engine takes the configuration of the nearest listed token count (fused_moe.py
 # `try_get_optimal_moe_config`), and its default block-FP8 configuration (`get_default_config`)
 # also has 64 rows.
-# block-FP8 activations carry one FP32 scale per group of 128 values (DeepSeek-V3 config
-# quantization_config.weight_block_size [128, 128]; activations quantised per 1x128 group)
-BLOCK_FP8_GROUP = 128
 TRITON_MOE_TILE_SMALL = 16
 TRITON_MOE_TILE_LARGE = 64
 TRITON_MOE_LARGE_FROM_TOKENS = 769  # nearer the 1024-token entry than the 512-token one
@@ -255,7 +267,7 @@ def moe(cx: CellContext) -> list[CellCost]:
             # (read 16-bit, write FP8 and one FP32 scale per group; vLLM 0.8.4 fused_moe.py
             # invoke_fused_moe_kernel -> per_token_group_quant_fp8, SGLang the same): the
             # hidden states of the step and every row of the intermediate buffer
-            per_val = cx.ab + 1.0 + 4.0 / BLOCK_FP8_GROUP
+            per_val = block_fp8_quant_bytes(cx)
             ffn = ffn + cx.mem(n * h * per_val) + cx.mem(rows * width * per_val)
         elif not unq:
             ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
