@@ -25,6 +25,7 @@ import numpy as np
 
 from apex_fast import cells as names
 from apex_fast.data import published_measurements
+from apex_fast.engines import get_engine
 from apex_fast.hardware.devices import get_device
 from apex_fast.models import load_model
 from apex_fast.sim.costs import CompiledCosts
@@ -126,6 +127,12 @@ def main() -> None:
         if not model.is_moe:
             continue
         print(_label(row))
+        prof = get_engine(row["engine_profile"])
+        ep_map = ", EP by expert map" if prof.moe_ep_expert_map and row["ep"] else ""
+        print(
+            f"  kernels: block-FP8 dense {prof.block_fp8_dense_kernel}, "
+            f"fused MoE {prof.fused_moe_kernel}{ep_map}"
+        )
         if not args.split_only:
             res = replay_row(row)
             if "skipped" in res:

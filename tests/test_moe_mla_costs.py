@@ -108,7 +108,10 @@ def test_block_fp8_checkpoint_moe_is_slower_at_prefill_only() -> None:
     _, _, tensor = _deepseek("float8", native="")
     moe_b, moe_t = blk.tok_ops[names.MOE], tensor.tok_ops[names.MOE]
     assert moe_b[8192] > 1.3 * moe_t[8192]
-    assert moe_b[1] == pytest.approx(moe_t[1], rel=0.02)
+    # one token: the same weights streamed; the block-scaled form quantises each input in one
+    # per-group pass where the per-tensor form runs three (max, quantise, scale fill), so it
+    # saves a few small kernels per layer
+    assert moe_t[1] > moe_b[1] > 0.85 * moe_t[1]
     attn_b, attn_t = blk.tok_ops[names.ATTENTION], tensor.tok_ops[names.ATTENTION]
     assert attn_b[8192] > attn_t[8192]  # MLA projections (K = 512 .. 7168) are block-scaled too
 

@@ -205,6 +205,17 @@ class EngineProfile:
     # (the kernel sees each request this much later; TTFT and latency count from the send).
     # 0 = not modelled for this engine.
     request_frontend_s: float = 0.0
+    # --- block-scaled FP8 and fused-MoE kernels (DeepSeek-V3/R1 checkpoints) -----------
+    # kernel family of the dense block-FP8 linears and of the fused-MoE expert GEMMs
+    # (profiles/analytic.py BLOCK_FP8_KERNEL_RATE; "deepgemm": the device model's own rate,
+    # "triton": also the Triton fused-MoE kernel's row tiles, sim/costs/cells.py)
+    block_fp8_dense_kernel: str = "deepgemm"
+    fused_moe_kernel: str = "deepgemm"
+    # expert parallelism through an expert map (vLLM 0.8.x): every rank runs one fused-MoE
+    # call over all tokens and the global experts; row blocks of other ranks' experts write
+    # zeros, the intermediate buffers span all tokens x top-k rows, and an all-reduce sums
+    # the ranks' outputs
+    moe_ep_expert_map: bool = False
 
     # ----------------------------------------------------------------------------------
     def _device_rule(self, device_name: str) -> tuple[str, int, int] | None:

@@ -172,4 +172,9 @@ SGLANG = EngineProfile(
         "more, else 2048) of prompt tokens per step, a longer prompt split over consecutive "
         "steps; SGLang's admission by new_token_ratio and its retraction (ADMIT_TOKEN_RATIO)."
     ),
+    # srt/layers/quantization/fp8_kernel.py (0.4.5-0.4.6): DeepGEMM for the dense block-FP8
+    # linears on Hopper (SGL_ENABLE_JIT_DEEPGEMM); srt/layers/moe/fused_moe_triton: the Triton
+    # fused-MoE kernel for the experts unless DeepEP / EP-MoE is asked for
+    block_fp8_dense_kernel="deepgemm",
+    fused_moe_kernel="triton",
 )

@@ -152,4 +152,14 @@ VLLM_V1 = EngineProfile(
     # (vllm PR 9352, worker.py `determine_num_available_blocks`).
     memory_peak_rule="allocated-peak",
     request_frontend_s=V1_REQUEST_FRONTEND_S,
+    # model_executor/layers/quantization/utils/fp8_utils.py `apply_w8a8_block_fp8_linear`
+    # (0.8.4): CUTLASS block-FP8 GEMM (ops.cutlass_scaled_mm) on Hopper for weights whose
+    # dims are multiples of 128; layers/fused_moe/fused_moe.py: the Triton fused-MoE kernel
+    # for block-FP8 experts (DeepGEMM MoE only from 0.9 behind VLLM_USE_DEEP_GEMM);
+    # layers/fused_moe/layer.py + fused_moe.py `moe_align_block_size`: expert parallelism
+    # through an expert map (global expert ids mapped to -1 off the rank, fused_moe_kernel
+    # writes zeros for those row blocks) and the tensor-parallel all-reduce of the output
+    block_fp8_dense_kernel="cutlass",
+    fused_moe_kernel="triton",
+    moe_ep_expert_map=True,
 )

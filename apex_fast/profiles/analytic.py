@@ -165,7 +165,8 @@ def weight_only_gemm_time(
 # fit leaves a median error of 1.5% over those shapes (26% without the term; the script
 # prints each). DeepGEMM is the
 # fastest published block-FP8 kernel (its README: 1.0-1.2x faster than CUTLASS 3.6 at M = 4096),
-# so for the CUTLASS and Triton kernels vLLM 0.8.4 runs this is a lower bound on the loss.
+# so for the CUTLASS and Triton kernels vLLM 0.8.4 runs this is a lower bound on the loss; their
+# own rates relative to DeepGEMM: BLOCK_FP8_KERNEL_RATE below.
 BLOCK_FP8_SAT_K = 750.0
 BLOCK_FP8_SOURCE = (
     "fitted: DeepGEMM README block-scaled FP8 GEMMs at M = 4096 on H800 "
@@ -178,18 +179,39 @@ def block_fp8_k_efficiency(k: np.ndarray | float) -> np.ndarray:
     return _sat(k, BLOCK_FP8_SAT_K)
 
 
+# Block-scaled FP8 kernels other than DeepGEMM: compute rate relative to DeepGEMM on the same
+# shape (the model above is fitted to DeepGEMM). Documented fit (bench/fit_block_fp8_kernels.py):
+# SGLang's bench_fp8_blockwise_gemm.py tables of April 2025, DeepSeek-V3 shapes at M = 4096
+# tokens (compute-bound), times of vLLM's CUTLASS block-FP8 kernel (ops.cutlass_scaled_mm with
+# block scales, what vLLM 0.8.4 runs for the dense linears on Hopper), SGLang's Triton block-FP8
+# kernel (the same inner loop as the Triton fused-MoE kernel of vLLM 0.8.4 and SGLang 0.4.x)
+# and DeepGEMM (https://github.com/sgl-project/sglang/pull/5207: N=4608 K=7168 350.2 / 466.1 /
+# 270.7 us; https://github.com/sgl-project/sglang/pull/5820: N=3072 K=1536 53.0 / 68.7 / 37.6 us);
+# the geometric mean of DeepGEMM time / kernel time over the shapes.
+BLOCK_FP8_KERNEL_RATE = {"deepgemm": 1.0, "cutlass": 0.741, "triton": 0.564}
+BLOCK_FP8_KERNEL_SOURCE = (
+    "fitted: SGLang bench_fp8_blockwise_gemm tables (sgl-project/sglang PRs 5207, 5820), "
+    "bench/fit_block_fp8_kernels.py"
+)
+
+
 def _n_efficiency(
-    dm: DeviceModel, n: np.ndarray, k: np.ndarray | float, block_scaled: bool
+    dm: DeviceModel,
+    n: np.ndarray,
+    k: np.ndarray | float,
+    block_scaled: bool,
+    kernel_rate: float = 1.0,
 ) -> np.ndarray:
     """The token-count factor of the GEMM efficiency, n / (n + sat_mn): the time of n tokens is
     that of n + sat_mn at full rate (sat_mn: the unused part of the tiles). Block-scaled FP8: the
     n useful columns run at block_fp8_k_efficiency(k) of that rate, the unused tile part as
     before, n f / (n + sat_mn f); compute-bound GEMMs lose f, memory-bound (few-token) ones keep
     their time, as the DeepGEMM README's M = 64/128 rows show (weights streamed at 65-80% of
-    HBM bandwidth for every K)."""
+    HBM bandwidth for every K). `kernel_rate`: the block-FP8 kernel's compute rate relative to
+    DeepGEMM (BLOCK_FP8_KERNEL_RATE)."""
     if not block_scaled:
         return _sat(n, dm.sat_mn)
-    f = block_fp8_k_efficiency(k)
+    f = block_fp8_k_efficiency(k) * kernel_rate
     n = np.asarray(n, dtype=np.float64)
     return n * f / (n + dm.sat_mn * f)
 
@@ -204,18 +226,22 @@ def grouped_gemm_time(
     act_bytes: float,
     compute_dtype: str,
     block_scaled: bool = False,
+    tile_rows: np.ndarray | float = WEIGHT_ONLY_TILE_N,
+    kernel_rate: float = 1.0,
 ) -> np.ndarray:
     """Seconds for one grouped (fused MoE) GEMM: `groups` experts, each C[m x n] = W[m x k].X,
     launched as one kernel (vLLM fused_moe, SGLang/TRT-LLM grouped GEMMs). Each expert's tokens
-    are padded to the kernel's 16-row tiles (PTX mma.m16n8k16) and run at the dense GEMM's
-    efficiency for that padded width; the kernel streams every active expert's weights once.
-    `block_scaled`: FP8 with 128x128 block scales (block_fp8_k_efficiency). Zero where no expert
-    is active."""
+    are padded to the kernel's row tiles (`tile_rows`: 16 by default, PTX mma.m16n8k16; the
+    Triton fused-MoE kernel's BLOCK_SIZE_M) and run at the dense GEMM's efficiency for that
+    padded width; the kernel streams every active expert's weights once. `block_scaled`: FP8
+    with 128x128 block scales (block_fp8_k_efficiency), `kernel_rate` the block-FP8 kernel's
+    rate relative to DeepGEMM. Zero where no expert is active."""
     n = np.asarray(n_per_group, dtype=np.float64)
     g = np.asarray(groups, dtype=np.float64)
-    n_pad = np.ceil(np.maximum(n, 1.0) / WEIGHT_ONLY_TILE_N) * WEIGHT_ONLY_TILE_N
+    tile = np.asarray(tile_rows, dtype=np.float64)
+    n_pad = np.ceil(np.maximum(n, 1.0) / tile) * tile
     eta_c = dm.eta_max * _sat(float(m), dm.sat_mn) * _sat(float(k), dm.sat_k)
-    eta_c = eta_c * _n_efficiency(dm, n_pad, float(k), block_scaled)
+    eta_c = eta_c * _n_efficiency(dm, n_pad, float(k), block_scaled, kernel_rate)
     peak = dm.peak("half") if compute_dtype == "half" else dm.peak(compute_dtype)
     t_compute = g * 2.0 * m * k * n_pad / (peak * eta_c)
     nbytes = g * (m * k * weight_bytes + (k * n + m * n) * act_bytes)
@@ -232,9 +258,11 @@ def gemm_time(
     act_bytes: float,
     compute_dtype: str,
     block_scaled: bool = False,
+    kernel_rate: float = 1.0,
 ) -> np.ndarray:
     """Seconds for C[m x n] = W[m x k] . X[k x n]; zero where the GEMM is empty.
-    `block_scaled`: FP8 with 128x128 block scales (block_fp8_k_efficiency)."""
+    `block_scaled`: FP8 with 128x128 block scales (block_fp8_k_efficiency), `kernel_rate` the
+    block-FP8 kernel's rate relative to DeepGEMM (BLOCK_FP8_KERNEL_RATE)."""
     m_ = np.asarray(m, dtype=np.float64)
     k_ = np.asarray(k, dtype=np.float64)
     n_ = np.asarray(n, dtype=np.float64)
@@ -244,7 +272,7 @@ def gemm_time(
         t = weight_only_gemm_time(dm, m_, k_, n_, weight_bytes, act_bytes)
         return np.where(empty, 0.0, t)
     eta_c = dm.eta_max * _sat(m_, dm.sat_mn) * _sat(k_, dm.sat_k)
-    eta_c = eta_c * _n_efficiency(dm, n_, k_, block_scaled)
+    eta_c = eta_c * _n_efficiency(dm, n_, k_, block_scaled, kernel_rate)
     t_compute = 2.0 * m_ * k_ * n_ / (dm.peak(compute_dtype) * eta_c)
     nbytes = m_ * k_ * weight_bytes + (k_ * n_ + m_ * n_) * act_bytes
     t_memory = nbytes / (dm.mem_bw * dm.eta_mem)

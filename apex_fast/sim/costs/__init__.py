@@ -166,9 +166,11 @@ def compile_costs(
     backend = attention_backend
     if backend == "auto":
         backend = get_engine(engine).attention_kernel(plan.kv_dtype, cluster.device.name)
+    prof = get_engine(engine)
     cx = CellContext(
         model, cluster, plan, cm, max_tokens, max_seqs, backend,
         capacity_factor, cross_kv_layers, custom_all_reduce,
+        prof.block_fp8_dense_kernel, prof.fused_moe_kernel, prof.moe_ep_expert_map,
     )  # fmt: skip
     records = [r for kind in cell_kinds(model.is_moe, model.is_mla) for r in BUILDERS[kind](cx)]
     tok_ops, seq_ops, prov = _rows(records)

@@ -116,10 +116,64 @@ def block_fp8(cx: CellContext) -> bool:
     return cx.plan.weight_dtype == "float8" and cx.model.native_weight_dtype == "float8"
 
 
+# block-FP8 activations carry one FP32 scale per group of 128 values (DeepSeek-V3 config
+# quantization_config.weight_block_size [128, 128]; activations quantised per 1x128 group)
+BLOCK_FP8_GROUP = 128
+
+
 def block_fp8_gemm(cx: CellContext, mm: int, kk: int, nn: np.ndarray) -> OpCost:
-    """A block-scaled FP8 GEMM (analytic: no measured tables hold such kernels)."""
-    t = analytic.gemm_time(cx.dm, mm, kk, nn, cx.wb, cx.ab, cx.cdt, block_scaled=True)
-    return OpCost(zero_first(t), (analytic.PROVENANCE,))
+    """A block-scaled FP8 linear (analytic: no measured tables hold such kernels): its input
+    quantised per 1x128 group in one pass (read 16 bits, write FP8 and one FP32 scale per group:
+    vLLM 0.8.4 fp8_utils.py `apply_w8a8_block_fp8_linear` -> per_token_group_quant_fp8 before
+    each GEMM; SGLang and TensorRT-LLM the same before theirs), then the GEMM at the rate of the
+    engine's block-FP8 kernel for dense linears (analytic.BLOCK_FP8_KERNEL_RATE)."""
+    rate = analytic.BLOCK_FP8_KERNEL_RATE[cx.dense_fp8_kernel]
+    t = analytic.gemm_time(
+        cx.dm, mm, kk, nn, cx.wb, cx.ab, cx.cdt, block_scaled=True, kernel_rate=rate
+    )
+    quant = cx.mem(np.asarray(nn, dtype=np.float64) * kk * block_fp8_quant_bytes(cx))
+    return OpCost(zero_first(t), (analytic.PROVENANCE,)) + quant
+
+
+def block_fp8_quant_bytes(cx: CellContext) -> float:
+    """Bytes one value costs in a 1x128-group FP8 quantisation pass: read in the activation
+    dtype, write one byte, plus one FP32 scale per group."""
+    return cx.ab + 1.0 + 4.0 / BLOCK_FP8_GROUP
+
+
+# Row tiles of the Triton fused-MoE kernel (vLLM 0.8.4 and SGLang 0.4.x fused_moe.py): each
+# expert's tokens are padded to BLOCK_SIZE_M rows. vLLM's tuned configuration for DeepSeek-V3
+# experts on H200 (layers/fused_moe/configs/E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,
+# block_shape=[128,128].json) uses 16 rows for steps of up to 512 tokens and 64 from 1024; the
+# engine takes the configuration of the nearest listed token count (fused_moe.py
+# `try_get_optimal_moe_config`), and its default block-FP8 configuration (`get_default_config`)
+# also has 64 rows.
+TRITON_MOE_TILE_SMALL = 16
+TRITON_MOE_TILE_LARGE = 64
+TRITON_MOE_LARGE_FROM_TOKENS = 769  # nearer the 1024-token entry than the 512-token one
+
+
+def moe_tile_rows(cx: CellContext, n: np.ndarray) -> np.ndarray | float:
+    """Rows each expert's tokens are padded to, by the step's tokens `n`. The tuned
+    configurations are keyed by the device's experts and width; with experts spread over
+    devices (EP) the Triton kernel falls back to the default configuration, 64 rows at every
+    batch (vLLM shipped the first such configuration for DeepSeek-V3, E=32 N=2048 on H200, in
+    October 2025: https://github.com/vllm-project/vllm/pull/26331)."""
+    if cx.moe_kernel != "triton":
+        return float(analytic.WEIGHT_ONLY_TILE_N)
+    if cx.plan.ep > 1:
+        return float(TRITON_MOE_TILE_LARGE)
+    return np.where(n >= TRITON_MOE_LARGE_FROM_TOKENS, TRITON_MOE_TILE_LARGE, TRITON_MOE_TILE_SMALL)
+
+
+def expert_map_rows(cx: CellContext, n: np.ndarray) -> np.ndarray:
+    """Rows (token, expert) pairs the fused MoE's buffers hold on one device: all n x top-k
+    with expert parallelism through an expert map (engines/profile.py moe_ep_expert_map),
+    else the device's share n x top-k / EP."""
+    k, ep = max(cx.model.topk, 1), max(cx.plan.ep, 1)
+    if cx.ep_expert_map:
+        return n * k
+    return np.ceil(n * k / ep)
 
 
 def mla_attention(cx: CellContext) -> list[CellCost]:
@@ -180,24 +234,42 @@ def moe(cx: CellContext) -> list[CellCost]:
     active = zero_first((e_all / max(plan.ep, 1)) * p_act)
     sw = model.num_shared_experts * model.moe_intermediate_size // d
     blk = block_fp8(cx)
+    tile = moe_tile_rows(cx, n)
+    rows = expert_map_rows(cx, n)
 
     def layer(unq: bool) -> OpCost:
         if unq:
             gemm = cx.gemm_unquantised
         else:
             gemm = (lambda m, kk, nn: block_fp8_gemm(cx, m, kk, nn)) if blk else cx.gemm
-        up = cx.grouped_gemm(cx.gated * width, h, n_e, active, unquantised=unq, block_scaled=blk)
+        up = cx.grouped_gemm(
+            cx.gated * width, h, n_e, active, unquantised=unq, block_scaled=blk, tile_rows=tile
+        )
         ffn = OpCost(up, (analytic.PROVENANCE,))
         ffn = ffn + OpCost(
-            cx.grouped_gemm(h, width, n_e, active, unquantised=unq, block_scaled=blk)
+            cx.grouped_gemm(
+                h, width, n_e, active, unquantised=unq, block_scaled=blk, tile_rows=tile
+            )
         )
         # the down projection leaves each token's k expert outputs ([n k, h] over the device's
         # experts); a reduction kernel reads them and writes the token's sum (vLLM 0.8.4
         # layers/fused_moe/fused_moe.py: intermediate_cache3 then ops.moe_sum; SGLang's
         # fused_moe the same; TensorRT-LLM's finalize-routing kernel)
-        ffn = ffn + cx.mem((np.ceil(n * k / max(plan.ep, 1)) + n) * h * cx.ab)
+        ffn = ffn + cx.mem((rows + n) * h * cx.ab)
+        if cx.ep_expert_map and plan.ep > 1:
+            # row blocks of the other ranks' experts write zeros into both GEMMs' outputs
+            # (vLLM 0.8.4 fused_moe_kernel: expert id -1 -> write_zeros_to_output)
+            off = n * k * (1.0 - 1.0 / plan.ep)
+            ffn = ffn + cx.mem(off * (cx.gated * width + h) * cx.ab)
         ffn = ffn + cx.gemm(e_all, h, np.ceil(n / d))  # + router
-        if not unq:
+        if blk and not unq:
+            # block-FP8 experts: both GEMM inputs quantised in 1x128 groups, one pass each
+            # (read 16-bit, write FP8 and one FP32 scale per group; vLLM 0.8.4 fused_moe.py
+            # invoke_fused_moe_kernel -> per_token_group_quant_fp8, SGLang the same): the
+            # hidden states of the step and every row of the intermediate buffer
+            per_val = block_fp8_quant_bytes(cx)
+            ffn = ffn + cx.mem(n * h * per_val) + cx.mem(rows * width * per_val)
+        elif not unq:
             ffn = ffn + cx.act_quant(h, np.ceil(n / d)) + cx.act_quant(width, np.ceil(n * k / d))
         if model.num_shared_experts:
             ffn = ffn + gemm(cx.gated * sw, h, n) + gemm(h, sw, n)

@@ -82,6 +82,10 @@ class CellContext:
     capacity_factor: float = 1.0
     cross_kv_layers: int = 0
     custom_all_reduce: bool = True
+    # the engine's block-FP8 and fused-MoE kernels (engines/profile.py)
+    dense_fp8_kernel: str = "deepgemm"
+    moe_kernel: str = "deepgemm"
+    ep_expert_map: bool = False
     n: np.ndarray = field(init=False)  # step tokens 0..max_tokens
     m: np.ndarray = field(init=False)  # sampled sequences 0..max_seqs
 
@@ -187,19 +191,24 @@ class CellContext:
         groups: np.ndarray,
         unquantised: bool = False,
         block_scaled: bool = False,
+        tile_rows: np.ndarray | float = analytic.WEIGHT_ONLY_TILE_N,
     ) -> np.ndarray:
         """Seconds of one fused-MoE grouped GEMM over the device's active experts (analytic);
         `unquantised`: experts the checkpoint keeps in its unquantised dtype; `block_scaled`:
-        block-scaled FP8 experts (analytic.gemm_time)."""
+        block-scaled FP8 experts (analytic.gemm_time) at the engine's fused-MoE kernel rate;
+        `tile_rows`: the row tile each expert's tokens are padded to."""
         if unquantised and self.mixed is not None:
             b, dt = self.ub, self.mixed.dtype
             return analytic.grouped_gemm_time(
-                self.dm, mm, kk, n_per_group, groups, b, b, compute_dtype(dt, dt)
-            )
+                self.dm, mm, kk, n_per_group, groups, b, b, compute_dtype(dt, dt),
+                tile_rows=tile_rows,
+            )  # fmt: skip
         ewb = expert_weight_bytes(self.model, self.plan.weight_dtype)
+        rate = analytic.BLOCK_FP8_KERNEL_RATE[self.moe_kernel] if block_scaled else 1.0
         return analytic.grouped_gemm_time(
-            self.dm, mm, kk, n_per_group, groups, ewb, self.ab, self.cdt, block_scaled=block_scaled
-        )
+            self.dm, mm, kk, n_per_group, groups, ewb, self.ab, self.cdt,
+            block_scaled=block_scaled, tile_rows=tile_rows, kernel_rate=rate,
+        )  # fmt: skip
 
     def mem(self, nbytes: np.ndarray) -> OpCost:
         """A memory-bound elementwise kernel moving nbytes per step."""
@@ -237,6 +246,10 @@ class CellContext:
         if model.is_moe:
             width = model.moe_intermediate_size // plan.ffn_tp
             tokens = np.ceil(n * max(model.topk, 1) * self.capacity_factor / max(plan.ep, 1))
+            if self.ep_expert_map and plan.ep > 1:
+                # expert parallelism through an expert map (vLLM 0.8.x): the activation
+                # kernel runs over the whole [n x top-k] buffer, other ranks' rows included
+                tokens = n * max(model.topk, 1)
             return (self.gated + 1) * tokens * width * self.ab
         inter = model.intermediate_size // plan.ffn_tp
         return (self.gated + 1) * np.ceil(n / plan.ffn_replicas) * inter * self.ab
