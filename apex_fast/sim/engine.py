@@ -285,6 +285,7 @@ def scheduler_config(
         admission=policy,
         copies=copies,
         prefill_chunk=opts.prefill_chunk if not opts.chunked_prefill else 0,
+        num_scheduler_steps=max(opts.num_scheduler_steps, 1),
     )
 
 
