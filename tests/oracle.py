@@ -34,6 +34,9 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   rejection bound, the watermark and make-room look at that copy, and the victim of a
   preemption is the last running request of that copy. One waiting queue, one running list
   and one step for all copies. Not combined with prefix caching.
+* multi-step (`cfg.num_scheduler_steps` N > 1, rule 9): a pass that schedules decodes runs
+  them for N steps in `run_window`, each step a row; the window's tokens, finishes and gaps
+  (one per sequence) are taken at its end, where its last row is written.
 * SGLang's admission (policy 3, docs/scheduler.md "Admission policies"; prefill-only steps):
   `new_token_ratio` kept as (value at its last reset, decode steps since), the reservation sums
   taken over integers and multiplied by the ratio once, exactly as the kernel does, so that
