@@ -10,7 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import simulate
-from test_kernel_vs_oracle import cases, check, kv_pressure_cases, make_costs
+from test_kernel_vs_oracle import (
+    cases,
+    check,
+    kv_pressure_cases,
+    make_costs,
+    repeated_prompt_cases,
+)
 
 from apex_fast.errors import ApexError
 from apex_fast.sim.stream import SchedulerConfig, run_stream
@@ -62,6 +68,16 @@ def test_kernel_matches_oracle_multi_step_with_prefix_kv(nsteps, case, data):
     n = case[0].size
     prefix = data.draw(st.lists(st.integers(0, 100), min_size=n, max_size=n), label="prefix")
     check(*_multi(case, nsteps), prefix=prefix)
+
+
+@pytest.mark.parametrize("nsteps", [2, 8])
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW)
+@given(case=repeated_prompt_cases())
+def test_kernel_matches_oracle_multi_step_prefix_cache(nsteps, case):
+    """Prefix caching under KV pressure: the lookahead blocks come from the free queue's head
+    (evicting cached keys) like any other block."""
+    *rest, keys = case
+    check(*_multi(tuple(rest), nsteps), keys=keys)
 
 
 # --------------------------------------------------------------------------- closed forms
