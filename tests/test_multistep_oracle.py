@@ -188,3 +188,13 @@ def test_engine_options_reach_the_scheduler():
     opts = EngineOptions(num_scheduler_steps=8, chunked_prefill=False)
     assert scheduler_config(1000, 4096, opts, model).num_scheduler_steps == 8
     assert scheduler_config(1000, 4096, EngineOptions(), model).num_scheduler_steps == 1
+
+
+def test_multi_step_with_speculative_decoding_is_refused(capsys):
+    """vLLM 0.6 refuses speculative decoding with --num-scheduler-steps > 1: exit 2, one line."""
+    from common import assert_bad
+
+    args = ["plan", "--model", "llama3.1-8b", "--num-gpus-per-node", "1", "--prompt-len", "64",
+            "--output-len", "8", "--num-requests", "2", "--num-scheduler-steps", "4",
+            "--speculative-method", "ngram", "--quiet"]  # fmt: skip
+    assert_bad(capsys, *args, needle="speculative")

@@ -177,6 +177,8 @@ class EngineOptions:
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
         if self.speculative is not None:
             self.speculative.validate()
+            if self.num_scheduler_steps > 1:  # vLLM 0.6 arg_utils.py create_engine_config
+                raise ApexError("vLLM runs no speculative decoding with --num-scheduler-steps > 1")
 
 
 @dataclass
