@@ -62,6 +62,7 @@ from apex_fast.kernels.params import (
     PI_PC_NKEYS,
     PI_PIECEWISE_TOKENS,
     PI_PREFILL_CHUNK,
+    PI_SCHED_STEPS,
     PI_WIN_BLOCKS,
 )
 from apex_fast.kernels.schedule import (
@@ -186,6 +187,35 @@ def _skip_decode_run(now, kmax, limit_t, base, host, floor, floored, c_ctx, ctx,
 
 
 @njit(cache=True, inline="always")
+def _window_limit(n_sched, n_dec, free, bs, s_idx, output, gen, nsteps):
+    """Multi-step: most decode windows of `nsteps` steps a batch can run unchanged: until the
+    window in which its first request finishes, and while the blocks of the later windows
+    (tokens nsteps .. m*nsteps - 1 of every sequence) fit `free` (the first window's blocks are
+    already allocated), which (m - 1) * nsteps <= bs * (free // n_dec) guarantees."""
+    m = 1 << 62
+    for t in range(n_sched):
+        r = s_idx[t]
+        m = min(m, (output[r] - gen[r] + nsteps - 1) // nsteps)
+    return min(m, 1 + bs * (free // n_dec) // nsteps)
+
+
+@njit(cache=True, inline="always")
+def _steps_until(now, j, j_end, base, host, floor, floored, c_ctx, ctx, n_dec):
+    """Steps j .. j_end - 1 of a decode run (step j lasts base + c_ctx * (ctx + n_dec * j), at
+    least host + floor while `floored`); a floored run stops at the first step whose GPU time
+    outgrows the floor. Returns (the first step not taken, now)."""
+    while j < j_end:
+        d = base + c_ctx * (ctx + n_dec * j)
+        if floored:
+            if d - host >= floor:
+                break
+            d = host + floor
+        now += d
+        j += 1
+    return j, now
+
+
+@njit(cache=True, inline="always")
 def _write_record(rec_f, rec_i, j, start, d0, dd, work, k, n_pf_tok, n_dec, n_samp, ctx, used, ns):
     """Record j: a run of k steps (columns: apex_fast/sim/records.py). Returns j + 1."""
     rec_f[j, F_START] = start
@@ -238,6 +268,7 @@ def _sample_one(
     gen[r] += k
     last_tok[r] = now
     if gen[r] >= output[r]:
+        gen[r] = output[r]  # multi-step: the window's tokens past the output are discarded
         finish[r] = now
         status[r] = FINISHED
         free = kv_free(free, r, blocks, pc, pool, copy, cfree)
@@ -336,6 +367,10 @@ def _run(
     # (not with the prefix cache, a sliding window or SGLang's admission, whose reservations
     # and retractions read every running request's tokens)
     lazy_ok = not pc and pi[PI_WIN_BLOCKS] <= 0 and lazy_min > 0 and policy != ADMIT_TOKEN_RATIO
+    # multi-step scheduling (rule 9): a decode pass runs a window of nsteps steps (the set's
+    # per-step block counts know no lookahead, so it is not used then)
+    nsteps = pi[PI_SCHED_STEPS]
+    lazy_ok = lazy_ok and nsteps == 1
     lazy_on = False
     T = nlz = sum_c = hn = neag = adm_ctr = 0
     last_sh = 0.0
@@ -467,8 +502,57 @@ def _run(
         nlag = 0
         start = now
         now = start + d0
+        end_first = now  # when the first step's (multi-step: window's) tokens are delivered
         k = 1
-        if n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
+        kt = 1  # tokens each sampling sequence gets
+        if nsteps > 1 and n_pf_tok == 0:  # multi-step: a decode window (rule 9)
+            m = 1  # windows in this pass: more only while nothing could change between them
+            if npre == 0 and n_dec == nrun and not floored:
+                m = _window_limit(n_sched, n_dec, _fewest_free(free, cfree, ncopy), bs, s_idx,
+                                  output, gen, nsteps)  # fmt: skip
+            limit_t = np.inf  # the window in which the next arrival comes is the last
+            if wst[SIZE] == 0 and next_arr < n and (max_conc == 0 or sem[SIZE] > 0):
+                limit_t = arrival[next_arr]
+            k, now = _steps_until(
+                now, 1, nsteps, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec
+            )  # fmt: skip
+            if k < nsteps:  # the launches stop binding mid-window: the rest is a new record
+                if nrec + 1 >= rec_f.shape[0]:
+                    return -1
+                used = pi[PI_NUM_BLOCKS] - free
+                nrec = _write_record(
+                    rec_f, rec_i, nrec, start, d0, 0.0, work, k, 0, n_dec, n_samp, ctx, used, ns
+                )  # fmt: skip
+                start = now
+                ctx += n_dec * k
+                d0 = base + pf[PF_C_CTX] * ctx
+                floored = False
+                k, now = _steps_until(
+                    now, 0, nsteps - k, base, host, floor, False, pf[PF_C_CTX], ctx, n_dec
+                )  # fmt: skip
+            end_first = now
+            kt = nsteps
+            b = 0
+            g_lo = np.inf
+            g_hi = -np.inf
+            while kt < m * nsteps and now < limit_t:  # the later windows: one gap each
+                w0 = now
+                k, now = _steps_until(
+                    now, k, k + nsteps, base, host, floor, False, pf[PF_C_CTX], ctx, n_dec
+                )  # fmt: skip
+                g = now - w0
+                if g < g_lo or g >= g_hi:
+                    b = gap_bin(g)
+                    g_lo = g
+                    g_hi = gap_bin_safe_hi(b)
+                gap_hist[b] += n_dec
+                kt += nsteps
+            if kt > nsteps:
+                free = _extend_run(
+                    kt, free, n_sched, s_idx, prompt, prefix, gen, blocks, pf, pi, pc, pool, copy,
+                    cfree,
+                )  # fmt: skip
+        elif n_pf_tok == 0 and npre == 0 and n_dec == nrun and n_dec > 0:  # skip a decode run
             fmin = _fewest_free(free, cfree, ncopy)  # the fullest copy bounds the run
             kmax = _run_limit(n_sched, n_dec, fmin, bs, s_idx, output, gen)
             if nlz_s > 0:
@@ -480,6 +564,7 @@ def _run(
             k, now = _skip_decode_run(
                 now, kmax, limit_t, base, host, floor, floored, pf[PF_C_CTX], ctx, n_dec, gap_hist
             )  # fmt: skip
+            kt = k
             if k > 1:
                 if policy == ADMIT_TOKEN_RATIO:
                     pf[PF_RATIO_STEPS] += k - 1  # one ratio decay per decode step (SGLang)
@@ -505,7 +590,7 @@ def _run(
             if s_pf[t] and computed[r] < target[r]:
                 continue  # a prefill chunk that does not finish the prompt samples nothing
             kind, free, g_prev, b_prev = _sample_one(
-                r, k, start + d0, now, free, status, gen, blocks, output, last_tok, first_token,
+                r, kt, end_first, now, free, status, gen, blocks, output, last_tok, first_token,
                 finish, gap_hist, g_prev, b_prev, pi, pc, pool, sem, slot_t, copy, cfree,
             )  # fmt: skip
             if kind >= 2:

@@ -41,7 +41,11 @@ PI_ADMISSION = 12  # KV admission policy: ADMIT_WHOLE_PROMPT, ADMIT_NO_EVICT, AD
 PI_COPIES = 13  # attention copies, each a pool of NUM_BLOCKS / COPIES blocks (docs/memory.md)
 PI_PREFILL_CHUNK = 14  # ADMIT_TOKEN_RATIO: prefill tokens per step, prompts split (0: unsplit)
 PI_LAZY_MIN = 15  # running sequences from which decodes are advanced as a set (0: never)
-N_PI = 16
+# vLLM V0 multi-step scheduling (--num-scheduler-steps N): decode steps per scheduler call; a
+# decode window reserves the KV of N - 1 lookahead tokens and runs N steps unchanged (1: off;
+# docs/scheduler.md "Multi-step scheduling")
+PI_SCHED_STEPS = 16
+N_PI = 17
 
 # ---- values of PI_ADMISSION (docs/scheduler.md "Admission policies")
 ADMIT_WHOLE_PROMPT = 0  # vLLM V0: the blocks of the whole prompt at admission, above a watermark

@@ -36,6 +36,7 @@ from apex_fast.kernels.params import (
     PI_MAX_NUM_SEQS,
     PI_NUM_BLOCKS,
     PI_PREFILL_CHUNK,
+    PI_SCHED_STEPS,
     PI_WATERMARK,
     PI_WIN_BLOCKS,
     RETRACT_DECODE_STEPS,
@@ -230,8 +231,9 @@ def schedule_one(
     pool, copy, cfree,
 ):  # fmt: skip
     """Rules 4c and 5a for running request r: still in prefill (chunked only), a chunk of
-    min(remaining, left); decoding, one token and the block its KV needs, preempting the newest
-    requests of r's copy while its blocks are short (make room). STOP when the budget is used
+    min(remaining, left); decoding, one token and the blocks its KV needs (multi-step: and the
+    KV of the window's lookahead tokens, rule 9), preempting the newest requests of r's copy
+    while its blocks are short (make room). STOP when the budget is used
     up; r may preempt itself (status WAITING; with one copy it was the last running).
     Returns (DONE | STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre)."""
     bs = pi[PI_BLOCK_SIZE]
@@ -266,7 +268,9 @@ def schedule_one(
     if left == 0:
         return STOP, left, n_sched, n_pf_tok, n_dec, n_samp, ctx, work, nrun, free, npre
     L = prefix[r] + prompt[r] + gen[r]
-    deficit = blocks_for(L, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]) - blocks[r]
+    # the KV of its newest token and, multi-step, of the window's N - 1 lookahead tokens
+    look = pi[PI_SCHED_STEPS] - 1
+    deficit = blocks_for(L + look, bs, pi[PI_WIN_BLOCKS], pf[PF_FULL_FRAC]) - blocks[r]
     if cfree[copy[r]] < deficit:  # make room (in r's attention copy)
         nrun, free, npre, self_pre = preempt_for(
             r, deficit, run, nrun, free, status, computed, blocks, pre_buf, npre, preemptions,

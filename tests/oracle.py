@@ -34,6 +34,9 @@ Readings of docs/scheduler.md where the text leaves room (kept closest to vLLM 0
   rejection bound, the watermark and make-room look at that copy, and the victim of a
   preemption is the last running request of that copy. One waiting queue, one running list
   and one step for all copies. Not combined with prefix caching.
+* multi-step (`cfg.num_scheduler_steps` N > 1, rule 9): a pass that schedules decodes runs
+  them for N steps in `run_window`, each step a row; the window's tokens, finishes and gaps
+  (one per sequence) are taken at its end, where its last row is written.
 * SGLang's admission (policy 3, docs/scheduler.md "Admission policies"; prefill-only steps):
   `new_token_ratio` kept as (value at its last reset, decode steps since), the reservation sums
   taken over integers and multiplied by the ratio once, exactly as the kernel does, so that
@@ -183,6 +186,9 @@ def simulate(
     split = policy == 3 and prefill_chunk > 0
     assert not (policy == 3 and chunked), "SGLang's admission runs with prefill-only steps"
     sgl = {"ratio0": SGL_INIT_RATIO, "steps": 0.0, "blocked": math.inf}
+    # multi-step scheduling (vLLM --num-scheduler-steps, rule 9): decode steps per scheduler call
+    nsteps = int(getattr(cfg, "num_scheduler_steps", 1))
+    assert nsteps >= 1 and (nsteps == 1 or (policy == 0 and not chunked))
     copies = int(getattr(cfg, "copies", 1))
     copy_of = [0] * n if copy is None else [int(x) for x in copy]
     assert num_blocks % copies == 0 and all(0 <= c < copies for c in copy_of)
@@ -414,23 +420,25 @@ def simulate(
         return hit * bs
 
     def make_room(r: _Req) -> bool:
-        """Rule 4c: room for the KV of r's newest token, preempting the last running request of
-        r's copy while that copy has no block free. False if r preempted itself."""
+        """Rule 4c: room for the KV of r's newest token (multi-step, rule 9: and of the window's
+        nsteps - 1 lookahead tokens), preempting the last running request of r's copy while
+        that copy has fewer blocks free than r lacks. False if r preempted itself."""
         nonlocal free
-        need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen)
-        assert need - r.blocks in (0, 1), (need, r.blocks)
+        need = kv_blocks(pre_kv[r.idx] + r.prompt + r.gen + nsteps - 1)
+        assert need >= r.blocks and (nsteps > 1 or need - r.blocks <= 1), (need, r.blocks)
         c = copy_of[r.idx]
         if need > r.blocks:
-            while cfree[c] == 0:
+            d = need - r.blocks
+            while cfree[c] < d:
                 victim = [q for q in running if copy_of[q.idx] == c][-1]
                 preempt(victim)
                 if victim is r:
                     return False
-            r.blocks += 1
-            free -= 1
-            cfree[c] -= 1
+            r.blocks += d
+            free -= d
+            cfree[c] -= d
             if pc:
-                r.block_ids.append(take_block())
+                r.block_ids += [take_block() for _ in range(d)]
         return True
 
     def make_room_chunk(r: _Req, c: int) -> bool:
@@ -547,8 +555,9 @@ def simulate(
             i += 1
         return left
 
-    def step_cost() -> tuple[float, dict[str, float], list[_Req]]:
-        """Rule 6: (duration, the step's tallies, the sequences that sample a token)."""
+    def step_cost(j: int = 0) -> tuple[float, dict[str, float], list[_Req]]:
+        """Rule 6: (duration, the step's tallies, the sequences that sample a token); `j`: the
+        step's place in a multi-step window (each decode's context has grown by j)."""
         t = {"n_pf": 0, "n_pf_seqs": 0, "n_dec": 0, "n_samp": 0, "work": 0.0, "ctx": 0}
         samplers: list[_Req] = []
         for r, is_pf, c, before in sched:
@@ -562,7 +571,7 @@ def simulate(
             else:
                 t["n_dec"] += 1
                 t["n_samp"] += 1
-                t["ctx"] += pre_kv[r.idx] + r.prompt + r.gen
+                t["ctx"] += pre_kv[r.idx] + r.prompt + r.gen + j
                 samplers.append(r)
         n_tok = t["n_pf"] + t["n_dec"]
         assert n_tok <= budget
@@ -605,12 +614,16 @@ def simulate(
                 release(r.finish)
         lagged.clear()
 
-    def sample_and_finish(samplers: list[_Req]) -> None:
-        """Rule 7: one token per sampling sequence; first tokens; finishes free their blocks."""
+    def sample_and_finish(samplers: list[_Req], k: int = 1) -> None:
+        """Rule 7: one token per sampling sequence; first tokens; finishes free their blocks.
+        Multi-step (rule 9): the k tokens of a window at once, those past the output discarded,
+        one gap per window."""
         nonlocal free
         for r in samplers:
-            r.gen += 1
-            r.tokens += 1
+            new = min(k, r.output - r.gen)
+            assert new >= 1
+            r.gen += new
+            r.tokens += new
             is_first = r.first is None
             if is_first:
                 r.first = now
@@ -646,6 +659,27 @@ def simulate(
         res.blocks_used.append(peak)
         res.blocks_after.append(num_blocks - free)
         res.cached_free.append(sum(1 for b in free_q if block_key[b] is not None) if pc else 0)
+
+    def run_window() -> None:
+        """Rule 9 (multi-step): the decodes scheduled at the window's start run nsteps steps,
+        no scheduler call in between (no admission, no preemption, nothing leaves); each holds
+        the KV blocks of its context + nsteps - 1 lookahead tokens; the window's tokens are
+        delivered at its end, where finished requests leave."""
+        nonlocal now
+        batch = [r for r, _, _, _ in sched]
+        for r in batch:  # the lookahead was reserved by make_room, exactly
+            assert r.blocks == kv_blocks(pre_kv[r.idx] + r.prompt + r.gen + nsteps - 1)
+        n_run = len(running)
+        peak = num_blocks - free
+        for j in range(nsteps):
+            duration, tally, _ = step_cost(j)
+            if j == 0:
+                deliver_lagged(duration)
+            start = now
+            now = now + duration
+            if j == nsteps - 1:
+                sample_and_finish(batch, nsteps)
+            write_record(start, duration, tally, n_run, peak)
 
     while True:
         queue_arrivals()
@@ -685,6 +719,9 @@ def simulate(
             assert free == num_blocks
             continue
 
+        if nsteps > 1 and not any(is_pf for _, is_pf, _, _ in sched):
+            run_window()  # rule 9: a decode window of nsteps steps
+            continue
         duration, tally, samplers = step_cost()
         deliver_lagged(duration)
         start = now

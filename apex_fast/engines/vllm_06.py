@@ -130,8 +130,9 @@ VLLM_06 = EngineProfile(
     not_modelled=(
         "swap preemption (beam search / n>1) and the no-prefill-while-swapped rule",
         "--scheduler-delay-factor",
-        "multi-step scheduling: the flag is accepted and recorded; the step-time model, not "
-        "the scheduler, accounts for it",
+        "multi-step scheduling's per-step output streaming of 0.6.3 "
+        "(--multi-step-stream-outputs; the windows, lookahead KV and window-end outputs of "
+        "0.6.0 are simulated)",
         "prefix caching with V0's own evictor (by last access time): the cache follows vLLM "
         "V1's block pool (hashed full prompt blocks, LRU free queue)",
     ),

@@ -177,6 +177,8 @@ class EngineOptions:
             raise ApexError(f"--capacity-factor must be a positive number, got {cf}")
         if self.speculative is not None:
             self.speculative.validate()
+            if self.num_scheduler_steps > 1:  # vLLM 0.6 arg_utils.py create_engine_config
+                raise ApexError("vLLM runs no speculative decoding with --num-scheduler-steps > 1")
 
 
 @dataclass
@@ -285,6 +287,7 @@ def scheduler_config(
         admission=policy,
         copies=copies,
         prefill_chunk=opts.prefill_chunk if not opts.chunked_prefill else 0,
+        num_scheduler_steps=max(opts.num_scheduler_steps, 1),
     )
 
 

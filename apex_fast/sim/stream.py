@@ -81,6 +81,9 @@ class SchedulerConfig:
     # speed only, the results are identical: from this many running sequences the kernel
     # advances decoding sequences as one lazy set (docs/scheduler.md "Lazy decode set"; 0: never)
     lazy_min_running: int = 32
+    # vLLM V0 multi-step scheduling (--num-scheduler-steps): decode steps per scheduler call,
+    # with prefill-only steps and the whole-prompt admission only (docs/scheduler.md rule 9)
+    num_scheduler_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -303,7 +306,7 @@ def kernel_params(
         kp.PI_GRAPH_MAX_SEQS: costs.graph_max_seqs, kp.PI_PIECEWISE_TOKENS: costs.piecewise_tokens,
         kp.PI_ADMISSION: cfg.admission,
         kp.PI_COPIES: cfg.copies, kp.PI_PREFILL_CHUNK: cfg.prefill_chunk,
-        kp.PI_LAZY_MIN: cfg.lazy_min_running,
+        kp.PI_LAZY_MIN: cfg.lazy_min_running, kp.PI_SCHED_STEPS: cfg.num_scheduler_steps,
     }  # fmt: skip
     # every slot filled (a KeyError here is a slot without a value)
     pf = np.array([float(floats[k]) for k in range(kp.N_PF)], np.float64)
@@ -322,6 +325,13 @@ def _copy_tags(copy: np.ndarray | None, n: int, cfg: SchedulerConfig, nkeys: int
         raise ApexError("the prefix cache is not simulated with several attention copies")
     if cfg.admission == kp.ADMIT_TOKEN_RATIO and cfg.chunked:
         raise ApexError("SGLang's admission rule runs with prefill-only steps (chunked off)")
+    if cfg.num_scheduler_steps < 1 or (
+        cfg.num_scheduler_steps > 1 and (cfg.chunked or cfg.admission != kp.ADMIT_WHOLE_PROMPT)
+    ):
+        raise ApexError(
+            "multi-step scheduling is simulated with vLLM V0's prefill-only steps (chunked "
+            f"prefill off), got {cfg.num_scheduler_steps} steps"
+        )
     if copy is None:
         return np.zeros(n, np.int64)
     tags = np.ascontiguousarray(copy, dtype=np.int64)
