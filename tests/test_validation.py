@@ -187,6 +187,8 @@ def test_frontend_in_process_and_multi_step_change_host_time() -> None:
     assert same.host_seq == pytest.approx(h.host_engine_seq_s + h.host_frontend_seq_s)
     multi = compile_costs(m, cl, plan, 512, 256, num_scheduler_steps=8).costs
     assert multi.overhead == pytest.approx(sep.overhead / 8)
+    # output processing (append, detokenise, stop checks) stays per token in a window
+    assert multi.host_seq == pytest.approx(sep.host_seq)
 
 
 def test_validate_refuses_an_unwritable_json_path_first(tmp_path) -> None:

@@ -230,14 +230,17 @@ class StepHost:
     def fields(self, host: HostParams) -> dict:
         n = self.num_scheduler_steps
         return {
-            # multi-step scheduling (vLLM --num-scheduler-steps N): the scheduler, input
-            # preparation and output processing run once per N decode steps (an approximation
-            # that also amortises them over prefill steps, which run single-step)
+            # multi-step scheduling (vLLM --num-scheduler-steps N): the scheduler and input
+            # preparation run once per N decode steps (an approximation that also amortises
+            # them over prefill steps, which run single-step)
             "overhead": host.host_step_s / n,
             # a step that does not replay a whole graph cannot end before the CPU has launched
             # every kernel
             "eager_floor": launch_time(self.launch, host),
-            "host_seq": host.seq_s(self.frontend_in_process) / n,
+            # per-sequence work stays per token: vLLM 0.6's MultiStepOutputProcessor
+            # (_process_seq_outputs) appends, detokenises and stop-checks every token of the
+            # window (docs/engines.md "Multi-step scheduling in vLLM V0")
+            "host_seq": host.seq_s(self.frontend_in_process),
             "graph_max_seqs": self.graph_max_seqs,
             "piecewise_tokens": self.piecewise_tokens if self.piecewise else 0,
             "piecewise_floor": (
