@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from apex_fast.data import published_measurements
+from apex_fast.errors import ApexError
 from apex_fast.hardware.devices import get_device
 from apex_fast.profiles import analytic
 from apex_fast.sim.engine import costs_for_options
@@ -69,84 +71,101 @@ def vidur_gemm_ms(root: Path, tokens: int, layers: int) -> float | None:
     return per_layer * layers
 
 
-def main() -> None:
+TERMS = ("gemm+attn", "ffn", "elem", "allreduce", "lm+sample", "kv", "host")
+_CELL_OF = {
+    "gemm+attn": "Attention",
+    "ffn": "SwiGLU",
+    "elem": "Norms & elementwise",
+    "allreduce": "AllReduce",
+}
+
+
+def step_terms(row: dict, vidur: Path | None = None) -> dict | None:
+    """The cost model's decode-step terms (ms) of a closed-loop row at its concurrency and mean
+    decode context, with `model` their sum and `meas` the row's median ITL; None when the row
+    cannot be replayed."""
+    model = row_model(row["model_hf_id"])
+    device = get_device(row["gpu"])
+    built = row_plan(row, model, device)
+    wl = _workload(row)
+    if isinstance(built, str) or isinstance(wl, str):
+        return None
+    cluster, plan, opts = built
+    batch = int(row["max_concurrency"])
+    ctx = mean_decode_context(wl[0].prompt, wl[0].output)
+    cc = costs_for_options(model, cluster, plan, batch, batch, opts)
+    tok = {k: float(v[batch]) * 1e3 for k, v in cc.tok_ops.items()}
+    out: dict = {"lengths": f"{row['input_len']:.0f}/{row['output_len']:.0f}"}
+    out.update(batch=batch, ctx=ctx)
+    for name, cell in _CELL_OF.items():
+        out[name] = tok.pop(cell, 0.0)
+    out["other"] = sum(tok.values())  # any further per-token rows (none for a dense model)
+    out["lm+sample"] = sum(float(v[batch]) for v in cc.seq_ops.values()) * 1e3
+    out["kv"] = cc.costs.c_ctx * batch * ctx * 1e3
+    out["host"] = cc.costs.overhead * 1e3
+    out["model"] = sum(out[t] for t in TERMS) + out["other"]
+    out["meas"] = float(row["itl_median_ms"])
+    if vidur is not None:
+        # the four GEMMs alone (the cell rows also hold attention launch and activation)
+        layers = plan.pp * max(plan.layers_per_stage)
+        dmod = analytic.device_model(device)
+        h, hd = model.hidden_size, model.head_dim
+        q, kvh = model.num_heads // plan.tp, max(model.num_kv_heads // plan.tp, 1)
+        inter = model.intermediate_size // plan.tp
+        shapes = ((hd * (q + 2 * kvh), h), (h, hd * q), (2 * inter, h), (h, inter))
+        g = sum(float(analytic.gemm_time(dmod, m, k, batch, 2.0, 2.0, "half")) for m, k in shapes)
+        out["gemm_model"] = g * layers * 1e3
+        out["gemm_vidur"] = vidur_gemm_ms(vidur, batch, layers)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--engine", default="sglang")
     ap.add_argument("--gpu", default="A100-SXM-80GB")
     ap.add_argument("--model", default="Llama-3.1-70B", help="substring of the model id")
     ap.add_argument("--vidur", type=Path, default=None, help="Vidur reference directory")
-    args = ap.parse_args()
-
+    args = ap.parse_args(argv)
+    try:
+        published = published_measurements(args.engine)
+    except ApexError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = [
         r
-        for r in published_measurements(args.engine)
+        for r in published
         if r["gpu"] == args.gpu
         and args.model in r["model_hf_id"]
         and r["max_concurrency"]
         and r["itl_median_ms"]
     ]
     if not rows:
-        raise SystemExit(f"error: no closed-loop rows with a median ITL for {args.model}")
-    head = (
-        f"{'isl/osl':>9} {'conc':>4} {'ctx':>5} | {'gemm+attn':>9} {'ffn':>6} {'elem':>5} "
-        f"{'allred':>6} {'lm+smp':>6} {'kv':>5} {'host':>5} | {'model':>6} {'meas':>6} "
-        f"{'miss':>6}"
-    )
+        print(
+            f"error: no closed-loop {args.engine} rows of {args.model} on {args.gpu} "
+            "with a median ITL",
+            file=sys.stderr,
+        )
+        return 2
+    head = f"{'isl/osl':>9} {'conc':>4} {'ctx':>5} | " + " ".join(f"{t:>9}" for t in TERMS)
+    head += f" | {'model':>6} {'meas':>6} {'miss':>6}"
     if args.vidur:
         head += f" | {'gemm model':>10} {'gemm Vidur':>10}"
     print(head)
     for row in rows:
-        model = row_model(row["model_hf_id"])
-        device = get_device(row["gpu"])
-        built = row_plan(row, model, device)
-        wl = _workload(row)
-        if isinstance(built, str) or isinstance(wl, str):
+        t = step_terms(row, args.vidur)
+        if t is None:
             continue
-        cluster, plan, opts = built
-        batch = int(row["max_concurrency"])
-        ctx = mean_decode_context(wl[0].prompt, wl[0].output)
-        cc = costs_for_options(model, cluster, plan, max(batch, 1), max(batch, 1), opts)
-        c = cc.costs
-        tok = {k: float(v[batch]) * 1e3 for k, v in cc.tok_ops.items()}
-        seq = sum(float(v[batch]) for v in cc.seq_ops.values()) * 1e3
-        kv = c.c_ctx * batch * ctx * 1e3
-        host = c.overhead * 1e3
-        terms = [
-            tok.get("Attention", 0.0),
-            tok.get("SwiGLU", 0.0),
-            tok.get("Norms & elementwise", 0.0),
-            tok.get("AllReduce", 0.0),
-            seq,
-            kv,
-            host,
-        ]
-        total = sum(terms) + sum(v for k, v in tok.items() if k not in (
-            "Attention", "SwiGLU", "Norms & elementwise", "AllReduce"
-        ))  # fmt: skip
-        meas = float(row["itl_median_ms"])
-        lengths = f"{row['input_len']:.0f}/{row['output_len']:.0f}"
-        line = (
-            f"{lengths:>9} {batch:>4} {ctx:>5.0f} | "
-            + " ".join(f"{t:>{w}.2f}" for t, w in zip(terms, (9, 6, 5, 6, 6, 5, 5), strict=True))
-            + f" | {total:>6.2f} {meas:>6.2f} {meas - total:>+6.2f}"
-        )
+        line = f"{t['lengths']:>9} {t['batch']:>4} {t['ctx']:>5.0f} | "
+        line += " ".join(f"{t[k]:>9.2f}" for k in TERMS)
+        line += f" | {t['model']:>6.2f} {t['meas']:>6.2f} {t['meas'] - t['model']:>+6.2f}"
         if args.vidur:
-            # the four GEMMs alone (the cell rows also hold attention launch and activation)
-            layers = plan.pp * max(plan.layers_per_stage)
-            dmod = analytic.device_model(device)
-            h, hd = model.hidden_size, model.head_dim
-            q, kvh = model.num_heads // plan.tp, max(model.num_kv_heads // plan.tp, 1)
-            inter = model.intermediate_size // plan.tp
-            shapes = ((hd * (q + 2 * kvh), h), (h, hd * q), (2 * inter, h), (h, inter))
-            g_model = sum(
-                float(analytic.gemm_time(dmod, m, k, batch, 2.0, 2.0, "half")) for m, k in shapes
-            )
-            vid = vidur_gemm_ms(args.vidur, batch, layers)
-            line += f" | {g_model * layers * 1e3:>10.2f} " + (
+            vid = t["gemm_vidur"]
+            line += f" | {t['gemm_model']:>10.2f} " + (
                 f"{vid:>10.2f}" if vid is not None else f"{'-':>10}"
             )
         print(line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
