@@ -1,0 +1,195 @@
+"""The batching kernel run by a forked child process, so that a short `plan` loads Numba and
+Polars on two cores at once.
+
+A `plan` command line needs NumPy, Numba (the kernel) and Polars (the metrics); importing them
+one after the other is most of a short run (bench/README.md, "Start-up of the 2-GPU example").
+`start()`, called by `apex_fast/entry.py` once NumPy is loaded and before the command-line
+interface is, forks a child that imports Numba and the cached kernel while the parent parses
+the options, builds the plans and cost tables. The parent then sends each `simulate_stream`
+call to the child over a pipe (the arrays' raw bytes, pickled) and, while the child simulates
+the first stream, imports Polars. The child runs the very same compiled kernel on the same
+arrays, so the results are the same bytes as in one process.
+
+Only the process that forked the child uses it (`call` returns None elsewhere, e.g. in a worker
+of a process pool, which then loads the kernel itself), and the parent falls back to running the
+kernel itself whenever the child is unavailable: no fork on this platform, `APEX_NO_FORK=1` in
+the environment, the fork failed, the child died or could not load or run the kernel. The child
+ignores Ctrl-C (the parent handles it and ends the child); the parent ends the child (SIGKILL,
+then waits for it) when it exits (`stop`, an atexit handler, also run by entry.exit_now) or when
+a call is interrupted, so no child outlives the command or is left unreaped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, BinaryIO
+
+NO_FORK_ENV = "APEX_NO_FORK"  # set to 1: never fork (the kernel runs in the command's process)
+# modules the parent imports while the child runs the first stream: the metrics need them next
+PREFETCH = ("polars",)
+# `simulate_stream` arguments the kernel only writes (record rows): sent as shape and dtype,
+# and only their first nrec rows come back (kernels/batching.py)
+WRITE_ONLY = (16, 17)
+N_ARGS = 19
+_HEAD = struct.Struct("<q")
+
+# the child serving this process: (owner pid, child pid, request pipe, reply pipe)
+_CHILD: list[tuple[int, int, BinaryIO, BinaryIO]] = []
+_PREFETCHED: list[bool] = []
+
+
+def enabled() -> bool:
+    """Whether `start` may fork: the platform has fork and APEX_NO_FORK is not set."""
+    return hasattr(os, "fork") and os.environ.get(NO_FORK_ENV, "") in ("", "0")
+
+
+def start() -> bool:
+    """Fork the kernel's child process (once per process). Returns whether one serves this
+    process now. Call it before any thread of this process starts."""
+    if _CHILD:
+        return _CHILD[0][0] == os.getpid()
+    if not enabled():
+        return False
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    # a Ctrl-C between the fork and the child's SIG_IGN must not end the child with a traceback
+    # of its own: SIGINT is blocked across the fork; the parent gets a pending one on unblocking
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for fd in (req_r, req_w, rep_r, rep_w):
+            os.close(fd)
+        return False
+    if pid == 0:  # the child: serve, never return into the command line
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(req_w)
+            os.close(rep_r)
+            code = _serve(req_r, rep_w)
+        finally:
+            os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    os.close(req_r)
+    os.close(rep_w)
+    _CHILD.append((os.getpid(), pid, os.fdopen(req_w, "wb"), os.fdopen(rep_r, "rb")))
+    atexit.register(stop)
+    return True
+
+
+def serves() -> bool:
+    """Whether a child forked by this very process runs the kernel."""
+    return bool(_CHILD) and _CHILD[0][0] == os.getpid()
+
+
+def stop() -> None:
+    """End the child (if this process forked one) and wait for it."""
+    if not _CHILD or _CHILD[0][0] != os.getpid():
+        return
+    owner, pid, req, rep = _CHILD.pop()
+    for f in (req, rep):
+        try:
+            f.close()
+        except OSError:
+            pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def call(args: tuple[Any, ...]) -> int | None:
+    """Run `simulate_stream(*args)` in the child and write its outputs into `args`' arrays as
+    the kernel would have; the kernel's return value, or None if no child serves this process
+    or the child failed (the caller then runs the kernel itself)."""
+    if not serves() or len(args) != N_ARGS or not all(hasattr(a, "dtype") for a in args):
+        return None
+    _, _, req, rep = _CHILD[0]
+    sent = tuple((a.shape, a.dtype) if i in WRITE_ONLY else a for i, a in enumerate(args))
+    try:
+        _send(req, pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL))
+        if not _PREFETCHED:
+            _PREFETCHED.append(True)
+            for name in PREFETCH:  # while the child simulates
+                if name not in sys.modules:
+                    __import__(name)
+        reply = _receive(rep)
+        if reply is None:
+            raise EOFError("the kernel's process ended")
+        status, nrec, arrays = pickle.loads(reply)
+    except KeyboardInterrupt:
+        stop()
+        raise
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError):
+        stop()
+        return None
+    if status != "ok":  # the kernel failed there: the caller runs it here and sees why
+        return None
+    for i, (a, b) in enumerate(zip(args, arrays, strict=True)):
+        if i in WRITE_ONLY:
+            a[: b.shape[0]] = b
+        elif not _same(a, b):
+            a[...] = b
+    return nrec
+
+
+def _same(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+def _send(f: BinaryIO, payload: bytes) -> None:
+    f.write(_HEAD.pack(len(payload)))
+    f.write(payload)
+    f.flush()
+
+
+def _receive(f: BinaryIO) -> bytes | None:
+    head = f.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        return None
+    (size,) = _HEAD.unpack(head)
+    payload = f.read(size)
+    return payload if len(payload) == size else None
+
+
+def _serve(req_fd: int, rep_fd: int) -> int:
+    """The child: load the kernel, then answer calls until the parent closes the pipe."""
+    # the child writes nothing: a reader of the command's output (`| head`) must not wait for it
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    import numpy as np
+
+    from apex_fast.sim.kernel_load import local_kernel
+
+    kernel = local_kernel()
+    req = os.fdopen(req_fd, "rb")
+    rep = os.fdopen(rep_fd, "wb")
+    while True:
+        msg = _receive(req)
+        if msg is None:
+            return 0
+        sent = pickle.loads(msg)
+        args = [np.empty(*s) if i in WRITE_ONLY else s for i, s in enumerate(sent)]
+        try:
+            nrec = int(kernel(*args))
+        except Exception:
+            _send(rep, pickle.dumps(("error", 0, ()), protocol=pickle.HIGHEST_PROTOCOL))
+            continue
+        rows = max(nrec, 0)
+        back = tuple(a[:rows] if i in WRITE_ONLY else a for i, a in enumerate(args))
+        _send(rep, pickle.dumps(("ok", nrec, back), protocol=pickle.HIGHEST_PROTOCOL))
