@@ -6,7 +6,9 @@ Runs `python apex.py models`, `python apex.py gpus`, the 2-GPU example of the RE
 each in a fresh process, after one warm-up run per command (Numba cache filled). With
 `--baseline REF` the same commands also run on the tree of git revision REF (extracted to a
 temporary folder with `git archive`), interleaved with this tree's runs so both see the same
-machine load; the figures are the minimum over `--repeat` runs and the ratio old / new.
+machine load; the figures are the minimum and the median over `--repeat` runs and the ratios
+old / new. `--old-env VAR=VALUE` sets a variable for the baseline's runs only
+(`--baseline HEAD --old-env APEX_NO_FORK=1`: this tree with and without the kernel's process).
 CPU time (user + system of the child) is steadier than wall time on a shared machine.
 The children run with PYTHONDONTWRITEBYTECODE unset, so the warm-up leaves .pyc files as any
 installed copy has them.
@@ -18,7 +20,8 @@ Typer version that tree's pyproject resolves to, `pip install --target DIR typer
 phases (imports, loading the cached kernel, the first kernel run, Polars, the rest), the
 minimum of each over `--repeat` processes (bench/README.md, "Start-up of the 2-GPU example").
 
-Usage: python bench/startup.py [--baseline REF [--old-path DIR]] [--repeat N] [--json]
+Usage: python bench/startup.py [--baseline REF [--old-path DIR] [--old-env VAR=VALUE]]
+                               [--repeat N] [--json]
        python bench/startup.py --phases [--repeat N]
 """
 
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -66,12 +70,15 @@ def extract(ref: str, dest: Path) -> Path:
     return tree
 
 
-def run_once(tree: Path, args: list[str], first: str | None = None) -> tuple[float, float]:
+def run_once(
+    tree: Path, args: list[str], first: str | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """(wall s, CPU s) of one fresh `python apex.py ARGS` in `tree` (`first`: a folder put
-    before the tree on the import path)."""
+    before the tree on the import path; `extra_env`: variables set for the run)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (first, str(tree)) if p))
+    env.update(extra_env or {})
     # a warm machine has the .pyc files: let the warm-up write them (a shell that sets
     # PYTHONDONTWRITEBYTECODE would otherwise have every run compile ~100 modules from source)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -92,14 +99,22 @@ def run_once(tree: Path, args: list[str], first: str | None = None) -> tuple[flo
 
 def bench_args(doc: str, repeat: int, phases: bool = False) -> argparse.Namespace:
     """The options these timing scripts share: --baseline REV, --repeat N, --json (and
-    --phases for this script)."""
+    --phases and --old-env for this script)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--baseline", help="git revision to compare with (e.g. main)")
     ap.add_argument("--old-path", help="folder put first on the baseline's import path")
     ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
-    if phases:
+    if phases:  # this script's own options
         ap.add_argument("--phases", action="store_true", help="CPU time of each phase")
+        ap.add_argument(
+            "--old-env",
+            action="append",
+            default=[],
+            metavar="VAR=VALUE",
+            help="environment variable set for the baseline's runs (repeatable), e.g. "
+            "APEX_NO_FORK=1 with --baseline HEAD: this tree with and without the kernel's process",
+        )
     return ap.parse_args()
 
 
@@ -202,36 +217,43 @@ def main() -> None:
     if a.phases:
         phases(a.repeat)
         return
+    old_env = dict(kv.split("=", 1) for kv in getattr(a, "old_env", []))
     with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
         trees = trees_to_time(a.baseline, Path(tmp))
         first = {"old": getattr(a, "old_path", None)}
+        envs = {"old": old_env}
         for label, tree in trees.items():  # warm-up: Numba cache, .pyc files
             for args in COMMANDS.values():
-                run_once(tree, args, first.get(label))
-        best: dict[tuple[str, str], tuple[float, float]] = {}
+                run_once(tree, args, first.get(label), envs.get(label))
+        runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(a.repeat):
             for cmd, args in COMMANDS.items():
                 for label, tree in trees.items():
-                    w, c = run_once(tree, args, first.get(label))
-                    bw, bc = best.get((label, cmd), (float("inf"), float("inf")))
-                    best[(label, cmd)] = (min(bw, w), min(bc, c))
+                    w, c = run_once(tree, args, first.get(label), envs.get(label))
+                    runs.setdefault((label, cmd), []).append((w, c))
     load = os.getloadavg()[0]
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
+    med = {
+        k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for k, v in runs.items()
+    }
     figures = {f"startup_{cmd}_wall_s": best[("new", cmd)][0] for cmd in COMMANDS}
     if a.json:
         print(json.dumps(figures))
         return
-    print(f"best of {a.repeat} fresh processes, load average {load:.1f}, {os.cpu_count()} cores")
-    head = f"{'command':<20} {'new wall':>9} {'new CPU':>8}"
-    if a.baseline:
-        head += f" {'old wall':>9} {'old CPU':>8} {'old/new wall':>13} {'old/new CPU':>12}"
-    print(head)
-    for cmd in COMMANDS:
-        w, c = best[("new", cmd)]
-        line = f"{cmd:<20} {w:>8.3f}s {c:>7.3f}s"
+    print(f"{a.repeat} fresh processes each, load average {load:.1f}, {os.cpu_count()} cores")
+    for title, fig in (("best", best), ("median", med)):
+        head = f"{title + ' of the runs':<20} {'new wall':>9} {'new CPU':>8}"
         if a.baseline:
-            ow, oc = best[("old", cmd)]
-            line += f" {ow:>8.3f}s {oc:>7.3f}s {ow / w:>12.2f}x {oc / c:>11.2f}x"
-        print(line)
+            head += f" {'old wall':>9} {'old CPU':>8} {'old/new wall':>13} {'old/new CPU':>12}"
+        print(head)
+        for cmd in COMMANDS:
+            w, c = fig[("new", cmd)]
+            line = f"{cmd:<20} {w:>8.3f}s {c:>7.3f}s"
+            if a.baseline:
+                ow, oc = fig[("old", cmd)]
+                line += f" {ow:>8.3f}s {oc:>7.3f}s {ow / w:>12.2f}x {oc / c:>11.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ PREFETCH = ("polars",)
 # and only their first nrec rows come back (kernels/batching.py)
 WRITE_ONLY = (16, 17)
 N_ARGS = 19
+PIPE_BYTES = 1 << 20  # Linux's default most for an unprivileged process (fs.pipe-max-size)
 _HEAD = struct.Struct("<q")
 
 # the child serving this process: (owner pid, child pid, request pipe, reply pipe)
@@ -57,6 +58,8 @@ def start() -> bool:
         return False
     req_r, req_w = os.pipe()
     rep_r, rep_w = os.pipe()
+    _widen(req_w)
+    _widen(rep_w)
     # a Ctrl-C between the fork and the child's SIG_IGN must not end the child with a traceback
     # of its own: SIGINT is blocked across the fork; the parent gets a pending one on unblocking
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -83,6 +86,17 @@ def start() -> bool:
     _CHILD.append((os.getpid(), pid, os.fdopen(req_w, "wb"), os.fdopen(rep_r, "rb")))
     atexit.register(stop)
     return True
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold PIPE_BYTES (Linux; elsewhere or if refused, its default size): a
+    stream's arguments then fit while the child is still loading Numba."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def serves() -> bool:
@@ -119,12 +133,17 @@ def call(args: tuple[Any, ...]) -> int | None:
     _, _, req, rep = _CHILD[0]
     sent = tuple((a.shape, a.dtype) if i in WRITE_ONLY else a for i, a in enumerate(args))
     try:
-        _send(req, pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL))
+        payload = pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)
+        # what the pipe takes now; the rest once Polars is loaded (the child may still be
+        # loading Numba and not reading yet)
+        rest = _send_some(req, _HEAD.pack(len(payload)) + payload)
         if not _PREFETCHED:
             _PREFETCHED.append(True)
             for name in PREFETCH:  # while the child simulates
                 if name not in sys.modules:
                     __import__(name)
+        req.write(rest)
+        req.flush()
         reply = _receive(rep)
         if reply is None:
             raise EOFError("the kernel's process ended")
@@ -149,6 +168,22 @@ def _same(a: Any, b: Any) -> bool:
     import numpy as np
 
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+def _send_some(f: BinaryIO, data: bytes) -> bytes:
+    """Write to the pipe `f` what it takes without waiting; the rest of `data` is returned."""
+    fd = f.fileno()
+    os.set_blocking(fd, False)
+    try:
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(fd, data[done : done + (1 << 16)])
+            except BlockingIOError:
+                break
+    finally:
+        os.set_blocking(fd, True)
+    return data[done:]
 
 
 def _send(f: BinaryIO, payload: bytes) -> None:
