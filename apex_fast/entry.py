@@ -70,7 +70,7 @@ _NO_KERNEL_CHILD = ("--help", "-h", "--workers", "--ray")
 def _fork_kernel_child(args: list[str]) -> None:
     """For a `plan` command line, fork the process that loads Numba and runs the batching kernel
     while this one goes on with the command line, the plans and Polars
-    (`apex_fast.sim.kernel_process`). NumPy loads first: both processes need it."""
+    (`apex_fast.sim.kernel_process`; the modules both sides import load first)."""
     if not args or args[0] != "plan":
         return
     if any(a.split("=", 1)[0] in _NO_KERNEL_CHILD for a in args[1:]):
@@ -78,8 +78,7 @@ def _fork_kernel_child(args: list[str]) -> None:
     from apex_fast.sim import kernel_process
 
     if kernel_process.enabled():
-        import numpy  # noqa: F401
-
+        kernel_process.preload()
         kernel_process.start()
 
 

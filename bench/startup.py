@@ -8,7 +8,7 @@ each in a fresh process, after one warm-up run per command (Numba cache filled).
 temporary folder with `git archive`), interleaved with this tree's runs so both see the same
 machine load; the figures are the minimum and the median over `--repeat` runs and the ratios
 old / new. `--old-env VAR=VALUE` sets a variable for the baseline's runs only
-(`--baseline HEAD --old-env APEX_NO_FORK=1`: this tree with and without the kernel's process).
+(`--baseline HEAD --old-env APEX_FORK=0`: this tree with and without the kernel's process).
 CPU time (user + system of the child) is steadier than wall time on a shared machine.
 The children run with PYTHONDONTWRITEBYTECODE unset, so the warm-up leaves .pyc files as any
 installed copy has them.
@@ -113,7 +113,7 @@ def bench_args(doc: str, repeat: int, phases: bool = False) -> argparse.Namespac
             default=[],
             metavar="VAR=VALUE",
             help="environment variable set for the baseline's runs (repeatable), e.g. "
-            "APEX_NO_FORK=1 with --baseline HEAD: this tree with and without the kernel's process",
+            "APEX_FORK=0 with --baseline HEAD: this tree with and without the kernel's process",
         )
     return ap.parse_args()
 

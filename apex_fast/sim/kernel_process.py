@@ -3,20 +3,20 @@ Polars on two cores at once.
 
 A `plan` command line needs NumPy, Numba (the kernel) and Polars (the metrics); importing them
 one after the other is most of a short run (bench/README.md, "Start-up of the 2-GPU example").
-`start()`, called by `apex_fast/entry.py` once NumPy is loaded and before the command-line
-interface is, forks a child that imports Numba and the cached kernel while the parent parses
-the options, builds the plans and cost tables. The parent then sends each `simulate_stream`
-call to the child over a pipe (the arrays' raw bytes, pickled) and, while the child simulates
-the first stream, imports Polars. The child runs the very same compiled kernel on the same
-arrays, so the results are the same bytes as in one process.
+`start()`, called by `apex_fast/entry.py` once NumPy and the modules both sides need are loaded
+(`preload`) and before the command-line interface is, forks a child that imports Numba and the
+cached kernel while the parent parses the options, builds the plans and cost tables. The parent
+then sends each `simulate_stream` call to the child over a pipe (the arrays, pickled) and, while
+the child simulates the first stream, imports Polars. The child runs the very same compiled
+kernel on the same arrays, so the results are the same bytes as in one process.
 
 Only the process that forked the child uses it (`call` returns None elsewhere, e.g. in a worker
-of a process pool, which then loads the kernel itself), and the parent falls back to running the
-kernel itself whenever the child is unavailable: no fork on this platform, `APEX_NO_FORK=1` in
-the environment, the fork failed, the child died or could not load or run the kernel. The child
-ignores Ctrl-C (the parent handles it and ends the child); the parent ends the child (SIGKILL,
-then waits for it) when it exits (`stop`, an atexit handler, also run by entry.exit_now) or when
-a call is interrupted, so no child outlives the command or is left unreaped.
+of a process pool, which then loads the kernel itself), and the parent runs the kernel itself
+whenever there is no child: no fork on this platform, no idle core (`idle_core`), `APEX_FORK=0`
+in the environment, the fork failed, the child died or could not load or run the kernel. The
+child ignores Ctrl-C (the parent handles it and ends the child); the parent ends the child
+(SIGKILL, then waits for it) when it exits (`stop`, an atexit handler, also run by
+entry.exit_now) or when a call is interrupted, so no child outlives the command unreaped.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ import struct
 import sys
 from typing import Any, BinaryIO
 
-NO_FORK_ENV = "APEX_NO_FORK"  # set to 1: never fork (the kernel runs in the command's process)
+# APEX_FORK=0: never fork (the kernel runs in the command's process); 1: always (where the
+# platform can); unset or auto: when a core is idle (`idle_core`)
+FORK_ENV = "APEX_FORK"
+# modules imported before the fork: NumPy and what both Numba (the child) and Polars or
+# apex-fast (the parent) import, loaded once instead of once on each side (about 0.1 s of CPU:
+# numpy.ma and numpy.random, importlib.metadata for Numba's and Polars' plugin entry points)
+SHARED = ("numpy", "numpy.ma", "numpy.random", "importlib.metadata", "logging")
 # modules the parent imports while the child runs the first stream: the metrics need them next
 PREFETCH = ("polars",)
 # `simulate_stream` arguments the kernel only writes (record rows): sent as shape and dtype,
@@ -44,9 +50,39 @@ _CHILD: list[tuple[int, int, BinaryIO, BinaryIO]] = []
 _PREFETCHED: list[bool] = []
 
 
+def preload() -> None:
+    """Import what both processes need, once, before the fork (see SHARED)."""
+    import importlib
+
+    for name in SHARED:
+        importlib.import_module(name)
+
+
 def enabled() -> bool:
-    """Whether `start` may fork: the platform has fork and APEX_NO_FORK is not set."""
-    return hasattr(os, "fork") and os.environ.get(NO_FORK_ENV, "") in ("", "0")
+    """Whether `start` may fork: the platform has fork, and APEX_FORK is 1, or unset (or
+    `auto`) with a core to spare (`idle_core`); APEX_FORK=0: never."""
+    if not hasattr(os, "fork"):
+        return False
+    mode = os.environ.get(FORK_ENV, "auto").strip().lower()
+    if mode in ("0", "no", "off", "false"):
+        return False
+    return mode in ("1", "yes", "on", "true") or idle_core()
+
+
+def idle_core() -> bool:
+    """Whether a second core is likely free: at least two usable cores and a 1-minute load
+    average below their number minus a half. On a busy machine the two processes only share
+    the busy cores, and the fork's own cost (copied memory pages, the records sent back)
+    makes the command slower than in one process (bench/README.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average here: assume the machine is busy
+        return False
+    return cores >= 2 and load < cores - 0.5
 
 
 def start() -> bool:
