@@ -85,6 +85,7 @@ def _fork_kernel_child(args: list[str]) -> None:
 def run() -> None:
     """The `apex-fast` script and `apex.py`: `main` on sys.argv, then exit with its code."""
     try:
+        _catch_sigint()
         _fork_kernel_child(sys.argv[1:])
         code = main()
     except KeyboardInterrupt:  # Ctrl-C while the modules load
@@ -94,12 +95,17 @@ def run() -> None:
     sys.exit(code)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _catch_sigint() -> None:
+    """Ctrl-C goes to `_on_sigint` (unless someone else set a handler)."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         try:
             signal.signal(signal.SIGINT, _on_sigint)
         except ValueError:  # not the main thread: keep Python's handler
             pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    _catch_sigint()
     args = list(sys.argv[1:] if argv is None else argv)
     text = _listing(args)
     if text is not None:

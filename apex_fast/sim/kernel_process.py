@@ -116,11 +116,12 @@ def start() -> bool:
             code = _serve(req_r, rep_w)
         finally:
             os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(req_r)
     os.close(rep_w)
     _CHILD.append((os.getpid(), pid, os.fdopen(req_w, "wb"), os.fdopen(rep_r, "rb")))
     atexit.register(stop)
+    # a Ctrl-C pending since the fork is raised now, with the child on record to be ended
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return True
 
 
