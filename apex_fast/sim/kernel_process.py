@@ -193,18 +193,12 @@ def call(args: tuple[Any, ...]) -> int | None:
         return None
     if status != "ok":  # the kernel failed there: the caller runs it here and sees why
         return None
-    for i, (a, b) in enumerate(zip(args, arrays, strict=True)):
+    for i, b in arrays.items():  # what the kernel wrote (record arrays: the rows it wrote)
         if i in WRITE_ONLY:
-            a[: b.shape[0]] = b
-        elif not _same(a, b):
-            a[...] = b
+            args[i][: b.shape[0]] = b
+        else:
+            args[i][...] = b
     return nrec
-
-
-def _same(a: Any, b: Any) -> bool:
-    import numpy as np
-
-    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
 def _send_some(f: BinaryIO, data: bytes) -> bytes:
@@ -257,11 +251,17 @@ def _serve(req_fd: int, rep_fd: int) -> int:
             return 0
         sent = pickle.loads(msg)
         args = [np.empty(*s) if i in WRITE_ONLY else s for i, s in enumerate(sent)]
+        # the arguments' bytes as received, to send back only what the kernel changed
+        before = [None if i in WRITE_ONLY else a.tobytes() for i, a in enumerate(args)]
         try:
             nrec = int(kernel(*args))
         except Exception:
-            _send(rep, pickle.dumps(("error", 0, ()), protocol=pickle.HIGHEST_PROTOCOL))
+            _send(rep, pickle.dumps(("error", 0, {}), protocol=pickle.HIGHEST_PROTOCOL))
             continue
         rows = max(nrec, 0)
-        back = tuple(a[:rows] if i in WRITE_ONLY else a for i, a in enumerate(args))
-        _send(rep, pickle.dumps(("ok", nrec, back), protocol=pickle.HIGHEST_PROTOCOL))
+        changed = {
+            i: a[:rows] if i in WRITE_ONLY else a
+            for i, a in enumerate(args)
+            if i in WRITE_ONLY or a.tobytes() != before[i]
+        }
+        _send(rep, pickle.dumps(("ok", nrec, changed), protocol=pickle.HIGHEST_PROTOCOL))
