@@ -20,9 +20,16 @@ Typer version that tree's pyproject resolves to, `pip install --target DIR typer
 phases (imports, loading the cached kernel, the first kernel run, Polars, the rest), the
 minimum of each over `--repeat` processes (bench/README.md, "Start-up of the 2-GPU example").
 
+`--fork-split` runs the 2-GPU example with the kernel's child forked (APEX_FORK=1) and
+alternately in one process (APEX_FORK=0), and prints the median CPU time of each side: before
+the fork, the parent until the child's first answer (it imports Polars meanwhile), the child
+until that answer, the parent after it; their critical path (before + the longer side + after)
+is what the wall time comes to with a second core free, whatever the machine's load now.
+
 Usage: python bench/startup.py [--baseline REF [--old-path DIR] [--old-env VAR=VALUE]]
                                [--repeat N] [--json]
        python bench/startup.py --phases [--repeat N]
+       python bench/startup.py --fork-split [--repeat N]
 """
 
 from __future__ import annotations
@@ -107,6 +114,11 @@ def bench_args(doc: str, repeat: int, phases: bool = False) -> argparse.Namespac
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
     if phases:  # this script's own options
         ap.add_argument("--phases", action="store_true", help="CPU time of each phase")
+        ap.add_argument(
+            "--fork-split",
+            action="store_true",
+            help="CPU time of each side with the kernel's child (APEX_FORK=1) vs one process",
+        )
         ap.add_argument(
             "--old-env",
             action="append",
@@ -205,6 +217,106 @@ def phases(repeat: int) -> None:
     print(f"{'total of one process (best), after Python start':<50} {min(totals):6.3f}")
 
 
+# One fresh process of the 2-GPU example with the kernel's child forked (APEX_FORK=1): CPU time
+# (time.process_time) of each side between the events that order them; with APEX_FORK=0 the
+# whole run's CPU time
+FORK_SPLIT = r"""
+import json, os, sys, time
+import apex_fast.sim.kernel_process as kp
+import apex_fast.entry as entry
+cpu = {}
+start, serve, call = kp.start, kp._serve, kp.call
+def timed_start():
+    cpu["before fork"] = time.process_time()
+    return start()
+def timed_serve(req, rep):
+    t0 = time.process_time()
+    w = os.fdopen(int(os.environ["SPLIT_FD"]), "w")
+    import apex_fast.sim.kernel_load as kl
+    local = kl.local_kernel
+    def first_answer():
+        kernel = local()
+        def run(*args):
+            out = kernel(*args)
+            if not w.closed:
+                w.write(json.dumps(time.process_time() - t0)); w.close()
+            return out
+        return run
+    kl.local_kernel = first_answer
+    return serve(req, rep)
+def timed_call(args):
+    first = "parent to first answer" not in cpu
+    out = call(args)
+    if first:  # the parent's CPU until the answer: its own work and the Polars import
+        cpu["parent to first answer"] = time.process_time() - cpu["before fork"]
+    return out
+kp.start, kp._serve, kp.call = timed_start, timed_serve, timed_call
+def done(code):
+    cpu["total"] = time.process_time()
+    kp.stop()  # ends and reaps the child: its CPU time is then the children's
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu["child total"] = ru.ru_utime + ru.ru_stime
+    sys.__stdout__.write(json.dumps(cpu) + "\n")
+    sys.__stdout__.flush()
+    os._exit(code)
+entry.exit_now = done
+sys.argv = ["apex.py", *sys.argv[1:]]
+import contextlib, io
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    entry.run()
+"""
+
+
+def fork_split(repeat: int) -> None:
+    """CPU seconds of each side of the 2-GPU example with the kernel's child, and of the same
+    run in one process, median of `repeat` fresh processes each (alternating)."""
+    base = dict(os.environ, PYTHONPATH=str(ROOT))
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
+    args = [a for a in COMMANDS["plan_2gpu_example"] if a != "--quiet"]
+    rows: dict[str, list[float]] = {}
+    for i in range(repeat + 1):  # the first round writes .pyc files and fills the cache
+        r, w = os.pipe()
+        env = dict(base, APEX_FORK="1", SPLIT_FD=str(w))
+        p = subprocess.run(
+            [sys.executable, "-c", FORK_SPLIT, *args], cwd=ROOT, env=env, pass_fds=(w,),
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        os.close(w)
+        with os.fdopen(r) as f:
+            child = float(f.read())
+        cpu = json.loads(p.stdout.strip().splitlines()[-1])
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        env = dict(base, APEX_FORK="0")
+        subprocess.run(
+            [sys.executable, str(ROOT / "apex.py"), *args], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, check=True,
+        )  # fmt: skip
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if i == 0:
+            continue
+        before_fork, parent = cpu["before fork"], cpu["parent to first answer"]
+        tail = cpu["total"] - before_fork - parent
+        plain = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        for name, t in (
+            ("before the fork (Python, NumPy, shared modules)", before_fork),
+            ("parent: CLI, plans, costs, Polars, to the first answer", parent),
+            ("child: Numba, kernel load, first stream", child),
+            ("parent: after the first answer (metrics, other plans, report)", tail),
+            ("critical path: before + max(parent, child) + after", before_fork + max(parent, child) + tail),
+            ("both processes together", cpu["total"] + cpu["child total"]),
+            ("one process (APEX_FORK=0), total", plain),
+        ):  # fmt: skip
+            rows.setdefault(name, []).append(t)
+    print(
+        f"CPU seconds, median of {repeat} fresh processes each, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    for name, ts in rows.items():
+        print(f"{name:<60} {statistics.median(ts):6.3f}")
+
+
 def trees_to_time(baseline: str | None, tmp: Path) -> dict[str, Path]:
     """This checkout ("new") and, given a baseline revision, that revision extracted ("old")."""
     if not baseline:
@@ -216,6 +328,9 @@ def main() -> None:
     a = bench_args(__doc__, 5, phases=True)
     if a.phases:
         phases(a.repeat)
+        return
+    if a.fork_split:
+        fork_split(a.repeat)
         return
     old_env = dict(kv.split("=", 1) for kv in getattr(a, "old_env", []))
     with tempfile.TemporaryDirectory(prefix="apex-startup-") as tmp:
