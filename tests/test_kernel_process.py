@@ -100,17 +100,24 @@ def test_a_dead_child_leaves_the_kernel_to_this_process():
 
 
 def test_fork_mode_from_the_environment(monkeypatch):
+    fork = hasattr(os, "fork")
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.9, 0.9), raising=False)
     monkeypatch.setenv("APEX_FORK", "0")
     assert kernel_process.enabled() is False
     monkeypatch.setenv("APEX_FORK", "auto")
-    assert kernel_process.enabled() is hasattr(os, "fork")
+    assert kernel_process.enabled() is fork
     monkeypatch.delenv("APEX_FORK")
-    assert kernel_process.enabled() is hasattr(os, "fork")
+    assert kernel_process.enabled() is fork
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.9, 0.9))
+    assert kernel_process.enabled() is False  # both cores busy
+    monkeypatch.setattr(kernel_process, "usable_cores", lambda: 4)
+    assert kernel_process.enabled() is fork
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 1)
     assert kernel_process.enabled() is False  # one core: nothing to overlap
     monkeypatch.setenv("APEX_FORK", "1")
-    assert kernel_process.enabled() is hasattr(os, "fork")
+    assert kernel_process.enabled() is fork
 
 
 def test_only_a_plan_that_simulates_here_forks(monkeypatch):

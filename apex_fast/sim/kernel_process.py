@@ -12,8 +12,8 @@ kernel on the same arrays, so the results are the same bytes as in one process.
 
 Only the process that forked the child uses it (`call` returns None elsewhere, e.g. in a worker
 of a process pool, which then loads the kernel itself), and the parent runs the kernel itself
-whenever there is no child: no fork on this platform, one usable core, `APEX_FORK=0` in the
-environment, the fork failed, the child died or could not load or run the kernel. The
+whenever there is no child: no fork on this platform, no idle core (`idle_core`), `APEX_FORK=0`
+in the environment, the fork failed, the child died or could not load or run the kernel. The
 child ignores Ctrl-C (the parent handles it and ends the child); the parent ends the child
 (SIGKILL, then waits for it) when it exits (`stop`, an atexit handler, also run by
 entry.exit_now) or when a call is interrupted, so no child outlives the command unreaped.
@@ -30,7 +30,7 @@ import sys
 from typing import Any, BinaryIO
 
 # APEX_FORK=0: never fork (the kernel runs in the command's process); 1: always (where the
-# platform can); unset or auto: with two usable cores or more
+# platform can); unset or auto: when a core is idle (`idle_core`)
 FORK_ENV = "APEX_FORK"
 # modules imported before the fork: NumPy and what both Numba (the child) and Polars or
 # apex-fast (the parent) import, loaded once instead of once on each side (about 0.1 s of CPU:
@@ -60,22 +60,35 @@ def preload() -> None:
 
 def enabled() -> bool:
     """Whether `start` may fork: the platform has fork, and APEX_FORK is 1, or unset (or
-    `auto`) with two usable cores or more; APEX_FORK=0: never."""
+    `auto`) with a core to spare (`idle_core`); APEX_FORK=0: never."""
     if not hasattr(os, "fork"):
         return False
     mode = os.environ.get(FORK_ENV, "auto").strip().lower()
     if mode in ("0", "no", "off", "false"):
         return False
-    return mode in ("1", "yes", "on", "true") or usable_cores() >= 2
+    return mode in ("1", "yes", "on", "true") or idle_core()
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (one core: the two processes could not overlap, and the
-    fork's own cost, copied memory pages and the records sent back, would only add time)."""
+    """Cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def idle_core() -> bool:
+    """Whether a second core is likely free: two usable cores or more and a 1-minute load
+    average below their number less a half. Otherwise the two processes would only share the
+    busy cores (Linux's scheduler also shares the CPU between sessions, not processes, when
+    autogroup is on), and the fork's own cost (copied memory pages, the records sent back:
+    about 5% more CPU) would make the command slower than in one process (bench/README.md)."""
+    cores = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average: assume the machine is busy
+        return False
+    return cores >= 2 and load < cores - 0.5
 
 
 def start() -> bool:
