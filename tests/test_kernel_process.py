@@ -55,6 +55,10 @@ if MODE == "dead":
 remote = run_all()
 report = {{"started": started, "numba": "numba" in sys.modules, "serves": kp.serves(),
            "records": int(sum(len(r["rec_start"]) // 16 for r in remote))}}
+if MODE == "child":  # before a process pool forks: the kernel the child ran, loaded here
+    import apex_fast.sim.kernel_load as kl
+    kl.load_here()
+    report["loaded_here"] = len(kl.local_kernel().overloads)
 kp.stop()
 try:
     os.waitpid(pid, os.WNOHANG)
@@ -87,6 +91,7 @@ def test_streams_run_by_the_child_give_the_same_bytes_and_the_parent_never_loads
     assert got["serves"] is True
     assert got["records"] * 88 > kernel_process.PIPE_BYTES  # replies larger than a pipe holds
     assert got["reaped"] is True  # stop() ends and waits for the child
+    assert got["loaded_here"] == 1  # load_here: the signature the child ran, from the cache
     assert got["same"] is True  # identical to running the kernel here
 
 
