@@ -32,10 +32,12 @@ from typing import Any, BinaryIO
 # APEX_FORK=0: never fork (the kernel runs in the command's process); 1: always (where the
 # platform can); unset or auto: when a core is idle (`idle_core`)
 FORK_ENV = "APEX_FORK"
-# modules imported before the fork: NumPy and what both Numba (the child) and Polars or
-# apex-fast (the parent) import, loaded once instead of once on each side (about 0.1 s of CPU:
-# numpy.ma and numpy.random, importlib.metadata for Numba's and Polars' plugin entry points)
-SHARED = ("numpy", "numpy.ma", "numpy.random", "importlib.metadata", "logging")
+# modules imported before the fork, once instead of once on each side: NumPy, numpy.ma (Numba
+# types the kernel's arguments with it; Polars loads it at its first DataFrame, which comes after
+# the wait for the child) and numpy.random (Numba and the workload options). What the parent
+# needs only inside its Polars import (importlib.metadata, logging) loads on both sides
+# instead, during the wait, so that bad input that ends before any simulation does not pay it.
+SHARED = ("numpy", "numpy.ma", "numpy.random")
 # modules the parent imports while the child runs the first stream: the metrics need them next
 PREFETCH = ("polars",)
 # `simulate_stream` arguments the kernel only writes (record rows): sent as shape and dtype,
