@@ -4,6 +4,7 @@ child running, and no process left behind."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -106,6 +107,15 @@ def test_a_dead_child_leaves_the_kernel_to_this_process():
 
 def test_fork_mode_from_the_environment(monkeypatch):
     fork = hasattr(os, "fork")
+    running = ["1/99"]  # tasks running now, this one included (/proc/loadavg)
+    real_open = open
+
+    def fake_open(path, *a, **k):
+        if path == "/proc/loadavg":
+            return io.StringIO(f"0.0 0.0 0.0 {running[0]} 1\n")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", fake_open)
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.9, 0.9), raising=False)
     monkeypatch.setenv("APEX_FORK", "0")
@@ -114,12 +124,17 @@ def test_fork_mode_from_the_environment(monkeypatch):
     assert kernel_process.enabled() is fork
     monkeypatch.delenv("APEX_FORK")
     assert kernel_process.enabled() is fork
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.9, 0.9))
-    assert kernel_process.enabled() is False  # both cores busy
+    running[0] = "2/99"  # another task runs on the second core
+    assert kernel_process.enabled() is False
+    running[0] = "1/99"
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.9, 0.9))
+    assert kernel_process.enabled() is False  # busy over the last minute
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 4)
-    assert kernel_process.enabled() is fork
+    running[0] = "3/99"
+    assert kernel_process.enabled() is fork  # two cores of four free
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 1)
+    running[0] = "1/99"
     assert kernel_process.enabled() is False  # one core: nothing to overlap
     monkeypatch.setenv("APEX_FORK", "1")
     assert kernel_process.enabled() is fork

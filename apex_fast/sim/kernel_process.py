@@ -80,17 +80,25 @@ def usable_cores() -> int:
 
 
 def idle_core() -> bool:
-    """Whether a second core is likely free: two usable cores or more and a 1-minute load
-    average below their number less a half. Otherwise the two processes would only share the
-    busy cores (Linux's scheduler also shares the CPU between sessions, not processes, when
-    autogroup is on), and the fork's own cost (copied memory pages, the records sent back:
-    about 5% more CPU) would make the command slower than in one process (bench/README.md)."""
+    """Whether a core is free for the child: two usable cores or more, no more than cores - 2
+    other tasks running right now (Linux: /proc/loadavg) and a 1-minute load average below
+    cores - 1. Otherwise the two processes only share the busy cores (Linux's scheduler shares
+    the CPU between sessions, not processes, when autogroup is on), the child's work is not
+    overlapped and the fork's own cost (copied memory pages, the records sent back, Numba loaded
+    for bad input that ends early) makes the command slower: 0.3 s more CPU and wall for the
+    README's 2-GPU example with another busy process on a 2-core machine (bench/README.md)."""
     cores = usable_cores()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average: assume the machine is busy
         return False
-    return cores >= 2 and load < cores - 0.5
+    others = 0
+    try:
+        with open("/proc/loadavg") as f:  # "0.52 0.40 0.31 2/180 1234": 2 running, us included
+            others = int(f.read().split()[3].split("/")[0]) - 1
+    except (OSError, ValueError, IndexError):
+        pass
+    return cores >= 2 and others <= cores - 2 and load < cores - 1
 
 
 def start() -> bool:
