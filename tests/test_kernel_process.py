@@ -127,7 +127,7 @@ def test_fork_mode_from_the_environment(monkeypatch):
     running[0] = "2/99"  # another task runs on the second core
     assert kernel_process.enabled() is False
     running[0] = "1/99"
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.9, 0.9))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 0.9, 0.9))
     assert kernel_process.enabled() is False  # busy over the last minute
     monkeypatch.setattr(kernel_process, "usable_cores", lambda: 4)
     running[0] = "3/99"

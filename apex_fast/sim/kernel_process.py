@@ -82,7 +82,7 @@ def usable_cores() -> int:
 def idle_core() -> bool:
     """Whether a core is free for the child: two usable cores or more, no more than cores - 2
     other tasks running right now (Linux: /proc/loadavg) and a 1-minute load average below
-    cores - 1. Otherwise the two processes only share the busy cores (Linux's scheduler shares
+    cores - 0.5 (commands run back to back keep it near 1 by themselves). Otherwise the two processes only share the busy cores (Linux's scheduler shares
     the CPU between sessions, not processes, when autogroup is on), the child's work is not
     overlapped and the fork's own cost (copied memory pages, the records sent back, Numba loaded
     for bad input that ends early) makes the command slower: 0.3 s more CPU and wall for the
@@ -98,7 +98,7 @@ def idle_core() -> bool:
             others = int(f.read().split()[3].split("/")[0]) - 1
     except (OSError, ValueError, IndexError):
         pass
-    return cores >= 2 and others <= cores - 2 and load < cores - 1
+    return cores >= 2 and others <= cores - 2 and load < cores - 0.5
 
 
 def start() -> bool:
