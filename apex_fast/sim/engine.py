@@ -295,7 +295,7 @@ def frontend_lag(opts: EngineOptions) -> float:
     """Seconds each request spends in the engine's front end before the engine loop can
     schedule it (EngineProfile.request_frontend_s). A decode pool of a disaggregated
     deployment receives its requests from the prefill pool, not from clients: none there."""
-    if getattr(opts, "decode_pool", False):
+    if opts.decode_pool:
         return 0.0
     return opts.profile.request_frontend_s
 
