@@ -62,31 +62,9 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-# `plan` options after which no kernel child is forked: help (nothing simulated), and process
-# pools or Ray, which simulate in workers of their own
-_NO_KERNEL_CHILD = ("--help", "-h", "--workers", "--ray")
-
-
-def _fork_kernel_child(args: list[str]) -> None:
-    """For a `plan` command line, fork the process that loads Numba and runs the batching kernel
-    while this one goes on with the command line, the plans and Polars
-    (`apex_fast.sim.kernel_process`; the modules both sides import load first)."""
-    if not args or args[0] != "plan":
-        return
-    if any(a.split("=", 1)[0] in _NO_KERNEL_CHILD for a in args[1:]):
-        return
-    from apex_fast.sim import kernel_process
-
-    if kernel_process.enabled():
-        kernel_process.preload()
-        kernel_process.start()
-
-
 def run() -> None:
     """The `apex-fast` script and `apex.py`: `main` on sys.argv, then exit with its code."""
     try:
-        _catch_sigint()
-        _fork_kernel_child(sys.argv[1:])
         code = main()
     except KeyboardInterrupt:  # Ctrl-C while the modules load
         sys.stderr.write("interrupted\n")
@@ -95,17 +73,12 @@ def run() -> None:
     sys.exit(code)
 
 
-def _catch_sigint() -> None:
-    """Ctrl-C goes to `_on_sigint` (unless someone else set a handler)."""
+def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         try:
             signal.signal(signal.SIGINT, _on_sigint)
         except ValueError:  # not the main thread: keep Python's handler
             pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    _catch_sigint()
     args = list(sys.argv[1:] if argv is None else argv)
     text = _listing(args)
     if text is not None:

@@ -128,9 +128,6 @@ def simulate_plans(
         # as they arrive (simulation and metrics then overlap)
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        from apex_fast.sim.kernel_load import load_here
-
-        load_here()  # the workers fork with the kernel loaded, also if a child ran it so far
         nproc = min(workers or max(cores - 1, 1), n - i)
         ex = ProcessPoolExecutor(
             nproc, mp_context=_pool_context(), initializer=_worker_init, initargs=(job,)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 _READY: list[Any] = []
-_LAST_CALL: list[tuple[Any, ...]] = []  # the arguments of the last call run by the child
 
 
 def fast_cache_lookup(dispatcher: Any) -> bool:
@@ -46,40 +45,11 @@ def fast_cache_lookup(dispatcher: Any) -> bool:
     return True
 
 
-def local_kernel() -> Any:
-    """`kernels.batching.simulate_stream` in this process, with the fast cache lookup (loaded
-    once per process)."""
+def batching_kernel() -> Any:
+    """`kernels.batching.simulate_stream`, with the fast cache lookup (once per process)."""
     if not _READY:
         from apex_fast.kernels.batching import simulate_stream
 
         fast_cache_lookup(simulate_stream)
         _READY.append(simulate_stream)
     return _READY[0]
-
-
-def batching_kernel() -> Any:
-    """The batching kernel: run by the child process `apex_fast.sim.kernel_process` forked for
-    this process if there is one (this process then never loads Numba), else `local_kernel()`."""
-    from apex_fast.sim import kernel_process
-
-    return _in_child if kernel_process.serves() else local_kernel()
-
-
-def _in_child(*args: Any) -> int:
-    """`simulate_stream(*args)` run by the child process; here if the child cannot."""
-    from apex_fast.sim import kernel_process
-
-    _LAST_CALL[:] = [args]
-    nrec = kernel_process.call(args)
-    return local_kernel()(*args) if nrec is None else nrec
-
-
-def load_here() -> None:
-    """Load the kernel in this process, with the machine code of the signature the child has
-    run so far: called before a process pool forks, so that its workers start with it loaded
-    (as when the kernel ran here)."""
-    kernel = local_kernel()
-    if _LAST_CALL:
-        from numba.core.typing.typeof import typeof
-
-        kernel.compile(tuple(typeof(a) for a in _LAST_CALL.pop()))

@@ -24,7 +24,7 @@ __all__ = [
 # this module is: command lines that stop before simulating (bad input, listings) skip it.
 def __getattr__(name: str) -> object:  # GAP_BINS, simulate_stream
     if name == "GAP_BINS":
-        from apex_fast.kernels.gap_bins import GAP_BINS
+        from apex_fast.kernels.gaps import GAP_BINS
 
         return GAP_BINS
     if name == "simulate_stream":
@@ -45,7 +45,7 @@ RECORDS_RETRY = 1 << 20
 
 def gap_bin_edges() -> np.ndarray:
     """Edges of the inter-token-gap histogram bins (kernels/gaps.py)."""
-    from apex_fast.kernels.gap_bins import gap_bin_edges as edges
+    from apex_fast.kernels.gaps import gap_bin_edges as edges
 
     return edges()
 
@@ -217,7 +217,7 @@ def run_stream(
         raise ApexError("arrival, prompt and output must have the same length")
     if cfg.budget + 1 > costs.tok_table.size or cfg.max_num_seqs + 1 > costs.seq_table.size:
         raise ApexError("step cost tables are shorter than the scheduler limits")
-    from apex_fast.kernels.gap_bins import GAP_BINS
+    from apex_fast.kernels.gaps import GAP_BINS
     from apex_fast.sim.kernel_load import batching_kernel
 
     simulate_stream = batching_kernel()
