@@ -327,8 +327,10 @@ def _compact_from(run, nrun, status, adm, a_min, ndone):
         else:
             hi = mid
     if ndone == 1:  # run[lo] finished: the rest moves down one place
-        for i in range(lo, nrun - 1):
-            run[i] = run[i + 1]
+        # unsigned indices: no negative-index wraparound per element, so the loop compiles to
+        # a vectorised move (the signed form cost a third of the saturated-decode kernel)
+        for i in range(np.uintp(lo), np.uintp(nrun - 1)):
+            run[i] = run[i + np.uintp(1)]
         return nrun - 1
     m = lo
     for i in range(lo, nrun):
