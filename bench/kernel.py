@@ -18,15 +18,18 @@ second of one call are steps per second per core. The pure-Python oracle (`tests
 one step at a time) runs on a small prefix of each trace for comparison.
 
 Prints figures only; `bench/ci_guard.py` compares them with `bench/baseline.json`.
-`--old FILE`: also time another version of kernels/batching.py (e.g. `git show
-main:kernels/batching.py > /tmp/old_batching.py`) in the same run, in rounds interleaved with
-this kernel's (best of each), check that its outputs are identical and print the ratio.
-Usage: python bench/kernel.py [--json] [--repeat N] [--no-oracle] [--old FILE]
+`--old DIR`: also time the kernel of another source tree (e.g. main: `git worktree add
+/tmp/apex-main main`, or `mkdir /tmp/apex-main && git archive main | tar -x -C /tmp/apex-main`)
+in the same run: in rounds interleaved with this kernel's (best of each), the other tree's
+`run_stream` runs in a child process (its own apex_fast and kernels, the same trace, scheduler
+limits and cost tables), its outputs are checked identical to this tree's and the ratio printed.
+Usage: python bench/kernel.py [--json] [--repeat N] [--no-oracle] [--old DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +37,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The kernel alone: NumPy's OpenBLAS threads, woken by the cost tables' matrix products in
+# setup(), spin for a while after each product and took up to a third of the kernel's core on
+# the 2-core machine (decode-saturated 10.8 vs 18.7 M steps/s). One BLAS thread (set before
+# NumPy loads it; the child processes of --old inherit it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from apex_fast.hardware.cluster import Cluster  # noqa: E402
 from apex_fast.hardware.devices import get_device  # noqa: E402
@@ -98,34 +107,58 @@ def time_kernel(trace, cfg, costs, repeat: int) -> tuple[float, int, int]:
     return best, res.num_steps, int(res.rec_count.size), seq_steps
 
 
-def load_old_kernel(path: str):
-    """simulate_stream of another version of kernels/batching.py (same package imports)."""
-    import importlib.util
+# the child process of --old: imports apex_fast (and apex_fast.kernels, installed from the
+# top-level kernels/ folder) from the tree argv[1], not from this installation, and times its
+# run_stream on the job pickled in argv[2]; writes (best seconds, steps, records, arrays) to argv[3]
+_OLD_CHILD = """
+import importlib.util, os, pickle, sys, time
+tree, job, out = sys.argv[1:4]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
+sys.path.insert(0, tree)
+import apex_fast
+spec = importlib.util.spec_from_file_location(
+    "apex_fast.kernels", os.path.join(tree, "kernels", "__init__.py"),
+    submodule_search_locations=[os.path.join(tree, "kernels")])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["apex_fast.kernels"] = mod
+spec.loader.exec_module(mod)
+from apex_fast.sim.stream import run_stream
+assert run_stream.__code__.co_filename.startswith(tree)
+with open(job, "rb") as f:
+    trace, cfg, costs, repeat = pickle.load(f)
+res = run_stream(*trace, cfg, costs)
+best = float("inf")
+for _ in range(repeat):
+    t0 = time.perf_counter()
+    res = run_stream(*trace, cfg, costs)
+    best = min(best, time.perf_counter() - t0)
+arrays = {k: v for k, v in vars(res).items() if hasattr(v, "dtype")}
+with open(out, "wb") as f:
+    pickle.dump((best, res.num_steps, int(res.rec_count.size), arrays), f)
+"""
 
-    spec = importlib.util.spec_from_file_location("apex_fast.kernels._old_batching", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # Numba's cache finds the module again by name
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.simulate_stream
+
+def time_old_tree(tree: str, trace, cfg, costs, repeat: int) -> tuple[float, int, int, dict]:
+    """(best seconds, steps, records, output arrays) of the other tree's run_stream, run in a
+    child process on the same trace, limits and cost tables."""
+    import pickle
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job, out = f"{tmp}/job.pkl", f"{tmp}/out.pkl"
+        with open(job, "wb") as f:
+            pickle.dump((trace, cfg, costs, repeat), f)
+        subprocess.run([sys.executable, "-c", _OLD_CHILD, tree, job, out], check=True)
+        with open(out, "rb") as f:
+            return pickle.load(f)
 
 
-def swap_kernel(fn):
-    """Make run_stream call `fn`; returns the previous simulate_stream."""
-    import apex_fast.kernels.batching as kb
-
-    from apex_fast.sim import kernel_load
-
-    prev = kb.simulate_stream
-    kb.simulate_stream = fn
-    kernel_load._READY[:] = [fn]  # run_stream takes the kernel from here (loaded once)
-    return prev
-
-
-def same_result(a, b) -> bool:
-    return all(
-        np.array_equal(getattr(a, f), getattr(b, f))
-        for f in a.__dataclass_fields__
-        if isinstance(getattr(a, f), np.ndarray)
+def same_result(a, old_arrays: dict) -> bool:
+    """Every output array of `a` equal to the other tree's."""
+    mine = {k: v for k, v in vars(a).items() if isinstance(v, np.ndarray)}
+    return mine.keys() == old_arrays.keys() and all(
+        np.array_equal(v, old_arrays[k]) for k, v in mine.items()
     )
 
 
@@ -146,10 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON line of figures")
-    ap.add_argument("--old", help="another kernels/batching.py to time side by side")
+    ap.add_argument("--old", help="another source tree whose kernel is timed side by side")
     a = ap.parse_args(argv)
     cfg, costs = setup()
-    old_fn = load_old_kernel(a.old) if a.old else None
     figures: dict[str, float] = {}
     lines = []
     for kind in KINDS:
@@ -164,14 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
         if a.old:  # rounds of (old, new), interleaved: both see the same load
             osecs = float("inf")
             for _ in range(OLD_ROUNDS):
-                new_fn = swap_kernel(old_fn)
-                try:
-                    o, osteps, orecs, _ = time_kernel(trace, cfg, costs, a.repeat)
-                    same = same_result(run_stream(*trace, cfg, costs), ref)
-                finally:
-                    swap_kernel(new_fn)
+                o, osteps, orecs, old_arrays = time_old_tree(a.old, trace, cfg, costs, a.repeat)
+                same = same_result(ref, old_arrays)
                 osecs = min(osecs, o)
-                secs = min(secs, time_kernel(trace, cfg, costs, a.repeat)[0])
+                # this tree's kernel in a child process too: both sides in the same conditions
+                secs = min(secs, time_old_tree(str(ROOT), trace, cfg, costs, a.repeat)[0])
                 if not same:
                     break
             figures[f"old_kernel_{key}_steps_per_s"] = osteps / osecs

@@ -2,8 +2,8 @@
 arithmetic of a run of identical steps.
 
 The scheduler kernel (kernels/batching.py) writes one record per run of `count` consecutive
-steps of the same shape into two arrays, `rec_f` (float64) and `rec_i` (int64), one row per
-record. The column indices below are module-level integers: Numba reads them as compile-time
+steps of the same shape into two arrays, `rec_f` (float64) and `rec_i` (int64), one column per
+record (a field is a row). The field indices below are module-level integers: Numba reads them as compile-time
 constants when the kernel imports them (note: Numba's cache does not see a change here; clear
 `kernels/__pycache__` after renumbering).
 
