@@ -7,8 +7,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+
+# One OpenBLAS thread, unless the user's environment says otherwise (read when NumPy loads, so
+# set before any import of it). The cost tables' small matrix products wake NumPy's OpenBLAS
+# threads, which then spin on the other core: the README's 2-GPU example took a median 1.50 s
+# CPU / 1.39 s wall with them and 1.19 s / 1.19 s with one thread, same output (8 alternating
+# runs, load 0.9, bench/README.md); the batching kernel lost up to a third of its core to them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 _interrupted = False
 
@@ -48,7 +56,6 @@ def exit_now(code: int) -> None:
     file it writes before returning. With another thread still running, or if stdout cannot be
     flushed (a closed pipe), this returns and the caller exits the usual way."""
     import atexit
-    import os
     import threading
 
     if threading.active_count() > 1:
