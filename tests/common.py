@@ -4,13 +4,29 @@ sys.path, as for `oracle`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from apex_fast.cli import main
 from apex_fast.workload import Workload
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_script(name: str) -> ModuleType:
+    """The script bench/<name>.py loaded as a module named `name` (registered in sys.modules:
+    dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
 
 # a key given this value is left out of the config
 DROP = object()

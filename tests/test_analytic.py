@@ -1,9 +1,8 @@
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from common import bench_script
 
 from apex_fast.errors import ApexError
 from apex_fast.hardware import get_device
@@ -126,12 +125,7 @@ def test_inter_node_slower(dm):
 
 
 def _calibration_script():
-    path = Path(__file__).parents[1] / "bench" / "calibrate_device_model.py"
-    spec = importlib.util.spec_from_file_location("calibrate_device_model", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("calibrate_device_model")
 
 
 def test_fitted_model_matches_reference():

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from common import bench_script
 
 from apex_fast.data import published_measurements
 
 
 def _script():
-    path = Path(__file__).parents[1] / "bench" / "decode_step_terms.py"
-    spec = importlib.util.spec_from_file_location("decode_step_terms", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("decode_step_terms")
 
 
 def test_mean_decode_context_closed_form():

@@ -4,11 +4,11 @@ expert parallelism through an expert map (docs/device_model.md, "Engine kernels"
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from common import bench_script
 
 from apex_fast import cells as names
 from apex_fast.engines import get_engine
@@ -77,11 +77,7 @@ def test_grouped_gemm_tile_rows_pad_each_expert(dm: an.DeviceModel) -> None:
 
 
 def test_fit_script_reproduces_shipped_rates() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "fit_kernels", ROOT / "bench" / "fit_block_fp8_kernels.py"
-    )
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    mod = bench_script("fit_block_fp8_kernels")
     for kernel, r in mod.fitted_rates().items():
         assert an.BLOCK_FP8_KERNEL_RATE[kernel] == pytest.approx(r, abs=5e-4)
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from common import bench_script
 
 SOURCE = "qwen3-8b/h100-latency"  # GPUStack's Qwen3-8B latency page: small closed-loop rows
 
 
 def _script():
-    path = Path(__file__).parents[1] / "bench" / "replay_device_check.py"
-    spec = importlib.util.spec_from_file_location("replay_device_check", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("replay_device_check")
 
 
 def test_no_matching_row_is_a_usage_error(capsys):
