@@ -101,7 +101,7 @@ def test_trtllm_kv_fraction_applies_to_memory_left_after_weights():
     gpu = hbm * mem.GIB * mem.USABLE_FRACTION
     fixed = (
         mem.weight_bytes_per_device(m, plan)
-        + mem.activation_bytes(m, plan, budget, seqs)
+        + mem.legacy_activation_bytes(m, plan, budget, seqs)
         + mem.RUNTIME_RESERVE_BYTES
     )
     kind = ENGINES["trtllm"].memory_fraction_kind

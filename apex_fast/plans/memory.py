@@ -39,7 +39,6 @@ RUNTIME_RESERVE_BYTES = 1.5 * GIB
 # 24272 KV tokens; ../shared/reference/README.md) and is kept unchanged for those engines until
 # logs of their own refit it.
 LEGACY_ACTIVATION_FACTOR = 1.9
-ACTIVATION_PEAK_FACTOR = LEGACY_ACTIVATION_FACTOR  # older name, same constant
 
 # How an engine measures the peak memory of its profiling step (EngineProfile.memory_peak_rule;
 # docs/memory.md "Profiling peak by engine version"). Both are modelled from the same named
@@ -286,10 +285,6 @@ def legacy_activation_bytes(model: ModelSpec, plan: Plan, budget: int, max_num_s
     d = plan.devices_per_stage
     logits = max_num_seqs * model.vocab_size / d * 4.0
     return LEGACY_ACTIVATION_FACTOR * (forward_live_bytes(model, plan, budget) + logits)
-
-
-# older name of the legacy rule
-activation_bytes = legacy_activation_bytes
 
 
 @dataclass(frozen=True)
