@@ -141,11 +141,17 @@ ONE_SERVER_SOURCES = frozenset(
 )
 
 
-def _same_server(a: dict, b: dict) -> bool:
-    """Rows `a` and `b` are runs of SGLang's bench_serving random dataset with one client seed
-    against one server launch (a source of ONE_SERVER_SOURCES, same model, GPU, TP, flags)."""
-    keys = ("source_url", "model_hf_id", "gpu", "tp", "engine_flags", "client_seed", "lengths")
-    return a["source_url"] in ONE_SERVER_SOURCES and all(a[k] == b[k] for k in keys)
+# what two runs of one source (ONE_SERVER_SOURCES) share when they ran on one server launch
+# with SGLang's bench_serving random dataset and one client seed
+SAME_SERVER_KEYS = (
+    "source_url",
+    "model_hf_id",
+    "gpu",
+    "tp",
+    "engine_flags",
+    "client_seed",
+    "lengths",
+)
 
 
 def _earlier_runs(row: dict) -> list[dict]:
@@ -154,7 +160,9 @@ def _earlier_runs(row: dict) -> list[dict]:
         return []
     rows = published_measurements(row["engine_profile"])
     mine = next((k for k, r in enumerate(rows) if r == row), None)
-    return [r for r in rows[:mine] if _same_server(r, row)] if mine is not None else []
+    if mine is None:
+        return []
+    return [r for r in rows[:mine] if all(r[k] == row[k] for k in SAME_SERVER_KEYS)]
 
 
 def sglang_bench_cached(
